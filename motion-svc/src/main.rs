@@ -1,0 +1,4 @@
+//! `motion-svc`: thin binary over the library.
+#![forbid(unsafe_code)]
+
+fn main() {}

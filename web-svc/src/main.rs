@@ -1,0 +1,4 @@
+//! `web-svc`: thin binary over the library.
+#![forbid(unsafe_code)]
+
+fn main() {}
