@@ -1,0 +1,71 @@
+#!/bin/sh
+# Install mecam as three systemd services grouped under mecam.target.
+#
+#   sudo systemd/install.sh              # after `cargo build --release --workspace --bins`
+#   sudo systemd/install.sh --uninstall  # stop, disable, remove units and binaries
+#
+# Installs the binaries from target/release to /usr/local/bin, the units to
+# /etc/systemd/system, a default /etc/mecam/mecam.toml (kept if one exists), a tmpfiles.d
+# entry for /run/mecam, creates the system user `mecam` (in group `video` for the camera),
+# then enables and starts mecam.target. Uninstall keeps /etc/mecam and /var/lib/mecam (your
+# config and recordings) and the user; remove them by hand if you mean to.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+prefix=${PREFIX:-/usr/local}
+bindir="$prefix/bin"
+unitdir=/etc/systemd/system
+bins="capture-svc motion-svc web-svc"
+units="mecam-capture.service mecam-motion.service mecam-web.service mecam.target"
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (sudo $0 $*)"
+command -v systemctl >/dev/null || die "systemctl not found: mecam's units need systemd"
+
+uninstall() {
+    systemctl disable --now mecam.target $units 2>/dev/null || true
+    for u in $units; do rm -f "$unitdir/$u"; done
+    for b in $bins; do rm -f "$bindir/$b"; done
+    rm -f /etc/tmpfiles.d/mecam.conf
+    systemctl daemon-reload
+    echo "mecam uninstalled. Kept: /etc/mecam, /var/lib/mecam, user mecam."
+}
+
+install_all() {
+    for b in $bins; do
+        [ -x "$root/target/release/$b" ] ||
+            die "$root/target/release/$b missing: run 'cargo build --release --workspace --bins' first"
+    done
+    if ! getent passwd mecam >/dev/null; then
+        useradd --system --user-group --home-dir /nonexistent --no-create-home \
+            --shell /usr/sbin/nologin mecam
+    fi
+    if getent group video >/dev/null; then usermod -a -G video mecam; fi
+
+    install -d -m 0755 "$bindir"
+    for b in $bins; do install -m 0755 "$root/target/release/$b" "$bindir/$b"; done
+    for u in $units; do
+        sed "s#/usr/local/bin/#$bindir/#" "$here/$u" > "$unitdir/$u"
+        chmod 0644 "$unitdir/$u"
+    done
+    install -d -m 0755 /etc/mecam
+    if [ ! -e /etc/mecam/mecam.toml ]; then
+        install -m 0644 "$here/mecam.toml" /etc/mecam/mecam.toml
+    else
+        echo "keeping existing /etc/mecam/mecam.toml"
+    fi
+    install -m 0644 "$here/tmpfiles.conf" /etc/tmpfiles.d/mecam.conf
+    systemd-tmpfiles --create /etc/tmpfiles.d/mecam.conf
+    systemctl daemon-reload
+    systemctl enable --now mecam.target
+    echo "mecam installed and started. Set the admin password with:"
+    echo "  sudo -u mecam $bindir/web-svc set-password --state-dir /var/lib/mecam/web"
+}
+
+case "${1:-}" in
+    "") install_all ;;
+    --uninstall) uninstall ;;
+    *) die "usage: $0 [--uninstall]" ;;
+esac
