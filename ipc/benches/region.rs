@@ -1,1 +1,2 @@
+//! Region benchmarks (filled in below).
 fn main() {}

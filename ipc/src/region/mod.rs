@@ -1,0 +1,634 @@
+//! The frame region: a fixed-size shared-memory file with three frame slots.
+//!
+//! `capture-svc` holds the only [`RegionWriter`]; `motion-svc` and `web-svc` each hold a
+//! [`RegionReader`], which opens the file read-only and maps it `PROT_READ`, so no reader bug can
+//! corrupt a frame. The layout is in [`layout`]; the pointer work in the private `raw` module.
+//!
+//! Each slot is guarded by a sequence lock. The writer fills slots round-robin, which with three
+//! slots means it always writes the slot that is neither the newest nor the one before it: a
+//! reader holding the newest frame's announcement has two frame periods to copy it. A reader
+//! copies, then re-checks the lock; a torn copy is counted and never returned.
+
+pub mod layout;
+mod raw;
+
+use std::cell::Cell;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{Ordering, fence};
+
+use layout::{
+    HEADER_SIZE, HeaderField, MAGIC, SlotField, pack_latest, region_size, slot_stride,
+    unpack_latest,
+};
+pub use layout::{LAYOUT_VERSION, MAX_SLOT_CAPACITY, SLOT_COUNT};
+use raw::Mapping;
+
+/// How the bytes of a frame are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[repr(u32)]
+pub enum FrameFormat {
+    /// A complete baseline or progressive JPEG image (what MJPEG cameras produce).
+    Jpeg = 1,
+}
+
+impl FrameFormat {
+    fn from_code(code: u64) -> Option<FrameFormat> {
+        (code == FrameFormat::Jpeg as u64).then_some(FrameFormat::Jpeg)
+    }
+}
+
+/// What the writer is told about a frame; the sequence number is the writer's to assign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Encoding of the bytes.
+    pub format: FrameFormat,
+    /// Capture time on `CLOCK_MONOTONIC`, nanoseconds.
+    pub mono_ns: u64,
+    /// Capture time in nanoseconds since the Unix epoch.
+    pub wall_ns: u64,
+}
+
+/// A committed frame's description, as written or as read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// Sequence number, from 1, increasing by one per published frame of a generation.
+    pub seq: u64,
+    /// The slot the frame sits in.
+    pub slot: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Encoding of the bytes.
+    pub format: FrameFormat,
+    /// Capture time on `CLOCK_MONOTONIC`, nanoseconds.
+    pub mono_ns: u64,
+    /// Capture time in nanoseconds since the Unix epoch.
+    pub wall_ns: u64,
+    /// Length of the frame in bytes.
+    pub len: usize,
+}
+
+/// Why a region could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// The requested slot capacity is zero or above [`MAX_SLOT_CAPACITY`].
+    #[error(
+        "slot capacity {0} bytes is out of range (1 to {MAX_SLOT_CAPACITY}); set a frame size the camera can produce"
+    )]
+    Capacity(usize),
+    /// The file could not be created, sized or mapped.
+    #[error(
+        "cannot create the frame region at {path}: {source}; check the runtime directory exists and is writable"
+    )]
+    Io {
+        /// The region path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a region could not be opened for reading. Each way a file can be wrong has its own variant.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file does not exist or cannot be opened or mapped.
+    #[error(
+        "cannot open the frame region {path}: {source}; is capture-svc running with the same --runtime-dir?"
+    )]
+    Io {
+        /// The region path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is shorter than the header.
+    #[error("frame region is truncated: {len} bytes, shorter than its {HEADER_SIZE}-byte header")]
+    Truncated {
+        /// The file's length.
+        len: u64,
+    },
+    /// The file does not start with the region magic.
+    #[error("not a mecam frame region (bad magic {found:02x?})")]
+    BadMagic {
+        /// The bytes found.
+        found: [u8; 8],
+    },
+    /// The layout version is not the one this build understands.
+    #[error(
+        "frame region layout version {found}, this build reads version {LAYOUT_VERSION}; run matching versions of the mecam services"
+    )]
+    WrongVersion {
+        /// The version found.
+        found: u32,
+    },
+    /// Slot count, capacity, stride or total size disagree with each other.
+    #[error("frame region header is inconsistent: {0}")]
+    BadGeometry(String),
+    /// The header's total size is not the file's size.
+    #[error("frame region is {file} bytes but its header says {header}")]
+    SizeMismatch {
+        /// The file's length.
+        file: u64,
+        /// The header's total size.
+        header: u64,
+    },
+    /// The generation is zero: the writer never finished creating it.
+    #[error("frame region was never finished by its writer (generation 0)")]
+    Uninitialized,
+}
+
+/// Why publishing a frame failed. Nothing was written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    /// The frame is larger than a slot.
+    #[error(
+        "frame of {len} bytes is larger than the slot capacity of {capacity} bytes; raise the slot capacity or lower the resolution/quality"
+    )]
+    TooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The slot capacity.
+        capacity: usize,
+    },
+}
+
+/// Why reading a frame gave nothing. Only [`ReadError::Corrupt`] and [`ReadError::Stale`] need
+/// any action; the others mean "skip this one".
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReadError {
+    /// No frame has been published in this region yet.
+    #[error("no frame has been published yet")]
+    Empty,
+    /// The slot no longer holds the frame asked for: the reader fell behind.
+    #[error("frame was overwritten before it could be read")]
+    Overwritten,
+    /// The writer changed the slot while it was being copied; the copy was discarded.
+    #[error("torn read discarded")]
+    Torn,
+    /// A slot header holds impossible values.
+    #[error("corrupt slot: {0}")]
+    Corrupt(String),
+}
+
+/// Counters of a writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Frames committed.
+    pub published: u64,
+    /// Frames refused for being larger than a slot.
+    pub too_large: u64,
+}
+
+/// Counters of a reader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Frames copied and verified.
+    pub read: u64,
+    /// Frames gone before they could be copied.
+    pub overwritten: u64,
+    /// Copies discarded because the writer raced them.
+    pub torn: u64,
+    /// Slots found with impossible values.
+    pub corrupt: u64,
+}
+
+/// The writing side of a region. Only `capture-svc` creates one.
+#[derive(Debug)]
+pub struct RegionWriter {
+    path: PathBuf,
+    file: File,
+    map: Mapping,
+    generation: u64,
+    next_seq: u64,
+    stats: WriterStats,
+}
+
+impl RegionWriter {
+    /// Creates a fresh region at `path` with a new random generation, replacing any file there
+    /// (a stale region from a crashed run, whose readers find out from the new generation).
+    ///
+    /// The file is built under a temporary name and renamed into place, so a reader never sees
+    /// a half-written header, and readers still mapping an old file keep a valid mapping.
+    ///
+    /// # Errors
+    /// [`RegionError::Capacity`] for a capacity of zero or above [`MAX_SLOT_CAPACITY`];
+    /// [`RegionError::Io`] when the file cannot be created, sized, mapped or renamed.
+    pub fn create(path: &Path, slot_capacity: usize) -> Result<RegionWriter, RegionError> {
+        if slot_capacity == 0 || slot_capacity > MAX_SLOT_CAPACITY {
+            return Err(RegionError::Capacity(slot_capacity));
+        }
+        let io_err = |source| RegionError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(io_err)?;
+        let size = region_size(slot_capacity);
+        let result = (|| {
+            file.set_len(size as u64)?;
+            let map =
+                Mapping::map_writer(&file, SLOT_COUNT, slot_stride(slot_capacity), slot_capacity)?;
+            let generation = loop {
+                let g: u64 = rand::random();
+                if g != 0 {
+                    break g;
+                }
+            };
+            map.set_magic(&MAGIC);
+            map.set_header_u32(
+                HeaderField::LayoutVersion,
+                LAYOUT_VERSION,
+                Ordering::Relaxed,
+            );
+            map.set_header_u32(HeaderField::SlotCount, SLOT_COUNT as u32, Ordering::Relaxed);
+            map.set_header_u64(
+                HeaderField::SlotCapacity,
+                slot_capacity as u64,
+                Ordering::Relaxed,
+            );
+            map.set_header_u64(
+                HeaderField::SlotStride,
+                slot_stride(slot_capacity) as u64,
+                Ordering::Relaxed,
+            );
+            map.set_header_u64(HeaderField::TotalSize, size as u64, Ordering::Relaxed);
+            map.set_header_u64(HeaderField::Latest, 0, Ordering::Relaxed);
+            // Pairs with the Acquire load in `RegionReader::open`: a reader that sees the
+            // generation sees every header field above.
+            map.set_header_u64(HeaderField::Generation, generation, Ordering::Release);
+            std::fs::rename(&tmp, path)?;
+            Ok((map, generation))
+        })();
+        let (map, generation) = result.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_err(e)
+        })?;
+        Ok(RegionWriter {
+            path: path.to_owned(),
+            file,
+            map,
+            generation,
+            next_seq: 1,
+            stats: WriterStats::default(),
+        })
+    }
+
+    /// The random generation of this region.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bytes of frame data each slot holds.
+    pub fn slot_capacity(&self) -> usize {
+        self.map_capacity()
+    }
+
+    fn map_capacity(&self) -> usize {
+        self.map
+            .header_u64(HeaderField::SlotCapacity, Ordering::Relaxed) as usize
+    }
+
+    /// Where the region lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> WriterStats {
+        self.stats
+    }
+
+    /// Copies a frame into the next slot and makes it the newest.
+    ///
+    /// # Errors
+    /// [`PublishError::TooLarge`] if `bytes` is longer than a slot; nothing is written and the
+    /// refusal is counted.
+    pub fn publish(&mut self, info: &FrameInfo, bytes: &[u8]) -> Result<FrameMeta, PublishError> {
+        let capacity = self.map_capacity();
+        if bytes.len() > capacity {
+            self.stats.too_large += 1;
+            return Err(PublishError::TooLarge {
+                len: bytes.len(),
+                capacity,
+            });
+        }
+        let seq = self.next_seq;
+        // Round-robin over three slots: the slot written is never the newest (seq-1) nor the
+        // one before it (seq-2).
+        let slot = (seq % SLOT_COUNT as u64) as usize;
+        let map = &self.map;
+        let lock = map.slot_u64(slot, SlotField::Lock, Ordering::Relaxed);
+        map.set_slot_u64(
+            slot,
+            SlotField::Lock,
+            lock.wrapping_add(1) | 1,
+            Ordering::Relaxed,
+        );
+        // Pairs with the Acquire fence in `RegionReader::read_slot`: a reader whose copy saw any
+        // of the writes below also sees the odd lock value on its re-check.
+        fence(Ordering::Release);
+        map.set_slot_u64(slot, SlotField::Seq, seq, Ordering::Relaxed);
+        map.set_slot_u64(slot, SlotField::MonoNs, info.mono_ns, Ordering::Relaxed);
+        map.set_slot_u64(slot, SlotField::WallNs, info.wall_ns, Ordering::Relaxed);
+        map.set_slot_u64(
+            slot,
+            SlotField::Geometry,
+            (u64::from(info.width) << 32) | u64::from(info.height),
+            Ordering::Relaxed,
+        );
+        map.set_slot_u64(
+            slot,
+            SlotField::Format,
+            info.format as u64,
+            Ordering::Relaxed,
+        );
+        map.set_slot_u64(slot, SlotField::Len, bytes.len() as u64, Ordering::Relaxed);
+        map.write_slot_data(slot, bytes);
+        // Pairs with the Acquire load of the lock in `read_slot`: the even value publishes the
+        // whole slot.
+        map.set_slot_u64(
+            slot,
+            SlotField::Lock,
+            (lock | 1).wrapping_add(1),
+            Ordering::Release,
+        );
+        // Pairs with the Acquire load in `read_latest`.
+        map.set_header_u64(
+            HeaderField::Latest,
+            pack_latest(seq, slot),
+            Ordering::Release,
+        );
+        self.next_seq += 1;
+        self.stats.published += 1;
+        Ok(FrameMeta {
+            seq,
+            slot: slot as u32,
+            width: info.width,
+            height: info.height,
+            format: info.format,
+            mono_ns: info.mono_ns,
+            wall_ns: info.wall_ns,
+            len: bytes.len(),
+        })
+    }
+
+    /// Removes the region file on a clean shutdown, unless a newer writer already replaced it.
+    ///
+    /// # Errors
+    /// What `unlink` says, other than "not found".
+    pub fn remove(self) -> io::Result<()> {
+        let ours = self.file.metadata()?;
+        match std::fs::metadata(&self.path) {
+            Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {
+                std::fs::remove_file(&self.path)
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The reading side of a region: read-only file, `PROT_READ` mapping, no way to write.
+#[derive(Debug)]
+pub struct RegionReader {
+    path: PathBuf,
+    map: Mapping,
+    generation: u64,
+    slot_capacity: usize,
+    dev_ino: (u64, u64),
+    read: Cell<u64>,
+    overwritten: Cell<u64>,
+    torn: Cell<u64>,
+    corrupt: Cell<u64>,
+}
+
+impl RegionReader {
+    /// Opens the region at `path` read-only and checks its header.
+    ///
+    /// # Errors
+    /// A distinct [`OpenError`] for a missing file, a truncated one, a bad magic, a wrong
+    /// layout version, an inconsistent geometry, a size mismatch or an unfinished header.
+    pub fn open(path: &Path) -> Result<RegionReader, OpenError> {
+        let io_err = |source| OpenError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        let len = meta.len();
+        if len < HEADER_SIZE as u64 {
+            return Err(OpenError::Truncated { len });
+        }
+        let header = Mapping::map_reader(&file).map_err(io_err)?;
+        let magic = header.magic();
+        if magic != MAGIC {
+            return Err(OpenError::BadMagic { found: magic });
+        }
+        // Pairs with the Release store of the generation in `RegionWriter::create`.
+        let generation = header.header_u64(HeaderField::Generation, Ordering::Acquire);
+        let version = header.header_u32(HeaderField::LayoutVersion, Ordering::Relaxed);
+        if version != LAYOUT_VERSION {
+            return Err(OpenError::WrongVersion { found: version });
+        }
+        let slot_count = header.header_u32(HeaderField::SlotCount, Ordering::Relaxed);
+        let capacity = header.header_u64(HeaderField::SlotCapacity, Ordering::Relaxed);
+        let stride = header.header_u64(HeaderField::SlotStride, Ordering::Relaxed);
+        let total = header.header_u64(HeaderField::TotalSize, Ordering::Relaxed);
+        if slot_count as usize != SLOT_COUNT {
+            return Err(OpenError::BadGeometry(format!(
+                "{slot_count} slots, expected {SLOT_COUNT}"
+            )));
+        }
+        if capacity == 0 || capacity > MAX_SLOT_CAPACITY as u64 {
+            return Err(OpenError::BadGeometry(format!(
+                "slot capacity {capacity} out of range"
+            )));
+        }
+        let capacity = capacity as usize;
+        if stride != slot_stride(capacity) as u64 {
+            return Err(OpenError::BadGeometry(format!(
+                "slot stride {stride} does not match capacity {capacity}"
+            )));
+        }
+        if total != region_size(capacity) as u64 {
+            return Err(OpenError::BadGeometry(format!(
+                "total size {total} does not match capacity {capacity}"
+            )));
+        }
+        if total != len {
+            return Err(OpenError::SizeMismatch {
+                file: len,
+                header: total,
+            });
+        }
+        if generation == 0 {
+            return Err(OpenError::Uninitialized);
+        }
+        let map = header
+            .with_slots(SLOT_COUNT, stride as usize, capacity)
+            .map_err(|_| OpenError::BadGeometry("slots do not fit the mapping".into()))?;
+        Ok(RegionReader {
+            path: path.to_owned(),
+            map,
+            generation,
+            slot_capacity: capacity,
+            dev_ino: (meta.dev(), meta.ino()),
+            read: Cell::new(0),
+            overwritten: Cell::new(0),
+            torn: Cell::new(0),
+            corrupt: Cell::new(0),
+        })
+    }
+
+    /// The generation of the region this reader mapped.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bytes of frame data each slot holds.
+    pub fn slot_capacity(&self) -> usize {
+        self.slot_capacity
+    }
+
+    /// Where the region was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when the file at the path is no longer the one mapped (a writer restarted and
+    /// created a new generation, or removed it): reopen.
+    pub fn is_stale(&self) -> bool {
+        match std::fs::metadata(&self.path) {
+            Ok(m) => (m.dev(), m.ino()) != self.dev_ino,
+            Err(_) => true,
+        }
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            read: self.read.get(),
+            overwritten: self.overwritten.get(),
+            torn: self.torn.get(),
+            corrupt: self.corrupt.get(),
+        }
+    }
+
+    /// Copies the newest committed frame into `buf` (see [`RegionReader::read_slot`]).
+    ///
+    /// # Errors
+    /// [`ReadError::Empty`] before the first frame, else as [`RegionReader::read_slot`].
+    pub fn read_latest(&self, buf: &mut Vec<u8>) -> Result<FrameMeta, ReadError> {
+        // Pairs with the Release store of `Latest` in `publish`.
+        let (seq, slot) =
+            unpack_latest(self.map.header_u64(HeaderField::Latest, Ordering::Acquire));
+        if seq == 0 {
+            return Err(ReadError::Empty);
+        }
+        self.read_slot(slot as u32, seq, buf)
+    }
+
+    /// Copies the frame `seq` from `slot` into `buf`, replacing its contents, if the slot still
+    /// holds it. `buf` keeps its allocation: after the first frame of a size, no allocation.
+    ///
+    /// # Errors
+    /// [`ReadError::Overwritten`] when the slot moved on, [`ReadError::Torn`] when the writer
+    /// raced the copy (the copy is discarded), [`ReadError::Corrupt`] for a slot index or length
+    /// out of range. Each is counted.
+    pub fn read_slot(
+        &self,
+        slot: u32,
+        seq: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<FrameMeta, ReadError> {
+        let slot = slot as usize;
+        if slot >= SLOT_COUNT {
+            return Err(self.corrupt(format!("slot {slot} out of range")));
+        }
+        let map = &self.map;
+        // Pairs with the Release store of the even lock value at the end of `publish`.
+        let before = map.slot_u64(slot, SlotField::Lock, Ordering::Acquire);
+        if before & 1 == 1 {
+            // The writer is refilling this slot: whatever frame it held is gone.
+            self.overwritten.set(self.overwritten.get() + 1);
+            return Err(ReadError::Overwritten);
+        }
+        let slot_seq = map.slot_u64(slot, SlotField::Seq, Ordering::Relaxed);
+        let len = map.slot_u64(slot, SlotField::Len, Ordering::Relaxed);
+        let geometry = map.slot_u64(slot, SlotField::Geometry, Ordering::Relaxed);
+        let format = map.slot_u64(slot, SlotField::Format, Ordering::Relaxed);
+        let mono_ns = map.slot_u64(slot, SlotField::MonoNs, Ordering::Relaxed);
+        let wall_ns = map.slot_u64(slot, SlotField::WallNs, Ordering::Relaxed);
+        let unchanged = |map: &Mapping| {
+            // Pairs with the Release fence in `publish` that follows the odd lock store.
+            fence(Ordering::Acquire);
+            map.slot_u64(slot, SlotField::Lock, Ordering::Relaxed) == before
+        };
+        if slot_seq != seq {
+            self.overwritten.set(self.overwritten.get() + 1);
+            return Err(ReadError::Overwritten);
+        }
+        if len > self.slot_capacity as u64 {
+            return Err(if unchanged(map) {
+                self.corrupt(format!("length {len} over capacity {}", self.slot_capacity))
+            } else {
+                self.torn()
+            });
+        }
+        let Some(format) = FrameFormat::from_code(format) else {
+            return Err(if unchanged(map) {
+                self.corrupt(format!("unknown format code {format}"))
+            } else {
+                self.torn()
+            });
+        };
+        map.read_slot_data(slot, len as usize, buf);
+        if !unchanged(map) {
+            buf.clear();
+            return Err(self.torn());
+        }
+        self.read.set(self.read.get() + 1);
+        Ok(FrameMeta {
+            seq,
+            slot: slot as u32,
+            width: (geometry >> 32) as u32,
+            height: geometry as u32,
+            format,
+            mono_ns,
+            wall_ns,
+            len: len as usize,
+        })
+    }
+
+    fn torn(&self) -> ReadError {
+        self.torn.set(self.torn.get() + 1);
+        ReadError::Torn
+    }
+
+    fn corrupt(&self, why: String) -> ReadError {
+        self.corrupt.set(self.corrupt.get() + 1);
+        ReadError::Corrupt(why)
+    }
+}

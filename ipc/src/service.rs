@@ -1,0 +1,230 @@
+//! Plumbing every mecam service shares: the common flags, the config file, logging to journald
+//! or stderr, sd_notify, and the shutdown signal.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Where the config file is unless `--config` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/mecam/mecam.toml";
+/// Where the region and socket live unless `--runtime-dir` says otherwise.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/mecam";
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogTarget {
+    /// journald when started by systemd (`JOURNAL_STREAM` set), else stderr.
+    Auto,
+    /// The systemd journal, with structured fields.
+    Journald,
+    /// Readable lines on stderr.
+    Stderr,
+}
+
+/// Flags every service takes; flatten into the service's own clap struct.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// The TOML config file. A missing default file means built-in defaults; a missing file
+    /// named here is an error.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Directory of the frame region and the announce socket (memory-backed, e.g. tmpfs).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR)]
+    pub runtime_dir: PathBuf,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Where logs go.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub log_target: LogTarget,
+}
+
+impl CommonArgs {
+    /// The frame region's path.
+    pub fn region_path(&self) -> PathBuf {
+        self.runtime_dir.join(crate::REGION_FILE)
+    }
+
+    /// The announce socket's path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.runtime_dir.join(crate::SOCKET_FILE)
+    }
+}
+
+/// Reads the `[section]` of the config file into `T`; no file or no section gives defaults.
+///
+/// `T` should be `#[serde(default, deny_unknown_fields)]` so a misspelt key is refused by name.
+///
+/// # Errors
+/// A file named with `--config` that cannot be read, invalid TOML, or a section that does not
+/// fit `T`; the message names the file, the section and the key.
+pub fn load_section<T: DeserializeOwned + Default>(
+    args: &CommonArgs,
+    section: &str,
+) -> anyhow::Result<T> {
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(T::default()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read config file {}", path.display()));
+        }
+    };
+    parse_section(&text, section).with_context(|| format!("in config file {}", path.display()))
+}
+
+/// Parses the `[section]` of a TOML document into `T` (defaults when absent).
+///
+/// # Errors
+/// Invalid TOML, or a section that does not fit `T`, naming the key.
+pub fn parse_section<T: DeserializeOwned + Default>(
+    text: &str,
+    section: &str,
+) -> anyhow::Result<T> {
+    let mut doc: toml::Table = text.parse().context("not valid TOML")?;
+    match doc.remove(section) {
+        None => Ok(T::default()),
+        Some(value) => value
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("in [{section}]: {}", e.message())),
+    }
+}
+
+/// Renders a configuration as its TOML section, for `--print-config`.
+///
+/// # Errors
+/// If `T` cannot be expressed in TOML (a bug in the service's config type).
+pub fn render_section<T: Serialize>(section: &str, config: &T) -> anyhow::Result<String> {
+    let mut doc = toml::Table::new();
+    doc.insert(
+        section.to_owned(),
+        toml::Value::try_from(config).context("config is not TOML-shaped")?,
+    );
+    Ok(toml::to_string_pretty(&doc)?)
+}
+
+/// Sets up `tracing`: journald with structured fields, or readable stderr lines.
+/// `RUST_LOG` overrides the default `info` level.
+pub fn init_tracing(service: &str, target: LogTarget) {
+    use tracing_subscriber::prelude::*;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let journald = match target {
+        LogTarget::Stderr => false,
+        LogTarget::Journald => true,
+        LogTarget::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+    };
+    if journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer.with_syslog_identifier(service.to_owned()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("{service}: journald unavailable ({e}), logging to stderr"),
+        }
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .init();
+}
+
+/// Talks to systemd's notify socket; every call is a no-op outside systemd.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Notifier;
+
+impl Notifier {
+    /// Tells systemd the service is ready.
+    pub fn ready(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Sets the status line `systemctl status` shows.
+    pub fn status(&self, status: &str) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(status)]);
+    }
+
+    /// Pings the watchdog: call only while the service is making progress.
+    pub fn watchdog(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+    }
+
+    /// Tells systemd the service is stopping.
+    pub fn stopping(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    }
+
+    /// How often to ping: half the unit's `WatchdogSec`, or `None` without a watchdog.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        let mut usec = 0;
+        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+///
+/// # Panics
+/// If the signal handlers cannot be installed (only outside a Tokio runtime).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock frame timestamps use.
+pub fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// The wall clock now, in nanoseconds since the Unix epoch.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Warns when `dir` is not memory-backed: frames written 30 times a second to an SD card wear
+/// it out.
+pub fn warn_if_not_tmpfs(dir: &Path) {
+    use nix::sys::statfs::{TMPFS_MAGIC, statfs};
+    if let Ok(fs) = statfs(dir)
+        && fs.filesystem_type() != TMPFS_MAGIC
+    {
+        tracing::warn!(dir = %dir.display(), "runtime directory is not on tmpfs; frames will be written to disk");
+    }
+}
+
+/// Resident memory of this process in bytes, from `/proc/self/statm` (0 if unreadable).
+pub fn resident_bytes() -> u64 {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * page)
+}
