@@ -1,2 +1,14 @@
 //! The mecam `motion-svc` library: everything the binary runs.
+//!
+//! The pipeline per announced frame: [`select`] decides whether it is analysed, [`decode`]
+//! turns it into a small luma image, [`detect`] compares it with the background, [`event`]
+//! turns per-frame verdicts into events, and [`recorder`] writes clips, posters and metadata
+//! on its own thread.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod geometry;
+pub mod hooks;
+pub mod select;

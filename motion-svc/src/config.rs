@@ -1,0 +1,376 @@
+//! Configuration: the `[motion]` section of the mecam TOML file, command-line overrides, and
+//! validation into the numbers the rest of the crate uses.
+//!
+//! People set areas in percent of the frame and times in seconds; a sensitivity preset gives
+//! the detection numbers, and any raw number set beside it wins over the preset.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::{MAX_POLYGONS, Polygon};
+
+/// Sensitivity presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Sensitivity {
+    /// Fewer events: bigger area, stronger change needed.
+    Low,
+    /// The default.
+    #[default]
+    Medium,
+    /// More events: small objects count.
+    High,
+}
+
+impl Sensitivity {
+    /// `(area_pct, min_diff, noise_factor)` of this preset.
+    pub fn numbers(self) -> (f64, f64, f64) {
+        match self {
+            Sensitivity::Low => (2.0, 18.0, 4.5),
+            Sensitivity::Medium => (0.8, 14.0, 4.0),
+            Sensitivity::High => (0.3, 10.0, 3.5),
+        }
+    }
+}
+
+/// The `[motion]` section, as written in the file (every key optional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MotionConfig {
+    /// Where event folders go.
+    pub events_dir: PathBuf,
+    /// Frames analysed per second (the newest frame each time).
+    pub analysis_fps: f64,
+    /// Preset for the three detection numbers below.
+    pub sensitivity: Sensitivity,
+    /// Changed area, in percent of the watched area, that counts as motion (overrides preset).
+    pub area_pct: Option<f64>,
+    /// Minimum luma difference (0..255) for a pixel to count as changed (overrides preset).
+    pub min_diff: Option<f64>,
+    /// A pixel changes when its difference exceeds this many noise sigmas (overrides preset).
+    pub noise_factor: Option<f64>,
+    /// Changed area above this percent is a scene change (camera moved, lights with shadows
+    /// everywhere): not motion, the background is re-learned.
+    pub max_area_pct: f64,
+    /// Time constant of the background model, seconds: slower changes are absorbed.
+    pub background_s: f64,
+    /// After a re-learn, seconds during which nothing is reported.
+    pub relearn_s: f64,
+    /// Motion must last this long before an event starts, seconds.
+    pub min_duration_s: f64,
+    /// An event ends after this long without motion, seconds.
+    pub quiet_gap_s: f64,
+    /// Longest event; a longer one is ended and a new one may start, seconds.
+    pub max_event_s: f64,
+    /// Seconds of video kept before motion starts.
+    pub pre_capture_s: f64,
+    /// Seconds of video kept after the last motion (the clip ends at the later of this and
+    /// the quiet gap).
+    pub post_capture_s: f64,
+    /// Bytes the pre-capture ring may hold, MiB.
+    pub pre_capture_max_mib: f64,
+    /// Frames the writer thread may have queued; more are dropped from the clip and counted.
+    pub writer_queue_frames: usize,
+    /// Mask polygons (frame-relative): nothing inside counts.
+    pub masks: Vec<Polygon>,
+    /// Zone polygons: when any is given, only inside them counts.
+    pub zones: Vec<Polygon>,
+    /// Storage limit: total size of all events, MiB (0 = no limit).
+    pub max_total_mib: f64,
+    /// Storage limit: events older than this many days are deleted (0 = keep).
+    pub max_age_days: f64,
+    /// Storage limit: delete oldest events while free disk is under this, MiB (0 = off).
+    pub min_free_mib: f64,
+    /// Command run at event start and end (via `/bin/sh -c`), event data in `MECAM_*` env.
+    pub hook_command: Option<String>,
+    /// Seconds before the hook command is killed.
+    pub hook_timeout_s: f64,
+    /// `http://host:port/path` that receives a POST of event.json at start and end.
+    pub webhook_url: Option<String>,
+    /// Attempts per webhook delivery (at least 1).
+    pub webhook_attempts: u32,
+    /// Seconds per webhook attempt.
+    pub webhook_timeout_s: f64,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        MotionConfig {
+            events_dir: PathBuf::from("/var/lib/mecam/events"),
+            analysis_fps: 5.0,
+            sensitivity: Sensitivity::Medium,
+            area_pct: None,
+            min_diff: None,
+            noise_factor: None,
+            max_area_pct: 50.0,
+            background_s: 10.0,
+            relearn_s: 1.0,
+            min_duration_s: 0.4,
+            quiet_gap_s: 4.0,
+            max_event_s: 300.0,
+            pre_capture_s: 3.0,
+            post_capture_s: 3.0,
+            pre_capture_max_mib: 24.0,
+            writer_queue_frames: 16,
+            masks: Vec::new(),
+            zones: Vec::new(),
+            max_total_mib: 2048.0,
+            max_age_days: 30.0,
+            min_free_mib: 256.0,
+            hook_command: None,
+            hook_timeout_s: 10.0,
+            webhook_url: None,
+            webhook_attempts: 3,
+            webhook_timeout_s: 5.0,
+        }
+    }
+}
+
+/// A configuration value that was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("motion.{key}: {problem}")]
+pub struct ConfigError {
+    /// The key, as written in the `[motion]` section.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub problem: String,
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(v)
+    } else {
+        Err(bad(
+            key,
+            format!("{v} is out of range; use a number from {lo} to {hi}"),
+        ))
+    }
+}
+
+/// Detection numbers, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectSettings {
+    /// Percent of the watched area that counts as motion.
+    pub area_pct: f64,
+    /// Minimum per-pixel luma difference.
+    pub min_diff: f64,
+    /// Noise sigmas per changed pixel.
+    pub noise_factor: f64,
+    /// Scene-change area percent.
+    pub max_area_pct: f64,
+    /// Background time constant, seconds.
+    pub background_s: f64,
+    /// Settle time after a re-learn, seconds.
+    pub relearn_s: f64,
+    /// Masks.
+    pub masks: Vec<Polygon>,
+    /// Zones.
+    pub zones: Vec<Polygon>,
+}
+
+impl Default for DetectSettings {
+    fn default() -> Self {
+        MotionConfig::default()
+            .validate()
+            .expect("defaults are valid")
+            .detect
+    }
+}
+
+/// Event timing, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventSettings {
+    /// Persistence before start, seconds.
+    pub min_duration_s: f64,
+    /// Quiet gap before end, seconds.
+    pub quiet_gap_s: f64,
+    /// Longest event, seconds.
+    pub max_event_s: f64,
+    /// Pre-capture, seconds.
+    pub pre_capture_s: f64,
+    /// Post-capture, seconds.
+    pub post_capture_s: f64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        MotionConfig::default()
+            .validate()
+            .expect("defaults are valid")
+            .events
+    }
+}
+
+/// Everything validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Analysis rate.
+    pub analysis_fps: f64,
+    /// Detection.
+    pub detect: DetectSettings,
+    /// Events.
+    pub events: EventSettings,
+    /// Pre-capture ring bytes.
+    pub pre_capture_bytes: usize,
+    /// Writer queue length.
+    pub writer_queue_frames: usize,
+}
+
+/// Upper bound of the writer queue.
+pub const MAX_WRITER_QUEUE: usize = 256;
+
+impl MotionConfig {
+    /// Checks every value and resolves the preset.
+    ///
+    /// # Errors
+    /// The first bad value, as a [`ConfigError`] naming its key.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let (p_area, p_diff, p_noise) = self.sensitivity.numbers();
+        let area_pct = range("area_pct", self.area_pct.unwrap_or(p_area), 0.01, 100.0)?;
+        let min_diff = range("min_diff", self.min_diff.unwrap_or(p_diff), 1.0, 255.0)?;
+        let noise_factor = range(
+            "noise_factor",
+            self.noise_factor.unwrap_or(p_noise),
+            0.5,
+            50.0,
+        )?;
+        let max_area_pct = range("max_area_pct", self.max_area_pct, 1.0, 100.0)?;
+        if max_area_pct <= area_pct {
+            return Err(bad(
+                "max_area_pct",
+                format!("{max_area_pct} must be larger than area_pct ({area_pct})"),
+            ));
+        }
+        let analysis_fps = range("analysis_fps", self.analysis_fps, 0.2, 60.0)?;
+        let background_s = range("background_s", self.background_s, 0.5, 3600.0)?;
+        let relearn_s = range("relearn_s", self.relearn_s, 0.0, 60.0)?;
+        let min_duration_s = range("min_duration_s", self.min_duration_s, 0.0, 60.0)?;
+        let quiet_gap_s = range("quiet_gap_s", self.quiet_gap_s, 0.1, 600.0)?;
+        let max_event_s = range("max_event_s", self.max_event_s, 1.0, 3600.0)?;
+        let pre_capture_s = range("pre_capture_s", self.pre_capture_s, 0.0, 60.0)?;
+        let post_capture_s = range("post_capture_s", self.post_capture_s, 0.0, 600.0)?;
+        let pre_mib = range("pre_capture_max_mib", self.pre_capture_max_mib, 0.0, 1024.0)?;
+        if self.writer_queue_frames == 0 || self.writer_queue_frames > MAX_WRITER_QUEUE {
+            return Err(bad(
+                "writer_queue_frames",
+                format!(
+                    "{} is out of range; use 1 to {MAX_WRITER_QUEUE}",
+                    self.writer_queue_frames
+                ),
+            ));
+        }
+        for (key, list) in [("masks", &self.masks), ("zones", &self.zones)] {
+            if list.len() > MAX_POLYGONS {
+                return Err(bad(
+                    key,
+                    format!("{} polygons; at most {MAX_POLYGONS}", list.len()),
+                ));
+            }
+            for (i, p) in list.iter().enumerate() {
+                p.validate()
+                    .map_err(|e| bad(&format!("{key}[{i}]"), e.to_string()))?;
+            }
+        }
+        range("max_total_mib", self.max_total_mib, 0.0, 1e9)?;
+        range("max_age_days", self.max_age_days, 0.0, 1e6)?;
+        range("min_free_mib", self.min_free_mib, 0.0, 1e9)?;
+        range("hook_timeout_s", self.hook_timeout_s, 0.1, 3600.0)?;
+        range("webhook_timeout_s", self.webhook_timeout_s, 0.1, 600.0)?;
+        if self.webhook_attempts == 0 || self.webhook_attempts > 20 {
+            return Err(bad(
+                "webhook_attempts",
+                format!("{} is out of range; use 1 to 20", self.webhook_attempts),
+            ));
+        }
+        if let Some(url) = &self.webhook_url {
+            crate::hooks::parse_http_url(url).map_err(|e| bad("webhook_url", e))?;
+        }
+        if let Some(cmd) = &self.hook_command {
+            if cmd.trim().is_empty() {
+                return Err(bad(
+                    "hook_command",
+                    "is empty; remove the key to run no command",
+                ));
+            }
+        }
+        if self.events_dir.as_os_str().is_empty() {
+            return Err(bad("events_dir", "is empty; give a directory"));
+        }
+        Ok(Settings {
+            analysis_fps,
+            detect: DetectSettings {
+                area_pct,
+                min_diff,
+                noise_factor,
+                max_area_pct,
+                background_s,
+                relearn_s,
+                masks: self.masks.clone(),
+                zones: self.zones.clone(),
+            },
+            events: EventSettings {
+                min_duration_s,
+                quiet_gap_s,
+                max_event_s,
+                pre_capture_s,
+                post_capture_s,
+            },
+            pre_capture_bytes: (pre_mib * 1024.0 * 1024.0) as usize,
+            writer_queue_frames: self.writer_queue_frames,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<MotionConfig, toml::de::Error> {
+        toml::from_str(s)
+    }
+
+    #[test]
+    fn defaults_validate_and_empty_section_is_defaults() {
+        assert_eq!(parse("").unwrap(), MotionConfig::default());
+        MotionConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_name() {
+        let e = parse("areapct = 3").unwrap_err().to_string();
+        assert!(e.contains("areapct"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let c = parse("analysis_fps = 0").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "analysis_fps");
+        let c = parse("area_pct = 80\nmax_area_pct = 50").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "max_area_pct");
+        let c = parse("masks = [[[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]]]").unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "masks[0]");
+        assert!(e.to_string().contains("outside the frame"), "{e}");
+        let c = parse("webhook_url = \"https://example.com/x\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "webhook_url");
+        let c = parse("writer_queue_frames = 100000").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "writer_queue_frames");
+        assert!(parse("sensitivity = \"extreme\"").is_err());
+    }
+
+    #[test]
+    fn raw_numbers_override_the_preset() {
+        let c = parse("sensitivity = \"high\"\narea_pct = 5.0").unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.detect.area_pct, 5.0);
+        assert_eq!(s.detect.min_diff, Sensitivity::High.numbers().1);
+    }
+}

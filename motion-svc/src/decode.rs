@@ -1,0 +1,254 @@
+//! Decoding: a small luma image taken straight out of a JPEG at reduced scale.
+//!
+//! libjpeg-turbo (through the `turbojpeg` crate) can stop the inverse DCT early: asking for
+//! 1/8 scale keeps only the DC coefficient of each 8x8 block, and asking for a grey output
+//! skips the chroma planes entirely. That is 10x cheaper than decoding the full frame and
+//! shrinking it, which is what the pure-Rust decoders we measured have to do (see
+//! `benches/analysis.rs` and the README for the figures).
+
+use turbojpeg::{Decompressor, Image, PixelFormat, ScalingFactor};
+
+/// Analysis images are at least this wide: the decoder picks the smallest scale that keeps
+/// the width at or above it (1/8 for 640x480 and up).
+pub const MIN_ANALYSIS_WIDTH: usize = 64;
+
+/// Frames larger than this in either dimension are refused (a corrupt header claiming
+/// 60000x60000 must not make us allocate gigabytes).
+pub const MAX_SOURCE_DIMENSION: usize = 8192;
+
+/// A greyscale image, one byte per pixel, rows packed without padding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LumaImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width * height` bytes, row-major.
+    pub pixels: Vec<u8>,
+}
+
+impl LumaImage {
+    /// A `width` x `height` image filled with `value`.
+    pub fn filled(width: usize, height: usize, value: u8) -> LumaImage {
+        LumaImage {
+            width,
+            height,
+            pixels: vec![value; width * height],
+        }
+    }
+}
+
+/// Why a frame could not be turned into a luma image.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// libjpeg-turbo refused the data (corrupt, truncated, not a JPEG).
+    #[error("not a decodable JPEG ({0}); the frame is skipped")]
+    Corrupt(String),
+    /// The header claims a size we refuse to allocate for.
+    #[error(
+        "JPEG claims {width}x{height}, over the {MAX_SOURCE_DIMENSION} pixel limit; the frame is skipped"
+    )]
+    TooLarge {
+        /// Claimed width.
+        width: usize,
+        /// Claimed height.
+        height: usize,
+    },
+    /// The decoder itself could not be created (out of memory).
+    #[error("cannot create a JPEG decoder: {0}")]
+    Init(String),
+}
+
+/// Turns JPEG frames into small luma images, reusing one output buffer (no allocation per
+/// frame once the geometry is known).
+pub struct LumaDecoder {
+    decompressor: Decompressor,
+    image: LumaImage,
+    source: (usize, usize),
+}
+
+impl std::fmt::Debug for LumaDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LumaDecoder")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The scale the decoder uses for a frame `width` pixels wide.
+pub fn scale_for(width: usize) -> ScalingFactor {
+    for denom in [8, 4, 2] {
+        if width / denom >= MIN_ANALYSIS_WIDTH {
+            return ScalingFactor::new(1, denom);
+        }
+    }
+    ScalingFactor::ONE
+}
+
+impl LumaDecoder {
+    /// A decoder.
+    ///
+    /// # Errors
+    /// [`DecodeError::Init`] if libjpeg-turbo cannot allocate its state.
+    pub fn new() -> Result<LumaDecoder, DecodeError> {
+        let decompressor = Decompressor::new().map_err(|e| DecodeError::Init(e.to_string()))?;
+        Ok(LumaDecoder {
+            decompressor,
+            image: LumaImage::default(),
+            source: (0, 0),
+        })
+    }
+
+    /// Size of the last decoded source frame (full resolution).
+    pub fn source_size(&self) -> (usize, usize) {
+        self.source
+    }
+
+    /// Decodes `jpeg` to a reduced-scale luma image, valid until the next call.
+    ///
+    /// # Errors
+    /// [`DecodeError::Corrupt`] for data libjpeg-turbo rejects (including truncated frames),
+    /// [`DecodeError::TooLarge`] for absurd header sizes.
+    pub fn decode(&mut self, jpeg: &[u8]) -> Result<&LumaImage, DecodeError> {
+        let header = self
+            .decompressor
+            .read_header(jpeg)
+            .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        if header.width > MAX_SOURCE_DIMENSION || header.height > MAX_SOURCE_DIMENSION {
+            return Err(DecodeError::TooLarge {
+                width: header.width,
+                height: header.height,
+            });
+        }
+        let scale = scale_for(header.width);
+        let scaled = header.scaled(scale);
+        self.decompressor
+            .set_scaling_factor(scale)
+            .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        let (w, h) = (scaled.width, scaled.height);
+        if self.image.width != w || self.image.height != h {
+            self.image.width = w;
+            self.image.height = h;
+            self.image.pixels.resize(w * h, 0);
+        }
+        self.source = (header.width, header.height);
+        let out = Image {
+            pixels: self.image.pixels.as_mut_slice(),
+            width: w,
+            pitch: w,
+            height: h,
+            format: PixelFormat::GRAY,
+        };
+        self.decompressor
+            .decompress(jpeg, out)
+            .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        Ok(&self.image)
+    }
+}
+
+/// Encodes a greyscale or RGB buffer as a JPEG (used by tests, benches and the accuracy
+/// suite's scene renderer; the service itself never encodes).
+///
+/// # Errors
+/// Whatever libjpeg-turbo reports, as text.
+pub fn encode_gray(
+    width: usize,
+    height: usize,
+    pixels: &[u8],
+    quality: i32,
+) -> Result<Vec<u8>, String> {
+    let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
+    c.set_quality(quality).map_err(|e| e.to_string())?;
+    c.set_subsamp(turbojpeg::Subsamp::Gray)
+        .map_err(|e| e.to_string())?;
+    let img = Image {
+        pixels,
+        width,
+        pitch: width,
+        height,
+        format: PixelFormat::GRAY,
+    };
+    c.compress_to_vec(img).map_err(|e| e.to_string())
+}
+
+/// Encodes an RGB buffer as a 4:2:0 JPEG, like a camera would (tests and benches).
+///
+/// # Errors
+/// Whatever libjpeg-turbo reports, as text.
+pub fn encode_rgb(
+    width: usize,
+    height: usize,
+    pixels: &[u8],
+    quality: i32,
+) -> Result<Vec<u8>, String> {
+    let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
+    c.set_quality(quality).map_err(|e| e.to_string())?;
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
+        .map_err(|e| e.to_string())?;
+    let img = Image {
+        pixels,
+        width,
+        pitch: width * 3,
+        height,
+        format: PixelFormat::RGB,
+    };
+    c.compress_to_vec(img).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient_rgb(w: usize, h: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                let l = ((x * 255) / w) as u8;
+                v.extend_from_slice(&[l, l, (y % 256) as u8 / 4 + l / 2]);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn decodes_640x480_at_one_eighth() {
+        let jpeg = encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
+        let mut d = LumaDecoder::new().unwrap();
+        let img = d.decode(&jpeg).unwrap();
+        assert_eq!((img.width, img.height), (80, 60));
+        // Left dark, right bright: the gradient survives.
+        assert!(img.pixels[0] < 30, "{}", img.pixels[0]);
+        assert!(img.pixels[79] > 200, "{}", img.pixels[79]);
+        assert_eq!(d.source_size(), (640, 480));
+    }
+
+    #[test]
+    fn scale_keeps_small_frames_usable() {
+        assert_eq!(scale_for(1920), ScalingFactor::new(1, 8));
+        assert_eq!(scale_for(320), ScalingFactor::new(1, 4));
+        assert_eq!(scale_for(100), ScalingFactor::ONE);
+    }
+
+    #[test]
+    fn corrupt_and_truncated_frames_are_errors_and_survived() {
+        let mut d = LumaDecoder::new().unwrap();
+        assert!(matches!(
+            d.decode(b"not a jpeg at all"),
+            Err(DecodeError::Corrupt(_))
+        ));
+        assert!(d.decode(&[]).is_err());
+        let jpeg = encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
+        assert!(d.decode(&jpeg[..jpeg.len() / 2]).is_err());
+        // And the decoder still works afterwards.
+        assert_eq!(d.decode(&jpeg).unwrap().width, 80);
+    }
+
+    #[test]
+    fn geometry_change_resizes_the_buffer() {
+        let mut d = LumaDecoder::new().unwrap();
+        let a = encode_gray(640, 480, &vec![100; 640 * 480], 80).unwrap();
+        let b = encode_gray(1920, 1080, &vec![100; 1920 * 1080], 80).unwrap();
+        assert_eq!(d.decode(&a).unwrap().pixels.len(), 80 * 60);
+        assert_eq!(d.decode(&b).unwrap().pixels.len(), 240 * 135);
+    }
+}
