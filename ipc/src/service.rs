@@ -125,7 +125,14 @@ pub fn init_tracing(service: &str, target: LogTarget) {
             Ok(layer) => {
                 tracing_subscriber::registry()
                     .with(filter)
-                    .with(layer.with_syslog_identifier(service.to_owned()))
+                    // No "F_" prefix: structured fields keep their own (upper-cased) names,
+                    // so `message_id` becomes MESSAGE_ID and `journalctl MESSAGE_ID=...`
+                    // finds motion events; `mecam_event_id` becomes MECAM_EVENT_ID.
+                    .with(
+                        layer
+                            .with_field_prefix(None)
+                            .with_syslog_identifier(service.to_owned()),
+                    )
                     .init();
                 return;
             }
