@@ -1,2 +1,40 @@
 //! Helpers for whole-system tests: find the built binaries, give each test its own runtime
-//! directory, and stop every child on drop.
+//! directory, start and stop the real services (directly, or under a real systemd booted in a
+//! throwaway `systemd-nspawn` container), talk HTTP to `web-svc`, and read process figures
+//! from `/proc`.
+//!
+//! The binaries are not built here: the test command runs `cargo build --workspace --bins`
+//! first, and [`bins::bin_dir`] finds them in the target directory beside the test executable.
+
+pub mod bins;
+pub mod http;
+pub mod nspawn;
+pub mod poll;
+pub mod procfs;
+pub mod service;
+pub mod system;
+pub mod trend;
+
+/// The admin user name `web-svc` knows.
+pub const ADMIN_USER: &str = "admin";
+
+/// `MESSAGE_ID` of the journal record `motion-svc` writes when a motion event starts.
+pub const MSG_MOTION_START: &str = "8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081";
+/// `MESSAGE_ID` of the journal record `motion-svc` writes when a motion event ends.
+pub const MSG_MOTION_END: &str = "3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e";
+
+/// A fresh random password of 20 alphanumeric characters.
+pub fn random_password() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect()
+}
+
+/// Print a loud skip notice (so a skipped test is visible in the output) and return.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+}

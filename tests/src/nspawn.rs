@@ -1,0 +1,566 @@
+//! A real systemd, booted as PID 1 of a throwaway `systemd-nspawn` container made from the
+//! host's own `/usr`, with the mecam units and binaries in it.
+//!
+//! How (and why each step):
+//! - `systemd-nspawn -D / --volatile=yes --register=no --keep-unit`: the root is a fresh
+//!   tmpfs, `/usr` is the host's (read-only), nothing is registered with a host machined.
+//! - The container's first process is `init.sh` (written here), not systemd: on a hybrid
+//!   cgroup layout nspawn mounts the v1 `memory` and `pids` controllers read-only, and systemd
+//!   then silently enforces no `MemoryMax`/`TasksMax`. `init.sh` remounts both read-write
+//!   (`mount -o remount,bind,rw`), lays a minimal `/etc` (users `root` and `mecam`, a machine
+//!   id, the units) and `exec`s `/lib/systemd/systemd`. journald runs inside as usual.
+//! - Commands go in with `nsenter --all` into the namespaces of the container's PID 1
+//!   (`systemd-run --machine` needs a registered machine). The container shares the host's
+//!   network namespace, so `web-svc` inside is reached on the host's loopback.
+//! - The built binaries are bind-mounted read-only at `/opt/mecam/bin`; the unit files are
+//!   the repository's, with `/usr/local/bin/` rewritten to that path, plus test drop-ins.
+//! - Drop kills the container's PID 1 (which ends the whole container) and reaps nspawn.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::{bins, http, poll, procfs::ProcStats};
+
+/// How long the container's systemd gets to finish booting.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a unit gets to become active.
+pub const ACTIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where the service binaries appear inside the container.
+pub const BIN_DIR: &str = "/opt/mecam/bin";
+/// The mecam unit names, capture first.
+pub const UNITS: [&str; 3] = [
+    "mecam-capture.service",
+    "mecam-motion.service",
+    "mecam-web.service",
+];
+
+const INIT_SH: &str = r#"#!/bin/sh
+# PID 1 of a mecam test container: writable memory+pids controllers, minimal /etc, systemd.
+set -e
+for c in memory pids; do
+    mount -o remount,bind,rw /sys/fs/cgroup/$c
+done
+cp -a /mecam-ctl/etc/. /etc/
+exec /lib/systemd/systemd --show-status=no
+"#;
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+mecam:x:990:990:mecam:/nonexistent:/usr/sbin/nologin\n\
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const GROUP: &str =
+    "root:x:0:\nvideo:x:44:mecam\nsystemd-journal:x:101:\nmecam:x:990:\nnogroup:x:65534:\n";
+
+/// Why the nspawn tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root: systemd-nspawn needs root".into());
+    }
+    for tool in ["systemd-nspawn", "nsenter"] {
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return Some(format!(
+                "{tool} not found: apt-get install systemd-container util-linux"
+            ));
+        }
+    }
+    if !Path::new("/lib/systemd/systemd").exists() {
+        return Some("/lib/systemd/systemd not found: apt-get install systemd".into());
+    }
+    if !bins::all_present() {
+        return Some(format!(
+            "service binaries missing in {}: run `cargo build --workspace --bins` first",
+            bins::bin_dir().display()
+        ));
+    }
+    None
+}
+
+/// `true` if the test may go on; otherwise prints a loud skip line and returns `false`.
+/// Under CI (`CI` set) a missing prerequisite is a failure, not a skip.
+///
+/// # Panics
+/// Under CI when the prerequisites are missing.
+pub fn available_or_skip(test: &str) -> bool {
+    match unavailable() {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: {why} (CI must provide this)")
+        }
+        Some(why) => {
+            crate::skip(test, &why);
+            false
+        }
+    }
+}
+
+/// A booted container with a real systemd as PID 1.
+#[derive(Debug)]
+pub struct Container {
+    nspawn: Child,
+    leader: i32,
+    ctl: tempfile::TempDir,
+}
+
+/// Files to place under the container's `/etc` before boot: `(path relative to /etc, text)`.
+pub type EtcFiles = Vec<(String, String)>;
+
+impl Container {
+    /// Boot a container with `etc` files added to the minimal `/etc`, and wait until its
+    /// systemd reports `running` (or `degraded`).
+    ///
+    /// # Errors
+    /// nspawn failed or the boot did not finish within [`BOOT_TIMEOUT`] (console in the error).
+    pub fn boot(etc: &EtcFiles) -> anyhow::Result<Container> {
+        let ctl = tempfile::Builder::new().prefix("mecam-ns-").tempdir()?;
+        let root = ctl.path();
+        let etc_dir = root.join("etc");
+        std::fs::create_dir_all(etc_dir.join("systemd/system"))?;
+        std::fs::write(root.join("init.sh"), INIT_SH)?;
+        set_mode(&root.join("init.sh"), 0o755)?;
+        std::fs::write(etc_dir.join("passwd"), PASSWD)?;
+        std::fs::write(etc_dir.join("group"), GROUP)?;
+        let id: u128 = rand::random();
+        std::fs::write(etc_dir.join("machine-id"), format!("{id:032x}\n"))?;
+        std::os::unix::fs::symlink("/usr/lib/os-release", etc_dir.join("os-release"))?;
+        for masked in ["systemd-firstboot.service", "console-getty.service"] {
+            std::os::unix::fs::symlink("/dev/null", etc_dir.join("systemd/system").join(masked))?;
+        }
+        for (rel, text) in etc {
+            let p = etc_dir.join(rel);
+            std::fs::create_dir_all(p.parent().context("etc file has a parent")?)?;
+            std::fs::write(&p, text)?;
+        }
+        // The ctl dir must be reachable by the unprivileged mecam user only where needed:
+        // it is not; binaries come in through their own bind mount.
+        set_mode(root, 0o755)?;
+        let name = format!("mecam-{:08x}", rand::random::<u32>());
+        let console = std::fs::File::create(root.join("console.log"))?;
+        let nspawn = Command::new("systemd-nspawn")
+            .args([
+                "-D",
+                "/",
+                "--volatile=yes",
+                "--register=no",
+                "--keep-unit",
+                "--quiet",
+            ])
+            .arg(format!("--machine={name}"))
+            .arg(format!("--bind={}:/mecam-ctl", root.display()))
+            .arg(format!("--bind-ro={}:{BIN_DIR}", bins::bin_dir().display()))
+            .args(["--", "/mecam-ctl/init.sh"])
+            .stdin(Stdio::null())
+            .stdout(console.try_clone()?)
+            .stderr(console)
+            .spawn()
+            .context("spawning systemd-nspawn (apt-get install systemd-container)")?;
+        let mut c = Container {
+            nspawn,
+            leader: 0,
+            ctl,
+        };
+        let nspawn_pid = c.nspawn.id();
+        let leader = poll::until("the container's systemd (PID 1)", BOOT_TIMEOUT, || {
+            if let Ok(Some(status)) = c.nspawn.try_wait() {
+                return Err(format!("systemd-nspawn exited ({status})"));
+            }
+            Ok(systemd_child(nspawn_pid))
+        });
+        c.leader = match leader {
+            Ok(l) => l,
+            Err(e) => anyhow::bail!("{e}\nconsole:\n{}", c.console()),
+        };
+        let booted = poll::until("the container's boot to finish", BOOT_TIMEOUT, || {
+            let out = c
+                .exec(&["systemctl", "is-system-running"])
+                .map_err(|e| e.to_string())?;
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            match state.as_str() {
+                "running" | "degraded" => Ok(Some(state)),
+                _ => Err(state),
+            }
+        });
+        if let Err(e) = booted {
+            anyhow::bail!("{e}\nconsole:\n{}", c.console());
+        }
+        Ok(c)
+    }
+
+    /// The host pid of the container's PID 1.
+    pub fn leader(&self) -> i32 {
+        self.leader
+    }
+
+    /// What nspawn and the container's console printed.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.ctl.path().join("console.log")).unwrap_or_default()
+    }
+
+    /// A path inside the container, seen from the host (through `/proc/<leader>/root`).
+    pub fn host_path(&self, inside: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{inside}", self.leader))
+    }
+
+    /// Run a command inside the container (all its namespaces), stdin empty.
+    ///
+    /// # Errors
+    /// `nsenter` could not run.
+    pub fn exec(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.exec_stdin(args, b"")
+    }
+
+    /// Run a command inside the container with `input` on its stdin.
+    ///
+    /// # Errors
+    /// `nsenter` could not run.
+    pub fn exec_stdin(&self, args: &[&str], input: &[u8]) -> anyhow::Result<Output> {
+        let mut child = Command::new("nsenter")
+            .arg("-t")
+            .arg(self.leader.to_string())
+            .args(["--all", "--"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning nsenter")?;
+        child.stdin.take().context("stdin")?.write_all(input)?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Run a command inside the container; fail on a non-zero exit. Returns stdout.
+    ///
+    /// # Errors
+    /// The command failed (its output is in the error).
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.exec(args)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{args:?} in the container failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `systemctl show -P <prop> <unit>`, trimmed.
+    ///
+    /// # Errors
+    /// systemctl failed.
+    pub fn prop(&self, unit: &str, prop: &str) -> anyhow::Result<String> {
+        Ok(self
+            .run(&["systemctl", "show", "-P", prop, unit])?
+            .trim()
+            .to_owned())
+    }
+
+    /// The unit's main pid (container pid namespace); 0 when not running.
+    ///
+    /// # Errors
+    /// systemctl failed.
+    pub fn main_pid(&self, unit: &str) -> anyhow::Result<u32> {
+        Ok(self.prop(unit, "MainPID")?.parse()?)
+    }
+
+    /// How many times systemd restarted the unit automatically.
+    ///
+    /// # Errors
+    /// systemctl failed.
+    pub fn n_restarts(&self, unit: &str) -> anyhow::Result<u32> {
+        Ok(self.prop(unit, "NRestarts")?.parse()?)
+    }
+
+    /// Wait until `unit` is `active` with a main pid other than `not_pid`; returns the pid.
+    ///
+    /// # Errors
+    /// Not so within `timeout`.
+    pub fn wait_active(&self, unit: &str, not_pid: u32, timeout: Duration) -> anyhow::Result<u32> {
+        poll::until(
+            &format!("{unit} active (main pid not {not_pid})"),
+            timeout,
+            || {
+                let state = self.prop(unit, "ActiveState").map_err(|e| e.to_string())?;
+                let pid = self.main_pid(unit).map_err(|e| e.to_string())?;
+                if state == "active" && pid != 0 && pid != not_pid {
+                    Ok(Some(pid))
+                } else {
+                    Err(format!("ActiveState={state} MainPID={pid}"))
+                }
+            },
+        )
+    }
+
+    /// Resource figures of a process given by its pid inside the container.
+    ///
+    /// # Errors
+    /// The process is gone.
+    pub fn proc_stats(&self, pid: u32) -> anyhow::Result<ProcStats> {
+        ProcStats::read(&self.host_path(&format!("/proc/{pid}")))
+    }
+
+    /// Send `signal` (e.g. `KILL`, `STOP`) to the unit's main process, as systemd would see
+    /// an outside kill (`kill -s`, not `systemctl kill`, so systemd counts a failure).
+    ///
+    /// # Errors
+    /// The unit has no main pid or kill failed.
+    pub fn kill_main(&self, unit: &str, signal: &str) -> anyhow::Result<u32> {
+        let pid = self.main_pid(unit)?;
+        anyhow::ensure!(pid != 0, "{unit} has no main process");
+        self.run(&["kill", "-s", signal, &pid.to_string()])?;
+        Ok(pid)
+    }
+
+    /// `journalctl -o json <args>` parsed, one value per record.
+    ///
+    /// # Errors
+    /// journalctl failed or printed something that is not JSON.
+    pub fn journal_json(&self, args: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut full = vec!["journalctl", "--no-pager", "-o", "json"];
+        full.extend_from_slice(args);
+        let out = self.run(&full)?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("journal line {l:?}")))
+            .collect()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.leader > 0 {
+            if let Ok(out) = self.exec(&[
+                "journalctl",
+                "--no-pager",
+                "-n",
+                "300",
+                "-o",
+                "short-monotonic",
+            ]) {
+                eprintln!(
+                    "----- container journal (last 300) -----\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+        if self.leader > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.leader),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let nspawn = &mut self.nspawn;
+        if poll::until("systemd-nspawn to exit", Duration::from_secs(15), || {
+            nspawn.try_wait().map_err(|e| e.to_string())
+        })
+        .is_err()
+        {
+            let _ = self.nspawn.kill();
+        }
+        let _ = self.nspawn.wait();
+    }
+}
+
+/// The child of `nspawn_pid` that is already `systemd` (after init.sh exec'd it).
+fn systemd_child(nspawn_pid: u32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{nspawn_pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "systemd" {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+fn set_mode(p: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// What a [`Mecam`] container runs beyond the repository's units.
+#[derive(Debug, Clone, Default)]
+pub struct MecamOptions {
+    /// `/etc/mecam/mecam.toml` (empty sections when `None`).
+    pub config: Option<String>,
+    /// Extra flags for each service, appended to its unit's `ExecStart` via a drop-in.
+    pub capture_args: Vec<String>,
+    /// Extra flags for `motion-svc`.
+    pub motion_args: Vec<String>,
+    /// Extra flags for `web-svc`.
+    pub web_args: Vec<String>,
+    /// More drop-ins: `(unit, file name, text)`.
+    pub dropins: Vec<(String, String, String)>,
+}
+
+/// mecam installed and started under the container's systemd: synthetic camera, web on a
+/// free loopback port, a random admin password.
+#[derive(Debug)]
+pub struct Mecam {
+    /// The container.
+    pub ct: Container,
+    /// Where `web-svc` listens (host loopback, shared network namespace).
+    pub addr: SocketAddr,
+    /// The admin password.
+    pub password: String,
+}
+
+/// The repository's unit `name`, with binaries at [`BIN_DIR`].
+///
+/// # Errors
+/// The unit file is unreadable.
+pub fn unit_text(name: &str) -> anyhow::Result<String> {
+    let path = bins::systemd_dir().join(name);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.replace("/usr/local/bin/", &format!("{BIN_DIR}/")))
+}
+
+fn exec_start(unit_text: &str) -> anyhow::Result<String> {
+    unit_text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .map(str::to_owned)
+        .context("unit has no ExecStart=")
+}
+
+impl Mecam {
+    /// Boot a container, install the units with test drop-ins, set the password, start
+    /// `mecam.target`, and wait for all three units to be active and `/healthz` to answer.
+    ///
+    /// # Errors
+    /// Any step failed.
+    pub fn start(opts: MecamOptions) -> anyhow::Result<Mecam> {
+        let port = crate::system::free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut etc: EtcFiles = Vec::new();
+        for unit in UNITS.iter().copied().chain(["mecam.target"]) {
+            etc.push((format!("systemd/system/{unit}"), unit_text(unit)?));
+        }
+        let extra = [
+            (
+                "mecam-capture.service",
+                [
+                    vec!["--source".to_owned(), "synthetic".to_owned()],
+                    opts.capture_args.clone(),
+                ]
+                .concat(),
+            ),
+            ("mecam-motion.service", opts.motion_args.clone()),
+            (
+                "mecam-web.service",
+                [
+                    vec!["--listen".to_owned(), addr.to_string()],
+                    opts.web_args.clone(),
+                ]
+                .concat(),
+            ),
+        ];
+        for (unit, args) in extra {
+            if args.is_empty() {
+                continue;
+            }
+            let cmd = format!("{} {}", exec_start(&unit_text(unit)?)?, args.join(" "));
+            etc.push((
+                format!("systemd/system/{unit}.d/50-test-args.conf"),
+                format!("[Service]\nExecStart=\nExecStart={cmd}\n"),
+            ));
+        }
+        for (unit, file, text) in &opts.dropins {
+            etc.push((format!("systemd/system/{unit}.d/{file}"), text.clone()));
+        }
+        etc.push((
+            "mecam/mecam.toml".into(),
+            opts.config
+                .clone()
+                .unwrap_or_else(|| "[capture]\n[motion]\n[web]\n".into()),
+        ));
+        let ct = Container::boot(&etc)?;
+        let password = crate::random_password();
+        ct.run(&[
+            "install",
+            "-d",
+            "-o",
+            "mecam",
+            "-g",
+            "mecam",
+            "-m",
+            "0750",
+            "/var/lib/mecam",
+            "/var/lib/mecam/web",
+        ])?;
+        let out = ct.exec_stdin(
+            &[
+                "runuser",
+                "-u",
+                "mecam",
+                "--",
+                &format!("{BIN_DIR}/web-svc"),
+                "set-password",
+                "--state-dir",
+                "/var/lib/mecam/web",
+            ],
+            format!("{password}\n").as_bytes(),
+        )?;
+        anyhow::ensure!(
+            out.status.success(),
+            "web-svc set-password failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ct.run(&["systemctl", "start", "--no-block", "mecam.target"])?;
+        let m = Mecam { ct, addr, password };
+        for unit in UNITS {
+            m.ct.wait_active(unit, 0, ACTIVE_TIMEOUT)?;
+        }
+        m.wait_healthz()?;
+        Ok(m)
+    }
+
+    /// Wait until `GET /healthz` answers 200.
+    ///
+    /// # Errors
+    /// Not within [`ACTIVE_TIMEOUT`].
+    pub fn wait_healthz(&self) -> anyhow::Result<()> {
+        let addr = self.addr;
+        poll::until_true("web-svc /healthz", ACTIVE_TIMEOUT, || {
+            http::get(addr, "/healthz", None).is_ok_and(|r| r.status == 200)
+        })
+    }
+
+    /// Log in as admin; the session cookie.
+    ///
+    /// # Errors
+    /// Login refused.
+    pub fn login(&self) -> anyhow::Result<String> {
+        http::login(self.addr, crate::ADMIN_USER, &self.password)
+    }
+
+    /// Main pids of the three units, in [`UNITS`] order.
+    ///
+    /// # Errors
+    /// systemctl failed.
+    pub fn pids(&self) -> anyhow::Result<[u32; 3]> {
+        Ok([
+            self.ct.main_pid(UNITS[0])?,
+            self.ct.main_pid(UNITS[1])?,
+            self.ct.main_pid(UNITS[2])?,
+        ])
+    }
+}
