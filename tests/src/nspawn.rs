@@ -55,8 +55,9 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 const GROUP: &str =
     "root:x:0:\nvideo:x:44:mecam\nsystemd-journal:x:101:\nmecam:x:990:\nnogroup:x:65534:\n";
 
-/// Why the nspawn tests cannot run here, if they cannot.
-pub fn unavailable() -> Option<String> {
+/// Why the nspawn tests cannot run here, if they cannot. `needs_bins`: the test also needs
+/// the three service binaries built.
+pub fn unavailable(needs_bins: bool) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("not root: systemd-nspawn needs root".into());
     }
@@ -76,7 +77,7 @@ pub fn unavailable() -> Option<String> {
     if !Path::new("/lib/systemd/systemd").exists() {
         return Some("/lib/systemd/systemd not found: apt-get install systemd".into());
     }
-    if !bins::all_present() {
+    if needs_bins && !bins::all_present() {
         return Some(format!(
             "service binaries missing in {}: run `cargo build --workspace --bins` first",
             bins::bin_dir().display()
@@ -90,8 +91,8 @@ pub fn unavailable() -> Option<String> {
 ///
 /// # Panics
 /// Under CI when the prerequisites are missing.
-pub fn available_or_skip(test: &str) -> bool {
-    match unavailable() {
+pub fn available_or_skip(test: &str, needs_bins: bool) -> bool {
+    match unavailable(needs_bins) {
         None => true,
         Some(why) if std::env::var_os("CI").is_some() => {
             panic!("{test}: {why} (CI must provide this)")
