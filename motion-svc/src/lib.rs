@@ -10,6 +10,8 @@ pub mod avi;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod event;
 pub mod geometry;
 pub mod hooks;
+pub mod ring;
 pub mod select;

@@ -1,0 +1,240 @@
+//! Events: turning per-frame motion verdicts into events that start after motion persists
+//! and end after a quiet gap.
+//!
+//! Times are seconds on the monotonic clock of the frames. A short dropout while motion is
+//! still pending (one frame under the threshold) does not restart the wait.
+
+use crate::config::EventSettings;
+
+/// While an event is pending, a gap in motion up to this long is tolerated, seconds.
+pub const PENDING_TOLERANCE_S: f64 = 0.5;
+
+/// Why an event ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The quiet gap passed.
+    Quiet,
+    /// The event reached `max_event_s`.
+    MaxDuration,
+    /// The camera went away (outage, restart): the event is closed at once.
+    Interrupted,
+}
+
+impl EndReason {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Quiet => "quiet",
+            EndReason::MaxDuration => "max-duration",
+            EndReason::Interrupted => "camera-interrupted",
+        }
+    }
+}
+
+/// What an observation changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transition {
+    /// Nothing.
+    None,
+    /// An event starts; motion first seen at `first_motion` seconds.
+    Start {
+        /// When the motion that started it was first seen.
+        first_motion: f64,
+    },
+    /// The event ends; last motion at `last_motion` seconds.
+    End {
+        /// Last motion seen.
+        last_motion: f64,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Idle,
+    Pending { since: f64, last: f64 },
+    Active { started: f64, last: f64 },
+}
+
+/// The event state machine.
+#[derive(Debug, Clone)]
+pub struct EventTracker {
+    settings: EventSettings,
+    state: State,
+}
+
+impl EventTracker {
+    /// A tracker with these timings.
+    pub fn new(settings: EventSettings) -> EventTracker {
+        EventTracker {
+            settings,
+            state: State::Idle,
+        }
+    }
+
+    /// Whether an event is in progress.
+    pub fn active(&self) -> bool {
+        matches!(self.state, State::Active { .. })
+    }
+
+    /// Feeds one analysed frame at `t` seconds.
+    pub fn observe(&mut self, t: f64, motion: bool) -> Transition {
+        let s = self.settings;
+        match self.state {
+            State::Idle if motion => {
+                self.state = State::Pending { since: t, last: t };
+                self.promote(t)
+            }
+            State::Idle => Transition::None,
+            State::Pending { since, .. } if motion => {
+                self.state = State::Pending { since, last: t };
+                self.promote(t)
+            }
+            State::Pending { last, .. } => {
+                if t - last > PENDING_TOLERANCE_S {
+                    self.state = State::Idle;
+                }
+                Transition::None
+            }
+            State::Active { started, last } => {
+                let last = if motion { t } else { last };
+                if t - started >= s.max_event_s {
+                    self.state = State::Idle;
+                    Transition::End {
+                        last_motion: last,
+                        reason: EndReason::MaxDuration,
+                    }
+                } else if !motion && t - last >= s.quiet_gap_s {
+                    self.state = State::Idle;
+                    Transition::End {
+                        last_motion: last,
+                        reason: EndReason::Quiet,
+                    }
+                } else {
+                    self.state = State::Active { started, last };
+                    Transition::None
+                }
+            }
+        }
+    }
+
+    fn promote(&mut self, t: f64) -> Transition {
+        if let State::Pending { since, .. } = self.state {
+            if t - since >= self.settings.min_duration_s {
+                self.state = State::Active {
+                    started: since,
+                    last: t,
+                };
+                return Transition::Start {
+                    first_motion: since,
+                };
+            }
+        }
+        Transition::None
+    }
+
+    /// The camera went away: a pending event is forgotten, an active one ends now.
+    pub fn interrupt(&mut self) -> Transition {
+        let prev = std::mem::replace(&mut self.state, State::Idle);
+        match prev {
+            State::Active { last, .. } => Transition::End {
+                last_motion: last,
+                reason: EndReason::Interrupted,
+            },
+            _ => Transition::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EventSettings {
+        EventSettings {
+            min_duration_s: 1.0,
+            quiet_gap_s: 2.0,
+            max_event_s: 30.0,
+            pre_capture_s: 1.0,
+            post_capture_s: 1.0,
+        }
+    }
+
+    fn run(tr: &mut EventTracker, from: f64, to: f64, motion: bool) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let mut t = from;
+        while t < to - 1e-9 {
+            let x = tr.observe(t, motion);
+            if x != Transition::None {
+                out.push(x);
+            }
+            t += 0.2;
+        }
+        out
+    }
+
+    #[test]
+    fn starts_after_persistence_and_ends_after_quiet_gap() {
+        let mut tr = EventTracker::new(settings());
+        let starts = run(&mut tr, 0.0, 3.0, true);
+        assert_eq!(starts.len(), 1);
+        assert!(matches!(starts[0], Transition::Start { first_motion } if first_motion == 0.0));
+        assert!(tr.active());
+        let ends = run(&mut tr, 3.0, 6.0, false);
+        assert_eq!(ends.len(), 1);
+        assert!(
+            matches!(ends[0], Transition::End { reason: EndReason::Quiet, last_motion } if (last_motion - 2.8).abs() < 1e-6)
+        );
+    }
+
+    #[test]
+    fn short_blips_never_start() {
+        let mut tr = EventTracker::new(settings());
+        for k in 0..10 {
+            let t = k as f64 * 2.0;
+            assert_eq!(run(&mut tr, t, t + 0.6, true), vec![]);
+            assert_eq!(run(&mut tr, t + 0.6, t + 2.0, false), vec![]);
+        }
+    }
+
+    #[test]
+    fn one_missed_frame_does_not_restart_the_wait() {
+        let mut tr = EventTracker::new(settings());
+        tr.observe(0.0, true);
+        tr.observe(0.2, true);
+        tr.observe(0.4, false);
+        tr.observe(0.6, true);
+        tr.observe(0.8, true);
+        assert!(
+            matches!(tr.observe(1.0, true), Transition::Start { first_motion } if first_motion == 0.0)
+        );
+    }
+
+    #[test]
+    fn long_motion_is_cut_at_max_duration_and_outage_interrupts() {
+        let mut tr = EventTracker::new(settings());
+        let x = run(&mut tr, 0.0, 31.5, true);
+        assert!(
+            matches!(
+                x[1],
+                Transition::End {
+                    reason: EndReason::MaxDuration,
+                    ..
+                }
+            ),
+            "{x:?}"
+        );
+        assert!(matches!(tr.interrupt(), Transition::None));
+        run(&mut tr, 40.0, 42.0, true);
+        assert!(tr.active());
+        assert!(matches!(
+            tr.interrupt(),
+            Transition::End {
+                reason: EndReason::Interrupted,
+                ..
+            }
+        ));
+        assert!(!tr.active());
+    }
+}
