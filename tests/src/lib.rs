@@ -12,6 +12,7 @@ pub mod nspawn;
 pub mod poll;
 pub mod procfs;
 pub mod service;
+pub mod soak;
 pub mod system;
 pub mod trend;
 
