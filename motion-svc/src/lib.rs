@@ -15,3 +15,4 @@ pub mod geometry;
 pub mod hooks;
 pub mod ring;
 pub mod select;
+pub mod store;
