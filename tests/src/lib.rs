@@ -15,6 +15,7 @@ pub mod service;
 pub mod soak;
 pub mod system;
 pub mod trend;
+pub mod viewer;
 
 /// The admin user name `web-svc` knows.
 pub const ADMIN_USER: &str = "admin";

@@ -76,7 +76,11 @@ pub struct SoakReport {
 impl SoakReport {
     /// Services whose memory rose.
     pub fn rising(&self) -> Vec<&'static str> {
-        self.services.iter().filter(|s| s.verdict.as_ref().is_some_and(|v| v.rising)).map(|s| s.name).collect()
+        self.services
+            .iter()
+            .filter(|s| s.verdict.as_ref().is_some_and(|v| v.rising))
+            .map(|s| s.name)
+            .collect()
     }
 
     /// A table for the README.
@@ -88,7 +92,10 @@ impl SoakReport {
             self.seconds, self.nominal_frames, self.viewer_frames
         );
         for s in &self.services {
-            let slope = s.verdict.as_ref().map_or("n/a".to_owned(), |v| format!("{:+.1}", v.kib_per_min));
+            let slope = s
+                .verdict
+                .as_ref()
+                .map_or("n/a".to_owned(), |v| format!("{:+.1}", v.kib_per_min));
             let per_frame = s.cpu_ms as f64 / self.nominal_frames.max(1) as f64;
             t.push_str(&format!(
                 "| {} | {} | {} | {} | {:.3} |\n",
@@ -104,14 +111,25 @@ fn cpu_ms(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" of the command name: state is field 3; utime 14, stime 15.
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-    let f: Vec<u64> = after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     let ticks: u64 = f.iter().sum();
     // USER_HZ is 100 on Linux.
     ticks * 10
 }
 
 /// A viewer that connects, reads `frames` parts, disconnects, and again, until `stop`.
-fn viewer(addr: SocketAddr, cookie: String, frames: usize, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
+fn viewer(
+    addr: SocketAddr,
+    cookie: String,
+    frames: usize,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) {
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut s) = http::MjpegStream::open(addr, "/stream", Some(&cookie)) else {
             std::thread::sleep(Duration::from_millis(200));
@@ -140,7 +158,13 @@ pub fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> anyhow::Result
     let count = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..opts.viewers)
         .map(|_| {
-            let (addr, cookie, stop, count, n) = (sys.addr, cookie.clone(), stop.clone(), count.clone(), opts.viewer_frames);
+            let (addr, cookie, stop, count, n) = (
+                sys.addr,
+                cookie.clone(),
+                stop.clone(),
+                count.clone(),
+                opts.viewer_frames,
+            );
             std::thread::spawn(move || viewer(addr, cookie, n, stop, count))
         })
         .collect();
@@ -163,7 +187,10 @@ pub fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> anyhow::Result
                 samples[i].push((t, rss));
                 line.push_str(&format!("  {}={rss}KiB", names[i]));
             }
-            line.push_str(&format!("  viewer_frames={}", count.load(Ordering::Relaxed)));
+            line.push_str(&format!(
+                "  viewer_frames={}",
+                count.load(Ordering::Relaxed)
+            ));
             progress(&line);
             next += opts.interval;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));

@@ -25,7 +25,10 @@ fn container_enforces_memory_max_and_keeps_a_journal() {
         ])
         .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "the hog survived MemoryMax: {printed}");
+    assert!(
+        !out.status.success(),
+        "the hog survived MemoryMax: {printed}"
+    );
     assert_eq!(ct.prop("hog.service", "Result").unwrap(), "signal");
     assert_eq!(ct.prop("hog.service", "ExecMainStatus").unwrap(), "9");
 
@@ -42,7 +45,11 @@ fn container_enforces_memory_max_and_keeps_a_journal() {
             "my $x = 'x' x (64*1024*1024);",
         ])
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // journald: a structured record goes in and comes back out as JSON with its fields.
     ct.run(&[
@@ -54,10 +61,16 @@ fn container_enforces_memory_max_and_keeps_a_journal() {
         "echo harness-journal-check",
     ])
     .unwrap();
-    let recs = mecam_system_tests::poll::until("the record in the journal", std::time::Duration::from_secs(10), || {
-        let r = ct.journal_json(&["SYSLOG_IDENTIFIER=mecam-harness"]).map_err(|e| e.to_string())?;
-        Ok((!r.is_empty()).then_some(r))
-    })
+    let recs = mecam_system_tests::poll::until(
+        "the record in the journal",
+        std::time::Duration::from_secs(10),
+        || {
+            let r = ct
+                .journal_json(&["SYSLOG_IDENTIFIER=mecam-harness"])
+                .map_err(|e| e.to_string())?;
+            Ok((!r.is_empty()).then_some(r))
+        },
+    )
     .unwrap();
     assert_eq!(recs[0]["MESSAGE"], "harness-journal-check");
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use mecam_system_tests::soak::{self, SoakOptions};
 
-const USAGE: &str = "usage: mecam-soak [--minutes N | --hours N] [--fps N] [--interval SECONDS] [--viewers N]";
+const USAGE: &str =
+    "usage: mecam-soak [--minutes N | --hours N] [--fps N] [--interval SECONDS] [--viewers N]";
 
 fn main() -> ExitCode {
     match run() {
@@ -32,8 +33,13 @@ fn run() -> anyhow::Result<bool> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> anyhow::Result<f64> {
-            let v = args.next().with_context(|| format!("{name} needs a value\n{USAGE}"))?;
-            v.parse::<f64>().ok().filter(|n| *n > 0.0).with_context(|| format!("{name} {v:?}: not a positive number"))
+            let v = args
+                .next()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))?;
+            v.parse::<f64>()
+                .ok()
+                .filter(|n| *n > 0.0)
+                .with_context(|| format!("{name} {v:?}: not a positive number"))
         };
         match a.as_str() {
             "--minutes" => opts.duration = Duration::from_secs_f64(num("--minutes")? * 60.0),

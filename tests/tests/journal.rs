@@ -1,0 +1,82 @@
+//! Motion events under systemd reach the journal with their fixed MESSAGE_ID and fields, and
+//! each names an event folder that exists.
+
+use std::time::Duration;
+
+use mecam_system_tests::nspawn::{self, Mecam, MecamOptions};
+use mecam_system_tests::{MSG_MOTION_END, MSG_MOTION_START, poll};
+
+#[test]
+fn motion_events_are_read_back_from_the_journal_with_their_fields() {
+    if !nspawn::available_or_skip("motion_events_in_journal", true) {
+        return;
+    }
+    // Short gaps so the synthetic scene's movement makes complete events quickly.
+    let m = Mecam::start(MecamOptions {
+        config: Some(
+            "[capture]\n[motion]\nquiet_gap_s = 1.0\npost_capture_s = 0.5\npre_capture_s = 0.5\n[web]\n".into(),
+        ),
+        ..MecamOptions::default()
+    })
+    .unwrap();
+    let starts = poll::until(
+        "a motion start record in the journal",
+        Duration::from_secs(120),
+        || {
+            let r =
+                m.ct.journal_json(&[&format!("MESSAGE_ID={MSG_MOTION_START}")])
+                    .map_err(|e| e.to_string())?;
+            Ok((!r.is_empty()).then_some(r))
+        },
+    )
+    .unwrap();
+    let start = &starts[0];
+    let id = start["MECAM_EVENT_ID"]
+        .as_str()
+        .expect("MECAM_EVENT_ID")
+        .to_owned();
+    assert!(
+        id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "bad event id {id}"
+    );
+    for field in ["MECAM_SCORE", "MECAM_AREA_PCT", "MECAM_BOXES"] {
+        assert!(
+            start[field].is_string(),
+            "start record lacks {field}: {start}"
+        );
+    }
+    let area: f64 = start["MECAM_AREA_PCT"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .expect("MECAM_AREA_PCT is a number");
+    assert!((0.0..=100.0).contains(&area));
+    assert_eq!(start["_SYSTEMD_UNIT"], "mecam-motion.service");
+
+    let end = poll::until(
+        "the end record of that event",
+        Duration::from_secs(120),
+        || {
+            let r =
+                m.ct.journal_json(&[
+                    &format!("MESSAGE_ID={MSG_MOTION_END}"),
+                    &format!("MECAM_EVENT_ID={id}"),
+                ])
+                .map_err(|e| e.to_string())?;
+            Ok(r.into_iter().next())
+        },
+    )
+    .unwrap();
+    assert!(
+        end["MECAM_CLIP"].is_string(),
+        "end record lacks MECAM_CLIP: {end}"
+    );
+    let folder = m.ct.host_path(&format!("/var/lib/mecam/events/{id}"));
+    let ev: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("event.json")).unwrap()).unwrap();
+    assert_eq!(ev["id"], id.as_str());
+    println!(
+        "journal: event {id} start and end records read back; event.json state {}",
+        ev["state"]
+    );
+}

@@ -1,0 +1,29 @@
+//! The CI soak: a few minutes at a raised frame rate with viewers; fails if any service's
+//! resident memory rises, and prints the slope. `mecam-soak --hours 24` is the long form.
+
+use mecam_system_tests::bins;
+use mecam_system_tests::soak::{self, SoakOptions};
+
+#[test]
+fn soak_memory_stays_flat() {
+    if !bins::all_present() {
+        mecam_system_tests::skip(
+            "soak",
+            "service binaries not built (cargo build --workspace --bins)",
+        );
+        return;
+    }
+    let opts = SoakOptions::default();
+    let report = soak::run(&opts, |line| println!("{line}")).unwrap();
+    println!("{}", report.table());
+    assert!(
+        report.viewer_frames > 0,
+        "viewers received nothing: the soak exercised nothing"
+    );
+    assert!(
+        report.rising().is_empty(),
+        "resident memory rising for {:?}\n{}",
+        report.rising(),
+        report.table()
+    );
+}
