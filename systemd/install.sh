@@ -56,6 +56,7 @@ install_all() {
     else
         echo "keeping existing /etc/mecam/mecam.toml"
     fi
+    install -d -m 0755 /etc/tmpfiles.d "$unitdir"
     install -m 0644 "$here/tmpfiles.conf" /etc/tmpfiles.d/mecam.conf
     systemd-tmpfiles --create /etc/tmpfiles.d/mecam.conf
     systemctl daemon-reload

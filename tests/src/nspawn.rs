@@ -112,6 +112,17 @@ pub struct Container {
     ctl: tempfile::TempDir,
 }
 
+/// How to boot a [`Container`] beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct BootOptions {
+    /// Whether `/etc/passwd` has the `mecam` user (false to test `install.sh`'s useradd).
+    pub mecam_user: bool,
+    /// More read-only bind mounts: `(host path, container path)`.
+    pub binds: Vec<(PathBuf, String)>,
+    /// Give the container its own network namespace (loopback only) instead of the host's.
+    pub private_network: bool,
+}
+
 /// Files to place under the container's `/etc` before boot: `(path relative to /etc, text)`.
 pub type EtcFiles = Vec<(String, String)>;
 
@@ -122,14 +133,50 @@ impl Container {
     /// # Errors
     /// nspawn failed or the boot did not finish within [`BOOT_TIMEOUT`] (console in the error).
     pub fn boot(etc: &EtcFiles) -> anyhow::Result<Container> {
+        Container::boot_with(
+            etc,
+            &BootOptions {
+                mecam_user: true,
+                ..BootOptions::default()
+            },
+        )
+    }
+
+    /// [`Container::boot`] with [`BootOptions`].
+    ///
+    /// # Errors
+    /// nspawn failed or the boot did not finish within [`BOOT_TIMEOUT`] (console in the error).
+    pub fn boot_with(etc: &EtcFiles, opts: &BootOptions) -> anyhow::Result<Container> {
+        let mecam_user = opts.mecam_user;
         let ctl = tempfile::Builder::new().prefix("mecam-ns-").tempdir()?;
         let root = ctl.path();
         let etc_dir = root.join("etc");
         std::fs::create_dir_all(etc_dir.join("systemd/system"))?;
         std::fs::write(root.join("init.sh"), INIT_SH)?;
         set_mode(&root.join("init.sh"), 0o755)?;
-        std::fs::write(etc_dir.join("passwd"), PASSWD)?;
-        std::fs::write(etc_dir.join("group"), GROUP)?;
+        let keep = |text: &str| -> String {
+            text.lines()
+                .filter(|l| mecam_user || !l.starts_with("mecam:"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        std::fs::write(etc_dir.join("passwd"), keep(PASSWD))?;
+        std::fs::write(
+            etc_dir.join("group"),
+            keep(&GROUP.replace(
+                "video:x:44:mecam",
+                if mecam_user {
+                    "video:x:44:mecam"
+                } else {
+                    "video:x:44:"
+                },
+            )),
+        )?;
+        // useradd (install.sh) needs the shadow files to exist.
+        std::fs::write(etc_dir.join("shadow"), "root:*:19000:0:99999:7:::\n")?;
+        std::fs::write(etc_dir.join("gshadow"), "root:*::\n")?;
+        set_mode(&etc_dir.join("shadow"), 0o640)?;
+        set_mode(&etc_dir.join("gshadow"), 0o640)?;
         let id: u128 = rand::random();
         std::fs::write(etc_dir.join("machine-id"), format!("{id:032x}\n"))?;
         std::os::unix::fs::symlink("/usr/lib/os-release", etc_dir.join("os-release"))?;
@@ -158,6 +205,12 @@ impl Container {
             .arg(format!("--machine={name}"))
             .arg(format!("--bind={}:/mecam-ctl", root.display()))
             .arg(format!("--bind-ro={}:{BIN_DIR}", bins::bin_dir().display()))
+            .args(
+                opts.binds
+                    .iter()
+                    .map(|(host, inside)| format!("--bind-ro={}:{inside}", host.display())),
+            )
+            .args(opts.private_network.then_some("--private-network"))
             .args(["--", "/mecam-ctl/init.sh"])
             .stdin(Stdio::null())
             .stdout(console.try_clone()?)
