@@ -1,12 +1,536 @@
-//! hooks
-/// Parses http url.
+//! Hooks: an optional command and an optional webhook run at event start and end.
+//!
+//! Each hook runs in its own tokio task; [`Hooks::fire`] returns at once. At most
+//! [`MAX_HOOKS_IN_FLIGHT`] hooks run at a time; more are skipped with a log line and counted,
+//! so a hook that hangs can never pile up tasks or block detection. The command is killed
+//! after its timeout; the webhook gives up after a bounded number of attempts.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use crate::store::EventMeta;
+
+/// Hooks running at once, at most.
+pub const MAX_HOOKS_IN_FLIGHT: usize = 4;
+/// Bytes of a webhook response that are read (the status line is all we need).
+pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// A parsed `http://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+/// Parses `http://host[:port][/path]`.
 ///
 /// # Errors
-/// text
-pub fn parse_http_url(u: &str) -> Result<(String, u16, String), String> {
-    if u.starts_with("http://") {
-        Ok((String::new(), 80, String::new()))
-    } else {
-        Err("only http:// URLs are supported".into())
+/// A message saying what is wrong (https is not supported: put a local proxy in front).
+pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("{url:?}: only http:// URLs are supported (use a local proxy for https)")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty()
+        || authority.contains('@')
+        || path.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err(format!("{url:?}: expected http://host[:port]/path"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+        ),
+        _ => (authority, 80),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{url:?}: no host"));
+    }
+    Ok(HttpUrl {
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+    })
+}
+
+/// Start or end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// Event start.
+    Start,
+    /// Event end.
+    End,
+}
+
+impl HookKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Start => "start",
+            HookKind::End => "end",
+        }
+    }
+}
+
+/// Hook settings.
+#[derive(Debug, Clone, Default)]
+pub struct HookConfig {
+    /// Shell command.
+    pub command: Option<String>,
+    /// Command timeout.
+    pub command_timeout: Duration,
+    /// Webhook.
+    pub webhook: Option<HttpUrl>,
+    /// Attempts per delivery.
+    pub attempts: u32,
+    /// Timeout per attempt.
+    pub attempt_timeout: Duration,
+    /// Pause before the first retry (doubles each time).
+    pub retry_backoff: Duration,
+}
+
+/// Why a hook failed (logged, never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The command could not be started.
+    #[error("hook command could not start: {0}")]
+    Spawn(std::io::Error),
+    /// The command ran past its timeout and was killed.
+    #[error("hook command ran over {0:?} and was killed")]
+    Timeout(Duration),
+    /// The command exited with a failure.
+    #[error("hook command failed: {0}")]
+    Failed(std::process::ExitStatus),
+    /// The webhook could not be delivered.
+    #[error("webhook gave up after {attempts} attempts: {last}")]
+    Webhook {
+        /// Attempts made.
+        attempts: u32,
+        /// Last error.
+        last: String,
+    },
+}
+
+/// Runs hooks without ever blocking the caller.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    config: Arc<HookConfig>,
+    slots: Arc<Semaphore>,
+    skipped: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Hooks {
+    /// Hooks with this configuration.
+    pub fn new(config: HookConfig) -> Hooks {
+        Hooks {
+            config: Arc::new(config),
+            slots: Arc::new(Semaphore::new(MAX_HOOKS_IN_FLIGHT)),
+            skipped: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Hooks skipped because [`MAX_HOOKS_IN_FLIGHT`] were already running.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Hooks that failed (timeout, exit status, undeliverable webhook).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Starts the configured hooks for `meta` in the background (must be called inside a
+    /// tokio runtime). Returns at once.
+    pub fn fire(&self, kind: HookKind, meta: &EventMeta, event_dir: &Path) {
+        let json = serde_json::to_vec(meta).expect("EventMeta serialises");
+        if let Some(cmd) = self.config.command.clone() {
+            let env = env_for(kind, meta, event_dir, &json);
+            self.spawn(kind, "command", move |cfg| async move {
+                run_command(&cmd, &env, cfg.command_timeout).await
+            });
+        }
+        if self.config.webhook.is_some() {
+            self.spawn(kind, "webhook", move |cfg| async move {
+                let url = cfg.webhook.as_ref().expect("checked");
+                post_with_retries(
+                    url,
+                    kind,
+                    &json,
+                    cfg.attempts,
+                    cfg.attempt_timeout,
+                    cfg.retry_backoff,
+                )
+                .await
+            });
+        }
+    }
+
+    fn spawn<F, Fut>(&self, kind: HookKind, what: &'static str, f: F)
+    where
+        F: FnOnce(Arc<HookConfig>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), HookError>> + Send,
+    {
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "{what} hook for event {} skipped: {MAX_HOOKS_IN_FLIGHT} hooks still running",
+                kind.as_str()
+            );
+            return;
+        };
+        let cfg = Arc::clone(&self.config);
+        let failed = Arc::clone(&self.failed);
+        tokio::spawn(async move {
+            if let Err(e) = f(cfg).await {
+                failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{what} hook ({}): {e}", kind.as_str());
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn env_for(kind: HookKind, meta: &EventMeta, dir: &Path, json: &[u8]) -> Vec<(String, String)> {
+    let clip = meta
+        .clip
+        .as_ref()
+        .map(|c| dir.join(c).display().to_string())
+        .unwrap_or_default();
+    vec![
+        ("MECAM_EVENT_KIND".into(), kind.as_str().into()),
+        ("MECAM_EVENT_ID".into(), meta.id.clone()),
+        ("MECAM_EVENT_DIR".into(), dir.display().to_string()),
+        ("MECAM_SCORE".into(), format!("{:.2}", meta.peak_score)),
+        (
+            "MECAM_AREA_PCT".into(),
+            format!("{:.2}", meta.peak_area_pct),
+        ),
+        (
+            "MECAM_BOXES".into(),
+            serde_json::to_string(&meta.boxes).expect("boxes serialise"),
+        ),
+        ("MECAM_CLIP".into(), clip),
+        (
+            "MECAM_EVENT_JSON".into(),
+            String::from_utf8_lossy(json).into_owned(),
+        ),
+    ]
+}
+
+/// Runs `/bin/sh -c cmd` with `env`, killing it after `timeout`.
+///
+/// # Errors
+/// [`HookError::Spawn`], [`HookError::Timeout`] or [`HookError::Failed`].
+pub async fn run_command(
+    cmd: &str,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), HookError> {
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(HookError::Spawn)?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(HookError::Failed(status)),
+        Ok(Err(e)) => Err(HookError::Spawn(e)),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(HookError::Timeout(timeout))
+        }
+    }
+}
+
+async fn post_once(url: &HttpUrl, kind: HookKind, body: &[u8]) -> Result<u16, String> {
+    let mut s = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Mecam-Event: {}\r\nConnection: close\r\nUser-Agent: mecam-motion-svc\r\n\r\n",
+        url.path,
+        url.host,
+        url.port,
+        body.len(),
+        kind.as_str()
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    s.write_all(body).await.map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; MAX_RESPONSE_BYTES];
+    let mut n = 0;
+    while n < buf.len() {
+        let k = s
+            .read(&mut buf[n..])
+            .await
+            .map_err(|e| format!("receive: {e}"))?;
+        if k == 0 || buf[..n + k].windows(2).any(|w| w == b"\r\n") {
+            n += k;
+            break;
+        }
+        n += k;
+    }
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| "no HTTP status line in the response".to_string())?;
+    Ok(status)
+}
+
+/// POSTs `body` to `url`, retrying failures up to `attempts` times in all.
+///
+/// # Errors
+/// [`HookError::Webhook`] with the last failure.
+pub async fn post_with_retries(
+    url: &HttpUrl,
+    kind: HookKind,
+    body: &[u8],
+    attempts: u32,
+    timeout: Duration,
+    backoff: Duration,
+) -> Result<(), HookError> {
+    let mut last = String::new();
+    let mut pause = backoff;
+    for attempt in 1..=attempts.max(1) {
+        match tokio::time::timeout(timeout, post_once(url, kind, body)).await {
+            Ok(Ok(code)) if (200..300).contains(&code) => return Ok(()),
+            Ok(Ok(code)) => last = format!("HTTP status {code}"),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = format!("no answer within {timeout:?}"),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(pause).await;
+            pause = pause.saturating_mul(2);
+        }
+    }
+    Err(HookError::Webhook {
+        attempts: attempts.max(1),
+        last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventState;
+    use std::time::Instant;
+
+    fn meta() -> EventMeta {
+        EventMeta {
+            id: "20261124T182900Z-0001".into(),
+            state: EventState::Recording,
+            start_unix_ms: 1,
+            end_unix_ms: None,
+            duration_s: 0.0,
+            peak_score: 3.5,
+            peak_area_pct: 2.25,
+            boxes: vec![[0.1, 0.2, 0.3, 0.4]],
+            frames: 0,
+            dropped_frames: 0,
+            clip: Some("clip.avi".into()),
+            poster: None,
+            width: 640,
+            height: 480,
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:8080/hook?x=1").unwrap(),
+            HttpUrl {
+                host: "127.0.0.1".into(),
+                port: 8080,
+                path: "/hook?x=1".into()
+            }
+        );
+        assert_eq!(parse_http_url("http://example.org").unwrap().port, 80);
+        assert!(parse_http_url("https://example.org/").is_err());
+        assert!(parse_http_url("http://:80/").is_err());
+        assert!(parse_http_url("http://h:99999/").is_err());
+        assert!(parse_http_url("http://u@h/").is_err());
+    }
+
+    async fn wait_for(path: &Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(path) {
+                if s.ends_with('\n') {
+                    return s;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hook never wrote {}",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn command_gets_event_data_in_its_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let hooks = Hooks::new(HookConfig {
+            command: Some(format!(
+                "echo \"$MECAM_EVENT_KIND $MECAM_EVENT_ID $MECAM_AREA_PCT $MECAM_CLIP\" > {}",
+                out.display()
+            )),
+            command_timeout: Duration::from_secs(5),
+            ..HookConfig::default()
+        });
+        hooks.fire(HookKind::Start, &meta(), d.path());
+        let text = wait_for(&out).await;
+        assert_eq!(
+            text.trim(),
+            format!(
+                "start 20261124T182900Z-0001 2.25 {}/clip.avi",
+                d.path().display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hanging_command_is_killed_and_hooks_in_flight_are_bounded() {
+        assert!(matches!(
+            run_command("sleep 30", &[], Duration::from_millis(100)).await,
+            Err(HookError::Timeout(_))
+        ));
+        assert!(matches!(
+            run_command("exit 3", &[], Duration::from_secs(5)).await,
+            Err(HookError::Failed(_))
+        ));
+        let hooks = Hooks::new(HookConfig {
+            command: Some("sleep 30".into()),
+            command_timeout: Duration::from_secs(60),
+            ..HookConfig::default()
+        });
+        for _ in 0..MAX_HOOKS_IN_FLIGHT + 3 {
+            hooks.fire(HookKind::End, &meta(), Path::new("/tmp"));
+        }
+        assert_eq!(hooks.skipped(), 3);
+    }
+
+    #[tokio::test]
+    async fn webhook_retries_then_delivers_the_json() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for status in ["500 Oops", "200 OK"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).to_string();
+                    if let Some(i) = text.find("\r\n\r\n") {
+                        let len: usize = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .unwrap()
+                            .trim()
+                            .parse()
+                            .unwrap();
+                        if req.len() >= i + 4 + len {
+                            bodies.push(text[i + 4..].to_string());
+                            break;
+                        }
+                    }
+                    assert!(n > 0);
+                }
+                s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            bodies
+        });
+        let url = parse_http_url(&format!("http://127.0.0.1:{port}/hook")).unwrap();
+        let body = serde_json::to_vec(&meta()).unwrap();
+        post_with_retries(
+            &url,
+            HookKind::Start,
+            &body,
+            3,
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        let bodies = server.await.unwrap();
+        assert_eq!(bodies.len(), 2);
+        let m: EventMeta = serde_json::from_str(&bodies[1]).unwrap();
+        assert_eq!(m, meta());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_or_silent_webhook_gives_up_after_its_attempts() {
+        // A listener that accepts and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _keep = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                held.push(listener.accept().await.unwrap());
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let url = parse_http_url(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let e = post_with_retries(
+            &url,
+            HookKind::End,
+            b"{}",
+            2,
+            Duration::from_millis(200),
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, HookError::Webhook { attempts: 2, .. }), "{e}");
+        // Nothing listening at all.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = parse_http_url(&format!("http://127.0.0.1:{closed}/")).unwrap();
+        assert!(
+            post_with_retries(
+                &url,
+                HookKind::End,
+                b"{}",
+                2,
+                Duration::from_secs(1),
+                Duration::from_millis(10)
+            )
+            .await
+            .is_err()
+        );
     }
 }
