@@ -13,6 +13,7 @@ pub mod detect;
 pub mod event;
 pub mod geometry;
 pub mod hooks;
+pub mod recorder;
 pub mod ring;
 pub mod select;
 pub mod store;

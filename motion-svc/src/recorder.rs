@@ -1,0 +1,653 @@
+//! The recorder: a writer thread that owns the pre-capture ring, the clip being written, the
+//! poster and the event folder, fed by a bounded channel so that writing never stalls
+//! detection.
+//!
+//! Frames travel in buffers from a fixed pool of `queue_frames` buffers: the detection side
+//! takes a buffer, copies the frame in, and sends it; the writer stores or writes it and
+//! sends the buffer back. When the pool is empty (the disk is slow) the frame is dropped and
+//! counted, never queued: memory stays flat. Control messages (start, end) use spare channel
+//! capacity that frames can never fill.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::avi::AviWriter;
+use crate::ring::FrameRing;
+use crate::store::{self, CLIP, CLIP_PART, EventMeta, EventState, Limits, POSTER};
+
+/// Channel slots reserved for control messages beyond the frame pool.
+pub const CONTROL_SLACK: usize = 16;
+/// Highest frame rate the ring's frame index is sized for.
+pub const MAX_FPS: f64 = 60.0;
+/// Completed-event reports waiting for the service, at most (older ones are dropped).
+pub const DONE_QUEUE: usize = 16;
+/// How often the writer checks the storage limits when idle.
+pub const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(600);
+/// An ending clip with no frames for this long is closed anyway.
+const CLOSE_AFTER_SILENCE: Duration = Duration::from_secs(2);
+
+/// Recorder settings.
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// Event folders go here.
+    pub events_dir: PathBuf,
+    /// Seconds before first motion kept in the clip.
+    pub pre_capture_s: f64,
+    /// Seconds after last motion kept in the clip.
+    pub post_capture_s: f64,
+    /// Bytes of the pre-capture ring.
+    pub pre_capture_bytes: usize,
+    /// Frame buffers in flight (the channel bound).
+    pub queue_frames: usize,
+    /// Storage limits applied after each event and periodically.
+    pub limits: Limits,
+    /// Frame rate written into a clip's header until the measured one is known.
+    pub nominal_fps: f64,
+    /// Test only: a pause per written frame, to simulate a slow disk. Zero in the product.
+    pub slow_disk: Duration,
+}
+
+/// What the detection side knows about a frame it hands over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameTag {
+    /// Capture time, monotonic ns.
+    pub mono_ns: u64,
+    /// Capture time, wall clock ns.
+    pub wall_ns: u64,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Detection score when this frame was analysed.
+    pub score: Option<f32>,
+}
+
+/// What an ending event reports to the writer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndInfo {
+    /// Wall-clock end, ms.
+    pub end_unix_ms: u64,
+    /// Last motion, monotonic ns: the clip ends `post_capture_s` after it (or now, if later).
+    pub last_motion_ns: u64,
+    /// Peak score.
+    pub peak_score: f32,
+    /// Area at the peak.
+    pub peak_area_pct: f32,
+    /// Boxes at the peak.
+    pub boxes: Vec<[f32; 4]>,
+    /// Frames the detection side dropped during the event (pool empty).
+    pub dropped_frames: u64,
+}
+
+enum Msg {
+    Frame(Vec<u8>, FrameTag),
+    Start(Box<EventMeta>, u64),
+    End(Box<EndInfo>),
+    Reset,
+}
+
+/// Counters of the detection side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// Frames handed over.
+    pub sent: u64,
+    /// Frames dropped because no buffer was free (slow disk).
+    pub dropped: u64,
+    /// Control messages that could not be queued.
+    pub control_lost: u64,
+}
+
+/// The detection side's handle on the writer thread.
+#[derive(Debug)]
+pub struct Recorder {
+    tx: Option<SyncSender<Msg>>,
+    pool: Receiver<Vec<u8>>,
+    done: Receiver<EventMeta>,
+    thread: Option<JoinHandle<()>>,
+    stats: RecorderStats,
+    dropped_in_event: u64,
+    in_event: bool,
+}
+
+impl Recorder {
+    /// Starts the writer thread with a pool of `config.queue_frames` buffers and a
+    /// pre-capture ring of `config.pre_capture_bytes`.
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub fn start(config: RecorderConfig) -> std::io::Result<Recorder> {
+        let q = config.queue_frames.max(1);
+        let (tx, rx) = sync_channel(q + CONTROL_SLACK);
+        let (pool_tx, pool) = sync_channel(q);
+        for _ in 0..q {
+            pool_tx.send(Vec::new()).expect("pool has room");
+        }
+        let (done_tx, done) = sync_channel(DONE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("motion-writer".into())
+            .spawn(move || Writer::new(config, pool_tx, done_tx).run(rx))?;
+        Ok(Recorder {
+            tx: Some(tx),
+            pool,
+            done,
+            thread: Some(thread),
+            stats: RecorderStats::default(),
+            dropped_in_event: 0,
+            in_event: false,
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RecorderStats {
+        self.stats
+    }
+
+    /// Hands a frame over (copied into a pooled buffer). Never blocks: with no free buffer
+    /// the frame is dropped and counted.
+    pub fn frame(&mut self, jpeg: &[u8], tag: FrameTag) {
+        let Ok(mut buf) = self.pool.try_recv() else {
+            self.stats.dropped += 1;
+            if self.in_event {
+                self.dropped_in_event += 1;
+            }
+            return;
+        };
+        buf.clear();
+        buf.extend_from_slice(jpeg);
+        if let Some(tx) = &self.tx {
+            match tx.try_send(Msg::Frame(buf, tag)) {
+                Ok(()) => self.stats.sent += 1,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.stats.dropped += 1
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, msg: Msg) {
+        if let Some(tx) = &self.tx {
+            if tx.try_send(msg).is_err() {
+                self.stats.control_lost += 1;
+                tracing::error!(
+                    "recorder control queue full or writer gone: an event start/end was lost"
+                );
+            }
+        }
+    }
+
+    /// Starts recording `meta` (state recording), with pre-capture from `first_motion_ns`.
+    pub fn start_event(&mut self, meta: EventMeta, first_motion_ns: u64) {
+        self.in_event = true;
+        self.dropped_in_event = 0;
+        self.control(Msg::Start(Box::new(meta), first_motion_ns));
+    }
+
+    /// Ends the current event; the clip goes on for the post-capture time.
+    pub fn end_event(&mut self, mut info: EndInfo) {
+        info.dropped_frames += self.dropped_in_event;
+        self.in_event = false;
+        self.control(Msg::End(Box::new(info)));
+    }
+
+    /// The camera restarted: forget the pre-capture ring.
+    pub fn reset(&mut self) {
+        self.control(Msg::Reset);
+    }
+
+    /// Events the writer has finished since the last call (non-blocking).
+    pub fn completed(&self) -> Option<EventMeta> {
+        self.done.try_recv().ok()
+    }
+
+    /// Closes the current clip and stops the thread.
+    pub fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Current {
+    meta: EventMeta,
+    dir: PathBuf,
+    clip: Option<AviWriter>,
+    ending_at_ns: Option<u64>,
+    peak: f32,
+    written_dropped: u64,
+    last_frame: Instant,
+}
+
+struct Writer {
+    config: RecorderConfig,
+    ring: FrameRing,
+    pool: SyncSender<Vec<u8>>,
+    done: SyncSender<EventMeta>,
+    current: Option<Current>,
+    poster: Vec<u8>,
+    last_storage_check: Instant,
+}
+
+impl Writer {
+    fn new(
+        config: RecorderConfig,
+        pool: SyncSender<Vec<u8>>,
+        done: SyncSender<EventMeta>,
+    ) -> Writer {
+        let max_frames = (config.pre_capture_s * MAX_FPS).ceil() as usize + 2;
+        let ring = FrameRing::new(config.pre_capture_bytes, max_frames, config.pre_capture_s);
+        Writer {
+            config,
+            ring,
+            pool,
+            done,
+            current: None,
+            poster: Vec::new(),
+            last_storage_check: Instant::now(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(Msg::Frame(buf, tag)) => {
+                    self.on_frame(&buf, tag);
+                    let _ = self.pool.try_send(buf);
+                }
+                Ok(Msg::Start(meta, first_ns)) => self.on_start(*meta, first_ns),
+                Ok(Msg::End(info)) => self.on_end(*info),
+                Ok(Msg::Reset) => self.ring.clear(),
+                Err(RecvTimeoutError::Timeout) => self.on_idle(),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Shutdown: close what is open as complete, with the frames we have.
+        if let Some(cur) = self.current.take() {
+            self.finish(cur, true);
+        }
+    }
+
+    fn on_idle(&mut self) {
+        if let Some(cur) = &self.current {
+            if cur.ending_at_ns.is_some() && cur.last_frame.elapsed() > CLOSE_AFTER_SILENCE {
+                let cur = self.current.take().expect("checked");
+                self.finish(cur, true);
+            }
+        }
+        if self.current.is_none() && self.last_storage_check.elapsed() > STORAGE_CHECK_EVERY {
+            self.enforce_limits(None);
+        }
+    }
+
+    fn on_frame(&mut self, jpeg: &[u8], tag: FrameTag) {
+        self.ring.push(jpeg, tag.mono_ns, tag.wall_ns);
+        let Some(cur) = &mut self.current else { return };
+        if cur.ending_at_ns.is_some_and(|end| tag.mono_ns > end) {
+            let cur = self.current.take().expect("checked");
+            self.finish(cur, true);
+            return;
+        }
+        cur.last_frame = Instant::now();
+        if let Some(s) = tag.score {
+            if s > cur.peak {
+                cur.peak = s;
+                self.poster.clear();
+                self.poster.extend_from_slice(jpeg);
+            }
+        }
+        if self.poster.is_empty() {
+            self.poster.extend_from_slice(jpeg);
+        }
+        if let Some(clip) = &mut cur.clip {
+            if !self.config.slow_disk.is_zero() {
+                std::thread::sleep(self.config.slow_disk);
+            }
+            match clip.push(jpeg, tag.mono_ns) {
+                Ok(true) => {}
+                Ok(false) => cur.written_dropped += 1,
+                Err(e) => {
+                    tracing::error!(event = %cur.meta.id, "cannot write clip: {e}; the clip is closed here");
+                    cur.clip = None;
+                }
+            }
+        } else {
+            cur.written_dropped += 1;
+        }
+    }
+
+    fn on_start(&mut self, mut meta: EventMeta, first_ns: u64) {
+        if let Some(cur) = self.current.take() {
+            self.finish(cur, true);
+        }
+        let dir = self.config.events_dir.join(&meta.id);
+        if let Err(e) = std::fs::create_dir_all(&self.config.events_dir)
+            .and_then(|()| std::fs::create_dir(&dir))
+        {
+            tracing::error!(event = %meta.id, "cannot create event folder {}: {e}; this event is not recorded", dir.display());
+            return;
+        }
+        let clip = match AviWriter::create(
+            &dir.join(CLIP_PART),
+            meta.width,
+            meta.height,
+            self.config.nominal_fps,
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(event = %meta.id, "cannot create clip: {e}");
+                None
+            }
+        };
+        meta.clip = clip.as_ref().map(|_| CLIP.to_string());
+        meta.state = EventState::Recording;
+        if let Err(e) = store::write_meta(&dir, &meta) {
+            tracing::error!(event = %meta.id, "{e}");
+        }
+        self.poster.clear();
+        let mut cur = Current {
+            meta,
+            dir,
+            clip,
+            ending_at_ns: None,
+            peak: f32::MIN,
+            written_dropped: 0,
+            last_frame: Instant::now(),
+        };
+        let since = first_ns.saturating_sub((self.config.pre_capture_s * 1e9) as u64);
+        if let Some(clip) = &mut cur.clip {
+            for (entry, bytes) in self.ring.since(since) {
+                if self.poster.is_empty() {
+                    self.poster.extend_from_slice(bytes);
+                }
+                if let Err(e) = clip.push(bytes, entry.mono_ns) {
+                    tracing::error!("cannot write pre-capture: {e}");
+                    break;
+                }
+            }
+            let _ = clip.flush();
+        }
+        self.current = Some(cur);
+    }
+
+    fn on_end(&mut self, info: EndInfo) {
+        let Some(cur) = &mut self.current else { return };
+        cur.meta.end_unix_ms = Some(info.end_unix_ms);
+        cur.meta.duration_s =
+            info.end_unix_ms.saturating_sub(cur.meta.start_unix_ms) as f64 / 1000.0;
+        cur.meta.peak_score = info.peak_score;
+        cur.meta.peak_area_pct = info.peak_area_pct;
+        cur.meta.boxes = info.boxes;
+        cur.meta.dropped_frames = info.dropped_frames;
+        cur.ending_at_ns = Some(info.last_motion_ns + (self.config.post_capture_s * 1e9) as u64);
+        cur.last_frame = Instant::now();
+    }
+
+    fn finish(&mut self, mut cur: Current, complete: bool) {
+        let mut frames = 0;
+        if let Some(clip) = cur.clip.take() {
+            match clip.finish() {
+                Ok(n) => {
+                    frames = n;
+                    if let Err(e) = std::fs::rename(cur.dir.join(CLIP_PART), cur.dir.join(CLIP)) {
+                        tracing::error!(event = %cur.meta.id, "cannot rename clip: {e}");
+                        cur.meta.clip = None;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(event = %cur.meta.id, "cannot close clip: {e}");
+                    cur.meta.clip = None;
+                }
+            }
+        } else {
+            cur.meta.clip = None;
+        }
+        if !self.poster.is_empty() {
+            let tmp = cur.dir.join("poster.jpg.tmp");
+            match std::fs::write(&tmp, &self.poster)
+                .and_then(|()| std::fs::rename(&tmp, cur.dir.join(POSTER)))
+            {
+                Ok(()) => cur.meta.poster = Some(POSTER.into()),
+                Err(e) => tracing::error!(event = %cur.meta.id, "cannot write poster: {e}"),
+            }
+        }
+        if cur.meta.end_unix_ms.is_none() {
+            let now = store::now_unix_ms();
+            cur.meta.end_unix_ms = Some(now);
+            cur.meta.duration_s = now.saturating_sub(cur.meta.start_unix_ms) as f64 / 1000.0;
+        }
+        cur.meta.frames = frames as u64;
+        cur.meta.dropped_frames += cur.written_dropped;
+        cur.meta.state = if complete {
+            EventState::Complete
+        } else {
+            EventState::Interrupted
+        };
+        if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
+            tracing::error!(event = %cur.meta.id, "{e}");
+        }
+        let _ = self.done.try_send(cur.meta.clone());
+        self.enforce_limits(None);
+    }
+
+    fn enforce_limits(&mut self, keep: Option<&str>) {
+        self.last_storage_check = Instant::now();
+        let dir = self.config.events_dir.clone();
+        let keep = keep
+            .map(str::to_owned)
+            .or_else(|| self.current.as_ref().map(|c| c.meta.id.clone()));
+        match store::enforce_limits(
+            &dir,
+            self.config.limits,
+            keep.as_deref(),
+            store::now_unix_ms(),
+            &|| store::free_bytes(&dir),
+        ) {
+            Ok(deleted) if !deleted.is_empty() => tracing::info!(
+                "storage limits: deleted {} old event(s): {}",
+                deleted.len(),
+                deleted.join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("storage limits: {e}"),
+        }
+    }
+}
+
+/// Next free counter for ids: one past the highest counter among existing folders.
+pub fn next_counter(events_dir: &Path) -> u32 {
+    std::fs::read_dir(events_dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    store::parse_id(&n)?;
+                    n.rsplit('-').next()?.parse::<u32>().ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::avi;
+    use std::time::Instant;
+
+    const MS: u64 = 1_000_000;
+
+    fn config(dir: &Path) -> RecorderConfig {
+        RecorderConfig {
+            events_dir: dir.to_path_buf(),
+            pre_capture_s: 1.0,
+            post_capture_s: 0.5,
+            pre_capture_bytes: 1 << 20,
+            queue_frames: 8,
+            limits: Limits {
+                max_total_bytes: 0,
+                max_age_ms: 0,
+                min_free_bytes: 0,
+            },
+            nominal_fps: 10.0,
+            slow_disk: Duration::ZERO,
+        }
+    }
+
+    fn jpeg(i: u64) -> Vec<u8> {
+        crate::decode::encode_gray(64, 48, &vec![(i * 7 % 256) as u8; 64 * 48], 60).unwrap()
+    }
+
+    fn meta(id: &str) -> EventMeta {
+        EventMeta {
+            id: id.into(),
+            state: EventState::Recording,
+            start_unix_ms: store::parse_id(id).unwrap(),
+            end_unix_ms: None,
+            duration_s: 0.0,
+            peak_score: 0.0,
+            peak_area_pct: 0.0,
+            boxes: vec![],
+            frames: 0,
+            dropped_frames: 0,
+            clip: None,
+            poster: None,
+            width: 64,
+            height: 48,
+        }
+    }
+
+    fn tag(i: u64, score: Option<f32>) -> FrameTag {
+        FrameTag {
+            mono_ns: i * 100 * MS,
+            wall_ns: 0,
+            width: 64,
+            height: 48,
+            score,
+        }
+    }
+
+    fn wait_done(r: &Recorder) -> EventMeta {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(m) = r.completed() {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no event completed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Hands a frame over, retrying while the pool is empty, so that tests not about drops
+    /// are not disturbed by a busy machine.
+    fn paced(r: &mut Recorder, i: u64, score: Option<f32>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let sent = r.stats().sent;
+        while r.stats().sent == sent {
+            assert!(Instant::now() < deadline, "writer never took a frame");
+            r.frame(&jpeg(i), tag(i, score));
+            if r.stats().sent == sent {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
+    #[test]
+    fn a_clip_has_pre_capture_event_and_post_capture_and_a_poster() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Recorder::start(config(d.path())).unwrap();
+        for i in 0..30 {
+            paced(&mut r, i, None);
+        }
+        // Motion first seen at frame 30 (3.0 s): pre-capture from 2.0 s = frame 20.
+        let id = "20261124T182900Z-0001";
+        r.start_event(meta(id), 30 * 100 * MS);
+        for i in 30..40 {
+            paced(&mut r, i, Some(if i == 35 { 9.0 } else { 1.0 }));
+        }
+        r.end_event(EndInfo {
+            end_unix_ms: meta(id).start_unix_ms + 4000,
+            last_motion_ns: 39 * 100 * MS,
+            peak_score: 9.0,
+            peak_area_pct: 3.0,
+            boxes: vec![[0.1, 0.1, 0.2, 0.2]],
+            dropped_frames: 0,
+        });
+        // Post-capture 0.5 s: frames 40..=44 go in, 45 closes the clip.
+        for i in 40..50 {
+            paced(&mut r, i, None);
+        }
+        let m = wait_done(&r);
+        assert_eq!(m.state, EventState::Complete);
+        let dir = d.path().join(id);
+        let (_, frames) = avi::read_frames(&dir.join(CLIP)).unwrap();
+        assert_eq!(frames.len(), 45 - 20);
+        assert_eq!(frames[0], jpeg(20));
+        assert_eq!(*frames.last().unwrap(), jpeg(44));
+        assert_eq!(std::fs::read(dir.join(POSTER)).unwrap(), jpeg(35));
+        let on_disk = store::read_meta(&dir).unwrap();
+        assert_eq!(on_disk, m);
+        assert_eq!(on_disk.frames, 25);
+        assert_eq!(on_disk.peak_score, 9.0);
+        assert!(!dir.join(CLIP_PART).exists());
+        assert_eq!(next_counter(d.path()), 1);
+    }
+
+    #[test]
+    fn a_slow_disk_drops_frames_counts_them_and_never_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path());
+        cfg.queue_frames = 4;
+        cfg.slow_disk = Duration::from_millis(30);
+        let mut r = Recorder::start(cfg).unwrap();
+        let id = "20261124T182900Z-0002";
+        r.start_event(meta(id), 0);
+        // 300 frames pushed as fast as possible: the writer can take only a few of them.
+        for i in 0..300 {
+            r.frame(&jpeg(i), tag(i, Some(1.0)));
+        }
+        let s = r.stats();
+        assert!(s.dropped > 200, "{s:?}");
+        assert_eq!(s.sent + s.dropped, 300);
+        r.end_event(EndInfo {
+            end_unix_ms: meta(id).start_unix_ms + 1000,
+            last_motion_ns: 0,
+            peak_score: 1.0,
+            peak_area_pct: 1.0,
+            boxes: vec![],
+            dropped_frames: 0,
+        });
+        let m = wait_done(&r);
+        assert!(m.dropped_frames >= s.dropped, "{m:?} {s:?}");
+        assert!(m.frames <= s.sent);
+    }
+
+    #[test]
+    fn shutdown_mid_event_closes_the_clip() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Recorder::start(config(d.path())).unwrap();
+        let id = "20261124T182900Z-0003";
+        r.start_event(meta(id), 0);
+        for i in 0..5 {
+            paced(&mut r, i, Some(1.0));
+        }
+        r.shutdown();
+        let m = store::read_meta(&d.path().join(id)).unwrap();
+        assert_eq!(m.state, EventState::Complete);
+        assert_eq!(
+            avi::read_frames(&d.path().join(id).join(CLIP))
+                .unwrap()
+                .1
+                .len(),
+            5
+        );
+    }
+}
