@@ -12,7 +12,12 @@
 //!    sigma measured from the median residual of this frame (night gain raises it).
 //! 4. A changed pixel survives despeckle when at least two of its eight neighbours changed;
 //!    8-connected components give the boxes.
-//! 5. The background follows unchanged pixels with time constant `background_s` and changed
+//! 5. Ghost suppression: a pixel that differs from the background only counts while it has
+//!    also changed from one analysed frame to the next within the last
+//!    [`MOTION_MEMORY_S`] seconds. An object that was in the frame when the background was
+//!    (re-)learned leaves a "ghost" where it stood; the ghost never moves, so it stops
+//!    counting after that memory instead of firing until the background absorbs it.
+//! 6. The background follows unchanged pixels with time constant `background_s` and changed
 //!    ones ten times slower, so slow changes (dusk, a parked car) are absorbed.
 //!
 //! All buffers are allocated when the geometry is first seen; analysing a frame allocates
@@ -26,6 +31,8 @@ use crate::geometry::{Rect, rasterise};
 pub const MAX_BOXES: usize = 8;
 /// A frame whose luma standard deviation is under this is grey/black: not analysable.
 pub const GREY_STD: f64 = 2.0;
+/// How long a pixel that moved keeps counting as moving, seconds.
+pub const MOTION_MEMORY_S: f32 = 3.0;
 /// Changed pixels adapt this many times slower than unchanged ones.
 const FOREGROUND_SLOWDOWN: f32 = 10.0;
 /// The noise-driven threshold never exceeds this many times `min_diff`.
@@ -112,6 +119,9 @@ pub struct Detector {
     counted_px: usize,
     changed: Vec<u8>,
     clean: Vec<u8>,
+    previous: Vec<f32>,
+    moved_at: Vec<f32>,
+    seed_t: f64,
     stack: Vec<u32>,
     comps: Vec<Component>,
     needs_seed: bool,
@@ -132,6 +142,9 @@ impl Detector {
             counted_px: 0,
             changed: Vec::new(),
             clean: Vec::new(),
+            previous: Vec::new(),
+            moved_at: Vec::new(),
+            seed_t: 0.0,
             stack: Vec::new(),
             comps: Vec::with_capacity(MAX_BOXES + 1),
             needs_seed: true,
@@ -169,6 +182,10 @@ impl Detector {
         self.changed.resize(n, 0);
         self.clean.clear();
         self.clean.resize(n, 0);
+        self.previous.clear();
+        self.previous.resize(n, 0.0);
+        self.moved_at.clear();
+        self.moved_at.resize(n, f32::NEG_INFINITY);
         self.stack.clear();
         self.stack.reserve(n);
         self.needs_seed = true;
@@ -178,6 +195,9 @@ impl Detector {
         for (b, &x) in self.background.iter_mut().zip(&img.pixels) {
             *b = f32::from(x);
         }
+        self.previous.copy_from_slice(&self.background);
+        self.moved_at.fill(f32::NEG_INFINITY);
+        self.seed_t = t;
         self.needs_seed = false;
         self.learning_until = t + self.settings.relearn_s;
         self.last_t = Some(t);
@@ -240,6 +260,7 @@ impl Detector {
 
         // 3. Difference, and background update.
         let w = self.width;
+        let now = (t - self.seed_t) as f32;
         for i in 0..img.pixels.len() {
             let x = img.pixels[i];
             let bg = self.background[i];
@@ -250,7 +271,15 @@ impl Detector {
                 d = 0.0;
             }
             let d = d.abs();
-            let hit = self.counted[i] != 0 && d > threshold;
+            // Frame-to-frame change, both frames in background brightness.
+            if (predicted - self.previous[i]).abs() > threshold
+                && !((x >= 250 || x <= 5) && d == 0.0)
+            {
+                self.moved_at[i] = now;
+            }
+            self.previous[i] = predicted;
+            let hit =
+                self.counted[i] != 0 && d > threshold && now - self.moved_at[i] <= MOTION_MEMORY_S;
             self.changed[i] = if hit { (d.min(255.0)) as u8 } else { 0 };
             let a = if hit && !learning {
                 alpha / FOREGROUND_SLOWDOWN

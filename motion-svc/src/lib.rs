@@ -6,6 +6,7 @@
 //! on its own thread.
 #![forbid(unsafe_code)]
 
+pub mod analyzer;
 pub mod avi;
 pub mod config;
 pub mod decode;
