@@ -1,0 +1,45 @@
+//! Journal records of motion events: one at start and one at end, each with a fixed
+//! `MESSAGE_ID` so that `journalctl MESSAGE_ID=...` lists them, and `MECAM_*` fields.
+//!
+//! The fields are ordinary `tracing` fields. `ipc::service::init_tracing` installs the
+//! journald layer without a field prefix, and that layer upper-cases field names: the field
+//! `message_id` arrives in the journal as `MESSAGE_ID`, `mecam_event_id` as `MECAM_EVENT_ID`.
+//! On stderr the same line is printed with the same fields.
+
+use std::path::Path;
+
+/// `MESSAGE_ID` of a motion start record.
+pub const START_MESSAGE_ID: &str = "8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081";
+/// `MESSAGE_ID` of a motion end record.
+pub const END_MESSAGE_ID: &str = "3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e";
+
+fn boxes_text(boxes: &[[f32; 4]]) -> String {
+    serde_json::to_string(boxes).expect("boxes serialise")
+}
+
+/// Logs a motion start.
+pub fn log_start(id: &str, score: f32, area_pct: f32, boxes: &[[f32; 4]], clip: &Path) {
+    tracing::info!(
+        message_id = START_MESSAGE_ID,
+        mecam_event_id = id,
+        mecam_score = format_args!("{score:.2}"),
+        mecam_area_pct = format_args!("{area_pct:.2}"),
+        mecam_boxes = %boxes_text(boxes),
+        mecam_clip = %clip.display(),
+        "motion start: event {id}, area {area_pct:.1}%"
+    );
+}
+
+/// Logs a motion end.
+pub fn log_end(id: &str, score: f32, area_pct: f32, boxes: &[[f32; 4]], clip: &Path, reason: &str) {
+    tracing::info!(
+        message_id = END_MESSAGE_ID,
+        mecam_event_id = id,
+        mecam_score = format_args!("{score:.2}"),
+        mecam_area_pct = format_args!("{area_pct:.2}"),
+        mecam_boxes = %boxes_text(boxes),
+        mecam_clip = %clip.display(),
+        mecam_end_reason = reason,
+        "motion end: event {id}, peak area {area_pct:.1}% ({reason})"
+    );
+}
