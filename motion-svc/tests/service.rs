@@ -1,0 +1,446 @@
+//! Integration tests: the real `motion-svc` binary against an in-test camera (a real frame
+//! region and announce server from `ipc`, publishing JPEG frames in real time).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
+use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+use motion_svc::decode::encode_gray;
+use motion_svc::store::{self, EventState};
+
+const W: usize = 320;
+const H: usize = 240;
+const FPS: u64 = 15;
+
+/// The scene the camera shows: 0 = still, 1 = a box moving across.
+#[derive(Clone)]
+struct Script(Arc<AtomicU32>);
+
+fn render(frame: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
+    let mut px = vec![0u8; W * H];
+    let mut seed = frame.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for y in 0..H {
+        for x in 0..W {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let base = 60.0 + 40.0 * (((x / 16) + (y / 16)) % 3) as f32 + x as f32 * 0.2;
+            px[y * W + x] = (base + (seed % 5) as f32 - 2.0) as u8;
+        }
+    }
+    if moving {
+        *box_x = (*box_x + 6.0) % (W as f32 - 60.0);
+        for y in 50..200 {
+            for x in (*box_x as usize)..(*box_x as usize + 50) {
+                px[y * W + x] = 235;
+            }
+        }
+    }
+    encode_gray(W, H, &px, 80).unwrap()
+}
+
+/// A camera: a region and an announce server, publishing frames at 15 fps from a thread.
+struct Camera {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    script: Script,
+}
+
+impl Camera {
+    fn start(runtime_dir: &Path) -> Camera {
+        let script = Script(Arc::new(AtomicU32::new(0)));
+        let s2 = script.clone();
+        let dir = runtime_dir.to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut writer = RegionWriter::create(&dir.join("frames"), 256 * 1024).unwrap();
+                let hello = Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                    generation: writer.generation(),
+                    region_path: writer.path().to_owned(),
+                    slot_count: 3,
+                    slot_capacity: writer.slot_capacity() as u64,
+                    width: W as u32,
+                    height: H as u32,
+                    nominal_fps: FPS as f32,
+                    source: "test-camera".into(),
+                    state: CameraState::Streaming,
+                };
+                let server =
+                    AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
+                        .unwrap();
+                let handle = server.handle();
+                let server_task = tokio::spawn(server.run(async {
+                    let _ = rx.await;
+                }));
+                ready_tx.send(()).unwrap();
+                let mut tick = tokio::time::interval(Duration::from_millis(1000 / FPS));
+                let mut box_x = 0.0;
+                let mut n = 0u64;
+                while !server_task.is_finished() {
+                    tick.tick().await;
+                    let jpeg = render(n, s2.0.load(Ordering::Relaxed) == 1, &mut box_x);
+                    let info = FrameInfo {
+                        width: W as u32,
+                        height: H as u32,
+                        format: FrameFormat::Jpeg,
+                        mono_ns: ipc::service::monotonic_ns(),
+                        wall_ns: ipc::service::wall_ns(),
+                    };
+                    let meta = writer.publish(&info, &jpeg).unwrap();
+                    handle.frame(&meta);
+                    n += 1;
+                }
+                let _ = writer.remove();
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("camera starts");
+        Camera {
+            stop: Some(tx),
+            thread: Some(thread),
+            script,
+        }
+    }
+
+    fn set_moving(&self, moving: bool) {
+        self.script.0.store(u32::from(moving), Ordering::Relaxed);
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The real binary; killed on drop. Its stderr goes to a file the test can read while it runs.
+struct Svc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Svc {
+    fn start(dir: &Path, extra: &[&str]) -> Svc {
+        let log = dir.join(format!(
+            "stderr-{}.log",
+            Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())
+        ));
+        let log = if log.exists() {
+            dir.join("stderr-2.log")
+        } else {
+            log
+        };
+        let err = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_motion-svc"));
+        cmd.arg("--config")
+            .arg(dir.join("none.toml"))
+            .arg("--runtime-dir")
+            .arg(dir.join("run"))
+            .arg("--events-dir")
+            .arg(dir.join("events"))
+            .args([
+                "--log-target",
+                "stderr",
+                "--analysis-fps",
+                "5",
+                "--min-duration-s",
+                "0.4",
+                "--quiet-gap-s",
+                "1",
+                "--pre-capture-s",
+                "1",
+                "--post-capture-s",
+                "0.5",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        fs::write(dir.join("none.toml"), "[motion]\n").unwrap();
+        eprintln!("running {cmd:?}");
+        let child = cmd.spawn().unwrap();
+        let svc = Svc { child, log };
+        svc.wait_log("motion-svc ready", Duration::from_secs(20));
+        svc
+    }
+
+    /// The log so far, without terminal colour codes.
+    fn log(&self) -> String {
+        let raw = fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for d in chars.by_ref() {
+                    if d == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn wait_log(&self, needle: &str, limit: Duration) {
+        let end = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "no {needle:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "motion-svc did not stop on SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn events(dir: &Path) -> Vec<(String, store::EventMeta)> {
+    let mut v: Vec<_> = fs::read_dir(dir.join("events"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    store::read_meta(&e.path()).ok().map(|m| (id, m))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool, log: &dyn Fn() -> String) {
+    let end = Instant::now() + limit;
+    while !ok() {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}; log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Camera) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("run")).unwrap();
+    let cam = Camera::start(&dir.path().join("run"));
+    (dir, cam)
+}
+
+#[test]
+fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
+    let (dir, cam) = setup();
+    let svc = Svc::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(2500)); // still scene: background learned
+    cam.set_moving(true);
+    wait_for(
+        "an event to start",
+        Duration::from_secs(20),
+        || !events(dir.path()).is_empty(),
+        &|| svc.log(),
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    cam.set_moving(false);
+    wait_for(
+        "the event to complete",
+        Duration::from_secs(20),
+        || {
+            events(dir.path())
+                .iter()
+                .any(|e| e.1.state == EventState::Complete)
+        },
+        &|| svc.log(),
+    );
+    let ev = events(dir.path());
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let (id, m) = &ev[0];
+    assert_eq!(m.width, W as u32);
+    assert!(m.peak_area_pct > 3.0, "{m:?}");
+    assert!(!m.boxes.is_empty());
+    assert!(m.end_unix_ms.unwrap() > m.start_unix_ms);
+    let edir = dir.path().join("events").join(id);
+    let (_, frames) = motion_svc::avi::read_frames(&edir.join("clip.avi")).unwrap();
+    // At least the 2 s of motion and 1 s of pre-capture at 15 fps, minus slack.
+    assert!(
+        frames.len() as u64 >= 3 * FPS - 10,
+        "{} frames",
+        frames.len()
+    );
+    assert_eq!(m.frames as usize, frames.len());
+    assert!(
+        fs::read(edir.join("poster.jpg"))
+            .unwrap()
+            .starts_with(&[0xff, 0xd8])
+    );
+    let log = svc.log();
+    assert!(
+        log.contains("8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081")
+            && log.contains("3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("mecam_event_id=\"{id}\""))
+            || log.contains(&format!("mecam_event_id={id}")),
+        "{log}"
+    );
+    assert!(log.contains("mecam_clip="), "{log}");
+    let status = svc.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
+    let (dir, cam) = setup();
+    let svc = Svc::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(2500));
+    cam.set_moving(true);
+    wait_for(
+        "an event recording",
+        Duration::from_secs(20),
+        || {
+            events(dir.path())
+                .iter()
+                .any(|e| e.1.state == EventState::Recording)
+        },
+        &|| svc.log(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(svc); // SIGKILL
+    let ev = events(dir.path());
+    assert_eq!(ev[0].1.state, EventState::Recording);
+    let part = dir
+        .path()
+        .join("events")
+        .join(&ev[0].0)
+        .join("clip.avi.part");
+    assert!(part.exists());
+    cam.set_moving(false);
+    let svc = Svc::start(dir.path(), &[]);
+    let ev = events(dir.path());
+    assert_eq!(
+        ev[0].1.state,
+        EventState::Interrupted,
+        "{ev:?}\n{}",
+        svc.log()
+    );
+    let clip = dir.path().join("events").join(&ev[0].0).join("clip.avi");
+    let (_, frames) = motion_svc::avi::read_frames(&clip).unwrap();
+    assert!(!frames.is_empty());
+    assert_eq!(ev[0].1.frames as usize, frames.len());
+    assert!(!part.exists());
+    assert!(svc.log().contains("interrupted"));
+}
+
+#[test]
+fn a_camera_outage_is_logged_once_and_is_never_motion() {
+    let (dir, mut cam) = setup();
+    let svc = Svc::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(2000));
+    cam.stop();
+    svc.wait_log("camera outage", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(3000));
+    // A new camera (new generation) whose scene is different: re-learned, not motion.
+    let cam2 = Camera::start(&dir.path().join("run"));
+    cam2.set_moving(false);
+    std::thread::sleep(Duration::from_millis(4000));
+    let log = svc.log();
+    assert_eq!(log.matches("camera outage").count(), 1, "{log}");
+    assert!(
+        events(dir.path()).is_empty(),
+        "{:?}\n{log}",
+        events(dir.path())
+    );
+    assert!(svc.terminate().success());
+}
+
+#[test]
+fn bad_configuration_is_refused_naming_the_key_and_print_config_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    fs::write(&cfg, "[motion]\nquiet_gap_s = -1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_motion-svc"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("motion.quiet_gap_s"), "{err}");
+    fs::write(&cfg, "[motion]\nquiet_gap = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_motion-svc"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("quiet_gap"));
+    fs::write(&cfg, "[motion]\nsensitivity = \"high\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_motion-svc"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--print-config", "--area-pct", "2.5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sensitivity = \"high\"") && text.contains("area_pct = 2.5"),
+        "{text}"
+    );
+}
