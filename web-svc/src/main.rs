@@ -1,4 +1,114 @@
-//! `web-svc`: thin binary over the library.
+//! `web-svc`: thin binary over the library: flags, config, logging, bind, run.
 #![forbid(unsafe_code)]
 
-fn main() {}
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ipc::service::{self, CommonArgs, Notifier};
+use web_svc::{AppState, WebConfig, auth::PasswordStore};
+
+/// mecam web-svc: the logged-in live view, snapshots, events and API.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on ([web] listen; default 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Event folders written by motion-svc ([web] events_dir).
+    #[arg(long, value_name = "DIR")]
+    events_dir: Option<PathBuf>,
+    /// Where the password hash is kept ([web] state_dir).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Set the admin password from the first line of stdin.
+    SetPassword {
+        /// Where the password hash is kept.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/mecam/web")]
+        state_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("web-svc: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::SetPassword { state_dir }) = cli.command {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        let password = line.trim_end_matches(['\r', '\n']);
+        PasswordStore::new(&state_dir).set(password)?;
+        eprintln!("web-svc: admin password set in {}", state_dir.display());
+        return Ok(());
+    }
+    let mut config: WebConfig = service::load_section(&cli.common, "web")?;
+    if let Some(l) = cli.listen {
+        config.listen = l;
+    }
+    if let Some(d) = cli.events_dir {
+        config.events_dir = d;
+    }
+    if let Some(d) = cli.state_dir {
+        config.state_dir = d;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    if cli.common.print_config {
+        print!("{}", service::render_section("web", &config)?);
+        return Ok(());
+    }
+    service::init_tracing("web-svc", cli.common.log_target);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; is another server using it? set [web] listen or --listen",
+                    config.listen
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        let state = AppState::new(config, cli.common.socket_path());
+        let notifier = Notifier;
+        if let Some(period) = notifier.watchdog_interval() {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                    notifier.watchdog();
+                }
+            });
+        }
+        tracing::info!(%addr, "web-svc ready");
+        notifier.ready();
+        let r = web_svc::run(listener, state, service::shutdown_signal()).await;
+        notifier.stopping();
+        r
+    })
+}

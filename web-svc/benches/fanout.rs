@@ -1,0 +1,2 @@
+//! Fan-out bench (filled in later).
+fn main() {}

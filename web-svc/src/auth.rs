@@ -1,0 +1,447 @@
+//! Who may look: the admin password (an argon2 hash in a 0600 file in the state directory),
+//! browser sessions (a bounded in-memory table of random tokens that expire), HTTP Basic for
+//! API clients, and the login rate limiter (bounded per-address table plus an overall cap).
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+/// The one user name.
+pub const ADMIN_USER: &str = "admin";
+/// File name of the hash inside the state directory.
+pub const PASSWORD_FILE: &str = "admin.argon2";
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest password accepted (argon2 takes any length; this bounds the work per attempt).
+pub const MAX_PASSWORD_LEN: usize = 256;
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "mecam_session";
+/// How long a verified Basic credential is remembered, so Home Assistant polling a snapshot
+/// does not cost an argon2 hash per request.
+pub const BASIC_CACHE_TTL: Duration = Duration::from_secs(600);
+/// Window of the login rate limiter.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Why a password could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// Too short or too long.
+    #[error("the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters long")]
+    BadLength,
+    /// First-visit setup after a password exists.
+    #[error("a password is already set; log in, or use `web-svc set-password` to change it")]
+    AlreadySet,
+    /// The state directory is not writable.
+    #[error(
+        "cannot write the password file in {dir}: {source}; check that the state directory exists and belongs to the service user"
+    )]
+    Io {
+        /// The state directory.
+        dir: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// argon2 refused (should not happen with these parameters).
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
+
+/// argon2id with 8 MiB and 3 passes: about a quarter second on a Pi Zero 2 W, small enough for
+/// the service's memory limit.
+fn hasher() -> Argon2<'static> {
+    let params = Params::new(8 * 1024, 3, 1, None).expect("constant argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// The password file.
+#[derive(Debug, Clone)]
+pub struct PasswordStore {
+    dir: PathBuf,
+}
+
+impl PasswordStore {
+    /// The store in `state_dir`.
+    pub fn new(state_dir: &Path) -> PasswordStore {
+        PasswordStore {
+            dir: state_dir.to_owned(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(PASSWORD_FILE)
+    }
+
+    /// The stored hash and the file's modification time, or `None` if no password is set.
+    pub fn load(&self) -> Option<(String, SystemTime)> {
+        let path = self.path();
+        let text = std::fs::read_to_string(&path).ok()?;
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+        let hash = text.trim().to_owned();
+        (!hash.is_empty()).then_some((hash, mtime))
+    }
+
+    /// Whether a password is set.
+    pub fn is_set(&self) -> bool {
+        self.load().is_some()
+    }
+
+    /// Stores `password`, replacing any old one (`set-password`).
+    ///
+    /// # Errors
+    /// See [`PasswordError`].
+    pub fn set(&self, password: &str) -> Result<(), PasswordError> {
+        let tmp = self.write_tmp(password)?;
+        std::fs::rename(&tmp, self.path()).map_err(|source| PasswordError::Io {
+            dir: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Stores `password` only if none is set (first-visit setup); atomic against a race.
+    ///
+    /// # Errors
+    /// [`PasswordError::AlreadySet`] if one is set, else see [`PasswordError`].
+    pub fn set_if_absent(&self, password: &str) -> Result<(), PasswordError> {
+        if self.is_set() {
+            return Err(PasswordError::AlreadySet);
+        }
+        let tmp = self.write_tmp(password)?;
+        let linked = std::fs::hard_link(&tmp, self.path());
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(PasswordError::AlreadySet)
+            }
+            Err(source) => Err(PasswordError::Io {
+                dir: self.dir.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn write_tmp(&self, password: &str) -> Result<PathBuf, PasswordError> {
+        let len = password.chars().count();
+        if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&len) {
+            return Err(PasswordError::BadLength);
+        }
+        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+            .map_err(|e| PasswordError::Hash(e.to_string()))?;
+        let hash = hasher()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| PasswordError::Hash(e.to_string()))?
+            .to_string();
+        let io = |source| PasswordError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
+        let tmp = self
+            .dir
+            .join(format!("{PASSWORD_FILE}.{}.tmp", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+        writeln!(f, "{hash}").map_err(io)?;
+        f.sync_all().map_err(io)?;
+        Ok(tmp)
+    }
+}
+
+/// Checks `password` against a PHC hash string. CPU-heavy: call from a blocking thread.
+pub fn verify(hash: &str, password: &str) -> bool {
+    if password.len() > MAX_PASSWORD_LEN * 4 {
+        return false;
+    }
+    PasswordHash::new(hash).is_ok_and(|h| hasher().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Browser sessions: random tokens with an expiry, at most `max` at once.
+#[derive(Debug)]
+pub struct Sessions {
+    max: usize,
+    ttl: Duration,
+    table: Mutex<HashMap<String, Instant>>,
+}
+
+impl Sessions {
+    /// A table of at most `max` sessions lasting `ttl` each.
+    pub fn new(max: usize, ttl: Duration) -> Sessions {
+        Sessions {
+            max,
+            ttl,
+            table: Mutex::new(HashMap::with_capacity(max)),
+        }
+    }
+
+    /// Starts a session and returns its token. Past the bound the oldest session ends.
+    pub fn create(&self) -> String {
+        let token: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let now = Instant::now();
+        let mut t = self.table.lock().expect("sessions lock");
+        t.retain(|_, exp| *exp > now);
+        while t.len() >= self.max {
+            let oldest = t
+                .iter()
+                .min_by_key(|(_, exp)| **exp)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => t.remove(&k),
+                None => break,
+            };
+        }
+        t.insert(token.clone(), now + self.ttl);
+        token
+    }
+
+    /// Whether `token` is a live session.
+    pub fn check(&self, token: &str) -> bool {
+        let mut t = self.table.lock().expect("sessions lock");
+        match t.get(token) {
+            Some(exp) if *exp > Instant::now() => true,
+            Some(_) => {
+                t.remove(token);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the session `token` (logout).
+    pub fn end(&self, token: &str) {
+        self.table.lock().expect("sessions lock").remove(token);
+    }
+
+    /// Ends every session (the password changed).
+    pub fn clear(&self) {
+        self.table.lock().expect("sessions lock").clear();
+    }
+
+    /// Sessions in the table.
+    pub fn len(&self) -> usize {
+        self.table.lock().expect("sessions lock").len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    count: u32,
+}
+
+impl Window {
+    fn current(&mut self, now: Instant) -> &mut u32 {
+        if now.duration_since(self.start) >= RATE_WINDOW {
+            self.start = now;
+            self.count = 0;
+        }
+        &mut self.count
+    }
+}
+
+/// Login rate limiter: failures per client address, and attempts overall, per minute.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_client: u32,
+    overall: u32,
+    max_clients: usize,
+    state: Mutex<(HashMap<IpAddr, Window>, Window)>,
+}
+
+impl RateLimiter {
+    /// Allows `per_client` failures per address and `overall` attempts per minute, tracking at
+    /// most `max_clients` addresses.
+    pub fn new(per_client: u32, overall: u32, max_clients: usize) -> RateLimiter {
+        RateLimiter {
+            per_client,
+            overall,
+            max_clients,
+            state: Mutex::new((
+                HashMap::with_capacity(max_clients),
+                Window {
+                    start: Instant::now(),
+                    count: 0,
+                },
+            )),
+        }
+    }
+
+    /// Takes one attempt for `ip`; `Err(retry_after)` when it must be refused unchecked.
+    ///
+    /// # Errors
+    /// The client or everyone is over the limit; the duration says when to try again.
+    pub fn attempt(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut g = self.state.lock().expect("limiter lock");
+        let (clients, overall) = &mut *g;
+        if let Some(w) = clients.get_mut(&ip) {
+            if *w.current(now) >= self.per_client {
+                return Err(RATE_WINDOW.saturating_sub(now.duration_since(w.start)));
+            }
+        }
+        let total = overall.current(now);
+        if *total >= self.overall {
+            return Err(RATE_WINDOW.saturating_sub(now.duration_since(overall.start)));
+        }
+        *total += 1;
+        Ok(())
+    }
+
+    /// Records a failed attempt from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut g = self.state.lock().expect("limiter lock");
+        let clients = &mut g.0;
+        if !clients.contains_key(&ip) && clients.len() >= self.max_clients {
+            clients.retain(|_, w| now.duration_since(w.start) < RATE_WINDOW);
+            if clients.len() >= self.max_clients {
+                let oldest = clients.iter().min_by_key(|(_, w)| w.start).map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    clients.remove(&k);
+                }
+            }
+        }
+        let w = clients.entry(ip).or_insert(Window {
+            start: now,
+            count: 0,
+        });
+        *w.current(now) += 1;
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.state.lock().expect("limiter lock").0.len()
+    }
+}
+
+/// Remembers the last verified Basic credential as a keyed hash (never the password), tied to
+/// the password file's modification time, for [`BASIC_CACHE_TTL`].
+#[derive(Debug)]
+pub struct BasicCache {
+    key: std::collections::hash_map::RandomState,
+    last: Mutex<Option<(u64, SystemTime, Instant)>>,
+}
+
+impl Default for BasicCache {
+    fn default() -> Self {
+        BasicCache {
+            key: std::collections::hash_map::RandomState::new(),
+            last: Mutex::new(None),
+        }
+    }
+}
+
+impl BasicCache {
+    fn fingerprint(&self, password: &str) -> u64 {
+        self.key.hash_one(password)
+    }
+
+    /// Whether `password` was verified recently against the file of `mtime`.
+    pub fn hit(&self, password: &str, mtime: SystemTime) -> bool {
+        let fp = self.fingerprint(password);
+        self.last
+            .lock()
+            .expect("cache lock")
+            .is_some_and(|(f, m, at)| f == fp && m == mtime && at.elapsed() < BASIC_CACHE_TTL)
+    }
+
+    /// Remembers a verified password.
+    pub fn remember(&self, password: &str, mtime: SystemTime) {
+        let fp = self.fingerprint(password);
+        *self.last.lock().expect("cache lock") = Some((fp, mtime, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_file_is_private_and_first_setup_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PasswordStore::new(dir.path());
+        assert!(!store.is_set());
+        assert!(matches!(
+            store.set_if_absent("short"),
+            Err(PasswordError::BadLength)
+        ));
+        store.set_if_absent("correct horse").unwrap();
+        let meta = std::fs::metadata(dir.path().join(PASSWORD_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(matches!(
+            store.set_if_absent("another one"),
+            Err(PasswordError::AlreadySet)
+        ));
+        let (hash, _) = store.load().unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify(&hash, "correct horse"));
+        assert!(!verify(&hash, "correct horsf"));
+        store.set("another one").unwrap();
+        assert!(verify(&store.load().unwrap().0, "another one"));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn sessions_are_bounded_expire_and_end() {
+        let s = Sessions::new(3, Duration::from_secs(60));
+        let first = s.create();
+        let rest: Vec<_> = (0..5).map(|_| s.create()).collect();
+        assert_eq!(s.len(), 3);
+        assert!(!s.check(&first), "the oldest session gave way");
+        assert!(s.check(&rest[4]));
+        s.end(&rest[4]);
+        assert!(!s.check(&rest[4]));
+        let short = Sessions::new(3, Duration::ZERO);
+        let t = short.create();
+        assert!(!short.check(&t));
+    }
+
+    #[test]
+    fn limiter_blocks_a_client_and_everyone_and_stays_bounded() {
+        let l = RateLimiter::new(3, 10, 4);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            l.attempt(a).unwrap();
+            l.failed(a);
+        }
+        assert!(
+            l.attempt(a).is_err(),
+            "fourth failure in a minute is refused"
+        );
+        for i in 0..100u8 {
+            let ip: IpAddr = [10, 0, 1, i].into();
+            let _ = l.attempt(ip);
+            l.failed(ip);
+        }
+        assert!(l.tracked() <= 4);
+        assert!(
+            l.attempt("10.9.9.9".parse().unwrap()).is_err(),
+            "overall cap reached"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The `[web]` section of the config file: every bound of the service lives here, with the
+//! default that fits a Pi Zero 2 W.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[web]` in the config file. Flags override `listen`, `events_dir` and `state_dir`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where `motion-svc` writes event folders.
+    pub events_dir: PathBuf,
+    /// Where the password hash lives.
+    pub state_dir: PathBuf,
+    /// Live streams served at once; more get `503` with `Retry-After`.
+    pub max_streams: usize,
+    /// TCP connections open at once (streams, pages, API); more are closed on accept.
+    pub max_connections: usize,
+    /// A viewer whose socket accepts nothing for this many seconds is dropped.
+    pub viewer_timeout_s: f64,
+    /// Browser sessions kept at once; a new login past it ends the oldest session.
+    pub max_sessions: usize,
+    /// A session ends this many seconds after login.
+    pub session_ttl_s: u64,
+    /// Failed logins allowed per client address per minute.
+    pub login_failures_per_client_per_min: u32,
+    /// Login attempts (any client) allowed per minute, a cap against address-spraying.
+    pub login_attempts_per_min: u32,
+    /// Client addresses tracked by the login limiter; past it the oldest entry is forgotten.
+    pub max_tracked_clients: usize,
+    /// Largest request body accepted, in bytes (forms only; nothing uploads).
+    pub max_body_bytes: usize,
+    /// Events shown per page.
+    pub events_per_page: usize,
+    /// Event folders considered when listing (newest first); older ones are not listed.
+    pub max_events_listed: usize,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            events_dir: PathBuf::from("/var/lib/mecam/events"),
+            state_dir: PathBuf::from("/var/lib/mecam/web"),
+            max_streams: 16,
+            max_connections: 128,
+            viewer_timeout_s: 10.0,
+            max_sessions: 32,
+            session_ttl_s: 7 * 24 * 3600,
+            login_failures_per_client_per_min: 5,
+            login_attempts_per_min: 30,
+            max_tracked_clients: 256,
+            max_body_bytes: 16 * 1024,
+            events_per_page: 20,
+            max_events_listed: 10_000,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl WebConfig {
+    /// Checks every value, naming the key of the first bad one.
+    ///
+    /// # Errors
+    /// A value out of its range, or half a TLS pair.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_streams", self.max_streams),
+            ("max_connections", self.max_connections),
+            ("max_sessions", self.max_sessions),
+            ("max_tracked_clients", self.max_tracked_clients),
+            ("events_per_page", self.events_per_page),
+            ("max_events_listed", self.max_events_listed),
+            ("max_body_bytes", self.max_body_bytes),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(format!("[web] {key} must be at least 1"));
+            }
+        }
+        if self.max_connections <= self.max_streams {
+            return Err("[web] max_connections must be larger than max_streams, so pages still load while every stream is taken".into());
+        }
+        if !(self.viewer_timeout_s.is_finite() && (0.1..=3600.0).contains(&self.viewer_timeout_s)) {
+            return Err("[web] viewer_timeout_s must be between 0.1 and 3600".into());
+        }
+        if self.session_ttl_s < 60 {
+            return Err("[web] session_ttl_s must be at least 60".into());
+        }
+        if self.login_failures_per_client_per_min == 0 || self.login_attempts_per_min == 0 {
+            return Err("[web] login_failures_per_client_per_min and login_attempts_per_min must be at least 1".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("[web] tls_cert and tls_key must be given together".into());
+        }
+        Ok(())
+    }
+
+    /// `viewer_timeout_s` as a duration.
+    pub fn viewer_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.viewer_timeout_s)
+    }
+}

@@ -1,0 +1,205 @@
+//! HTML pages: small, server-rendered, no external assets, readable on a phone. Every value
+//! from outside (event fields, reasons) goes through [`esc`].
+
+use crate::events::EventInfo;
+use crate::offline::format_utc;
+
+/// HTML-escapes `s`.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee}\
+header{display:flex;gap:1em;align-items:center;padding:.6em 1em;background:#222}\
+header a{color:#9cf;text-decoration:none}main{padding:1em;max-width:60em;margin:auto}\
+img.live{width:100%;height:auto;background:#000;display:block}\
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(10em,1fr));gap:.8em}\
+.card{background:#1c1c1c;padding:.5em;border-radius:.4em}.card img{width:100%}\
+.bad{color:#f88}.ok{color:#8f8}form.inline{display:inline}\
+input,button{font-size:1.1em;padding:.4em;margin:.2em 0}a{color:#9cf}\
+table{border-collapse:collapse}td{padding:.2em .6em}";
+
+/// Wraps `body` in the page frame; `nav` adds the menu and logout button.
+pub fn page(title: &str, nav: bool, body: &str) -> String {
+    let menu = if nav {
+        "<header><b>mecam</b><a href=\"/\">Live</a><a href=\"/events\">Events</a>\
+         <form class=\"inline\" method=\"post\" action=\"/logout\"><button>Log out</button></form></header>"
+    } else {
+        "<header><b>mecam</b></header>"
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{} - mecam</title><style>{CSS}</style></head><body>{menu}<main>{body}</main></body></html>",
+        esc(title)
+    )
+}
+
+/// The login form, with an optional message.
+pub fn login(message: Option<&str>) -> String {
+    let msg = message
+        .map(|m| format!("<p class=\"bad\" id=\"message\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    page(
+        "Log in",
+        false,
+        &format!(
+            "<h1>Log in</h1>{msg}<form method=\"post\" action=\"/login\">\
+             <input type=\"hidden\" name=\"username\" value=\"admin\">\
+             <p><label>Password<br><input id=\"password\" type=\"password\" name=\"password\" autocomplete=\"current-password\" autofocus required></label></p>\
+             <p><button id=\"login\" type=\"submit\">Log in</button></p></form>"
+        ),
+    )
+}
+
+/// The first-visit form.
+pub fn setup(message: Option<&str>) -> String {
+    let msg = message
+        .map(|m| format!("<p class=\"bad\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    page(
+        "Set the password",
+        false,
+        &format!(
+            "<h1>Welcome</h1><p>No password is set yet. Choose the password of the user <b>admin</b> \
+             (at least {} characters).</p>{msg}<form method=\"post\" action=\"/setup\">\
+             <p><label>Password<br><input type=\"password\" name=\"password\" autocomplete=\"new-password\" required></label></p>\
+             <p><label>Again<br><input type=\"password\" name=\"confirm\" autocomplete=\"new-password\" required></label></p>\
+             <p><button type=\"submit\">Set password</button></p></form>",
+            crate::auth::MIN_PASSWORD_LEN
+        ),
+    )
+}
+
+fn when(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "unknown time".into(), |ms| format_utc(ms / 1000))
+}
+
+/// One event as a card.
+pub fn event_card(e: &EventInfo) -> String {
+    let poster = if e.has_poster {
+        format!(
+            "<img loading=\"lazy\" src=\"/events/{0}/poster.jpg\" alt=\"poster of {0}\">",
+            esc(&e.id)
+        )
+    } else {
+        "<p>(no poster)</p>".into()
+    };
+    let state = match e.state.as_str() {
+        "recording" => "<b class=\"bad\">motion now</b>".to_owned(),
+        "complete" => String::new(),
+        other => format!("<span class=\"bad\">{}</span>", esc(other)),
+    };
+    format!(
+        "<div class=\"card\"><a href=\"/events/{id}\">{poster}</a><div>{when} {state}</div>\
+         <div>{dur} s, score {score}</div></div>",
+        id = esc(&e.id),
+        when = when(e.json.start_unix_ms),
+        dur = e.json.duration_s.map_or("?".into(), |d| format!("{d:.1}")),
+        score = e.json.peak_score.map_or("?".into(), |s| format!("{s:.2}")),
+    )
+}
+
+/// The dashboard.
+pub fn dashboard(latest: &[EventInfo]) -> String {
+    let cards: String = latest.iter().map(event_card).collect();
+    page(
+        "Live",
+        true,
+        &format!(
+            "<img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
+             <p id=\"status\">camera: <span id=\"cam\">?</span> · <span id=\"fps\">?</span> fps · \
+             motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>\
+             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p>\
+             <script>async function s(){{try{{const r=await fetch('/api/status');if(r.ok){{const j=await r.json();\
+             document.getElementById('cam').textContent=j.camera.state;\
+             document.getElementById('fps').textContent=j.fps.toFixed(1);\
+             document.getElementById('motion').textContent=j.motion.active?'MOTION NOW':'none';\
+             document.getElementById('viewers').textContent=j.viewers;}}}}catch(e){{}}}}s();setInterval(s,2000);</script>"
+        ),
+    )
+}
+
+/// A page of the event list.
+pub fn events(list: &[EventInfo], page_no: usize, has_more: bool) -> String {
+    let cards: String = list.iter().map(event_card).collect();
+    let prev = if page_no > 0 {
+        format!("<a href=\"/events?page={}\">newer</a> ", page_no - 1)
+    } else {
+        String::new()
+    };
+    let next = if has_more {
+        format!("<a href=\"/events?page={}\">older</a>", page_no + 1)
+    } else {
+        String::new()
+    };
+    let empty = if list.is_empty() {
+        "<p>No events.</p>"
+    } else {
+        ""
+    };
+    page(
+        "Events",
+        true,
+        &format!("<h1>Events</h1>{empty}<div class=\"grid\">{cards}</div><p>{prev}{next}</p>"),
+    )
+}
+
+/// One event.
+pub fn event(e: &EventInfo) -> String {
+    let id = esc(&e.id);
+    let player = if e.has_clip {
+        format!(
+            "<img class=\"live\" src=\"/events/{id}/play.mjpg\" alt=\"clip replay\">\
+             <p><a href=\"/events/{id}/clip.avi\" download>Download clip (AVI)</a></p>"
+        )
+    } else if e.has_poster {
+        format!(
+            "<img class=\"live\" src=\"/events/{id}/poster.jpg\" alt=\"poster\"><p>No clip.</p>"
+        )
+    } else {
+        "<p>No clip or poster.</p>".into()
+    };
+    let problem = e
+        .problem
+        .as_deref()
+        .map(|p| format!("<p class=\"bad\">{}</p>", esc(p)))
+        .unwrap_or_default();
+    let delete = if e.state == "recording" {
+        "<p>Recording in progress; it can be deleted when it is complete.</p>".into()
+    } else {
+        format!(
+            "<form method=\"post\" action=\"/events/{id}/delete\" onsubmit=\"return confirm('Delete this event?')\"><button>Delete</button></form>"
+        )
+    };
+    page(
+        &e.id,
+        true,
+        &format!(
+            "<h1>{id}</h1>{problem}{player}<table>\
+             <tr><td>state</td><td>{state}</td></tr><tr><td>start</td><td>{start}</td></tr>\
+             <tr><td>duration</td><td>{dur} s</td></tr><tr><td>peak score</td><td>{score}</td></tr>\
+             <tr><td>peak area</td><td>{area} %</td></tr><tr><td>frames</td><td>{frames}</td></tr></table>{delete}",
+            state = esc(&e.state),
+            start = when(e.json.start_unix_ms),
+            dur = e.json.duration_s.map_or("?".into(), |d| format!("{d:.1}")),
+            score = e.json.peak_score.map_or("?".into(), |s| format!("{s:.2}")),
+            area = e
+                .json
+                .peak_area_pct
+                .map_or("?".into(), |s| format!("{s:.1}")),
+            frames = e.json.frames.map_or("?".into(), |f| f.to_string()),
+        ),
+    )
+}

@@ -1,0 +1,212 @@
+//! One viewer's MJPEG body: waits for the newest frame in the hub, writes the shared part
+//! header and JPEG (reference-counted, never copied), re-sends the last frame after
+//! [`RESEND_AFTER`] without a new one, honours a per-viewer fps cap, and ends on shutdown.
+//! Progress is recorded in the connection's [`ConnWatch`], so the server can drop a
+//! connection whose socket has taken nothing for the viewer timeout.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use crate::fanout::{Frame, Hub};
+
+/// Without a new frame for this long, the last one is sent again (keeps proxies and players
+/// from timing out).
+pub const RESEND_AFTER: Duration = Duration::from_secs(1);
+/// Lowest `?fps=` accepted; lower values are raised to it, so a stalled viewer is still told
+/// apart from a slow one by the viewer timeout.
+pub const MIN_FPS: f64 = 1.0;
+/// Highest `?fps=` that means anything.
+pub const MAX_FPS: f64 = 120.0;
+
+/// Per-connection record shared between the server's connection task and the stream body.
+#[derive(Debug)]
+pub struct ConnWatch {
+    epoch: Instant,
+    streaming: AtomicBool,
+    last_progress_ms: AtomicU64,
+}
+
+impl Default for ConnWatch {
+    fn default() -> Self {
+        ConnWatch {
+            epoch: Instant::now(),
+            streaming: AtomicBool::new(false),
+            last_progress_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ConnWatch {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn progress(&self) {
+        self.last_progress_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// True when a stream on this connection has handed nothing to the socket for `timeout`.
+    pub fn stalled(&self, timeout: Duration) -> bool {
+        self.streaming.load(Ordering::Relaxed)
+            && self
+                .now_ms()
+                .saturating_sub(self.last_progress_ms.load(Ordering::Relaxed))
+                > timeout.as_millis() as u64
+    }
+}
+
+/// Holds a stream slot: counted in the viewer gauge until dropped.
+#[derive(Debug)]
+pub struct ViewerSlot {
+    hub: Arc<Hub>,
+    conn: Option<Arc<ConnWatch>>,
+}
+
+impl ViewerSlot {
+    /// Takes a slot if fewer than `max` viewers stream now.
+    pub fn acquire(hub: &Arc<Hub>, max: usize, conn: Option<Arc<ConnWatch>>) -> Option<ViewerSlot> {
+        let viewers = &hub.metrics.viewers;
+        let mut n = viewers.load(Ordering::Relaxed);
+        loop {
+            if n >= max {
+                hub.metrics.streams_refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            match viewers.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        if let Some(c) = &conn {
+            c.progress();
+            c.streaming.store(true, Ordering::Relaxed);
+        }
+        Some(ViewerSlot {
+            hub: hub.clone(),
+            conn,
+        })
+    }
+
+    /// Records that the socket took data.
+    pub fn progress(&self, bytes: usize) {
+        if let Some(c) = &self.conn {
+            c.progress();
+        }
+        self.hub
+            .metrics
+            .bytes_sent
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.hub.metrics.viewers.fetch_sub(1, Ordering::AcqRel);
+        if let Some(c) = &self.conn {
+            c.streaming.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Viewer {
+    slot: ViewerSlot,
+    rx: watch::Receiver<Option<Frame>>,
+    shutdown: watch::Receiver<bool>,
+    pending: Option<Bytes>,
+    min_interval: Duration,
+    last_sent: Option<Instant>,
+    last_seq: u64,
+    fresh: bool,
+}
+
+/// The body stream of one live viewer.
+pub fn live(
+    slot: ViewerSlot,
+    shutdown: watch::Receiver<bool>,
+    fps: Option<f64>,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let rx = slot.hub().subscribe();
+    let min_interval = fps
+        .filter(|f| f.is_finite())
+        .map(|f| Duration::from_secs_f64(1.0 / f.clamp(MIN_FPS, MAX_FPS)))
+        .unwrap_or_default();
+    let viewer = Viewer {
+        slot,
+        rx,
+        shutdown,
+        pending: None,
+        min_interval,
+        last_sent: None,
+        last_seq: 0,
+        fresh: true,
+    };
+    futures_util::stream::unfold(viewer, |mut v| async move {
+        if let Some(jpeg) = v.pending.take() {
+            v.slot.progress(jpeg.len());
+            return Some((Ok(jpeg), v));
+        }
+        loop {
+            if *v.shutdown.borrow() {
+                return None;
+            }
+            if let Some(last) = v.last_sent {
+                let earliest = last + v.min_interval;
+                if earliest > Instant::now() {
+                    tokio::select! {
+                        _ = v.shutdown.changed() => return None,
+                        () = tokio::time::sleep_until(earliest.into()) => {}
+                    }
+                }
+            }
+            let changed = v.fresh || v.rx.has_changed().unwrap_or(false);
+            if !changed {
+                let resend_at = v.last_sent.map(|t| t + RESEND_AFTER);
+                tokio::select! {
+                    _ = v.shutdown.changed() => return None,
+                    r = v.rx.changed() => if r.is_err() { return None },
+                    () = async {
+                        match resend_at {
+                            Some(t) => tokio::time::sleep_until(t.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
+                }
+            }
+            v.fresh = false;
+            let Some(frame) = v.rx.borrow_and_update().clone() else {
+                continue;
+            };
+            if frame.live && v.last_seq != 0 && frame.seq > v.last_seq + 1 {
+                v.slot
+                    .hub()
+                    .metrics
+                    .frames_skipped_viewers
+                    .fetch_add(frame.seq - v.last_seq - 1, Ordering::Relaxed);
+            }
+            if frame.live {
+                v.last_seq = frame.seq;
+            }
+            v.last_sent = Some(Instant::now());
+            v.slot
+                .hub()
+                .metrics
+                .frames_sent
+                .fetch_add(1, Ordering::Relaxed);
+            v.slot.progress(frame.head.len());
+            v.pending = Some(frame.jpeg);
+            return Some((Ok(frame.head), v));
+        }
+    })
+}

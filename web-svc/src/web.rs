@@ -1,0 +1,909 @@
+//! The router: shared state, the access rules (login, Basic, Origin), and every handler.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::Deserialize;
+use tokio::sync::{Semaphore, watch};
+
+use crate::auth::{self, BasicCache, PasswordStore, RateLimiter, SESSION_COOKIE, Sessions};
+use crate::config::WebConfig;
+use crate::events::{AviFrames, EventError, EventStore};
+use crate::fanout::{BOUNDARY, Hub};
+use crate::pages;
+use crate::stream::{self, ConnWatch, ViewerSlot};
+
+/// Events shown on the dashboard.
+pub const DASHBOARD_EVENTS: usize = 6;
+/// Chunk size when sending files.
+pub const FILE_CHUNK: usize = 64 * 1024;
+
+/// The peer address of a connection, put in request extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct Inner {
+    /// The configuration.
+    pub config: WebConfig,
+    /// The live fan-out.
+    pub hub: Arc<Hub>,
+    /// The announce socket of capture-svc.
+    pub socket_path: PathBuf,
+    passwords: PasswordStore,
+    sessions: Sessions,
+    limiter: RateLimiter,
+    basic: BasicCache,
+    events: EventStore,
+    verify_gate: Semaphore,
+    shutdown_tx: watch::Sender<bool>,
+    tls: bool,
+}
+
+/// Cloneable handle on the shared state.
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl AppState {
+    /// State for `config`, reading frames from the announce socket at `socket_path`.
+    pub fn new(config: WebConfig, socket_path: PathBuf) -> AppState {
+        let tls = config.tls_cert.is_some();
+        AppState(Arc::new(Inner {
+            hub: Arc::new(Hub::default()),
+            socket_path,
+            passwords: PasswordStore::new(&config.state_dir),
+            sessions: Sessions::new(
+                config.max_sessions,
+                Duration::from_secs(config.session_ttl_s),
+            ),
+            limiter: RateLimiter::new(
+                config.login_failures_per_client_per_min,
+                config.login_attempts_per_min,
+                config.max_tracked_clients,
+            ),
+            basic: BasicCache::default(),
+            events: EventStore::new(&config.events_dir, config.max_events_listed),
+            verify_gate: Semaphore::new(1),
+            shutdown_tx: watch::channel(false).0,
+            tls,
+            config,
+        }))
+    }
+
+    /// Ends every stream; called by `run` on shutdown.
+    pub fn begin_shutdown(&self) {
+        self.0.shutdown_tx.send_replace(true);
+    }
+
+    /// A receiver that turns true on shutdown.
+    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.0.shutdown_tx.subscribe()
+    }
+}
+
+/// Errors of handlers: the client gets a clean status and message, internals go to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// An event request failed.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// Something is wrong in the request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// An internal failure (logged).
+    #[error("internal error; see the service log")]
+    Internal(String),
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            WebError::Event(EventError::BadId) | WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Event(EventError::NotFound) => StatusCode::NOT_FOUND,
+            WebError::Event(EventError::Recording) => StatusCode::CONFLICT,
+            WebError::Event(EventError::Io(e)) => {
+                tracing::error!(error = %e, "events directory error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            WebError::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+/// The router with every route and rule.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/", get(dashboard))
+        .route("/stream.mjpg", get(live_stream))
+        .route("/video_feed", get(live_stream))
+        .route("/stream", get(live_stream))
+        .route("/snapshot.jpg", get(snapshot))
+        .route("/events", get(events_page))
+        .route("/events/{id}", get(event_page))
+        .route("/events/{id}/clip.avi", get(event_clip))
+        .route("/events/{id}/poster.jpg", get(event_poster))
+        .route("/events/{id}/play.mjpg", get(event_play))
+        .route("/events/{id}/delete", post(event_delete_form))
+        .route("/api/status", get(api_status))
+        .route("/api/events", get(api_events))
+        .route("/api/events/{id}", get(api_event).delete(api_event_delete))
+        .route("/metrics", get(metrics))
+        .route("/logout", post(logout))
+        .layer(middleware::from_fn_with_state(state.clone(), require_login));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", get(login_page).post(login))
+        .route("/setup", get(setup_page).post(setup))
+        .merge(protected)
+        .layer(middleware::from_fn(check_origin))
+        .layer(DefaultBodyLimit::max(state.0.config.max_body_bytes))
+        .with_state(state)
+}
+
+/// Every route a logged-out client must be refused on (for the access test).
+pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/stream.mjpg"),
+    ("GET", "/video_feed"),
+    ("GET", "/stream"),
+    ("GET", "/snapshot.jpg"),
+    ("GET", "/events"),
+    ("GET", "/events/20261124T182900Z-0001"),
+    ("GET", "/events/20261124T182900Z-0001/clip.avi"),
+    ("GET", "/events/20261124T182900Z-0001/poster.jpg"),
+    ("GET", "/events/20261124T182900Z-0001/play.mjpg"),
+    ("POST", "/events/20261124T182900Z-0001/delete"),
+    ("GET", "/api/status"),
+    ("GET", "/api/events"),
+    ("GET", "/api/events/20261124T182900Z-0001"),
+    ("DELETE", "/api/events/20261124T182900Z-0001"),
+    ("GET", "/metrics"),
+    ("POST", "/logout"),
+];
+
+fn client_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.0.ip())
+}
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == SESSION_COOKIE).then(|| v.to_owned())
+        })
+}
+
+/// Outcome of checking a password.
+enum Check {
+    Ok,
+    Wrong,
+    Limited(Duration),
+    NoPassword,
+}
+
+async fn check_password(state: &AppState, ip: IpAddr, user: &str, password: &str) -> Check {
+    let s = &state.0;
+    let Some((hash, mtime)) = s.passwords.load() else {
+        return Check::NoPassword;
+    };
+    if user == auth::ADMIN_USER && s.basic.hit(password, mtime) {
+        return Check::Ok;
+    }
+    if let Err(retry) = s.limiter.attempt(ip) {
+        s.hub.metrics.login_limited.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%ip, "login refused by the rate limiter");
+        return Check::Limited(retry);
+    }
+    let ok = if user == auth::ADMIN_USER {
+        let _permit = s.verify_gate.acquire().await;
+        let pw = password.to_owned();
+        tokio::task::spawn_blocking(move || auth::verify(&hash, &pw))
+            .await
+            .unwrap_or(false)
+    } else {
+        false
+    };
+    if ok {
+        s.basic.remember(password, mtime);
+        Check::Ok
+    } else {
+        s.limiter.failed(ip);
+        s.hub.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%ip, user, "failed login");
+        Check::Wrong
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    if b64.len() > 2048 {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"mecam\", charset=\"UTF-8\"",
+        )],
+        "log in first: a session cookie from /login, or HTTP Basic as admin\n",
+    )
+        .into_response()
+}
+
+fn is_page(method: &Method, path: &str) -> bool {
+    *method == Method::GET
+        && (path == "/"
+            || path == "/events"
+            || (path.starts_with("/events/") && path[8..].bytes().all(|b| b != b'/')))
+}
+
+async fn require_login(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if session_token(req.headers()).is_some_and(|t| state.0.sessions.check(&t)) {
+        return next.run(req).await;
+    }
+    if let Some((user, pw)) = basic_credentials(req.headers()) {
+        let ip = client_ip(&req);
+        return match check_password(&state, ip, &user, &pw).await {
+            Check::Ok => next.run(req).await,
+            Check::Limited(retry) => too_many(retry),
+            Check::Wrong | Check::NoPassword => unauthorized(),
+        };
+    }
+    if is_page(req.method(), req.uri().path()) {
+        let to = if state.0.passwords.is_set() {
+            "/login"
+        } else {
+            "/setup"
+        };
+        return Redirect::to(to).into_response();
+    }
+    unauthorized()
+}
+
+fn too_many(retry: Duration) -> Response {
+    let secs = retry.as_secs().max(1).to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs)],
+        Html(pages::login(Some(
+            "Too many attempts; wait a minute and try again.",
+        ))),
+    )
+        .into_response()
+}
+
+/// Refuses state-changing requests whose `Origin` (or `Sec-Fetch-Site`) says another site.
+async fn check_origin(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    let cross = match h.get(header::ORIGIN).map(|v| v.to_str()) {
+        Some(Ok(origin)) => {
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+            origin_host.is_none() || origin_host != host
+        }
+        Some(Err(_)) => true,
+        None => h
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"cross-site"),
+    };
+    if cross {
+        tracing::warn!(method = %req.method(), path = req.uri().path(), "cross-site request refused");
+        return (
+            StatusCode::FORBIDDEN,
+            "cross-site request refused: the Origin does not match this server\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: Option<String>,
+    password: String,
+}
+
+async fn login_page(State(state): State<AppState>) -> Response {
+    if !state.0.passwords.is_set() {
+        return Redirect::to("/setup").into_response();
+    }
+    Html(pages::login(None)).into_response()
+}
+
+fn session_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
+    let secure = if state.0.tls { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("cookie is ASCII")
+}
+
+fn logged_in(state: &AppState) -> Response {
+    let token = state.0.sessions.create();
+    let mut resp = Redirect::to("/").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(state, &token, state.0.config.session_ttl_s),
+    );
+    resp
+}
+
+async fn login(
+    State(state): State<AppState>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let ip = addr.map_or(IpAddr::from([127, 0, 0, 1]), |a| a.0.0.ip());
+    let user = form.username.as_deref().unwrap_or(auth::ADMIN_USER);
+    match check_password(&state, ip, user, &form.password).await {
+        Check::Ok => {
+            tracing::info!(%ip, "logged in");
+            logged_in(&state)
+        }
+        Check::NoPassword => Redirect::to("/setup").into_response(),
+        Check::Limited(retry) => too_many(retry),
+        Check::Wrong => (
+            StatusCode::UNAUTHORIZED,
+            Html(pages::login(Some("Wrong user name or password."))),
+        )
+            .into_response(),
+    }
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(t) = session_token(&headers) {
+        state.0.sessions.end(&t);
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+struct SetupForm {
+    password: String,
+    confirm: String,
+}
+
+async fn setup_page(State(state): State<AppState>) -> Response {
+    if state.0.passwords.is_set() {
+        return Redirect::to("/login").into_response();
+    }
+    Html(pages::setup(None)).into_response()
+}
+
+async fn setup(State(state): State<AppState>, Form(form): Form<SetupForm>) -> Response {
+    if state.0.passwords.is_set() {
+        return (
+            StatusCode::CONFLICT,
+            Html(pages::login(Some(
+                "A password is already set. Log in, or change it with `web-svc set-password`.",
+            ))),
+        )
+            .into_response();
+    }
+    if form.password != form.confirm {
+        return (
+            StatusCode::BAD_REQUEST,
+            Html(pages::setup(Some("The two passwords differ."))),
+        )
+            .into_response();
+    }
+    let store = state.0.passwords.clone();
+    let result = tokio::task::spawn_blocking(move || store.set_if_absent(&form.password)).await;
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!("admin password set on first visit");
+            logged_in(&state)
+        }
+        Ok(Err(auth::PasswordError::AlreadySet)) => (
+            StatusCode::CONFLICT,
+            Html(pages::login(Some("A password is already set."))),
+        )
+            .into_response(),
+        Ok(Err(auth::PasswordError::BadLength)) => (
+            StatusCode::BAD_REQUEST,
+            Html(pages::setup(Some(
+                &auth::PasswordError::BadLength.to_string(),
+            ))),
+        )
+            .into_response(),
+        Ok(Err(e)) => WebError::Internal(e.to_string()).into_response(),
+        Err(e) => WebError::Internal(e.to_string()).into_response(),
+    }
+}
+
+async fn dashboard(State(state): State<AppState>) -> Result<Html<String>, WebError> {
+    let store = state.0.events.clone();
+    let latest = tokio::task::spawn_blocking(move || {
+        store
+            .ids()
+            .iter()
+            .take(DASHBOARD_EVENTS)
+            .filter_map(|id| store.info(id).ok())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?;
+    Ok(Html(pages::dashboard(&latest)))
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    fps: Option<f64>,
+}
+
+fn mjpeg_response(body: Body) -> Response {
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
+        )
+        .header(header::CACHE_CONTROL, "no-cache, no-store, must-revalidate")
+        .header(header::PRAGMA, "no-cache")
+        .header("X-Accel-Buffering", "no")
+        .body(body)
+        .expect("static headers are valid")
+}
+
+fn busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        "too many live streams; try again shortly\n",
+    )
+        .into_response()
+}
+
+async fn live_stream(
+    State(state): State<AppState>,
+    Query(q): Query<StreamQuery>,
+    req: Request,
+) -> Response {
+    if q.fps.is_some_and(|f| !f.is_finite() || f <= 0.0) {
+        return WebError::BadRequest("fps must be a positive number".into()).into_response();
+    }
+    let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
+    let Some(slot) = ViewerSlot::acquire(&state.0.hub, state.0.config.max_streams, conn) else {
+        return busy();
+    };
+    mjpeg_response(Body::from_stream(stream::live(
+        slot,
+        state.shutdown_rx(),
+        q.fps,
+    )))
+}
+
+async fn snapshot(State(state): State<AppState>) -> Response {
+    match state.0.hub.latest() {
+        Some(f) => {
+            let status = if f.live {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let ts = format!(
+                "{}.{:06}",
+                f.wall_ns / 1_000_000_000,
+                f.wall_ns % 1_000_000_000 / 1000
+            );
+            (
+                status,
+                [
+                    (header::CONTENT_TYPE, "image/jpeg".to_owned()),
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                    (
+                        header::HeaderName::from_static("x-mecam-camera"),
+                        if f.live { "live" } else { "offline" }.to_owned(),
+                    ),
+                    (
+                        header::HeaderName::from_static("x-mecam-seq"),
+                        f.seq.to_string(),
+                    ),
+                    (header::HeaderName::from_static("x-timestamp"), ts),
+                ],
+                f.jpeg,
+            )
+                .into_response()
+        }
+        None => {
+            let mut jpeg = Vec::new();
+            crate::offline::render(ipc::service::wall_ns() / 1_000_000_000, &mut jpeg);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    (header::CONTENT_TYPE, "image/jpeg"),
+                    (header::CACHE_CONTROL, "no-store"),
+                    (header::HeaderName::from_static("x-mecam-camera"), "offline"),
+                ],
+                jpeg,
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    page: Option<usize>,
+}
+
+async fn list_events(
+    state: &AppState,
+    page: usize,
+) -> Result<(Vec<crate::events::EventInfo>, bool), WebError> {
+    let store = state.0.events.clone();
+    let per = state.0.config.events_per_page;
+    tokio::task::spawn_blocking(move || {
+        let ids = store.ids();
+        let start = page.saturating_mul(per);
+        let list = ids
+            .iter()
+            .skip(start)
+            .take(per)
+            .filter_map(|id| store.info(id).ok())
+            .collect();
+        (list, ids.len() > start.saturating_add(per))
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))
+}
+
+async fn events_page(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, WebError> {
+    let page = q.page.unwrap_or(0);
+    let (list, more) = list_events(&state, page).await?;
+    Ok(Html(pages::events(&list, page, more)))
+}
+
+async fn event_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Html<String>, WebError> {
+    Ok(Html(pages::event(&state.0.events.info(&id)?)))
+}
+
+async fn send_file(
+    path: PathBuf,
+    content_type: &'static str,
+    download: Option<String>,
+) -> Result<Response, WebError> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| WebError::Event(EventError::NotFound))?;
+    let len = file.metadata().await.map_err(EventError::Io)?.len();
+    let body = futures_util::stream::unfold(Some(file.take(len)), |f| async move {
+        let mut f = f?;
+        let mut buf = vec![0u8; FILE_CHUNK];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CACHE_CONTROL, "private, max-age=60");
+    if let Some(name) = download {
+        resp = resp.header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        );
+    }
+    resp.body(Body::from_stream(body))
+        .map_err(|e| WebError::Internal(e.to_string()))
+}
+
+async fn event_clip(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let path = state.0.events.file(&id, "clip.avi")?;
+    send_file(path, "video/x-msvideo", Some(format!("{id}.avi"))).await
+}
+
+async fn event_poster(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let path = state.0.events.file(&id, "poster.jpg")?;
+    send_file(path, "image/jpeg", None).await
+}
+
+async fn event_play(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, WebError> {
+    let path = state.0.events.file(&id, "clip.avi")?;
+    let avi = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&path).and_then(|f| AviFrames::new(std::io::BufReader::new(f)))
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?
+    .map_err(|e| WebError::BadRequest(format!("the clip cannot be played: {e}")))?;
+    let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
+    let Some(slot) = ViewerSlot::acquire(&state.0.hub, state.0.config.max_streams, conn) else {
+        return Ok(busy());
+    };
+    let shutdown = state.shutdown_rx();
+    struct Replay<R> {
+        avi: Option<AviFrames<R>>,
+        slot: ViewerSlot,
+        shutdown: watch::Receiver<bool>,
+        next_at: Instant,
+        buf: Vec<u8>,
+    }
+    let st = Replay {
+        avi: Some(avi),
+        slot,
+        shutdown,
+        next_at: Instant::now(),
+        buf: Vec::new(),
+    };
+    let body = futures_util::stream::unfold(st, |mut st| async move {
+        let mut avi = st.avi.take()?;
+        tokio::select! {
+            _ = st.shutdown.changed() => return None,
+            () = tokio::time::sleep_until(st.next_at.into()) => {}
+        }
+        let mut buf = std::mem::take(&mut st.buf);
+        let (avi, buf, more) = tokio::task::spawn_blocking(move || {
+            let more = avi.next_frame(&mut buf).unwrap_or(false);
+            (avi, buf, more)
+        })
+        .await
+        .ok()?;
+        if !more {
+            return None;
+        }
+        let us = if avi.us_per_frame == 0 {
+            66_666
+        } else {
+            avi.us_per_frame.clamp(8_333, 1_000_000)
+        };
+        st.next_at += Duration::from_micros(u64::from(us));
+        let mut part = format!(
+            "\r\n--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            buf.len()
+        )
+        .into_bytes();
+        part.extend_from_slice(&buf);
+        st.slot.progress(part.len());
+        st.buf = buf;
+        st.avi = Some(avi);
+        Some((
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(part)),
+            st,
+        ))
+    });
+    Ok(mjpeg_response(Body::from_stream(body)))
+}
+
+async fn event_delete_form(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    delete_event(&state, &id).await?;
+    Ok(Redirect::to("/events").into_response())
+}
+
+async fn delete_event(state: &AppState, id: &str) -> Result<(), WebError> {
+    let store = state.0.events.clone();
+    let id2 = id.to_owned();
+    tokio::task::spawn_blocking(move || store.delete(&id2))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??;
+    tracing::info!(event = id, "event deleted");
+    Ok(())
+}
+
+async fn api_event_delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, WebError> {
+    delete_event(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn api_event(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<crate::events::EventInfo>, WebError> {
+    Ok(axum::Json(state.0.events.info(&id)?))
+}
+
+async fn api_events(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<serde_json::Value>, WebError> {
+    let page = q.page.unwrap_or(0);
+    let (list, more) = list_events(&state, page).await?;
+    Ok(axum::Json(serde_json::json!({
+        "page": page, "per_page": state.0.config.events_per_page, "more": more, "events": list,
+    })))
+}
+
+async fn api_status(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let s = &state.0;
+    let cam = s.hub.status();
+    let m = &s.hub.metrics;
+    let store = s.events.clone();
+    let recording = tokio::task::spawn_blocking(move || store.recording_now())
+        .await
+        .ok()
+        .flatten();
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "camera": {
+            "state": cam.state, "reason": cam.reason, "source": cam.source,
+            "width": cam.width, "height": cam.height,
+        },
+        "fps": cam.fps,
+        "frame_age_ms": cam.last_frame.map(|t| t.elapsed().as_millis() as u64),
+        "viewers": m.viewers.load(Ordering::Relaxed),
+        "max_streams": s.config.max_streams,
+        "drops": {
+            "source": m.frames_skipped_source.load(Ordering::Relaxed),
+            "viewers": m.frames_skipped_viewers.load(Ordering::Relaxed),
+            "stalled_viewers_dropped": m.viewers_dropped_stalled.load(Ordering::Relaxed),
+        },
+        "motion": { "active": recording.is_some(), "event": recording },
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    use std::fmt::Write as _;
+    let m = &state.0.hub.metrics;
+    let mut out = String::with_capacity(2048);
+    let mut put = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP mecam_web_{name} {help}\n# TYPE mecam_web_{name} {kind}\nmecam_web_{name} {v}"
+        );
+    };
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    put(
+        "frames_received_total",
+        "counter",
+        "Live frames read from capture-svc.",
+        l(&m.frames_in),
+    );
+    put(
+        "frames_skipped_source_total",
+        "counter",
+        "Announced frames not read (overwritten, torn, corrupt).",
+        l(&m.frames_skipped_source),
+    );
+    put(
+        "offline_frames_total",
+        "counter",
+        "Camera-offline placeholder frames published.",
+        l(&m.offline_frames),
+    );
+    put(
+        "frames_sent_total",
+        "counter",
+        "Frame parts handed to viewers.",
+        l(&m.frames_sent),
+    );
+    put(
+        "frames_skipped_viewers_total",
+        "counter",
+        "Frames slow viewers skipped.",
+        l(&m.frames_skipped_viewers),
+    );
+    put(
+        "bytes_sent_total",
+        "counter",
+        "Stream body bytes handed to viewers.",
+        l(&m.bytes_sent),
+    );
+    put(
+        "viewers",
+        "gauge",
+        "Live streams open.",
+        m.viewers.load(Ordering::Relaxed) as u64,
+    );
+    put(
+        "streams_refused_total",
+        "counter",
+        "Streams refused with 503.",
+        l(&m.streams_refused),
+    );
+    put(
+        "viewers_dropped_stalled_total",
+        "counter",
+        "Connections dropped because their socket took nothing.",
+        l(&m.viewers_dropped_stalled),
+    );
+    put(
+        "connections",
+        "gauge",
+        "Open connections.",
+        m.connections.load(Ordering::Relaxed) as u64,
+    );
+    put(
+        "connections_refused_total",
+        "counter",
+        "Connections refused at accept.",
+        l(&m.connections_refused),
+    );
+    put(
+        "login_failures_total",
+        "counter",
+        "Failed logins.",
+        l(&m.login_failures),
+    );
+    put(
+        "login_rate_limited_total",
+        "counter",
+        "Logins refused by the rate limiter.",
+        l(&m.login_limited),
+    );
+    put(
+        "frame_pool_misses_total",
+        "counter",
+        "Frame buffers allocated outside the pool.",
+        l(&m.pool_misses),
+    );
+    put(
+        "sessions",
+        "gauge",
+        "Browser sessions.",
+        state.0.sessions.len() as u64,
+    );
+    put(
+        "resident_memory_bytes",
+        "gauge",
+        "Resident memory of web-svc.",
+        ipc::service::resident_bytes(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
