@@ -561,10 +561,10 @@ impl Mecam {
         ])?;
         let out = ct.exec_stdin(
             &[
-                "runuser",
-                "-u",
-                "mecam",
-                "--",
+                "setpriv",
+                "--reuid=mecam",
+                "--regid=mecam",
+                "--clear-groups",
                 &format!("{BIN_DIR}/web-svc"),
                 "set-password",
                 "--state-dir",

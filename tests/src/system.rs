@@ -240,7 +240,6 @@ pub fn set_password(web_svc: &Path, state_dir: &Path, password: &str) -> anyhow:
     let mut child = std::process::Command::new(web_svc)
         .args(["set-password", "--state-dir"])
         .arg(state_dir)
-        .args(["--log-target", "stderr"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
