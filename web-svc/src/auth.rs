@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, Version};
 
 /// The one user name.
@@ -54,11 +54,99 @@ pub enum PasswordError {
     Hash(String),
 }
 
-/// argon2id with 8 MiB and 3 passes: about a quarter second on a Pi Zero 2 W, small enough for
-/// the service's memory limit.
-fn hasher() -> Argon2<'static> {
-    let params = Params::new(8 * 1024, 3, 1, None).expect("constant argon2 parameters are valid");
+/// argon2id memory in KiB: 7 MiB with 5 passes (an OWASP-recommended pair), about a quarter
+/// second on a Pi Zero 2 W.
+pub const ARGON2_M_KIB: u32 = 7 * 1024;
+/// argon2id passes.
+pub const ARGON2_T: u32 = 5;
+/// Largest memory cost accepted from a hash file (a bigger one is refused, not allocated).
+pub const ARGON2_MAX_M_KIB: u32 = 64 * 1024;
+/// Hash output length in bytes.
+const HASH_LEN: usize = 32;
+
+/// The argon2 working memory, allocated once and reused: freeing and re-allocating several
+/// MiB per login would leave the allocator holding it in per-thread arenas, and resident
+/// memory would climb with every login thread.
+static ARGON2_MEMORY: Mutex<Vec<argon2::Block>> = Mutex::new(Vec::new());
+
+fn argon2_raw(
+    m_kib: u32,
+    t: u32,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), String> {
+    if m_kib > ARGON2_MAX_M_KIB {
+        return Err(format!(
+            "argon2 memory cost {m_kib} KiB is over the limit {ARGON2_MAX_M_KIB}"
+        ));
+    }
+    let params = Params::new(m_kib, t, 1, Some(out.len())).map_err(|e| e.to_string())?;
+    let mut mem = ARGON2_MEMORY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if mem.len() < params.block_count() {
+        mem.resize(params.block_count(), argon2::Block::default());
+    }
+    let blocks = params.block_count();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into_with_memory(password, salt, out, &mut mem[..blocks])
+        .map_err(|e| e.to_string())
+}
+
+/// A PHC string (`$argon2id$v=19$m=..,t=..,p=1$salt$hash`) for `password`.
+fn hash_phc(password: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let salt: [u8; 16] = rand::random();
+    let mut out = [0u8; HASH_LEN];
+    argon2_raw(ARGON2_M_KIB, ARGON2_T, password.as_bytes(), &salt, &mut out)?;
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    Ok(format!(
+        "$argon2id$v=19$m={ARGON2_M_KIB},t={ARGON2_T},p=1${}${}",
+        b64.encode(salt),
+        b64.encode(out)
+    ))
+}
+
+/// Checks `password` against a PHC hash string. CPU-heavy: call from a blocking thread.
+pub fn verify(hash: &str, password: &str) -> bool {
+    use base64::Engine as _;
+    if password.len() > MAX_PASSWORD_LEN * 4 {
+        return false;
+    }
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&h) else {
+        return false;
+    };
+    if h.algorithm.as_str() != "argon2id" || params.p_cost() != 1 {
+        return false;
+    }
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let Ok(salt) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(salt.as_str()) else {
+        return false;
+    };
+    let expected = expected.as_bytes();
+    let mut out = vec![0u8; expected.len()];
+    if argon2_raw(
+        params.m_cost(),
+        params.t_cost(),
+        password.as_bytes(),
+        &salt,
+        &mut out,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    // Constant-time comparison.
+    out.iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// The password file.
@@ -133,12 +221,7 @@ impl PasswordStore {
         if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&len) {
             return Err(PasswordError::BadLength);
         }
-        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-            .map_err(|e| PasswordError::Hash(e.to_string()))?;
-        let hash = hasher()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| PasswordError::Hash(e.to_string()))?
-            .to_string();
+        let hash = hash_phc(password).map_err(PasswordError::Hash)?;
         let io = |source| PasswordError::Io {
             dir: self.dir.clone(),
             source,
@@ -159,14 +242,6 @@ impl PasswordStore {
         f.sync_all().map_err(io)?;
         Ok(tmp)
     }
-}
-
-/// Checks `password` against a PHC hash string. CPU-heavy: call from a blocking thread.
-pub fn verify(hash: &str, password: &str) -> bool {
-    if password.len() > MAX_PASSWORD_LEN * 4 {
-        return false;
-    }
-    PasswordHash::new(hash).is_ok_and(|h| hasher().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 /// Browser sessions: random tokens with an expiry, at most `max` at once.

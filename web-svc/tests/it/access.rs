@@ -1,0 +1,265 @@
+//! Users and access: every route needs a login, sessions, Basic, rate limiting, Origin, bad
+//! requests.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use mecam_system_tests::http;
+
+use crate::harness::{Dirs, Web, metric, set_password};
+
+const PW: &str = "correct horse battery";
+
+fn basic(user: &str, pw: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    )
+}
+
+/// Sends raw bytes and returns the status line's code (0 if the server just closed).
+fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_route_but_login_and_healthz_needs_a_login() {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    for (method, path) in web_svc::web::PROTECTED_ROUTES {
+        let r = http::request(web.addr, method, path, &[], b"").unwrap();
+        match r.status {
+            401 => assert!(
+                r.header("www-authenticate")
+                    .is_some_and(|v| v.starts_with("Basic")),
+                "{method} {path}: 401 without WWW-Authenticate"
+            ),
+            303 => assert_eq!(r.header("location"), Some("/login"), "{method} {path}"),
+            s => panic!("{method} {path} answered {s} without a login"),
+        }
+        // A wrong Basic password is refused the same way.
+        let auth = basic("admin", "wrong password");
+        let r = http::request(web.addr, method, path, &[("Authorization", &auth)], b"").unwrap();
+        assert!(
+            matches!(r.status, 401 | 429),
+            "{method} {path} with a wrong password: {}",
+            r.status
+        );
+    }
+    assert_eq!(http::get(web.addr, "/healthz", None).unwrap().status, 200);
+    assert_eq!(http::get(web.addr, "/login", None).unwrap().status, 200);
+}
+
+#[test]
+fn first_visit_sets_the_password_once_then_sessions_and_logout_work() {
+    let dirs = Dirs::new("");
+    let web = Web::start(&dirs);
+    let r = http::get(web.addr, "/", None).unwrap();
+    assert_eq!((r.status, r.header("location")), (303, Some("/setup")));
+    let form = format!("password={}&confirm={}", "first+pass+123", "first+pass+123");
+    let ct = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = http::request(web.addr, "POST", "/setup", &ct, form.as_bytes()).unwrap();
+    assert_eq!(r.status, 303);
+    let cookie = r.header("set-cookie").unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "no Secure flag without TLS");
+    let mode = std::fs::metadata(dirs.state().join("admin.argon2")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    // Setup again is refused, and the password did not change.
+    let form2 = "password=attacker+pass&confirm=attacker+pass";
+    let r = http::request(web.addr, "POST", "/setup", &ct, form2.as_bytes()).unwrap();
+    assert_eq!(r.status, 409);
+    assert!(http::login(web.addr, "admin", "attacker pass").is_err());
+    let session = http::login(web.addr, "admin", "first pass 123").unwrap();
+    let r = http::get(web.addr, "/api/status", Some(&session)).unwrap();
+    assert_eq!(r.status, 200);
+    let status: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(status["camera"]["state"].is_string());
+    // Logout ends the session on the server: the old cookie no longer works.
+    let r = http::request(web.addr, "POST", "/logout", &[("Cookie", &session)], b"").unwrap();
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        http::get(web.addr, "/api/status", Some(&session))
+            .unwrap()
+            .status,
+        401
+    );
+    // Basic works for API clients.
+    let auth = basic("admin", "first pass 123");
+    let r = http::request(
+        web.addr,
+        "GET",
+        "/api/status",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_thousand_wrong_passwords_change_nothing_but_the_log() {
+    let dirs = Dirs::new("login_failures_per_client_per_min = 5\nlogin_attempts_per_min = 30");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    let rss_before = web.rss_kib();
+    let mut limited = 0;
+    for i in 0..1000 {
+        let form = format!("username=admin&password=guess{i}");
+        let r = http::request(
+            web.addr,
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form.as_bytes(),
+        )
+        .unwrap();
+        assert!(
+            matches!(r.status, 401 | 429),
+            "wrong password answered {}",
+            r.status
+        );
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some());
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 995, "only the per-client allowance was checked");
+    let m = http::get(web.addr, "/metrics", Some(&session))
+        .unwrap()
+        .text();
+    assert_eq!(metric(&m, "mecam_web_login_failures_total"), Some(5.0));
+    assert_eq!(
+        metric(&m, "mecam_web_login_rate_limited_total"),
+        Some(995.0)
+    );
+    // The session from before still works, the service is alive, memory did not grow much.
+    assert_eq!(
+        http::get(web.addr, "/api/status", Some(&session))
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(
+        web.rss_kib() < rss_before + 4096,
+        "RSS {} -> {}",
+        rss_before,
+        web.rss_kib()
+    );
+    assert!(web.log().contains("failed login"));
+}
+
+#[test]
+fn cross_site_state_changes_are_refused() {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    let host = web.addr.to_string();
+    let evil = [
+        ("Cookie", session.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    let r = http::request(web.addr, "POST", "/logout", &evil, b"").unwrap();
+    assert_eq!(r.status, 403);
+    let r = http::request(
+        web.addr,
+        "POST",
+        "/login",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"password=x",
+    )
+    .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        http::get(web.addr, "/api/status", Some(&session))
+            .unwrap()
+            .status,
+        200,
+        "session survived"
+    );
+    let origin = format!("http://{host}");
+    let ok = [("Cookie", session.as_str()), ("Origin", origin.as_str())];
+    assert_eq!(
+        http::request(web.addr, "POST", "/logout", &ok, b"")
+            .unwrap()
+            .status,
+        303
+    );
+}
+
+#[test]
+fn malformed_requests_get_clear_4xx_and_are_survived() {
+    let dirs = Dirs::new("max_body_bytes = 4096");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    assert_eq!(raw(web.addr, b"GARBAGE\r\n\r\n") / 100, 4);
+    assert_eq!(
+        raw(
+            web.addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n"
+        ) / 100,
+        4
+    );
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    assert_eq!(raw(web.addr, huge_header.as_bytes()) / 100, 4);
+    let big = vec![b'a'; 100_000];
+    let r = http::request(
+        web.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &big,
+    )
+    .unwrap();
+    assert_eq!(r.status, 413);
+    let r = http::request(
+        web.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "text/plain")],
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(r.status / 100, 4);
+    for path in [
+        "/events/..%2F..%2Fetc%2Fpasswd",
+        "/events/..%2F..%2Fetc/clip.avi",
+        "/events/a.b/poster.jpg",
+        "/api/events/%00",
+        "/events/x%2Fy/clip.avi",
+        "/stream.mjpg?fps=abc",
+        "/stream.mjpg?fps=-1",
+        "/api/events?page=-3",
+    ] {
+        let r = http::get(web.addr, path, Some(&session)).unwrap();
+        assert!(r.status == 400 || r.status == 404, "{path}: {}", r.status);
+        assert!(!r.text().contains("root:"), "{path} leaked a file");
+    }
+    assert_eq!(http::get(web.addr, "/healthz", None).unwrap().status, 200);
+}

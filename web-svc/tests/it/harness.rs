@@ -1,0 +1,395 @@
+//! Test harness: an in-test camera (a real region and announce server publishing JPEGs), the
+//! real `web-svc` binary on loopback (killed on drop), and small helpers.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
+use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+
+/// Published (seq, frame index) pairs remembered, oldest dropped first.
+pub const PUBLISHED_KEPT: usize = 4096;
+
+/// Makes `n` distinct grey JPEGs of `w`x`h`: a gradient, a moving bar and some noise
+/// (`noise` 0..=255 controls the size).
+pub fn make_frames(n: usize, w: u16, h: u16, noise: u8) -> Vec<Vec<u8>> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|i| {
+            let mut px = vec![0u8; w as usize * h as usize];
+            for y in 0..h as usize {
+                for x in 0..w as usize {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let n = if noise == 0 {
+                        0
+                    } else {
+                        (seed % u64::from(noise)) as u8
+                    };
+                    let bar = (x + i * 37) % (w as usize) < 40;
+                    px[y * w as usize + x] = if bar {
+                        250
+                    } else {
+                        ((x + y) % 200) as u8 / 2 + n / 2
+                    };
+                }
+            }
+            let mut out = Vec::new();
+            jpeg_encoder::Encoder::new(&mut out, 85)
+                .encode(&px, w, h, jpeg_encoder::ColorType::Luma)
+                .unwrap();
+            out
+        })
+        .collect()
+}
+
+/// An in-test camera: region + announce server on a thread, publishing `frames` in turn.
+pub struct Camera {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// (seq, index into frames, mono_ns of commit) of recent publications.
+    pub published: Arc<Mutex<VecDeque<(u64, usize, u64)>>>,
+    /// The frames.
+    pub frames: Arc<Vec<Vec<u8>>>,
+    /// Frames published.
+    pub count: Arc<AtomicU64>,
+}
+
+impl Camera {
+    /// Starts publishing into `runtime_dir` at `fps`.
+    pub fn start(
+        runtime_dir: &Path,
+        frames: Arc<Vec<Vec<u8>>>,
+        w: u32,
+        h: u32,
+        fps: f64,
+    ) -> Camera {
+        let stop = Arc::new(AtomicBool::new(false));
+        let published = Arc::new(Mutex::new(VecDeque::with_capacity(PUBLISHED_KEPT)));
+        let count = Arc::new(AtomicU64::new(0));
+        let (st, pb, fr, ct) = (
+            stop.clone(),
+            published.clone(),
+            frames.clone(),
+            count.clone(),
+        );
+        let dir = runtime_dir.to_owned();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let cap = fr
+                    .iter()
+                    .map(Vec::len)
+                    .max()
+                    .unwrap_or(1024)
+                    .next_multiple_of(4096)
+                    + 4096;
+                let mut writer = RegionWriter::create(&dir.join("frames"), cap).unwrap();
+                let hello = Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                    generation: writer.generation(),
+                    region_path: writer.path().to_owned(),
+                    slot_count: 3,
+                    slot_capacity: writer.slot_capacity() as u64,
+                    width: w,
+                    height: h,
+                    nominal_fps: fps as f32,
+                    source: "test-camera".into(),
+                    state: CameraState::Streaming,
+                };
+                let server =
+                    AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
+                        .unwrap();
+                let handle = server.handle();
+                let st2 = st.clone();
+                let server_task = tokio::spawn(server.run(async move {
+                    while !st2.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }));
+                ready_tx.send(()).unwrap();
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / fps));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut n = 0usize;
+                while !st.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let idx = n % fr.len();
+                    let info = FrameInfo {
+                        width: w,
+                        height: h,
+                        format: FrameFormat::Jpeg,
+                        mono_ns: ipc::service::monotonic_ns(),
+                        wall_ns: ipc::service::wall_ns(),
+                    };
+                    let meta = writer.publish(&info, &fr[idx]).unwrap();
+                    let committed = ipc::service::monotonic_ns();
+                    {
+                        let mut p = pb.lock().unwrap();
+                        if p.len() >= PUBLISHED_KEPT {
+                            p.pop_front();
+                        }
+                        p.push_back((meta.seq, idx, committed));
+                    }
+                    handle.frame(&meta);
+                    ct.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+                let _ = server_task.await;
+                let _ = writer.remove();
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("camera starts");
+        Camera {
+            stop,
+            thread: Some(thread),
+            published,
+            frames,
+            count,
+        }
+    }
+
+    /// The frame published with `seq`, if still remembered, and its commit time.
+    pub fn frame_for(&self, seq: u64) -> Option<(&[u8], u64)> {
+        let p = self.published.lock().unwrap();
+        let (_, idx, at) = *p.iter().find(|(s, _, _)| *s == seq)?;
+        Some((&self.frames[idx], at))
+    }
+
+    /// Stops publishing and removes the socket and region (like capture-svc going away).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A temp tree for one test: runtime, events and state directories, and a config file.
+pub struct Dirs {
+    /// Owns the tree.
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dirs {
+    /// A fresh tree with `[web]` set to `web_config`.
+    pub fn new(web_config: &str) -> Dirs {
+        let tmp = tempfile::Builder::new()
+            .prefix("web-svc-test-")
+            .tempdir()
+            .unwrap();
+        for d in ["run", "events", "state"] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            tmp.path().join("mecam.toml"),
+            format!("[web]\n{web_config}\n"),
+        )
+        .unwrap();
+        Dirs { tmp }
+    }
+    /// The runtime directory.
+    pub fn run(&self) -> PathBuf {
+        self.tmp.path().join("run")
+    }
+    /// The events directory.
+    pub fn events(&self) -> PathBuf {
+        self.tmp.path().join("events")
+    }
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+}
+
+/// The real binary, on 127.0.0.1 with a port of its choosing; SIGTERM then SIGKILL on drop.
+pub struct Web {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_web-svc")
+}
+
+/// Runs `web-svc set-password` with `password`.
+pub fn set_password(dirs: &Dirs, password: &str) {
+    let mut c = Command::new(bin())
+        .args(["set-password", "--state-dir"])
+        .arg(dirs.state())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(c.stdin.take().unwrap(), "{password}").unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "set-password: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Web {
+    /// Starts the service over `dirs` and waits until `/healthz` answers.
+    pub fn start(dirs: &Dirs) -> Web {
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(dirs.tmp.path().join("mecam.toml"))
+            .arg("--runtime-dir")
+            .arg(dirs.run())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-target",
+                "stderr",
+                "--events-dir",
+            ])
+            .arg(dirs.events())
+            .arg("--state-dir")
+            .arg(dirs.state())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (l2, stderr) = (log.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut g = l2.lock().unwrap();
+                if g.len() < 4 << 20 {
+                    g.push_str(&line);
+                    g.push('\n');
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let text = log.lock().unwrap().clone();
+            if let Some(line) = text.lines().find(|l| l.contains("web-svc ready")) {
+                let at = line.find("127.0.0.1:").unwrap();
+                let port: String = line[at + 10..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                break SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().unwrap()));
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("web-svc exited with {st}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "web-svc not ready:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let web = Web {
+            child: Some(child),
+            addr,
+            log,
+        };
+        poll(Duration::from_secs(10), "healthz", || {
+            mecam_system_tests::http::get(addr, "/healthz", None).is_ok_and(|r| r.status == 200)
+        });
+        web
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM and wait (bounded); returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Open file descriptors of the process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it is true; panics naming `what` after `timeout`.
+pub fn poll(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A metric's value from `/metrics` text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether `bytes` decode as a JPEG.
+pub fn is_jpeg(bytes: &[u8]) -> bool {
+    zune_jpeg::JpegDecoder::new(bytes).decode().is_ok()
+}

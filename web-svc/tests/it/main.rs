@@ -1,0 +1,8 @@
+//! Integration tests of `web-svc`: the real binary on loopback, real HTTP clients, an
+//! in-test camera publishing through the real region and announce socket.
+
+mod access;
+mod browser;
+mod events;
+mod harness;
+mod stream;
