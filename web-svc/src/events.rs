@@ -38,9 +38,11 @@ pub enum EventError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EventJson {
-    /// The id.
+    /// The id (not re-serialized: [`EventInfo::id`] is the folder's name).
+    #[serde(skip_serializing)]
     pub id: Option<String>,
-    /// `recording`, `complete` or `interrupted`.
+    /// `recording`, `complete` or `interrupted` (not re-serialized: see [`EventInfo::state`]).
+    #[serde(skip_serializing)]
     pub state: Option<String>,
     /// Start, ms since the Unix epoch.
     pub start_unix_ms: Option<u64>,

@@ -1,1 +1,185 @@
-//! Placeholder, filled below.
+//! Events: list, page, poster, download, in-browser replay, delete, damaged events, path
+//! tricks. Clips are written with motion-svc's own AVI writer.
+
+use std::path::Path;
+
+use mecam_system_tests::http::{self, MjpegStream};
+
+use crate::harness::{Dirs, Web, make_frames, set_password};
+
+const PW: &str = "events test password";
+
+fn write_event(events: &Path, id: &str, state: &str, frames: &[Vec<u8>]) {
+    let dir = events.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut avi =
+        motion_svc::avi::AviWriter::create(&dir.join("clip.avi"), 160, 120, 10.0).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        avi.push(f, i as u64 * 100_000_000).unwrap();
+    }
+    avi.finish().unwrap();
+    std::fs::write(dir.join("poster.jpg"), &frames[0]).unwrap();
+    let json = serde_json::json!({
+        "id": id, "state": state, "start_unix_ms": 1_795_545_000_000u64, "end_unix_ms": null,
+        "duration_s": 1.5, "peak_score": 0.42, "peak_area_pct": 3.5, "boxes": [[0.1, 0.1, 0.2, 0.2]],
+        "frames": frames.len(), "dropped_frames": 0, "clip": "clip.avi", "poster": "poster.jpg",
+        "width": 160, "height": 120,
+    });
+    std::fs::write(dir.join("event.json"), json.to_string()).unwrap();
+}
+
+#[test]
+fn events_are_listed_played_downloaded_and_deleted() {
+    let dirs = Dirs::new("events_per_page = 2");
+    set_password(&dirs, PW);
+    let frames = make_frames(5, 160, 120, 10);
+    let ev = dirs.events();
+    write_event(&ev, "20261124T182900Z-0001", "complete", &frames);
+    write_event(&ev, "20261124T183000Z-0002", "complete", &frames);
+    write_event(&ev, "20261124T183100Z-0003", "recording", &frames);
+    // Damaged ones: corrupt json; half-written (no json, clip.avi.part).
+    std::fs::create_dir(ev.join("20261124T183200Z-0004")).unwrap();
+    std::fs::write(
+        ev.join("20261124T183200Z-0004/event.json"),
+        "{\"state\": \"compl",
+    )
+    .unwrap();
+    std::fs::create_dir(ev.join("20261124T183300Z-0005")).unwrap();
+    std::fs::write(ev.join("20261124T183300Z-0005/clip.avi.part"), b"RIFF").unwrap();
+    // A symlink trying to lead out of the events directory.
+    std::os::unix::fs::symlink("/etc", ev.join("20261124T183400Z-0006")).unwrap();
+
+    let web = Web::start(&dirs);
+    let c = http::login(web.addr, "admin", PW).unwrap();
+    let c = Some(c.as_str());
+
+    let page0: serde_json::Value =
+        serde_json::from_slice(&http::get(web.addr, "/api/events", c).unwrap().body).unwrap();
+    let ids: Vec<&str> = page0["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["20261124T183300Z-0005", "20261124T183200Z-0004"],
+        "newest first, paged"
+    );
+    assert_eq!(page0["events"][0]["state"], "incomplete");
+    assert_eq!(page0["events"][1]["state"], "corrupt");
+    assert_eq!(page0["more"], true);
+    let page2: serde_json::Value =
+        serde_json::from_slice(&http::get(web.addr, "/api/events?page=2", c).unwrap().body)
+            .unwrap();
+    assert_eq!(page2["events"][0]["id"], "20261124T182900Z-0001");
+    assert_eq!(page2["more"], false);
+
+    for path in [
+        "/",
+        "/events",
+        "/events?page=1",
+        "/events/20261124T183200Z-0004",
+        "/events/20261124T183300Z-0005",
+    ] {
+        let r = http::get(web.addr, path, c).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+    }
+    let list = http::get(web.addr, "/events?page=1", c).unwrap().text();
+    assert!(
+        list.contains("motion now"),
+        "the recording event is shown as motion now"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&http::get(web.addr, "/api/status", c).unwrap().body).unwrap();
+    assert_eq!(status["motion"]["active"], true);
+
+    let id = "20261124T182900Z-0001";
+    let poster = http::get(web.addr, &format!("/events/{id}/poster.jpg"), c).unwrap();
+    assert_eq!(
+        (poster.status, poster.header("content-type")),
+        (200, Some("image/jpeg"))
+    );
+    assert_eq!(poster.body, frames[0]);
+    let clip = http::get(web.addr, &format!("/events/{id}/clip.avi"), c).unwrap();
+    assert_eq!(clip.status, 200);
+    assert!(
+        clip.header("content-disposition")
+            .unwrap()
+            .contains("attachment")
+    );
+    assert_eq!(
+        clip.body,
+        std::fs::read(ev.join(id).join("clip.avi")).unwrap()
+    );
+    // Replay as MJPEG: the clip's own JPEGs, in order.
+    let mut play = MjpegStream::open(web.addr, &format!("/events/{id}/play.mjpg"), c).unwrap();
+    for f in &frames {
+        assert!(play.next_part().unwrap().body == *f);
+    }
+    assert!(play.next_part().is_err(), "the replay ends with the clip");
+    // A damaged clip is refused clearly.
+    let r = http::get(web.addr, "/events/20261124T183300Z-0005/play.mjpg", c).unwrap();
+    assert_eq!(r.status, 404);
+
+    // The symlink leads nowhere.
+    for p in [
+        "/events/20261124T183400Z-0006",
+        "/events/20261124T183400Z-0006/poster.jpg",
+        "/api/events/20261124T183400Z-0006",
+    ] {
+        assert_eq!(http::get(web.addr, p, c).unwrap().status, 404, "{p}");
+    }
+
+    // Delete: refused while recording, works otherwise (form and API).
+    let cookie = [("Cookie", c.unwrap())];
+    let r = http::request(
+        web.addr,
+        "DELETE",
+        "/api/events/20261124T183100Z-0003",
+        &cookie,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 409);
+    assert!(ev.join("20261124T183100Z-0003").exists());
+    let r = http::request(
+        web.addr,
+        "POST",
+        &format!("/events/{id}/delete"),
+        &cookie,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 303);
+    assert!(!ev.join(id).exists());
+    let r = http::request(
+        web.addr,
+        "DELETE",
+        "/api/events/20261124T183200Z-0004",
+        &cookie,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        http::get(web.addr, &format!("/api/events/{id}"), c)
+            .unwrap()
+            .status,
+        404
+    );
+    assert!(
+        Path::new("/etc/passwd").exists(),
+        "nothing outside was touched"
+    );
+    let r = http::request(
+        web.addr,
+        "DELETE",
+        "/api/events/20261124T183400Z-0006",
+        &cookie,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+    assert!(ev.join("20261124T183400Z-0006").symlink_metadata().is_ok());
+}
