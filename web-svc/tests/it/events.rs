@@ -50,8 +50,8 @@ fn events_are_listed_played_downloaded_and_deleted() {
     std::os::unix::fs::symlink("/etc", ev.join("20261124T183400Z-0006")).unwrap();
 
     let web = Web::start(&dirs);
-    let c = http::login(web.addr, "admin", PW).unwrap();
-    let c = Some(c.as_str());
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    let c = Some(session.as_str());
 
     let page0: serde_json::Value =
         serde_json::from_slice(&http::get(web.addr, "/api/events", c).unwrap().body).unwrap();
@@ -132,7 +132,7 @@ fn events_are_listed_played_downloaded_and_deleted() {
     }
 
     // Delete: refused while recording, works otherwise (form and API).
-    let cookie = [("Cookie", c.unwrap())];
+    let cookie = [("Cookie", session.as_str())];
     let r = http::request(
         web.addr,
         "DELETE",
