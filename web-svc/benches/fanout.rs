@@ -35,20 +35,42 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("WEB_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let secs: u64 = std::env::var("WEB_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     println!("web-svc fan-out bench, {secs} s per row, viewers are threads on the same machine");
     println!(
         "{:>10} {:>4} {:>8} {:>9} {:>10} {:>12} {:>9} {:>11} {:>9} {:>9}",
-        "geometry", "fps", "frame KB", "viewers", "delivered", "CPU us/frame", "CPU %", "RSS MiB", "p50 ms", "p99 ms"
+        "geometry",
+        "fps",
+        "frame KB",
+        "viewers",
+        "delivered",
+        "CPU us/frame",
+        "CPU %",
+        "RSS MiB",
+        "p50 ms",
+        "p99 ms"
     );
     for &(w, h, fps, noise) in &[(640u16, 480u16, 15.0f64, 24u8), (1920, 1080, 30.0, 24)] {
         let frames = Arc::new(make_frames(8, w, h, noise));
-        let avg_kb = frames.iter().map(Vec::len).sum::<usize>() as f64 / frames.len() as f64 / 1024.0;
+        let avg_kb =
+            frames.iter().map(Vec::len).sum::<usize>() as f64 / frames.len() as f64 / 1024.0;
         for &viewers in &[1usize, 10, 50, 200] {
             let dirs = Dirs::new("max_streams = 250\nmax_connections = 300\nviewer_timeout_s = 30");
             set_password(&dirs, "bench password");
-            let camera = Arc::new(Camera::start(&dirs.run(), frames.clone(), u32::from(w), u32::from(h), fps));
+            let camera = Arc::new(Camera::start(
+                &dirs.run(),
+                frames.clone(),
+                u32::from(w),
+                u32::from(h),
+                fps,
+            ));
             let web = Web::start(&dirs);
             let cookie = http::login(web.addr, "admin", "bench password").unwrap();
             let measuring = Arc::new(AtomicBool::new(false));
@@ -58,7 +80,12 @@ fn main() {
             let threads: Vec<_> = (0..viewers)
                 .map(|_| {
                     let (cookie, camera, measuring, stop, lat, delivered) = (
-                        cookie.clone(), camera.clone(), measuring.clone(), stop.clone(), lat.clone(), delivered.clone(),
+                        cookie.clone(),
+                        camera.clone(),
+                        measuring.clone(),
+                        stop.clone(),
+                        lat.clone(),
+                        delivered.clone(),
                     );
                     let addr = web.addr;
                     std::thread::spawn(move || {
@@ -68,7 +95,10 @@ fn main() {
                         while !stop.load(Ordering::Relaxed) {
                             let Ok(part) = s.next_part() else { break };
                             let at = ipc::service::monotonic_ns();
-                            let seq: u64 = part.header("x-mecam-seq").and_then(|v| v.parse().ok()).unwrap_or(0);
+                            let seq: u64 = part
+                                .header("x-mecam-seq")
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0);
                             if seq == 0 || seq == last_seq {
                                 continue;
                             }
@@ -103,9 +133,20 @@ fn main() {
             l.sort_unstable();
             println!(
                 "{:>10} {:>4} {:>8.0} {:>9} {:>10} {:>12.1} {:>9.1} {:>11.1} {:>9.2} {:>9.2}",
-                format!("{w}x{h}"), fps, avg_kb, viewers, n,
-                if n > 0 { cpu / n as f64 * 1e6 } else { f64::NAN },
-                cpu / elapsed * 100.0, rss, percentile(&l, 0.5), percentile(&l, 0.99)
+                format!("{w}x{h}"),
+                fps,
+                avg_kb,
+                viewers,
+                n,
+                if n > 0 {
+                    cpu / n as f64 * 1e6
+                } else {
+                    f64::NAN
+                },
+                cpu / elapsed * 100.0,
+                rss,
+                percentile(&l, 0.5),
+                percentile(&l, 0.99)
             );
             drop(camera);
         }

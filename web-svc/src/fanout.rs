@@ -132,6 +132,9 @@ pub struct Metrics {
     pub login_limited: AtomicU64,
     /// Frame buffers allocated because every pooled one was in use.
     pub pool_misses: AtomicU64,
+    /// Monotonic milliseconds (`ipc::service::monotonic_ns` / 1e6) of the fan-out task's
+    /// latest loop turn; the systemd watchdog is pinged only while this is fresh.
+    pub feeder_alive_ms: AtomicU64,
 }
 
 /// The fan-out's shared end: viewers subscribe, pages read the status.
@@ -241,6 +244,10 @@ impl Feeder {
                 .metrics
                 .frames_skipped_source
                 .store(source.skipped(), Ordering::Relaxed);
+            self.hub
+                .metrics
+                .feeder_alive_ms
+                .store(ipc::service::monotonic_ns() / 1_000_000, Ordering::Relaxed);
             match event {
                 Some(ClientEvent::Frame(meta)) => {
                     self.live_frame(buf, meta.seq, meta.wall_ns, meta.width, meta.height);

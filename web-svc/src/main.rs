@@ -98,10 +98,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         let state = AppState::new(config, cli.common.socket_path());
         let notifier = Notifier;
         if let Some(period) = notifier.watchdog_interval() {
+            // Pinged only while the fan-out task turns (it wakes at least every 250 ms) and
+            // this runtime schedules tasks; a wedged service is restarted by systemd.
+            let hub = state.0.hub.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(period).await;
-                    notifier.watchdog();
+                    let alive = hub
+                        .metrics
+                        .feeder_alive_ms
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    let now = service::monotonic_ns() / 1_000_000;
+                    if now.saturating_sub(alive) < 5_000 {
+                        notifier.watchdog();
+                    } else {
+                        tracing::warn!(
+                            "the frame fan-out is not turning; not pinging the watchdog"
+                        );
+                    }
                 }
             });
         }

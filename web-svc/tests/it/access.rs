@@ -263,3 +263,83 @@ fn malformed_requests_get_clear_4xx_and_are_survived() {
     }
     assert_eq!(http::get(web.addr, "/healthz", None).unwrap().status, 200);
 }
+
+#[test]
+fn tls_from_the_config_serves_https_with_secure_cookies() {
+    let ok = |c: &str, a: &str| {
+        std::process::Command::new(c)
+            .arg(a)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ok("openssl", "version") || !ok("curl", "--version") {
+        eprintln!(
+            "\n!!!!! SKIPPED tls test: needs the openssl and curl commands (apt-get install -y openssl curl)\n"
+        );
+        return;
+    }
+    let pre = tempfile::tempdir().unwrap();
+    let (cert, key) = (pre.path().join("cert.pem"), pre.path().join("key.pem"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let dirs = Dirs::new(&format!(
+        "tls_cert = {:?}\ntls_key = {:?}",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let curl = |args: &[&str]| {
+        let o = std::process::Command::new("curl")
+            .args(["-sk", "--max-time", "10", "-i"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let base = format!("https://{}", web.addr);
+    let mut healthy = String::new();
+    crate::harness::poll(Duration::from_secs(10), "https healthz", || {
+        healthy = curl(&[&format!("{base}/healthz")]);
+        healthy.starts_with("HTTP/1.1 200")
+    });
+    let login = curl(&[
+        "-d",
+        &format!("username=admin&password={}", PW.replace(' ', "+")),
+        &format!("{base}/login"),
+    ]);
+    let cookie_line = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie"))
+        .unwrap_or_default();
+    assert!(
+        cookie_line.contains("Secure") && cookie_line.contains("HttpOnly"),
+        "{login}"
+    );
+    // Plain HTTP on the TLS port gets no page.
+    assert!(
+        http::get(web.addr, "/healthz", None).is_ok_and(|r| r.status != 200)
+            || http::get(web.addr, "/healthz", None).is_err()
+    );
+}

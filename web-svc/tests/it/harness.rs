@@ -188,6 +188,8 @@ impl Drop for Camera {
 pub struct Dirs {
     /// Owns the tree.
     pub tmp: tempfile::TempDir,
+    /// Whether the config turns TLS on (readiness is then checked by the test itself).
+    pub tls: bool,
 }
 
 impl Dirs {
@@ -205,7 +207,10 @@ impl Dirs {
             format!("[web]\n{web_config}\n"),
         )
         .unwrap();
-        Dirs { tmp }
+        Dirs {
+            tmp,
+            tls: web_config.contains("tls_cert"),
+        }
     }
     /// The runtime directory.
     pub fn run(&self) -> PathBuf {
@@ -310,6 +315,9 @@ impl Web {
             addr,
             log,
         };
+        if dirs.tls {
+            return web;
+        }
         poll(Duration::from_secs(10), "healthz", || {
             mecam_system_tests::http::get(addr, "/healthz", None).is_ok_and(|r| r.status == 200)
         });
