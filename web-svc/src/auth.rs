@@ -176,6 +176,13 @@ impl PasswordStore {
         (!hash.is_empty()).then_some((hash, mtime))
     }
 
+    /// The password file's modification time (a cheap `stat`), `None` without a password.
+    pub fn mtime(&self) -> Option<SystemTime> {
+        std::fs::metadata(self.path())
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Whether a password is set.
     pub fn is_set(&self) -> bool {
         self.load().is_some()
@@ -250,6 +257,8 @@ pub struct Sessions {
     max: usize,
     ttl: Duration,
     table: Mutex<HashMap<String, Instant>>,
+    /// The password file's time when the sessions were made: a new password ends them all.
+    password_stamp: Mutex<Option<SystemTime>>,
 }
 
 impl Sessions {
@@ -259,6 +268,19 @@ impl Sessions {
             max,
             ttl,
             table: Mutex::new(HashMap::with_capacity(max)),
+            password_stamp: Mutex::new(None),
+        }
+    }
+
+    /// Ends every session if the password changed since `stamp` was last seen (a
+    /// `set-password` while running logs everyone out).
+    pub fn password_is(&self, stamp: Option<SystemTime>) {
+        let mut s = self.password_stamp.lock().expect("stamp lock");
+        if *s != stamp {
+            if s.is_some() {
+                self.clear();
+            }
+            *s = stamp;
         }
     }
 

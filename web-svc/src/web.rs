@@ -272,6 +272,7 @@ fn is_page(method: &Method, path: &str) -> bool {
 }
 
 async fn require_login(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    state.0.sessions.password_is(state.0.passwords.mtime());
     if session_token(req.headers()).is_some_and(|t| state.0.sessions.check(&t)) {
         return next.run(req).await;
     }
@@ -357,6 +358,7 @@ fn session_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
 }
 
 fn logged_in(state: &AppState) -> Response {
+    state.0.sessions.password_is(state.0.passwords.mtime());
     let token = state.0.sessions.create();
     let mut resp = Redirect::to("/").into_response();
     resp.headers_mut().insert(

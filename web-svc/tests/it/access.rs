@@ -343,3 +343,84 @@ fn tls_from_the_config_serves_https_with_secure_cookies() {
             || http::get(web.addr, "/healthz", None).is_err()
     );
 }
+
+#[test]
+fn connections_past_the_bound_are_closed_and_the_service_recovers() {
+    let dirs = Dirs::new("max_connections = 4\nmax_streams = 2");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    // Let the readiness probe's connection finish closing.
+    crate::harness::poll(Duration::from_secs(10), "no open connections", || {
+        let auth = basic("admin", PW);
+        let m = http::request(
+            web.addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .unwrap()
+        .text();
+        metric(&m, "mecam_web_connections") == Some(1.0)
+    });
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(web.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The fifth is accepted by the kernel and closed by web-svc at once.
+    let mut extra = TcpStream::connect(web.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(extra.read(&mut buf), Ok(0) | Err(_)),
+        "a connection past the bound was served"
+    );
+    drop(idle);
+    crate::harness::poll(Duration::from_secs(10), "service again", || {
+        http::get(web.addr, "/healthz", None).is_ok_and(|r| r.status == 200)
+    });
+    let auth = basic("admin", PW);
+    let m = http::request(
+        web.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap()
+    .text();
+    assert!(metric(&m, "mecam_web_connections_refused_total").unwrap() >= 1.0);
+}
+
+#[test]
+fn set_password_while_running_ends_every_session() {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    assert_eq!(
+        http::get(web.addr, "/api/status", Some(&session))
+            .unwrap()
+            .status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(20)); // a distinct file time
+    set_password(&dirs, "a brand new password");
+    assert_eq!(
+        http::get(web.addr, "/api/status", Some(&session))
+            .unwrap()
+            .status,
+        401
+    );
+    assert!(http::login(web.addr, "admin", PW).is_err());
+    let fresh = http::login(web.addr, "admin", "a brand new password").unwrap();
+    assert_eq!(
+        http::get(web.addr, "/api/status", Some(&fresh))
+            .unwrap()
+            .status,
+        200
+    );
+}
