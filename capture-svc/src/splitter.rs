@@ -1,0 +1,544 @@
+//! The JPEG splitter: turns a camera's byte stream into whole JPEG frames.
+//!
+//! It walks the JPEG markers instead of guessing from read boundaries: marker segments are
+//! skipped by their length, entropy-coded data is scanned for `FF xx` with stuffed `FF 00`
+//! bytes and `RSTn` restart markers passed over, and a frame ends at `EOI` (`FF D9`). Bytes
+//! before a start of image (`FF D8`) are garbage and dropped (counted). A new `SOI` where a
+//! marker was expected means the previous frame was cut off (counted as truncated). A frame
+//! that grows past the configured maximum is dropped (counted as oversized) and its remaining
+//! bytes are walked without being stored, so the buffer never grows past
+//! `max_frame + READ_CHUNK`: memory is flat whatever the input.
+//!
+//! The buffer is allocated once. Callers read straight into [`Splitter::spare`], then
+//! [`Splitter::commit`] and take frames with [`Splitter::next_frame`] until it returns `None`.
+
+/// How many bytes a caller reads at most per [`Splitter::spare`] call.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Counters of a splitter; every dropped byte or frame is counted with its reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SplitStats {
+    /// Whole frames delivered.
+    pub frames: u64,
+    /// Bytes outside any frame (before an SOI), dropped.
+    pub garbage_bytes: u64,
+    /// Frames cut off by a new SOI or by the end of the stream.
+    pub truncated: u64,
+    /// Frames larger than the maximum frame size, dropped.
+    pub oversized: u64,
+    /// Frames with an impossible marker sequence (bad marker, bad segment length), dropped.
+    pub corrupt: u64,
+}
+
+impl SplitStats {
+    /// All frames dropped, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.truncated + self.oversized + self.corrupt
+    }
+}
+
+/// Where the walker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Looking for `FF D8`.
+    Seek,
+    /// Expecting a marker (`FF xx`), possibly after fill `FF` bytes.
+    Marker,
+    /// Read `FF` at a marker position, need the marker code.
+    MarkerCode,
+    /// Need the first byte of a segment length; `sos` tells if entropy data follows.
+    Len1 { sos: bool },
+    /// Need the second byte of a segment length.
+    Len2 { sos: bool, hi: u8 },
+    /// Skip this many more bytes of segment payload.
+    Skip { left: usize, sos: bool },
+    /// In entropy-coded data.
+    Entropy,
+    /// Read `FF` inside entropy-coded data.
+    EntropyFf,
+}
+
+/// What one walked byte did.
+enum Step {
+    Continue,
+    /// The frame ends after this byte.
+    End,
+    /// A new SOI started at `self.pos - 1` (the `FF` before): previous frame truncated.
+    Restart,
+    /// The frame is corrupt; resync from the byte after this one.
+    Corrupt,
+}
+
+/// Splits a byte stream into JPEG frames with a fixed-size buffer.
+#[derive(Debug)]
+pub struct Splitter {
+    buf: Vec<u8>,
+    /// Bytes of `buf` that hold stream data.
+    filled: usize,
+    /// Next byte of `buf` to walk.
+    pos: usize,
+    /// Bytes at the start of `buf` that belong to a frame already handed out: removed on the
+    /// next call.
+    consumed: usize,
+    state: State,
+    max_frame: usize,
+    /// The current frame outgrew `max_frame`: its bytes are walked but not kept.
+    discarding: bool,
+    stats: SplitStats,
+}
+
+impl Splitter {
+    /// A splitter that delivers frames of at most `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Splitter {
+        let max_frame = max_frame.max(4);
+        Splitter {
+            buf: vec![0; max_frame + READ_CHUNK],
+            filled: 0,
+            pos: 0,
+            consumed: 0,
+            state: State::Seek,
+            max_frame,
+            discarding: false,
+            stats: SplitStats::default(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SplitStats {
+        self.stats
+    }
+
+    /// The largest frame delivered.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Bytes held now (never more than `max_frame + READ_CHUNK`).
+    pub fn buffered(&self) -> usize {
+        self.filled - self.consumed
+    }
+
+    /// Room to read at most [`READ_CHUNK`] new bytes into; follow with [`Splitter::commit`].
+    pub fn spare(&mut self) -> &mut [u8] {
+        self.compact();
+        let end = (self.filled + READ_CHUNK).min(self.buf.len());
+        &mut self.buf[self.filled..end]
+    }
+
+    /// Marks `n` bytes of the last [`Splitter::spare`] as read.
+    ///
+    /// # Panics
+    /// If `n` is larger than the spare slice was.
+    pub fn commit(&mut self, n: usize) {
+        assert!(self.filled + n <= self.buf.len(), "commit past spare");
+        self.filled += n;
+    }
+
+    /// Copies `data` in, in chunks, calling `on_frame` for every whole frame.
+    pub fn feed(&mut self, mut data: &[u8], mut on_frame: impl FnMut(&[u8])) {
+        while !data.is_empty() {
+            let spare = self.spare();
+            let n = spare.len().min(data.len());
+            spare[..n].copy_from_slice(&data[..n]);
+            self.commit(n);
+            data = &data[n..];
+            while let Some(frame) = self.next_frame() {
+                on_frame(frame);
+            }
+        }
+    }
+
+    /// The end of the stream: a frame in progress is counted as truncated; the splitter is
+    /// ready for a new stream.
+    pub fn finish(&mut self) {
+        if self.state != State::Seek {
+            if self.discarding {
+                // Already counted as oversized.
+            } else {
+                self.stats.truncated += 1;
+            }
+        } else {
+            self.stats.garbage_bytes += (self.filled - self.consumed) as u64;
+        }
+        self.reset_stream();
+    }
+
+    /// Forgets any partial frame without counting it (a new stream starts, e.g. after a
+    /// reconnect, whose old bytes were already counted by [`Splitter::finish`]).
+    pub fn reset_stream(&mut self) {
+        self.filled = 0;
+        self.pos = 0;
+        self.consumed = 0;
+        self.state = State::Seek;
+        self.discarding = false;
+    }
+
+    fn compact(&mut self) {
+        if self.consumed > 0 {
+            self.buf.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.pos -= self.consumed;
+            self.consumed = 0;
+        }
+    }
+
+    /// The next whole frame in what was read so far, or `None` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Option<&[u8]> {
+        self.compact();
+        while self.pos < self.filled {
+            if self.state == State::Seek {
+                if !self.seek_soi() {
+                    return None;
+                }
+                continue;
+            }
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            match self.step(b) {
+                Step::Continue => {}
+                Step::End => {
+                    let len = self.pos;
+                    self.state = State::Seek;
+                    if self.discarding {
+                        self.discarding = false;
+                        self.drop_front(len);
+                        continue;
+                    }
+                    self.stats.frames += 1;
+                    self.consumed = len;
+                    return Some(&self.buf[..len]);
+                }
+                Step::Restart => {
+                    if !self.discarding {
+                        self.stats.truncated += 1;
+                    }
+                    self.discarding = false;
+                    // Frame restarts at the FF D8 just walked.
+                    let start = self.pos - 2;
+                    self.drop_front(start);
+                    self.pos = 2;
+                    self.state = State::Marker;
+                }
+                Step::Corrupt => {
+                    if !self.discarding {
+                        self.stats.corrupt += 1;
+                    }
+                    self.discarding = false;
+                    let at = self.pos;
+                    self.drop_front(at);
+                    self.state = State::Seek;
+                }
+            }
+            if self.pos > self.max_frame && !self.discarding {
+                self.stats.oversized += 1;
+                self.discarding = true;
+            }
+            if self.discarding && self.pos >= self.filled {
+                // Keep walking without keeping the bytes.
+                let at = self.pos;
+                self.drop_front(at);
+            }
+        }
+        if self.discarding {
+            let at = self.pos;
+            self.drop_front(at);
+        }
+        None
+    }
+
+    /// Removes the first `n` bytes of the buffer (not counted).
+    fn drop_front(&mut self, n: usize) {
+        self.buf.copy_within(n..self.filled, 0);
+        self.filled -= n;
+        self.pos -= n;
+    }
+
+    /// Drops bytes before the next `FF D8`; true if one was found at the buffer start.
+    fn seek_soi(&mut self) -> bool {
+        let data = &self.buf[..self.filled];
+        let found = data.windows(2).position(|w| w == [0xFF, 0xD8]);
+        match found {
+            Some(i) => {
+                self.stats.garbage_bytes += i as u64;
+                self.drop_front_seek(i);
+                self.pos = 2;
+                self.state = State::Marker;
+                true
+            }
+            None => {
+                // Keep a trailing FF: it may be half of an SOI.
+                let keep = usize::from(data.last() == Some(&0xFF));
+                let drop = self.filled - keep;
+                self.stats.garbage_bytes += drop as u64;
+                self.drop_front_seek(drop);
+                self.pos = self.filled;
+                false
+            }
+        }
+    }
+
+    fn drop_front_seek(&mut self, n: usize) {
+        self.buf.copy_within(n..self.filled, 0);
+        self.filled -= n;
+        self.pos = 0;
+    }
+
+    fn step(&mut self, b: u8) -> Step {
+        match self.state {
+            State::Seek => unreachable!("handled by seek_soi"),
+            State::Marker => {
+                if b == 0xFF {
+                    self.state = State::MarkerCode;
+                    Step::Continue
+                } else {
+                    Step::Corrupt
+                }
+            }
+            State::MarkerCode => self.marker(b, false),
+            State::Len1 { sos } => {
+                self.state = State::Len2 { sos, hi: b };
+                Step::Continue
+            }
+            State::Len2 { sos, hi } => {
+                let len = usize::from(u16::from_be_bytes([hi, b]));
+                if len < 2 {
+                    return Step::Corrupt;
+                }
+                self.state = self.after_skip(len - 2, sos);
+                Step::Continue
+            }
+            State::Skip { left, sos } => {
+                self.state = self.after_skip(left - 1, sos);
+                Step::Continue
+            }
+            State::Entropy => {
+                if b == 0xFF {
+                    self.state = State::EntropyFf;
+                }
+                Step::Continue
+            }
+            State::EntropyFf => match b {
+                0x00 | 0xD0..=0xD7 => {
+                    self.state = State::Entropy;
+                    Step::Continue
+                }
+                0xFF => Step::Continue,
+                other => self.marker(other, true),
+            },
+        }
+    }
+
+    fn after_skip(&self, left: usize, sos: bool) -> State {
+        match (left, sos) {
+            (0, true) => State::Entropy,
+            (0, false) => State::Marker,
+            (left, sos) => State::Skip { left, sos },
+        }
+    }
+
+    /// A marker code after `FF`.
+    fn marker(&mut self, code: u8, _after_entropy: bool) -> Step {
+        match code {
+            0xFF => {
+                // Fill byte.
+                self.state = State::MarkerCode;
+                Step::Continue
+            }
+            0xD9 => Step::End,
+            0xD8 => Step::Restart,
+            0x01 | 0xD0..=0xD7 => {
+                self.state = State::Marker;
+                Step::Continue
+            }
+            0x00 => Step::Corrupt,
+            0xDA => {
+                self.state = State::Len1 { sos: true };
+                Step::Continue
+            }
+            _ => {
+                self.state = State::Len1 { sos: false };
+                Step::Continue
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny but structurally real JPEG: SOI, APP0, DQT-ish segment, SOS, entropy data with
+    /// stuffed bytes and restart markers, EOI. `tag` makes frames distinguishable.
+    pub(crate) fn frame(tag: u8, entropy_len: usize) -> Vec<u8> {
+        let mut f = vec![0xFF, 0xD8];
+        f.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x07, b'J', b'F', b'I', b'F', tag]);
+        // A segment whose payload contains FF D9 and FF D8: must be skipped by length.
+        f.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x06, 0xFF, 0xD9, 0xFF, 0xD8]);
+        f.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x03, tag]);
+        for i in 0..entropy_len {
+            match i % 50 {
+                10 => f.extend_from_slice(&[0xFF, 0x00]),
+                30 => f.extend_from_slice(&[0xFF, 0xD0 + (i % 8) as u8]),
+                _ => f.push(((i as u8) ^ tag) & 0x7F),
+            }
+        }
+        f.extend_from_slice(&[0xFF, 0xD9]);
+        f
+    }
+
+    fn split_all(s: &mut Splitter, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        s.feed(data, |f| out.push(f.to_vec()));
+        out
+    }
+
+    #[test]
+    fn whole_frames_out_of_a_stream() {
+        let a = frame(1, 500);
+        let b = frame(2, 300);
+        let mut stream = a.clone();
+        stream.extend_from_slice(&b);
+        let mut s = Splitter::new(10_000);
+        let frames = split_all(&mut s, &stream);
+        assert_eq!(frames, vec![a, b]);
+        assert_eq!(s.stats().frames, 2);
+        assert_eq!(s.stats().dropped(), 0);
+        assert_eq!(s.stats().garbage_bytes, 0);
+    }
+
+    #[test]
+    fn garbage_between_frames_is_dropped_and_counted() {
+        let a = frame(1, 100);
+        let b = frame(2, 100);
+        let mut stream = b"junk".to_vec();
+        stream.extend_from_slice(&a);
+        stream.extend_from_slice(&[0x00, 0xFF, 0x12, 0xFF]);
+        stream.extend_from_slice(&b);
+        let mut s = Splitter::new(10_000);
+        let frames = split_all(&mut s, &stream);
+        assert_eq!(frames, vec![a, b]);
+        assert_eq!(s.stats().garbage_bytes, 8);
+    }
+
+    #[test]
+    fn truncated_tail_is_counted_at_finish() {
+        let a = frame(1, 100);
+        let b = frame(2, 100);
+        let mut stream = a.clone();
+        stream.extend_from_slice(&b[..b.len() / 2]);
+        let mut s = Splitter::new(10_000);
+        let frames = split_all(&mut s, &stream);
+        assert_eq!(frames, vec![a]);
+        s.finish();
+        assert_eq!(s.stats().truncated, 1);
+        assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn frame_cut_by_a_new_soi_is_truncated_and_the_next_kept() {
+        let a = frame(1, 100);
+        let b = frame(2, 100);
+        let mut stream = a[..60].to_vec();
+        stream.extend_from_slice(&b);
+        let mut s = Splitter::new(10_000);
+        let frames = split_all(&mut s, &stream);
+        assert_eq!(frames, vec![b]);
+        assert_eq!(s.stats().truncated, 1);
+    }
+
+    #[test]
+    fn oversized_frame_is_dropped_and_the_next_kept() {
+        let big = frame(1, 50_000);
+        let small = frame(2, 100);
+        let mut stream = small.clone();
+        stream.extend_from_slice(&big);
+        stream.extend_from_slice(&small);
+        let mut s = Splitter::new(1000);
+        let mut frames = Vec::new();
+        let mut peak = 0;
+        for chunk in stream.chunks(700) {
+            s.feed(chunk, |f| frames.push(f.to_vec()));
+            peak = peak.max(s.buffered());
+        }
+        assert_eq!(frames, vec![small.clone(), small]);
+        assert_eq!(s.stats().oversized, 1);
+        assert!(peak <= 1000 + READ_CHUNK);
+        assert_eq!(s.buf.len(), 1000 + READ_CHUNK, "buffer never reallocated");
+    }
+
+    #[test]
+    fn endless_stream_without_soi_stays_bounded() {
+        let mut s = Splitter::new(1000);
+        let junk = vec![0x55u8; 10_000];
+        for _ in 0..1000 {
+            s.feed(&junk, |_| panic!("no frame in junk"));
+            assert!(s.buffered() <= 1);
+        }
+        assert_eq!(s.stats().garbage_bytes, 10_000_000);
+        assert_eq!(s.buf.len(), 1000 + READ_CHUNK);
+    }
+
+    #[test]
+    fn bad_marker_is_corrupt_and_resynced() {
+        let a = frame(1, 100);
+        let mut bad = vec![0xFF, 0xD8, 0x12, 0x34];
+        bad.extend_from_slice(&a);
+        let mut s = Splitter::new(10_000);
+        let frames = split_all(&mut s, &bad);
+        assert_eq!(frames, vec![a]);
+        assert_eq!(s.stats().corrupt, 1);
+    }
+
+    #[test]
+    fn real_encoded_jpeg_is_one_frame() {
+        let mut scene =
+            crate::synthetic::Scene::new(crate::synthetic::Script::default_demo(), 160, 120);
+        let mut jpeg = Vec::new();
+        scene.render_jpeg(std::time::Duration::from_secs(1), &mut jpeg);
+        let mut stream = jpeg.clone();
+        stream.extend_from_slice(&jpeg);
+        let mut s = Splitter::new(1 << 20);
+        let frames = split_all(&mut s, &stream);
+        assert_eq!(frames, vec![jpeg.clone(), jpeg]);
+    }
+
+    mod proptests {
+        use super::{Splitter, frame, split_all};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+            #[test]
+            fn cutting_the_stream_anywhere_gives_the_same_frames(
+                sizes in prop::collection::vec(0usize..3000, 1..8),
+                garbage in prop::collection::vec(prop::collection::vec(any::<u8>().prop_filter("no FF", |b| *b != 0xFF), 0..40), 8),
+                cuts in prop::collection::vec(1usize..5000, 1..40),
+            ) {
+                let mut stream = Vec::new();
+                let mut want = Vec::new();
+                for (i, n) in sizes.iter().enumerate() {
+                    stream.extend_from_slice(&garbage[i]);
+                    let f = frame(i as u8, *n);
+                    stream.extend_from_slice(&f);
+                    want.push(f);
+                }
+                let mut whole = Splitter::new(100_000);
+                let at_once = split_all(&mut whole, &stream);
+                prop_assert_eq!(&at_once, &want);
+
+                let mut s = Splitter::new(100_000);
+                let mut got = Vec::new();
+                let mut rest = &stream[..];
+                let mut i = 0;
+                while !rest.is_empty() {
+                    let n = cuts[i % cuts.len()].min(rest.len());
+                    s.feed(&rest[..n], |f| got.push(f.to_vec()));
+                    rest = &rest[n..];
+                    i += 1;
+                }
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(s.stats(), whole.stats());
+            }
+        }
+    }
+}
