@@ -424,3 +424,45 @@ fn set_password_while_running_ends_every_session() {
         200
     );
 }
+
+#[test]
+fn bad_config_and_bad_passwords_are_refused_at_start_naming_the_problem() {
+    let dirs = Dirs::new("");
+    let run = |config: &str| {
+        let path = dirs.tmp.path().join("bad.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = std::process::Command::new(crate::harness::bin())
+            .arg("--config")
+            .arg(&path)
+            .args(["--print-config"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run("[web]\nmax_stream = 3\n");
+    assert!(!ok && err.contains("max_stream"), "{err}");
+    let (ok, err) = run("[web]\nviewer_timeout_s = -1\n");
+    assert!(!ok && err.contains("viewer_timeout_s"), "{err}");
+    let (ok, err) = run("[web]\ntls_cert = \"/x.pem\"\n");
+    assert!(!ok && err.contains("tls_key"), "{err}");
+    let (ok, _) = run("[web]\nmax_streams = 3\n");
+    assert!(ok);
+    let mut c = std::process::Command::new(crate::harness::bin())
+        .args(["set-password", "--state-dir"])
+        .arg(dirs.state())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least")
+            || String::from_utf8_lossy(&out.stderr).contains("8 to")
+    );
+    assert!(!dirs.state().join("admin.argon2").exists());
+}
