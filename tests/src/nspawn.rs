@@ -461,6 +461,8 @@ pub struct MecamOptions {
     pub web_args: Vec<String>,
     /// More drop-ins: `(unit, file name, text)`.
     pub dropins: Vec<(String, String, String)>,
+    /// Start only these units instead of `mecam.target` (empty: the target, all three).
+    pub only: Vec<&'static str>,
 }
 
 /// mecam installed and started under the container's systemd: synthetic camera, web on a
@@ -473,6 +475,8 @@ pub struct Mecam {
     pub addr: SocketAddr,
     /// The admin password.
     pub password: String,
+    /// The units this test started (the others may be absent or failing).
+    pub started: Vec<&'static str>,
 }
 
 /// The repository's unit `name`, with binaries at [`BIN_DIR`].
@@ -578,16 +582,32 @@ impl Mecam {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        ct.run(&["systemctl", "start", "--no-block", "mecam.target"])?;
-        let m = Mecam { ct, addr, password };
-        for unit in UNITS {
-            m.ct.wait_active(unit, 0, ACTIVE_TIMEOUT)?;
+        let started: Vec<&'static str> = if opts.only.is_empty() {
+            UNITS.to_vec()
+        } else {
+            opts.only.clone()
+        };
+        let mut cmd = vec!["systemctl", "start", "--no-block"];
+        cmd.extend(if opts.only.is_empty() {
+            vec!["mecam.target"]
+        } else {
+            started.clone()
+        });
+        ct.run(&cmd)?;
+        for unit in &started {
+            ct.wait_active(unit, 0, ACTIVE_TIMEOUT)?;
         }
+        let m = Mecam {
+            ct,
+            addr,
+            password,
+            started,
+        };
         m.wait_healthz()?;
         Ok(m)
     }
 
-    /// Wait until `GET /healthz` answers 200.
+    /// Wait until `GET /healthz` answers 200 (only when `web-svc` was started).
     ///
     /// # Errors
     /// Not within [`ACTIVE_TIMEOUT`].
@@ -606,7 +626,7 @@ impl Mecam {
         http::login(self.addr, crate::ADMIN_USER, &self.password)
     }
 
-    /// Main pids of the three units, in [`UNITS`] order.
+    /// Main pids of the three units, in [`UNITS`] order (0 for a unit not running).
     ///
     /// # Errors
     /// systemctl failed.

@@ -27,7 +27,7 @@ fn start(test: &str, opts: MecamOptions) -> Option<Mecam> {
 /// The units other than `faulty` kept their pid and were never restarted.
 fn assert_others_untouched(m: &Mecam, faulty: &str, before: [u32; 3]) {
     for (i, unit) in UNITS.iter().enumerate() {
-        if *unit == faulty {
+        if *unit == faulty || !m.started.contains(unit) {
             continue;
         }
         assert_eq!(
@@ -233,9 +233,15 @@ fn a_unit_over_its_memory_max_is_killed_by_the_kernel_and_the_others_do_not_noti
     assert_others_untouched(&m, MOTION, before);
 }
 
+/// Needs no camera: web and motion wait for capture by themselves, so the watchdog is tested
+/// on those two alone.
 #[test]
 fn a_hung_service_is_restarted_by_the_watchdog() {
-    let Some(m) = start("watchdog", MecamOptions::default()) else {
+    let opts = MecamOptions {
+        only: vec![MOTION, WEB],
+        ..MecamOptions::default()
+    };
+    let Some(m) = start("watchdog", opts) else {
         return;
     };
     let before = m.pids().unwrap();
