@@ -262,3 +262,72 @@ fn a_hung_service_is_restarted_by_the_watchdog() {
     m.wait_healthz().unwrap();
     assert_others_untouched(&m, WEB, before);
 }
+
+/// Anonymous (non-reclaimable) memory charged to `unit`'s cgroup, bytes (cgroup v1 `rss`).
+fn anon_bytes(m: &Mecam, unit: &str) -> u64 {
+    let stat =
+        m.ct.run(&[
+            "cat",
+            &format!("/sys/fs/cgroup/memory/system.slice/{unit}/memory.stat"),
+        ])
+        .unwrap();
+    stat.lines()
+        .find_map(|l| l.strip_prefix("total_rss "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_rss in {unit}'s memory.stat:\n{stat}"))
+}
+
+/// Needs no camera. web-svc allocates its argon2 working memory (7 MiB) on the first login;
+/// its unit's MemoryMax is lowered, live, to 3 MiB above what it holds now, so that login
+/// takes it over the limit: the kernel must kill it, systemd restart it, and motion-svc
+/// (another unit) not notice.
+#[test]
+fn web_over_its_memory_max_is_killed_by_the_kernel_and_motion_does_not_notice() {
+    let opts = MecamOptions {
+        only: vec![MOTION, WEB],
+        ..MecamOptions::default()
+    };
+    let Some(m) = start("web_memory_max", opts) else {
+        return;
+    };
+    let before = m.pids().unwrap();
+    let limit = anon_bytes(&m, WEB) + 3 * 1024 * 1024;
+    m.ct.run(&[
+        "systemctl",
+        "set-property",
+        "--runtime",
+        WEB,
+        &format!("MemoryMax={limit}"),
+    ])
+    .unwrap();
+    let t0 = Instant::now();
+    let login = m.login();
+    assert!(
+        login.is_err(),
+        "login succeeded within MemoryMax={limit}: the limit is not enforced"
+    );
+    m.ct.wait_active(WEB, before[2], DEADLINE).unwrap();
+    println!(
+        "web over MemoryMax={limit}: killed and active again after {:?}",
+        t0.elapsed()
+    );
+    let log =
+        m.ct.run(&["journalctl", "--no-pager", "-u", WEB, "-o", "cat"])
+            .unwrap();
+    assert!(
+        log.contains("status=9/KILL") || log.contains("oom-kill") || log.contains("OOM killer"),
+        "web-svc was not killed by the kernel:\n{log}"
+    );
+    assert_others_untouched(&m, WEB, before);
+    // Back to the unit's own limit, the restarted web-svc logs in fine.
+    m.ct.run(&[
+        "systemctl",
+        "set-property",
+        "--runtime",
+        WEB,
+        "MemoryMax=64M",
+    ])
+    .unwrap();
+    m.wait_healthz().unwrap();
+    m.login().expect("login after the limit is restored");
+}
