@@ -461,6 +461,8 @@ pub struct MecamOptions {
     pub web_args: Vec<String>,
     /// More drop-ins: `(unit, file name, text)`.
     pub dropins: Vec<(String, String, String)>,
+    /// More files under the container's `/etc` (a scene script, say).
+    pub etc_files: EtcFiles,
     /// Start only these units instead of `mecam.target` (empty: the target, all three).
     pub only: Vec<&'static str>,
 }
@@ -540,6 +542,7 @@ impl Mecam {
                 format!("[Service]\nExecStart=\nExecStart={cmd}\n"),
             ));
         }
+        etc.extend(opts.etc_files.iter().cloned());
         for (unit, file, text) in &opts.dropins {
             etc.push((format!("systemd/system/{unit}.d/{file}"), text.clone()));
         }

@@ -150,7 +150,7 @@ fn viewer(
 /// Start-up failed, a service died during the soak, or one exited uncleanly.
 pub fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> anyhow::Result<SoakReport> {
     let mut sys = LocalSystem::start(Options {
-        capture_args: vec!["--fps".into(), opts.fps.to_string()],
+        config: Some(format!("[capture]\nfps = {}\n[motion]\n[web]\n", opts.fps)),
         ..Options::default()
     })?;
     let cookie = http::login(sys.addr, crate::ADMIN_USER, &sys.password)?;

@@ -24,7 +24,10 @@ pub struct Options {
     /// Admin password to set; empty picks a random one.
     pub password: String,
     /// Contents of the TOML config file all three read (empty sections when `None`).
+    /// `{dir}` is replaced by the system's temporary directory.
     pub config: Option<String>,
+    /// More files to write into the temporary directory first: `(name, contents)`.
+    pub files: Vec<(String, String)>,
     /// Extra flags for `capture-svc` (after `--source synthetic`).
     pub capture_args: Vec<String>,
     /// Extra flags for `motion-svc`.

@@ -15,6 +15,25 @@ const CAPTURE_RESTARTS: usize = 20;
 /// RSS may settle this much above the warm-up figure (allocator caches, not growth).
 const RSS_TOLERANCE_KIB: u64 = 3 * 1024;
 
+/// A scene with one short crossing every 1.5 s (repeating), so events come quickly.
+const SCENE: &str = r#"
+repeat = 1.5
+noise = 2.0
+[background]
+texture = "bricks"
+[[object]]
+name = "runner"
+size = [0.25, 0.5]
+color = [230, 40, 40]
+start = 0.0
+end = 0.5
+from = [0.1, 0.5]
+to = [0.9, 0.5]
+"#;
+
+/// Motion settings that end an event soon after the motion stops.
+const MOTION_FAST: &str = "analysis_fps = 10.0\nquiet_gap_s = 0.4\nmin_duration_s = 0.1\npre_capture_s = 0.3\npost_capture_s = 0.1\nrelearn_s = 0.2\n";
+
 fn events_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .map(|d| {
@@ -53,10 +72,10 @@ fn churn_leaves_fds_threads_and_memory_where_they_started() {
         return;
     }
     let mut sys = LocalSystem::start(Options {
-        config: Some(
-            "[capture]\n[motion]\nquiet_gap_s = 0.5\nmin_duration_s = 0.2\npre_capture_s = 0.5\npost_capture_s = 0.2\n[web]\n".into(),
-        ),
-        capture_args: vec!["--fps".into(), "15".into()],
+        config: Some(format!(
+            "[capture]\nfps = 15\nscene = \"{{dir}}/scene.toml\"\n[motion]\n{MOTION_FAST}[web]\n"
+        )),
+        files: vec![("scene.toml".into(), SCENE.into())],
         ..Options::default()
     })
     .unwrap();

@@ -182,13 +182,14 @@ fn check_events_consistent(m: &Mecam) {
 
 #[test]
 fn a_unit_over_its_memory_max_is_killed_by_the_kernel_and_the_others_do_not_notice() {
-    // motion-svc's pre-capture ring is bounded by [motion] pre_capture_max_mib (64 MiB here);
-    // its unit is given a MemoryMax far below that ring at 30 fps. The kernel must kill it.
+    // motion-svc's pre-capture ring is bounded by [motion] pre_capture_max_mib (96 MiB here,
+    // 60 s at 30 fps); its unit's MemoryMax is lowered, live, to 4 MiB above what it holds
+    // now. The ring outgrows that within seconds: the kernel must kill motion-svc.
     let opts = MecamOptions {
         config: Some(
-            "[capture]\n[motion]\npre_capture_s = 30.0\npre_capture_max_mib = 64.0\n[web]\n".into(),
+            "[capture]\nfps = 30\n[motion]\npre_capture_s = 60.0\npre_capture_max_mib = 96.0\n[web]\n"
+                .into(),
         ),
-        capture_args: vec!["--fps".into(), "30".into()],
         ..MecamOptions::default()
     };
     let Some(m) = start("memory_max", opts) else {
