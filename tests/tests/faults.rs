@@ -46,8 +46,23 @@ fn assert_others_untouched(m: &Mecam, faulty: &str, before: [u32; 3]) {
 
 #[test]
 fn sigkill_capture_restarts_only_capture_and_viewers_see_offline_then_live() {
-    let Some(m) = start("sigkill_capture", MecamOptions::default()) else {
+    // A still scene: any motion event here would be the outage mistaken for motion.
+    let opts = MecamOptions {
+        config: Some("[capture]\nscene = \"/etc/mecam/still.toml\"\n[motion]\n[web]\n".into()),
+        etc_files: vec![(
+            "mecam/still.toml".into(),
+            "noise = 2.0\n[background]\ntexture = \"bricks\"\n".into(),
+        )],
+        ..MecamOptions::default()
+    };
+    let Some(m) = start("sigkill_capture", opts) else {
         return;
+    };
+    let outages = || {
+        m.ct.run(&["journalctl", "--no-pager", "-u", MOTION, "-o", "cat"])
+            .unwrap()
+            .matches("camera outage")
+            .count()
     };
     let viewer = Viewer::start(m.addr, &m.login().unwrap()).unwrap();
     viewer
@@ -58,6 +73,7 @@ fn sigkill_capture_restarts_only_capture_and_viewers_see_offline_then_live() {
         )
         .unwrap();
     let before = m.pids().unwrap();
+    let outages_before = outages();
 
     let t0 = Instant::now();
     m.ct.kill_main(CAPTURE, "KILL").unwrap();
@@ -73,10 +89,26 @@ fn sigkill_capture_restarts_only_capture_and_viewers_see_offline_then_live() {
     );
     assert_ne!(new_pid, before[0]);
     assert_eq!(m.ct.n_restarts(CAPTURE).unwrap(), 1);
+    // motion-svc: the outage logged once, and never recorded as motion.
+    let _ = viewer.wait_for(
+        Kind::Live,
+        Instant::now() + Duration::from_secs(2),
+        DEADLINE,
+    );
     assert_eq!(
-        m.ct.prop(CAPTURE, "Result").unwrap(),
-        "success",
-        "a restarted unit reports the new run"
+        outages() - outages_before,
+        1,
+        "motion-svc should log the outage exactly once"
+    );
+    let starts =
+        m.ct.journal_json(&[&format!(
+            "MESSAGE_ID={}",
+            mecam_system_tests::MSG_MOTION_START
+        )])
+        .unwrap();
+    assert!(
+        starts.is_empty(),
+        "the outage was recorded as motion: {starts:?}"
     );
     assert!(
         viewer.ended().is_none(),
