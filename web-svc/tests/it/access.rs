@@ -363,21 +363,39 @@ fn connections_past_the_bound_are_closed_and_the_service_recovers() {
         .text();
         metric(&m, "mecam_web_connections") == Some(1.0)
     });
-    let idle: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(web.addr).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    // The fifth is accepted by the kernel and closed by web-svc at once.
-    let mut extra = TcpStream::connect(web.addr).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut buf = [0u8; 64];
-    assert!(
-        matches!(extra.read(&mut buf), Ok(0) | Err(_)),
-        "a connection past the bound was served"
-    );
+    // A connection web-svc closed reads as EOF; an open one would block.
+    let alive = |s: &TcpStream| {
+        s.set_nonblocking(true).unwrap();
+        let r = matches!(s.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        s.set_nonblocking(false).unwrap();
+        r
+    };
+    let mut idle: Vec<TcpStream> = Vec::new();
+    let mut refused = false;
+    for _round in 0..10 {
+        idle.retain(|s| alive(s));
+        while idle.len() < 4 {
+            idle.push(TcpStream::connect(web.addr).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let mut extra = TcpStream::connect(web.addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut buf = [0u8; 64];
+        if matches!(extra.read(&mut buf), Ok(0) | Err(_)) {
+            refused = true;
+            break;
+        }
+        // Served: only allowed if one of the four was closed (its slot was free).
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            idle.iter().any(|s| !alive(s)),
+            "a fifth connection was served while four were open"
+        );
+    }
+    assert!(refused, "no connection past the bound was refused");
     drop(idle);
     crate::harness::poll(Duration::from_secs(10), "service again", || {
         http::get(web.addr, "/healthz", None).is_ok_and(|r| r.status == 200)
