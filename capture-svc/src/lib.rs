@@ -2,7 +2,17 @@
 //!
 //! - [`splitter`]: whole JPEG frames out of a camera's byte stream.
 //! - [`synthetic`]: the scripted synthetic scene (also used in-process by other crates' tests).
+//! - [`source`]: which camera, how it is opened; [`http`]: the MJPEG-over-HTTP client.
+//! - [`supervise`]: camera processes (process group, death signal, reaping, stderr tail).
+//! - [`capture`]: the capture loop (publish, announce, restart with backoff).
+//! - [`config`]: the `[capture]` section; [`service`]: [`service::run`].
 #![forbid(unsafe_code)]
 
+pub mod capture;
+pub mod config;
+pub mod http;
+pub mod service;
+pub mod source;
 pub mod splitter;
+pub mod supervise;
 pub mod synthetic;

@@ -1,0 +1,435 @@
+//! The capture loop: opens the source, splits its bytes into frames, publishes them into the
+//! region and announces them; restarts the source on exit or stall with capped exponential
+//! backoff, announcing every camera-state change with one log line.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipc::announce::{AnnounceHandle, CameraState};
+use ipc::region::{FrameFormat, FrameInfo, PublishError, RegionWriter};
+use tokio::io::AsyncReadExt as _;
+use tokio::sync::watch;
+
+use crate::config::CaptureConfig;
+use crate::source::{FileInput, SourceSpec, jpeg_size};
+use crate::splitter::{SplitStats, Splitter};
+use crate::supervise::{Spawn, Supervised};
+use crate::synthetic::Scene;
+
+/// A session that delivered frames for this long resets the restart backoff.
+pub const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Counters the status task reads.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureStats {
+    /// Frames published.
+    pub published: u64,
+    /// Frames dropped by the region (over capacity).
+    pub too_large: u64,
+    /// Splitter counters, summed over sessions.
+    pub split: SplitStats,
+    /// When the last frame was published.
+    pub last_frame: Option<Instant>,
+    /// The current state.
+    pub state: Option<CameraState>,
+    /// Source restarts.
+    pub restarts: u64,
+}
+
+/// Shared view of [`CaptureStats`].
+pub type SharedStats = Arc<Mutex<CaptureStats>>;
+
+/// Writes frames and states out.
+pub struct Publisher {
+    region: RegionWriter,
+    announce: AnnounceHandle,
+    state: CameraState,
+    stats: SharedStats,
+    default_size: (u32, u32),
+    size: (u32, u32),
+    source: String,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// A publisher over the region and announce handle.
+    pub fn new(
+        region: RegionWriter,
+        announce: AnnounceHandle,
+        stats: SharedStats,
+        size: (u32, u32),
+        source: String,
+    ) -> Publisher {
+        Publisher {
+            region,
+            announce,
+            state: CameraState::Starting,
+            stats,
+            default_size: size,
+            size,
+            source,
+        }
+    }
+
+    /// Gives the region back (for removal at shutdown).
+    pub fn into_region(self) -> RegionWriter {
+        self.region
+    }
+
+    /// Publishes one JPEG.
+    pub fn publish(&mut self, jpeg: &[u8]) {
+        let (width, height) = jpeg_size(jpeg).unwrap_or(self.default_size);
+        if (width, height) != self.size {
+            self.size = (width, height);
+            self.announce.update_hello(|h| {
+                h.width = width;
+                h.height = height;
+            });
+            tracing::info!(width, height, "frame size is now {width}x{height}");
+        }
+        let info = FrameInfo {
+            width,
+            height,
+            format: FrameFormat::Jpeg,
+            mono_ns: ipc::service::monotonic_ns(),
+            wall_ns: ipc::service::wall_ns(),
+        };
+        match self.region.publish(&info, jpeg) {
+            Ok(meta) => {
+                self.announce.frame(&meta);
+                {
+                    let mut s = self.stats.lock().expect("stats lock");
+                    s.published += 1;
+                    s.last_frame = Some(Instant::now());
+                }
+                if self.state != CameraState::Streaming {
+                    self.set_state(CameraState::Streaming, "");
+                }
+            }
+            Err(PublishError::TooLarge { .. }) => {
+                let n = {
+                    let mut s = self.stats.lock().expect("stats lock");
+                    s.too_large += 1;
+                    s.too_large
+                };
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        len = jpeg.len(),
+                        capacity = self.region.slot_capacity(),
+                        dropped = n,
+                        "frame larger than the slot capacity dropped; raise [capture] slot_capacity or lower quality"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Announces a state change with one log line (`detail` = e.g. the child's stderr tail).
+    pub fn set_state(&mut self, state: CameraState, detail: &str) {
+        if state == self.state {
+            return;
+        }
+        let source = &self.source;
+        match &state {
+            CameraState::Streaming => tracing::info!(%source, "camera streaming"),
+            CameraState::Starting => tracing::info!(%source, "camera starting"),
+            CameraState::Stalled => {
+                tracing::warn!(%source, stderr = detail, "camera stalled: no frame within the stall timeout; restarting it")
+            }
+            CameraState::Restarting { reason } => {
+                tracing::warn!(%source, stderr = detail, "camera restarting: {reason}")
+            }
+            CameraState::Failed { reason } => {
+                tracing::error!(%source, stderr = detail, "camera failed: {reason}")
+            }
+        }
+        self.announce.state(state.clone());
+        self.state = state.clone();
+        self.stats.lock().expect("stats lock").state = Some(state);
+    }
+}
+
+/// How a session ended.
+enum End {
+    Eof,
+    Stalled,
+    Error(std::io::Error),
+    Shutdown,
+}
+
+/// The byte stream of an open session.
+enum Input {
+    Child(tokio::process::ChildStdout),
+    Tcp(tokio::net::TcpStream),
+    File(FileInput),
+}
+
+impl Input {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Input::Child(c) => c.read(buf).await,
+            Input::Tcp(t) => t.read(buf).await,
+            Input::File(f) => f.read(buf).await,
+        }
+    }
+}
+
+/// Runs the source until `shutdown` turns true. Children are stopped and reaped before return.
+pub async fn run_capture(
+    spec: SourceSpec,
+    cfg: &CaptureConfig,
+    shim: Option<std::path::PathBuf>,
+    publisher: &mut Publisher,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if let SourceSpec::Synthetic { script } = &spec {
+        run_synthetic(
+            Scene::new((**script).clone(), cfg.width, cfg.height),
+            cfg.fps,
+            publisher,
+            shutdown,
+        )
+        .await;
+        return;
+    }
+    let mut splitter = Splitter::new(publisher.region.slot_capacity());
+    let backoff_min = Duration::from_millis(cfg.backoff_min_ms);
+    let backoff_max = Duration::from_millis(cfg.backoff_max_ms);
+    let mut backoff = backoff_min;
+    let stall = cfg.stall_timeout();
+    let pace = matches!(spec, SourceSpec::File { .. })
+        .then(|| Duration::from_secs_f64(1.0 / f64::from(cfg.fps)));
+    let mut first = true;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if !first {
+            publisher.stats.lock().expect("stats lock").restarts += 1;
+        }
+        first = false;
+        let opened = open(&spec, shim.clone(), &mut splitter).await;
+        let (mut input, child) = match opened {
+            Ok(x) => x,
+            Err(reason) => {
+                publisher.set_state(CameraState::Failed { reason }, "");
+                if sleep_or_shutdown(backoff, &mut shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(backoff_max);
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let before = publisher.stats.lock().expect("stats lock").published;
+        let end = pump(
+            &mut input,
+            &mut splitter,
+            publisher,
+            stall,
+            pace,
+            &mut shutdown,
+        )
+        .await;
+        drop(input);
+        splitter.finish();
+        merge_split_stats(publisher, &mut splitter);
+        let frames = publisher.stats.lock().expect("stats lock").published - before;
+        let (status, stderr) = match child {
+            Some(c) => {
+                let tail = c.stderr().clone();
+                let status = c.stop().await;
+                (status.map(|s| s.to_string()), tail.joined())
+            }
+            None => (None, String::new()),
+        };
+        let label = spec.label();
+        let reason = match end {
+            End::Shutdown => return,
+            End::Stalled => {
+                publisher.set_state(CameraState::Stalled, &stderr);
+                format!("{label}: no frame for {stall:?}; killed and restarted")
+            }
+            End::Eof => match (&spec, status) {
+                (SourceSpec::File { looping: true, .. }, _) => {
+                    // Loop the file: no backoff, no state change.
+                    continue;
+                }
+                (SourceSpec::File { .. }, _) => {
+                    publisher.set_state(
+                        CameraState::Failed {
+                            reason: format!("{label} ended (loop = false)"),
+                        },
+                        "",
+                    );
+                    let _ = shutdown.wait_for(|s| *s).await;
+                    return;
+                }
+                (_, Some(st)) => format!("{label} exited ({st}) after {frames} frames"),
+                (_, None) => format!("{label} closed the stream after {frames} frames"),
+            },
+            End::Error(e) => format!("{label}: read error: {e}"),
+        };
+        if frames > 0 && started.elapsed() >= HEALTHY_SESSION {
+            backoff = backoff_min;
+        }
+        publisher.set_state(CameraState::Restarting { reason }, &stderr);
+        if sleep_or_shutdown(backoff, &mut shutdown).await {
+            return;
+        }
+        backoff = (backoff * 2).min(backoff_max);
+    }
+}
+
+fn merge_split_stats(publisher: &mut Publisher, splitter: &mut Splitter) {
+    let s = splitter.stats();
+    publisher.stats.lock().expect("stats lock").split = s;
+}
+
+/// Opens a session. The error is the reason, for the Failed state.
+async fn open(
+    spec: &SourceSpec,
+    shim: Option<std::path::PathBuf>,
+    splitter: &mut Splitter,
+) -> Result<(Input, Option<Supervised>), String> {
+    splitter.reset_stream();
+    match spec {
+        SourceSpec::Process { label, argv } => {
+            let (child, out) = Supervised::spawn(&Spawn {
+                argv: argv.clone(),
+                shim,
+            })
+            .map_err(|e| {
+                format!(
+                    "cannot start {label} ({}): {e}",
+                    argv.first()
+                        .map(|a| a.to_string_lossy())
+                        .unwrap_or_default()
+                )
+            })?;
+            tracing::info!(source = %label, pid = child.pid(), "camera process started");
+            Ok((Input::Child(out), Some(child)))
+        }
+        SourceSpec::Http {
+            url,
+            user,
+            password,
+        } => {
+            let (stream, prefix) = crate::http::open(url, user.as_deref(), password.as_deref())
+                .await
+                .map_err(|e| format!("{}: {e}", spec.label()))?;
+            let spare = splitter.spare();
+            let n = prefix.len().min(spare.len());
+            spare[..n].copy_from_slice(&prefix[..n]);
+            splitter.commit(n);
+            Ok((Input::Tcp(stream), None))
+        }
+        SourceSpec::File { path, .. } => {
+            let f = FileInput::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((Input::File(f), None))
+        }
+        SourceSpec::Synthetic { .. } => unreachable!("synthetic runs its own loop"),
+    }
+}
+
+/// True if shutdown came first.
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+    *shutdown.borrow()
+}
+
+async fn pump(
+    input: &mut Input,
+    splitter: &mut Splitter,
+    publisher: &mut Publisher,
+    stall: Duration,
+    pace: Option<Duration>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> End {
+    let mut last_frame = Instant::now();
+    let mut next_tick = tokio::time::Instant::now();
+    loop {
+        while let Some(frame) = splitter.next_frame() {
+            if let Some(p) = pace {
+                next_tick += p;
+                let now = tokio::time::Instant::now();
+                if next_tick < now {
+                    next_tick = now;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_tick) => {}
+                    _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+                }
+            }
+            publisher.publish(frame);
+            last_frame = Instant::now();
+        }
+        merge_split_stats(publisher, splitter);
+        let deadline = tokio::time::Instant::from_std(last_frame + stall);
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+            r = tokio::time::timeout_at(deadline, input.read(splitter.spare())) => match r {
+                Err(_) => return End::Stalled,
+                Ok(Ok(0)) => return End::Eof,
+                Ok(Ok(n)) => splitter.commit(n),
+                Ok(Err(e)) => return End::Error(e),
+            },
+        }
+    }
+}
+
+/// The synthetic source: renders at `fps` (skipping frames when behind) on a blocking thread.
+async fn run_synthetic(
+    scene: Scene,
+    fps: u32,
+    publisher: &mut Publisher,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let period = Duration::from_secs_f64(1.0 / f64::from(fps));
+    let start = tokio::time::Instant::now();
+    let mut next = start;
+    let mut scene = Some(scene);
+    let mut buf = Some(Vec::with_capacity(256 * 1024));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let t = next - start;
+        let (mut sc, mut b) = (scene.take().expect("scene"), buf.take().expect("buf"));
+        let rendered = tokio::task::spawn_blocking(move || {
+            sc.render_jpeg(t, &mut b);
+            (sc, b)
+        })
+        .await;
+        let Ok((sc, b)) = rendered else {
+            publisher.set_state(
+                CameraState::Failed {
+                    reason: "synthetic renderer panicked".into(),
+                },
+                "",
+            );
+            let _ = shutdown.wait_for(|s| *s).await;
+            return;
+        };
+        publisher.publish(&b);
+        scene = Some(sc);
+        buf = Some(b);
+        next += period;
+        let now = tokio::time::Instant::now();
+        if next + period < now {
+            // Behind (slow machine): skip, do not burst.
+            next = now;
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The service: creates the region and the announce socket, tells systemd it is ready, runs
+//! the capture loop, pings the watchdog only while frames flow (or the source is legitimately
+//! restarting), reports the fps as STATUS, and on shutdown stops the camera process and removes
+//! the socket and the region.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
+use ipc::region::{RegionWriter, SLOT_COUNT};
+use ipc::service::Notifier;
+use tokio::sync::watch;
+
+use crate::capture::{CaptureStats, Publisher, run_capture};
+use crate::config::CaptureConfig;
+use crate::source::SourceSpec;
+
+/// How often STATUS is updated and drop counters are checked.
+pub const STATUS_PERIOD: Duration = Duration::from_secs(5);
+
+/// Where the service puts its files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The frame region file.
+    pub region: PathBuf,
+    /// The announce socket.
+    pub socket: PathBuf,
+}
+
+/// Runs capture-svc until `shutdown` completes.
+///
+/// `shim` is the `capture-svc` binary used to tie camera processes to this process's life
+/// (see [`crate::supervise`]); `None` runs them without the death signal.
+///
+/// # Errors
+/// The region or socket cannot be created, or the scene script cannot be read.
+pub async fn run(
+    cfg: CaptureConfig,
+    paths: Paths,
+    shim: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let spec = SourceSpec::resolve(&cfg)?;
+    let label = spec.label();
+    let mut dirs: Vec<&std::path::Path> = [&paths.region, &paths.socket]
+        .iter()
+        .filter_map(|p| p.parent())
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create runtime directory {}", dir.display()))?;
+            ipc::service::warn_if_not_tmpfs(dir);
+        }
+    }
+    let region = RegionWriter::create(&paths.region, cfg.slot_capacity)
+        .with_context(|| format!("cannot create the frame region {}", paths.region.display()))?;
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        generation: region.generation(),
+        region_path: paths.region.clone(),
+        slot_count: SLOT_COUNT as u32,
+        slot_capacity: region.slot_capacity() as u64,
+        width: cfg.width,
+        height: cfg.height,
+        nominal_fps: cfg.fps as f32,
+        source: label.clone(),
+        state: CameraState::Starting,
+    };
+    let server = AnnounceServer::bind(
+        &paths.socket,
+        hello,
+        ServerConfig {
+            max_subscribers: cfg.max_subscribers,
+            idle_timeout: Duration::from_millis(cfg.subscriber_idle_timeout_ms),
+        },
+    )
+    .with_context(|| format!("cannot bind the announce socket {}", paths.socket.display()))?;
+    let notifier = Notifier;
+    notifier.ready();
+    tracing::info!(
+        source = %label,
+        region = %paths.region.display(),
+        socket = %paths.socket.display(),
+        "capture-svc ready"
+    );
+
+    let stats = Arc::new(Mutex::new(CaptureStats::default()));
+    let mut publisher = Publisher::new(
+        region,
+        server.handle(),
+        stats.clone(),
+        (cfg.width, cfg.height),
+        label,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let server_task = server.run(server_stop);
+    let status_task = status_loop(stats.clone(), cfg.stall_timeout(), stop_rx.clone());
+    let capture = run_capture(spec, &cfg, shim, &mut publisher, stop_rx);
+    let signal = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(signal, server_task, status_task, capture);
+    notifier.stopping();
+    let region = publisher.into_region();
+    let region_path = region.path().to_owned();
+    region
+        .remove()
+        .with_context(|| format!("cannot remove {}", region_path.display()))?;
+    tracing::info!("capture-svc stopped: camera process stopped, socket and region removed");
+    Ok(())
+}
+
+/// STATUS every [`STATUS_PERIOD`], watchdog pings while frames flow or the source restarts,
+/// a warning when frames were dropped.
+async fn status_loop(
+    stats: Arc<Mutex<CaptureStats>>,
+    stall: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let notifier = Notifier;
+    let wd = notifier.watchdog_interval();
+    let tick = wd.unwrap_or(STATUS_PERIOD).min(Duration::from_secs(1));
+    let mut last_status = Instant::now();
+    let mut last_count = 0u64;
+    let mut last_dropped = (0u64, 0u64, 0u64, 0u64, 0u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let s = stats.lock().expect("stats lock").clone();
+        let flowing = s.last_frame.is_some_and(|t| t.elapsed() < stall);
+        let restarting = matches!(
+            s.state,
+            None | Some(CameraState::Starting) | Some(CameraState::Restarting { .. })
+        );
+        if wd.is_some() && (flowing || restarting) {
+            notifier.watchdog();
+        }
+        if last_status.elapsed() >= STATUS_PERIOD {
+            let secs = last_status.elapsed().as_secs_f64();
+            let fps = (s.published - last_count) as f64 / secs;
+            last_count = s.published;
+            last_status = Instant::now();
+            let state = s.state.as_ref().map_or("starting", CameraState::name);
+            notifier.status(&format!(
+                "{state}, {fps:.1} fps, {} frames, {} restarts",
+                s.published, s.restarts
+            ));
+            let d = (
+                s.split.garbage_bytes,
+                s.split.truncated,
+                s.split.oversized,
+                s.split.corrupt,
+                s.too_large,
+            );
+            if d != last_dropped {
+                tracing::warn!(
+                    garbage_bytes = d.0,
+                    truncated = d.1,
+                    oversized = d.2,
+                    corrupt = d.3,
+                    too_large = d.4,
+                    "camera stream had bad data (totals so far): {} garbage bytes, {} truncated, {} oversized, {} corrupt frames dropped",
+                    d.0,
+                    d.1,
+                    d.2 + d.4,
+                    d.3
+                );
+                last_dropped = d;
+            }
+        }
+    }
+}
