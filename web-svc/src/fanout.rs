@@ -485,4 +485,114 @@ mod tests {
             "shutdown clears the frame so streams end"
         );
     }
+
+    /// Plays a script of client events; a frame gets a tiny JPEG-shaped body from its seq.
+    struct Script(mpsc::Receiver<ClientEvent>);
+    impl FrameSource for Script {
+        async fn next(&mut self, buf: &mut Vec<u8>) -> ClientEvent {
+            match self.0.recv().await {
+                Some(ClientEvent::Frame(meta)) => {
+                    buf.clear();
+                    buf.extend_from_slice(&[0xFF, 0xD8, meta.seq as u8, 0xFF, 0xD9]);
+                    ClientEvent::Frame(meta)
+                }
+                Some(other) => other,
+                None => std::future::pending().await,
+            }
+        }
+        fn skipped(&self) -> u64 {
+            0
+        }
+    }
+
+    fn hello() -> ipc::announce::Hello {
+        ipc::announce::Hello {
+            protocol_version: ipc::announce::PROTOCOL_VERSION,
+            generation: 1,
+            region_path: "/nonexistent".into(),
+            slot_count: 3,
+            slot_capacity: 1024,
+            width: 4,
+            height: 4,
+            nominal_fps: 10.0,
+            source: "script".into(),
+            state: CameraState::Streaming,
+        }
+    }
+
+    async fn until(hub: &Hub, what: &str, f: impl Fn(&Hub) -> bool) {
+        for _ in 0..500 {
+            if f(hub) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn stalled_or_gone_camera_gives_offline_frames_and_live_ones_resume() {
+        let hub = Arc::new(Hub::default());
+        let (tx, rx) = mpsc::channel(4);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(Feeder::new(hub.clone()).run(Script(rx), async {
+            let _ = stop_rx.await;
+        }));
+        let frame = |seq| {
+            ClientEvent::Frame(FrameMeta {
+                seq,
+                slot: 0,
+                width: 4,
+                height: 4,
+                format: FrameFormat::Jpeg,
+                mono_ns: 0,
+                wall_ns: 1,
+                len: 5,
+            })
+        };
+        tx.send(ClientEvent::Connected(hello())).await.unwrap();
+        tx.send(frame(1)).await.unwrap();
+        until(&hub, "a live frame", |h| h.latest().is_some_and(|f| f.live)).await;
+        assert_eq!(hub.status().state, "streaming");
+        tx.send(ClientEvent::State(CameraState::Stalled))
+            .await
+            .unwrap();
+        until(&hub, "the offline frame", |h| {
+            h.latest().is_some_and(|f| !f.live)
+        })
+        .await;
+        assert_eq!(hub.status().state, "stalled");
+        let offline = hub.latest().unwrap();
+        assert!(
+            std::str::from_utf8(&offline.head)
+                .unwrap()
+                .contains("X-Mecam-Camera: offline")
+        );
+        assert_eq!(&offline.jpeg[..2], &[0xFF, 0xD8]);
+        tx.send(ClientEvent::State(CameraState::Streaming))
+            .await
+            .unwrap();
+        tx.send(frame(2)).await.unwrap();
+        until(&hub, "live again", |h| {
+            h.latest().is_some_and(|f| f.live && f.seq == 2)
+        })
+        .await;
+        tx.send(ClientEvent::Gone {
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+        until(&hub, "offline after gone", |h| {
+            h.latest().is_some_and(|f| !f.live)
+        })
+        .await;
+        assert_eq!(hub.status().state, "offline");
+        // Placeholders come at most once per OFFLINE_PERIOD.
+        let before = hub.metrics.offline_frames.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let n = hub.metrics.offline_frames.load(Ordering::Relaxed) - before;
+        assert!(n <= 2, "{n} placeholders in 1.5 s");
+        stop_tx.send(()).unwrap();
+        task.await.unwrap();
+    }
 }
