@@ -62,11 +62,42 @@ impl ConnWatch {
     }
 }
 
+/// Marks a long response (a download) on its connection, so a client that stops reading
+/// is dropped after the viewer timeout like a stalled viewer; unmarked on drop.
+#[derive(Debug)]
+pub struct ConnProgress(Option<Arc<ConnWatch>>);
+
+impl ConnProgress {
+    /// Starts watching `conn` (no-op without one, e.g. in-process tests).
+    pub fn new(conn: Option<Arc<ConnWatch>>) -> ConnProgress {
+        if let Some(c) = &conn {
+            c.progress();
+            c.streaming.store(true, Ordering::Relaxed);
+        }
+        ConnProgress(conn)
+    }
+
+    /// Records that the socket took data.
+    pub fn progress(&self) {
+        if let Some(c) = &self.0 {
+            c.progress();
+        }
+    }
+}
+
+impl Drop for ConnProgress {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.streaming.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Holds a stream slot: counted in the viewer gauge until dropped.
 #[derive(Debug)]
 pub struct ViewerSlot {
     hub: Arc<Hub>,
-    conn: Option<Arc<ConnWatch>>,
+    conn: ConnProgress,
 }
 
 impl ViewerSlot {
@@ -84,21 +115,15 @@ impl ViewerSlot {
                 Err(now) => n = now,
             }
         }
-        if let Some(c) = &conn {
-            c.progress();
-            c.streaming.store(true, Ordering::Relaxed);
-        }
         Some(ViewerSlot {
             hub: hub.clone(),
-            conn,
+            conn: ConnProgress::new(conn),
         })
     }
 
     /// Records that the socket took data.
     pub fn progress(&self, bytes: usize) {
-        if let Some(c) = &self.conn {
-            c.progress();
-        }
+        self.conn.progress();
         self.hub
             .metrics
             .bytes_sent
@@ -114,9 +139,6 @@ impl ViewerSlot {
 impl Drop for ViewerSlot {
     fn drop(&mut self) {
         self.hub.metrics.viewers.fetch_sub(1, Ordering::AcqRel);
-        if let Some(c) = &self.conn {
-            c.streaming.store(false, Ordering::Relaxed);
-        }
     }
 }
 

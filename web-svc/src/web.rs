@@ -610,20 +610,26 @@ async fn send_file(
     path: PathBuf,
     content_type: &'static str,
     download: Option<String>,
+    conn: Option<Arc<ConnWatch>>,
 ) -> Result<Response, WebError> {
     use tokio::io::AsyncReadExt as _;
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| WebError::Event(EventError::NotFound))?;
     let len = file.metadata().await.map_err(EventError::Io)?.len();
-    let body = futures_util::stream::unfold(Some(file.take(len)), |f| async move {
-        let mut f = f?;
+    let watch = stream::ConnProgress::new(conn);
+    let body = futures_util::stream::unfold(Some((file.take(len), watch)), |st| async move {
+        let (mut f, watch) = st?;
         let mut buf = vec![0u8; FILE_CHUNK];
         match f.read(&mut buf).await {
             Ok(0) => None,
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), Some(f)))
+                watch.progress();
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                    Some((f, watch)),
+                ))
             }
             Err(e) => Some((Err(e), None)),
         }
@@ -645,17 +651,21 @@ async fn send_file(
 async fn event_clip(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    req: Request,
 ) -> Result<Response, WebError> {
     let path = state.0.events.file(&id, "clip.avi")?;
-    send_file(path, "video/x-msvideo", Some(format!("{id}.avi"))).await
+    let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
+    send_file(path, "video/x-msvideo", Some(format!("{id}.avi")), conn).await
 }
 
 async fn event_poster(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    req: Request,
 ) -> Result<Response, WebError> {
     let path = state.0.events.file(&id, "poster.jpg")?;
-    send_file(path, "image/jpeg", None).await
+    let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
+    send_file(path, "image/jpeg", None, conn).await
 }
 
 async fn event_play(

@@ -183,3 +183,53 @@ fn events_are_listed_played_downloaded_and_deleted() {
     assert_eq!(r.status, 404);
     assert!(ev.join("20261124T183400Z-0006").symlink_metadata().is_ok());
 }
+
+#[test]
+fn a_download_client_that_stops_reading_is_dropped() {
+    use std::io::{Read as _, Write as _};
+    let dirs = Dirs::new("viewer_timeout_s = 1.0");
+    set_password(&dirs, PW);
+    let id = "20261124T182900Z-0001";
+    std::fs::create_dir(dirs.events().join(id)).unwrap();
+    let size = 48 << 20;
+    std::fs::write(dirs.events().join(id).join("clip.avi"), vec![7u8; size]).unwrap();
+    std::fs::write(
+        dirs.events().join(id).join("event.json"),
+        r#"{"state":"complete"}"#,
+    )
+    .unwrap();
+    let web = Web::start(&dirs);
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    let mut deaf = std::net::TcpStream::connect(web.addr).unwrap();
+    write!(
+        deaf,
+        "GET /events/{id}/clip.avi HTTP/1.1\r\nHost: x\r\nCookie: {session}\r\n\r\n"
+    )
+    .unwrap();
+    crate::harness::poll(
+        std::time::Duration::from_secs(60),
+        "the stalled download to be dropped",
+        || {
+            let m = http::get(web.addr, "/metrics", Some(&session))
+                .unwrap()
+                .text();
+            crate::harness::metric(&m, "mecam_web_viewers_dropped_stalled_total").unwrap_or(0.0)
+                >= 1.0
+        },
+    );
+    deaf.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match deaf.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("the dropped download's socket was not closed: {e}"),
+        }
+    }
+    assert!(
+        total < size,
+        "the whole file came through ({total} bytes) although the client stalled"
+    );
+}
