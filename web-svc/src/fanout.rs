@@ -343,6 +343,9 @@ impl Feeder {
             write_head(&mut fb.head, fb.jpeg.len(), seq, wall_ns, true);
         }
         self.hub.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+        // A frame is proof of a working camera, whatever state was last announced (a source
+        // may still say `starting` while its first frames flow).
+        self.streaming = true;
         let prev = self.last_frame.replace(now);
         self.last_offline = None;
         self.hub.update_status(|s| {
@@ -360,10 +363,8 @@ impl Feeder {
             s.last_frame = Some(now);
             s.width = w;
             s.height = h;
-            if self.streaming {
-                s.state = "streaming".into();
-                s.reason = None;
-            }
+            s.state = "streaming".into();
+            s.reason = None;
         });
         self.publish(buf, seq, wall_ns, true);
     }
