@@ -18,6 +18,8 @@ use crate::synthetic::Scene;
 
 /// A session that delivered frames for this long resets the restart backoff.
 pub const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// After its stdout closes, a camera process gets this long to exit by itself before SIGTERM.
+pub const EXIT_GRACE: Duration = Duration::from_millis(500);
 
 /// Counters the status task reads.
 #[derive(Debug, Clone, Default)]
@@ -242,8 +244,24 @@ pub async fn run_capture(
         splitter.finish();
         merge_split_stats(publisher, &mut splitter);
         let frames = publisher.stats.lock().expect("stats lock").published - before;
+        if matches!(end, End::Stalled) {
+            // Announce before the (possibly slow) stop, so subscribers see it.
+            let tail = child
+                .as_ref()
+                .map(|c| c.stderr().joined())
+                .unwrap_or_default();
+            publisher.set_state(CameraState::Stalled, &tail);
+        }
         let (status, stderr) = match child {
-            Some(c) => {
+            Some(mut c) => {
+                if matches!(end, End::Eof) {
+                    // Stdout closed: give the process a moment to exit by itself, so its own
+                    // exit status is what gets logged.
+                    let deadline = Instant::now() + EXIT_GRACE;
+                    while c.try_exited().is_none() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
                 let tail = c.stderr().clone();
                 let status = c.stop().await;
                 (status.map(|s| s.to_string()), tail.joined())
@@ -254,7 +272,6 @@ pub async fn run_capture(
         let reason = match end {
             End::Shutdown => return,
             End::Stalled => {
-                publisher.set_state(CameraState::Stalled, &stderr);
                 format!("{label}: no frame for {stall:?}; killed and restarted")
             }
             End::Eof => match (&spec, status) {

@@ -1,0 +1,605 @@
+//! Integration tests: the real `capture-svc` binary, each test in its own temp dir, readiness
+//! by polling the socket, children killed on drop.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use capture_svc::synthetic::{Scene, Script};
+use ipc::announce::{CameraState, ClientConfig, ClientEvent, FrameClient};
+
+const BIN: &str = env!("CARGO_BIN_EXE_capture-svc");
+const READY: Duration = Duration::from_secs(20);
+
+/// A running capture-svc, killed on drop.
+struct Svc {
+    child: Child,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Svc {
+    fn start(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Svc {
+        let log = dir.path().join("capture.log");
+        let cfg = dir.path().join("mecam.toml");
+        if !cfg.exists() {
+            std::fs::write(&cfg, "").unwrap();
+        }
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(dir.path().join("mecam.toml"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"))
+            .args(["--log-target", "stderr"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        eprintln!("running {BIN} {args:?}");
+        let child = cmd.spawn().unwrap();
+        let mut svc = Svc { child, dir, log };
+        svc.wait_ready();
+        svc
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/capture.sock")
+    }
+
+    fn region(&self) -> PathBuf {
+        self.dir.path().join("run/frames")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let socket = self.socket();
+        let child = &mut self.child;
+        let ok = poll(READY, || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "capture-svc exited early"
+            );
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        assert!(ok, "capture-svc not ready; log:\n{}", self.log_text());
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        poll(timeout, || self.log_text().contains(needle))
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "capture-svc did not exit on SIGTERM; log:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- capture-svc log ---\n{}", self.log_text());
+        }
+    }
+}
+
+fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
+
+fn jpeg(w: u32, h: u32, t: u64) -> Vec<u8> {
+    let mut scene = Scene::new(Script::default(), w, h);
+    let mut out = Vec::new();
+    scene.render_jpeg(Duration::from_millis(t), &mut out);
+    out
+}
+
+/// Subscribes and collects events until `until` says stop or the time is up.
+fn watch(
+    socket: &Path,
+    timeout: Duration,
+    mut until: impl FnMut(&ClientEvent) -> bool,
+) -> Vec<ClientEvent> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = FrameClient::new(ClientConfig::new(socket, "capture-test"));
+        let mut buf = Vec::new();
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while let Ok(ev) = tokio::time::timeout_at(deadline, client.next(&mut buf)).await {
+            if let ClientEvent::Frame(_) = &ev {
+                assert_eq!(&buf[..2], &[0xFF, 0xD8], "a frame starts with SOI");
+                assert_eq!(
+                    &buf[buf.len() - 2..],
+                    &[0xFF, 0xD9],
+                    "a frame ends with EOI"
+                );
+            }
+            let stop = until(&ev);
+            events.push(ev);
+            if stop {
+                break;
+            }
+        }
+        events
+    })
+}
+
+fn frames(events: &[ClientEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Frame(_)))
+        .count()
+}
+
+#[test]
+fn synthetic_streams_and_sigterm_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Svc::start(dir, &["--source", "synthetic", "--fps", "20"], &[]);
+    let mut n = 0;
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        n += usize::from(matches!(e, ClientEvent::Frame(_)));
+        n >= 10
+    });
+    assert!(frames(&ev) >= 10, "{ev:?}");
+    let ClientEvent::Connected(hello) = &ev[0] else {
+        panic!("hello first: {ev:?}")
+    };
+    assert_eq!(hello.source, "synthetic");
+    assert_eq!((hello.width, hello.height), (640, 480));
+    assert!(svc.log_text().contains("ready"));
+    assert_eq!(svc.terminate(), Some(0));
+    assert!(!svc.socket().exists(), "socket removed");
+    assert!(!svc.region().exists(), "region removed");
+}
+
+#[test]
+fn print_config_shows_flags_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mecam.toml");
+    std::fs::write(&cfg, "[capture]\nfps = 12\nwidth = 320\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--width", "800", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[capture]"), "{text}");
+    assert!(text.contains("fps = 12"), "{text}");
+    assert!(text.contains("width = 800"), "{text}");
+}
+
+#[test]
+fn bad_config_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mecam.toml");
+    for (text, key) in [
+        ("[capture]\nfps = 0\n", "fps"),
+        ("[capture]\nframerate = 3\n", "framerate"),
+        ("[capture]\nsource = \"http\"\nurl = \"nope\"\n", "url"),
+        ("[capture]\nsource = \"webcam\"\n", "webcam"),
+        ("[capture]\nslot_capacity = 10\n", "slot_capacity"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    // A bad scene script is refused by key too.
+    let scene = dir.path().join("scene.toml");
+    std::fs::write(&scene, "quality = 300\n").unwrap();
+    std::fs::write(&cfg, "").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .args(["--source", "synthetic", "--scene"])
+        .arg(&scene)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("quality"));
+}
+
+/// A temp dir with the fake rpicam-vid (named `rpicam-vid`), its control file and frame.
+fn fake_camera() -> (tempfile::TempDir, PathBuf, Vec<(String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("rpicam-vid");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-rpicam-vid"),
+        &fake,
+    )
+    .unwrap();
+    let ctl = dir.path().join("ctl");
+    std::fs::write(&ctl, "stream").unwrap();
+    let frame = dir.path().join("frame.jpg");
+    std::fs::write(&frame, jpeg(320, 240, 0)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = vec![
+        ("FAKE_RPICAM_CTL".to_owned(), ctl.display().to_string()),
+        ("FAKE_RPICAM_FRAME".to_owned(), frame.display().to_string()),
+        ("PATH".to_owned(), path),
+    ];
+    (dir, ctl, env)
+}
+
+fn set_mode(ctl: &Path, mode: &str) {
+    let tmp = ctl.with_extension("tmp");
+    std::fs::write(&tmp, mode).unwrap();
+    std::fs::rename(tmp, ctl).unwrap();
+}
+
+fn fake_pids(ctl: &Path) -> Vec<i32> {
+    std::fs::read_to_string(ctl.with_extension("log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still has /proc/PID; its state is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
+}
+
+fn state_seen(events: &[ClientEvent], name: &str) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::State(s) if s.name() == name))
+}
+
+#[test]
+fn fake_rpicam_stall_crash_garbage_refuse_all_recovered() {
+    let (dir, ctl, env) = fake_camera();
+    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    // No --source: auto selection finds rpicam-vid on PATH.
+    let svc = Svc::start(
+        dir,
+        &[
+            "--fps",
+            "30",
+            "--stall-timeout-ms",
+            "700",
+            "--backoff-min-ms",
+            "50",
+            "--backoff-max-ms",
+            "400",
+        ],
+        &env,
+    );
+    let socket = svc.socket();
+    // Streaming first.
+    let ev = watch(&socket, Duration::from_secs(20), |e| {
+        matches!(e, ClientEvent::Frame(_))
+    });
+    let ClientEvent::Connected(hello) = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(hello.source, "rpicam");
+    assert!(frames(&ev) >= 1);
+    let args = std::fs::read_to_string(ctl.with_extension("log")).unwrap();
+    assert!(
+        args.contains("-t 0 --codec mjpeg -o - --nopreview"),
+        "{args}"
+    );
+
+    // Stall: killed and restarted. The fake stays in "stall" at restart, so switch back once
+    // the stall is seen.
+    {
+        set_mode(&ctl, "stall");
+        let ev = watch(&socket, Duration::from_secs(20), |e| match e {
+            ClientEvent::State(CameraState::Stalled) => true,
+            // States are latest-only per subscriber: Stalled may be overtaken by Restarting.
+            ClientEvent::State(CameraState::Restarting { reason }) => reason.contains("no frame"),
+            _ => false,
+        });
+        assert!(
+            state_seen(&ev, "stalled") || state_seen(&ev, "restarting"),
+            "{ev:?}"
+        );
+        assert!(svc.wait_log("camera stalled", Duration::from_secs(5)));
+        set_mode(&ctl, "stream");
+        let ev = watch(&socket, Duration::from_secs(20), |e| {
+            matches!(e, ClientEvent::Frame(_))
+        });
+        assert!(frames(&ev) >= 1);
+    }
+    let before = fake_pids(&ctl).len();
+    assert!(before >= 2, "respawned after the stall");
+    assert!(
+        fake_pids(&ctl).iter().rev().skip(1).all(|p| !alive(*p)),
+        "stalled child killed and reaped"
+    );
+
+    // Crash: respawned, the log line carries the child's stderr.
+    {
+        set_mode(&ctl, "crash");
+        let ev = watch(&socket, Duration::from_secs(20), |e| {
+            matches!(e, ClientEvent::State(CameraState::Restarting { .. }))
+        });
+        assert!(state_seen(&ev, "restarting"), "{ev:?}");
+        set_mode(&ctl, "stream");
+        let ev = watch(&socket, Duration::from_secs(20), |e| {
+            matches!(e, ClientEvent::Frame(_))
+        });
+        assert!(frames(&ev) >= 1);
+        assert!(
+            svc.wait_log("fake camera crashed", Duration::from_secs(5)),
+            "stderr tail in the log"
+        );
+    }
+
+    // Garbage between frames: frames keep coming, garbage counted in the log.
+    {
+        set_mode(&ctl, "garbage");
+        let ev = watch(
+            &socket,
+            Duration::from_secs(20),
+            |e| matches!(e, ClientEvent::Frame(m) if m.width == 320),
+        );
+        assert!(frames(&ev) >= 1);
+        assert!(
+            svc.wait_log("garbage bytes", Duration::from_secs(15)),
+            "garbage counted and logged"
+        );
+        set_mode(&ctl, "stream");
+    }
+
+    // Refuse to start: restarted with backoff, the reason logged, then back when it works.
+    {
+        set_mode(&ctl, "refuse");
+        let n0 = fake_pids(&ctl).len();
+        assert!(
+            poll(Duration::from_secs(20), || fake_pids(&ctl).len() >= n0 + 3),
+            "kept retrying"
+        );
+        assert!(
+            svc.wait_log("no cameras available", Duration::from_secs(5)),
+            "refusal reason logged"
+        );
+        set_mode(&ctl, "stream");
+        let ev = watch(&socket, Duration::from_secs(20), |e| {
+            matches!(e, ClientEvent::Frame(_))
+        });
+        assert!(frames(&ev) >= 1, "streaming again after refusals: {ev:?}");
+    }
+
+    // No zombies: every earlier fake is gone.
+    let pids = fake_pids(&ctl);
+    let last = *pids.last().unwrap();
+    for p in &pids[..pids.len() - 1] {
+        assert!(!alive(*p), "old child {p} left behind (zombie or running)");
+    }
+    assert!(alive(last));
+}
+
+#[test]
+fn sigkill_of_capture_svc_leaves_no_child() {
+    let (dir, ctl, env) = fake_camera();
+    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let mut svc = Svc::start(dir, &["--source", "rpicam"], &env);
+    assert!(poll(Duration::from_secs(20), || !fake_pids(&ctl).is_empty()));
+    // The fake stalls, so it is not killed by a broken pipe, only by the death signal.
+    set_mode(&ctl, "stall");
+    let pid = fake_pids(&ctl)[0];
+    assert!(alive(pid));
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+    assert!(
+        poll(Duration::from_secs(10), || !alive(pid)),
+        "camera process {pid} survived SIGKILL of capture-svc"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_camera_process() {
+    let (dir, ctl, env) = fake_camera();
+    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let mut svc = Svc::start(dir, &["--source", "rpicam"], &env);
+    assert!(poll(Duration::from_secs(20), || !fake_pids(&ctl).is_empty()));
+    let pid = fake_pids(&ctl)[0];
+    assert_eq!(svc.terminate(), Some(0));
+    assert!(!alive(pid), "camera process stopped and reaped before exit");
+    assert!(!svc.socket().exists() && !svc.region().exists());
+}
+
+#[test]
+fn file_source_loops_a_mjpeg_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clip.mjpeg");
+    let mut data = b"leading junk".to_vec();
+    for t in 0..3 {
+        data.extend_from_slice(&jpeg(160, 120, t * 100));
+    }
+    std::fs::write(&file, &data).unwrap();
+    let file_s = file.display().to_string();
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source", "file", "--path", &file_s, "--loop", "--fps", "30",
+        ],
+        &[],
+    );
+    let mut n = 0;
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 160 && m.height == 120));
+        n >= 8
+    });
+    assert!(n >= 8, "looped past the 3 frames of the file: {ev:?}");
+}
+
+#[test]
+fn command_source_with_truncated_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("frames.bin");
+    let f = jpeg(160, 120, 0);
+    let mut data = Vec::new();
+    for _ in 0..5 {
+        data.extend_from_slice(&f);
+        data.extend_from_slice(&f[..f.len() / 2]); // cut off by the next SOI
+    }
+    std::fs::write(&file, &data).unwrap();
+    let cmd = format!("cat {}", file.display());
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "command",
+            "--command",
+            &cmd,
+            "--backoff-min-ms",
+            "1000",
+        ],
+        &[],
+    );
+    // The command prints its 5 frames in a burst and exits; it is run again after the backoff.
+    // Subscribers get the latest frame only, so count restarts rather than frames.
+    let mut restarts = 0;
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        restarts += usize::from(matches!(
+            e,
+            ClientEvent::State(CameraState::Restarting { .. })
+        ));
+        restarts >= 2
+    });
+    assert!(frames(&ev) >= 1, "{ev:?}");
+    assert!(restarts >= 2, "{ev:?}");
+    assert!(
+        svc.wait_log(
+            "command:cat exited (exit status: 0) after 5 frames",
+            Duration::from_secs(10)
+        ),
+        "exit noticed with the frame count"
+    );
+    assert!(
+        svc.wait_log("truncated", Duration::from_secs(15)),
+        "truncated frames counted and logged"
+    );
+}
+
+/// A one-connection-at-a-time MJPEG HTTP camera on 127.0.0.1 needing basic auth.
+fn http_camera(
+    frame: Vec<u8>,
+    frames: usize,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        // Serves a bounded number of connections, so the thread ends.
+        for _ in 0..6 {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut req = vec![0u8; 4096];
+            let n = s.read(&mut req).unwrap_or(0);
+            let req = String::from_utf8_lossy(&req[..n]);
+            // admin:secret
+            if !req.contains("Authorization: Basic YWRtaW46c2VjcmV0") {
+                let _ = s.write_all(b"HTTP/1.0 401 Unauthorized\r\n\r\n");
+                continue;
+            }
+            let _ = s.write_all(
+                b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n",
+            );
+            for _ in 0..frames {
+                let head = format!(
+                    "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                    frame.len()
+                );
+                if s.write_all(head.as_bytes()).is_err()
+                    || s.write_all(&frame).is_err()
+                    || s.write_all(b"\r\n").is_err()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn http_source_with_basic_auth_and_reconnect() {
+    let (addr, _server) = http_camera(jpeg(200, 100, 0), 5);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://admin:secret@{addr}/stream");
+    let svc = Svc::start(
+        dir,
+        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
+        &[],
+    );
+    let mut n = 0;
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
+        n >= 8
+    });
+    assert!(
+        n >= 8,
+        "more than one connection's frames: reconnected: {ev:?}"
+    );
+}
+
+#[test]
+fn http_source_wrong_password_says_so() {
+    let (addr, _server) = http_camera(jpeg(200, 100, 0), 5);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://admin:wrong@{addr}/stream");
+    let svc = Svc::start(dir, &["--source", "http", "--url", &url], &[]);
+    assert!(
+        svc.wait_log("check username and password", Duration::from_secs(15)),
+        "{}",
+        svc.log_text()
+    );
+}
