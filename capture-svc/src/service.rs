@@ -118,7 +118,13 @@ pub async fn run(
     region
         .remove()
         .with_context(|| format!("cannot remove {}", region_path.display()))?;
-    tracing::info!("capture-svc stopped: camera process stopped, socket and region removed");
+    let s = stats.lock().expect("stats lock").clone();
+    tracing::info!(
+        frames = s.published,
+        restarts = s.restarts,
+        "capture-svc stopped after {} frames: camera process stopped, socket and region removed",
+        s.published
+    );
     Ok(())
 }
 
