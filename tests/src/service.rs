@@ -3,7 +3,6 @@
 //! test that owns it fails.
 
 use std::fs::File;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -40,9 +39,6 @@ impl Service {
             .env("RUST_BACKTRACE", "1")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
-            // Own process group: a Ctrl-C in the terminal reaches the runner only, which then
-            // stops its children with SIGTERM.
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

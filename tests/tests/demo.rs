@@ -42,7 +42,7 @@ fn demo_prints_a_working_login_and_stops_cleanly_on_sigint() {
     let mut url = None;
     let mut login = None;
     let mut files = None;
-    while login.is_none() {
+    loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the demo printed its login");
@@ -54,6 +54,8 @@ fn demo_prints_a_working_login_and_stops_cleanly_on_sigint() {
             files = Some(f.trim().split(' ').next().unwrap().to_owned());
         } else if let Some(x) = l.strip_prefix("login:") {
             login = Some(x.trim().to_owned());
+        } else if l.starts_with("Press Ctrl-C") {
+            break;
         }
     }
     assert_eq!(url.unwrap(), format!("http://127.0.0.1:{port}/"));

@@ -31,19 +31,19 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let port = parse_port(std::env::args().skip(1))?;
-    // Block the stop signals before anything starts, then wait for them synchronously. The
-    // children start with an empty signal mask (std resets it on spawn).
-    let mut stop = SigSet::empty();
-    stop.add(Signal::SIGINT);
-    stop.add(Signal::SIGTERM);
-    stop.thread_block().context("blocking SIGINT/SIGTERM")?;
-
     eprintln!("mecam-demo: starting capture-svc (synthetic camera), motion-svc, web-svc ...");
     let sys = LocalSystem::start(Options {
         port,
         ..Options::default()
     })
     .context("starting mecam (is the port free? are the binaries built?)")?;
+    // Block the stop signals only now and wait for them synchronously: children inherit the
+    // signal mask, and theirs must stay open. A Ctrl-C during start-up reaches the services
+    // too (same process group), so nothing outlives the demo.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGINT);
+    stop.add(Signal::SIGTERM);
+    stop.thread_block().context("blocking SIGINT/SIGTERM")?;
     println!();
     println!("mecam is running on the synthetic camera.");
     println!("  open:   {}", sys.url());
