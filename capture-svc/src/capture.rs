@@ -319,6 +319,15 @@ async fn open(
     splitter.reset_stream();
     match spec {
         SourceSpec::Process { label, argv } => {
+            let program = argv
+                .first()
+                .map(|a| a.to_string_lossy())
+                .unwrap_or_default();
+            if crate::supervise::find_program(&program).is_none() {
+                return Err(format!(
+                    "cannot start {label}: program {program:?} not found (install it or set the path in [capture])"
+                ));
+            }
             let (child, out) = Supervised::spawn(&Spawn {
                 argv: argv.clone(),
                 shim,

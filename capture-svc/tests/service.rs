@@ -26,7 +26,17 @@ impl Svc {
         if !cfg.exists() {
             std::fs::write(&cfg, "").unwrap();
         }
-        let mut cmd = Command::new(BIN);
+        // WATCHDOG_PID must be the service's own pid: set it in a shell that then execs it.
+        let self_pid = env
+            .iter()
+            .any(|(k, v)| *k == "WATCHDOG_PID" && *v == "self");
+        let mut cmd = if self_pid {
+            let mut c = Command::new("sh");
+            c.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
         cmd.arg("--config")
             .arg(dir.path().join("mecam.toml"))
             .arg("--runtime-dir")
@@ -37,7 +47,7 @@ impl Svc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
+        for (k, v) in env.iter().filter(|(k, _)| *k != "WATCHDOG_PID") {
             cmd.env(k, v);
         }
         eprintln!("running {BIN} {args:?}");
@@ -599,6 +609,84 @@ fn http_source_wrong_password_says_so() {
     let svc = Svc::start(dir, &["--source", "http", "--url", &url], &[]);
     assert!(
         svc.wait_log("check username and password", Duration::from_secs(15)),
+        "{}",
+        svc.log_text()
+    );
+}
+
+/// Collects sd_notify datagrams sent to a socket in `dir`.
+fn notify_socket(dir: &Path) -> (std::os::unix::net::UnixDatagram, PathBuf) {
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    (sock, path)
+}
+
+fn notifications(sock: &std::os::unix::net::UnixDatagram, for_time: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + for_time;
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn sd_notify_ready_status_and_watchdog_only_while_frames_flow() {
+    // Frames flow: READY, then WATCHDOG pings and a STATUS with the fps.
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, path) = notify_socket(dir.path());
+    let path_s = path.display().to_string();
+    let svc = Svc::start(
+        dir,
+        &["--source", "synthetic", "--fps", "10"],
+        &[
+            ("NOTIFY_SOCKET", &path_s),
+            ("WATCHDOG_USEC", "600000"),
+            ("WATCHDOG_PID", "self"),
+        ],
+    );
+    let got = notifications(&sock, Duration::from_secs(7));
+    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
+    assert!(
+        got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|m| m.contains("STATUS=streaming") && m.contains("fps")),
+        "{got:?}"
+    );
+    drop(svc);
+
+    // The camera program cannot be started at all: READY (socket and region exist) but no
+    // WATCHDOG pings, so systemd's watchdog acts.
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, path) = notify_socket(dir.path());
+    let path_s = path.display().to_string();
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "rpicam",
+            "--rpicam-program",
+            "/nonexistent/rpicam-vid",
+        ],
+        &[
+            ("NOTIFY_SOCKET", &path_s),
+            ("WATCHDOG_USEC", "600000"),
+            ("WATCHDOG_PID", "self"),
+        ],
+    );
+    let got = notifications(&sock, Duration::from_secs(3));
+    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
+    assert!(!got.iter().any(|m| m.contains("WATCHDOG=1")), "{got:?}");
+    assert!(
+        svc.log_text().contains("cannot start rpicam"),
         "{}",
         svc.log_text()
     );
