@@ -529,7 +529,7 @@ pub struct Scene {
     script: Script,
     width: u32,
     height: u32,
-    /// The background texture, RGB.
+    /// The background texture, grey.
     base: Vec<u8>,
     /// The frame being rendered, RGB.
     rgb: Vec<u8>,
@@ -558,7 +558,7 @@ impl Scene {
         let height = height.clamp(16, 4096);
         let base = background(&script, width, height);
         Scene {
-            rgb: vec![0; base.len()],
+            rgb: vec![0; base.len() * 3],
             base,
             script,
             width,
@@ -605,11 +605,10 @@ impl Scene {
         let mut rng =
             Rng::new(self.script.seed ^ (t.as_millis() as u64).wrapping_mul(0xA24B_AED4_963E_E407));
         let noise = (self.script.noise * 256.0 / 104.0) as i32;
-        for (dst, src) in self
-            .rgb
-            .chunks_exact_mut(12)
-            .zip(self.base.chunks_exact(12))
-        {
+        // The background is stored as grey (a third of the memory); a warm tint per channel.
+        const TINT: [u32; 3] = [269, 256, 230];
+        let lit = TINT.map(|t| t * light);
+        for (dst, src) in self.rgb.chunks_exact_mut(12).zip(self.base.chunks_exact(4)) {
             // One random draw gives 4 pixels' noise (triangular, std ~ `noise`).
             let r = rng.next();
             for p in 0..4 {
@@ -621,15 +620,20 @@ impl Scene {
                     ((a + b - 255) * noise) >> 8
                 };
                 for c in 0..3 {
-                    let v = ((u32::from(src[p * 3 + c]) * light) >> 8) as i32 + n;
+                    let v = ((u32::from(src[p]) * lit[c]) >> 16) as i32 + n;
                     dst[p * 3 + c] = v.clamp(0, 255) as u8;
                 }
             }
         }
         // Pixels past the last whole group of 4: light only.
-        let tail = self.rgb.len() - self.rgb.len() % 12;
-        for (d, s) in self.rgb[tail..].iter_mut().zip(&self.base[tail..]) {
-            *d = ((u32::from(*s) * light) >> 8).min(255) as u8;
+        let tail = self.base.len() - self.base.len() % 4;
+        for (d, s) in self.rgb[tail * 3..]
+            .chunks_exact_mut(3)
+            .zip(&self.base[tail..])
+        {
+            for c in 0..3 {
+                d[c] = ((u32::from(*s) * lit[c]) >> 16).min(255) as u8;
+            }
         }
         let (w, h) = (self.width as f32, self.height as f32);
         for o in &self.script.objects {
@@ -688,7 +692,7 @@ impl Scene {
     }
 }
 
-/// Renders the background texture once.
+/// Renders the background texture once, as grey levels.
 fn background(script: &Script, width: u32, height: u32) -> Vec<u8> {
     let b = &script.background;
     let (w, h) = (width as usize, height as usize);
@@ -700,7 +704,7 @@ fn background(script: &Script, width: u32, height: u32) -> Vec<u8> {
     let grid: Vec<f32> = (0..gw * gh)
         .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32)
         .collect();
-    let mut out = vec![0u8; w * h * 3];
+    let mut out = vec![0u8; w * h];
     for y in 0..h {
         for x in 0..w {
             let t = match b.texture {
@@ -737,11 +741,7 @@ fn background(script: &Script, width: u32, height: u32) -> Vec<u8> {
                 }
             };
             let level = (b.brightness + b.contrast * (t - 0.5)) * 255.0;
-            let i = (y * w + x) * 3;
-            // Slightly warm tint so colour channels differ.
-            out[i] = (level * 1.05).clamp(0.0, 255.0) as u8;
-            out[i + 1] = level.clamp(0.0, 255.0) as u8;
-            out[i + 2] = (level * 0.9).clamp(0.0, 255.0) as u8;
+            out[y * w + x] = level.clamp(0.0, 255.0) as u8;
         }
     }
     out
