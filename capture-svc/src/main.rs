@@ -144,7 +144,12 @@ fn main() -> ExitCode {
 fn real_main(args: Args) -> anyhow::Result<()> {
     let cfg = config(&args)?;
     if args.common.print_config {
-        print!("{}", ipc::service::render_section("capture", &cfg)?);
+        let mut shown = cfg.clone();
+        if shown.password.is_some() {
+            // Printed configs end up in bug reports: never show the camera's password.
+            shown.password = Some("(set, not shown)".into());
+        }
+        print!("{}", ipc::service::render_section("capture", &shown)?);
         return Ok(());
     }
     ipc::service::init_tracing("capture-svc", args.common.log_target);

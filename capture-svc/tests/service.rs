@@ -201,7 +201,11 @@ fn synthetic_streams_and_sigterm_cleans_up() {
 fn print_config_shows_flags_over_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("mecam.toml");
-    std::fs::write(&cfg, "[capture]\nfps = 12\nwidth = 320\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[capture]\nfps = 12\nwidth = 320\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .arg("--config")
         .arg(&cfg)
@@ -213,6 +217,7 @@ fn print_config_shows_flags_over_the_file() {
     assert!(text.contains("[capture]"), "{text}");
     assert!(text.contains("fps = 12"), "{text}");
     assert!(text.contains("width = 800"), "{text}");
+    assert!(!text.contains("hunter2"), "password not printed: {text}");
 }
 
 #[test]
