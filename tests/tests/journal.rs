@@ -71,9 +71,22 @@ fn motion_events_are_read_back_from_the_journal_with_their_fields() {
         end["MECAM_CLIP"].is_string(),
         "end record lacks MECAM_CLIP: {end}"
     );
+    // The end record may come just before the recorder finishes the folder: poll for it.
     let folder = m.ct.host_path(&format!("/var/lib/mecam/events/{id}"));
-    let ev: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(folder.join("event.json")).unwrap()).unwrap();
+    let ev: serde_json::Value = poll::until(
+        "event.json to say complete",
+        Duration::from_secs(60),
+        || {
+            let text =
+                std::fs::read_to_string(folder.join("event.json")).map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            Ok((v["state"] == "complete").then_some(v))
+        },
+    )
+    .unwrap();
+    if let Some(clip) = ev["clip"].as_str() {
+        assert!(folder.join(clip).is_file(), "complete event without {clip}");
+    }
     assert_eq!(ev["id"], id.as_str());
     println!(
         "journal: event {id} start and end records read back; event.json state {}",
