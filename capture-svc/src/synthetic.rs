@@ -78,7 +78,7 @@ use serde::{Deserialize, Serialize};
 pub enum ScriptError {
     /// Not valid TOML, or a key of the wrong type or an unknown key.
     #[error("scene script is not valid: {0}")]
-    Toml(#[from] toml::de::Error),
+    Toml(toml::de::Error),
     /// A value out of its range.
     #[error("scene script: {key} = {value} is out of range ({expected})")]
     Range {
@@ -90,12 +90,12 @@ pub enum ScriptError {
         expected: &'static str,
     },
     /// The script file could not be read.
-    #[error("cannot read scene script {path}: {source}")]
+    #[error("cannot read scene script {path}: {error}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -316,7 +316,7 @@ impl Script {
     /// # Errors
     /// Invalid TOML, an unknown key, or a value out of range (named).
     pub fn from_toml(text: &str) -> Result<Script, ScriptError> {
-        let script: Script = toml::from_str(text)?;
+        let script: Script = toml::from_str(text).map_err(ScriptError::Toml)?;
         script.validate()?;
         Ok(script)
     }
@@ -326,9 +326,9 @@ impl Script {
     /// # Errors
     /// As [`Script::from_toml`], or the file cannot be read.
     pub fn from_file(path: &std::path::Path) -> Result<Script, ScriptError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScriptError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ScriptError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Script::from_toml(&text)
     }
