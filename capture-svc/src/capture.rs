@@ -21,6 +21,37 @@ pub const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// After its stdout closes, a camera process gets this long to exit by itself before SIGTERM.
 pub const EXIT_GRACE: Duration = Duration::from_millis(500);
 
+/// Capped exponential restart delay.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubles per failure, never above `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max: max.max(min),
+            next: min,
+        }
+    }
+
+    /// The delay before the next attempt; the one after is twice as long (capped).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    /// Back to `min` (after a healthy session).
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
 /// Counters the status task reads.
 #[derive(Debug, Clone, Default)]
 pub struct CaptureStats {
@@ -202,9 +233,10 @@ pub async fn run_capture(
         return;
     }
     let mut splitter = Splitter::new(publisher.region.slot_capacity());
-    let backoff_min = Duration::from_millis(cfg.backoff_min_ms);
-    let backoff_max = Duration::from_millis(cfg.backoff_max_ms);
-    let mut backoff = backoff_min;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(cfg.backoff_min_ms),
+        Duration::from_millis(cfg.backoff_max_ms),
+    );
     let stall = cfg.stall_timeout();
     let pace = matches!(spec, SourceSpec::File { .. })
         .then(|| Duration::from_secs_f64(1.0 / f64::from(cfg.fps)));
@@ -222,10 +254,9 @@ pub async fn run_capture(
             Ok(x) => x,
             Err(reason) => {
                 publisher.set_state(CameraState::Failed { reason }, "");
-                if sleep_or_shutdown(backoff, &mut shutdown).await {
+                if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
                     return;
                 }
-                backoff = (backoff * 2).min(backoff_max);
                 continue;
             }
         };
@@ -295,13 +326,12 @@ pub async fn run_capture(
             End::Error(e) => format!("{label}: read error: {e}"),
         };
         if frames > 0 && started.elapsed() >= HEALTHY_SESSION {
-            backoff = backoff_min;
+            backoff.reset();
         }
         publisher.set_state(CameraState::Restarting { reason }, &stderr);
-        if sleep_or_shutdown(backoff, &mut shutdown).await {
+        if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
             return;
         }
-        backoff = (backoff * 2).min(backoff_max);
     }
 }
 
@@ -457,5 +487,20 @@ async fn run_synthetic(
             // Behind (slow machine): skip, do not burst.
             next = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_resets() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(1000));
+        let got: Vec<_> = (0..7).map(|_| b.next_delay()).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1000, 1000, 1000].map(ms).to_vec());
+        b.reset();
+        assert_eq!(b.next_delay(), ms(100));
     }
 }
