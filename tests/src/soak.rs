@@ -34,9 +34,11 @@ pub struct SoakOptions {
 impl Default for SoakOptions {
     fn default() -> Self {
         SoakOptions {
-            duration: Duration::from_secs(150),
+            duration: Duration::from_secs(210),
             interval: Duration::from_secs(3),
-            warmup: Duration::from_secs(30),
+            // Longer than one period of the demo scene (60 s) and its first events: buffers
+            // and pools with fixed bounds fill up to them during the first minute.
+            warmup: Duration::from_secs(90),
             fps: 30,
             viewers: 2,
             viewer_frames: 200,

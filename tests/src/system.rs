@@ -80,10 +80,14 @@ impl LocalSystem {
         for sub in ["run", "events", "web", "logs"] {
             std::fs::create_dir(dir.path().join(sub))?;
         }
+        for (name, text) in &opts.files {
+            std::fs::write(dir.path().join(name), text)?;
+        }
         let config = opts
             .config
             .clone()
-            .unwrap_or_else(|| "[capture]\n[motion]\n[web]\n".into());
+            .unwrap_or_else(|| "[capture]\n[motion]\n[web]\n".into())
+            .replace("{dir}", &path_str(dir.path()));
         std::fs::write(dir.path().join("mecam.toml"), config)?;
         if opts.password.is_empty() {
             opts.password = crate::random_password();
