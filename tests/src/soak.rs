@@ -89,19 +89,24 @@ impl SoakReport {
     pub fn table(&self) -> String {
         let mut t = format!(
             "soak: {:.0} s, {} frames nominal, {} frames to viewers\n\
-             | service | RSS start (KiB) | RSS end (KiB) | slope after warm-up (KiB/min) | CPU per frame (ms) |\n\
-             | --- | ---: | ---: | ---: | ---: |\n",
+             | service | RSS start (KiB) | RSS end (KiB) | slope after warm-up (KiB/min) | slope, last half (KiB/min) | CPU per nominal frame (ms) |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: |\n",
             self.seconds, self.nominal_frames, self.viewer_frames
         );
         for s in &self.services {
-            let slope = s
+            let (slope, tail) = s
                 .verdict
                 .as_ref()
-                .map_or("n/a".to_owned(), |v| format!("{:+.1}", v.kib_per_min));
+                .map_or(("n/a".into(), "n/a".into()), |v| {
+                    (
+                        format!("{:+.1}", v.kib_per_min),
+                        format!("{:+.1}", v.tail_kib_per_min),
+                    )
+                });
             let per_frame = s.cpu_ms as f64 / self.nominal_frames.max(1) as f64;
             t.push_str(&format!(
-                "| {} | {} | {} | {} | {:.3} |\n",
-                s.name, s.start_kib, s.end_kib, slope, per_frame
+                "| {} | {} | {} | {} | {} | {:.3} |\n",
+                s.name, s.start_kib, s.end_kib, slope, tail, per_frame
             ));
         }
         t

@@ -23,6 +23,8 @@ pub fn slope(xs: &[f64], ys: &[f64]) -> Option<f64> {
 pub struct Verdict {
     /// Slope in KiB per minute over the samples after warm-up.
     pub kib_per_min: f64,
+    /// Slope in KiB per minute over the last half of those samples (the verdict's basis).
+    pub tail_kib_per_min: f64,
     /// Resident memory (KiB) at the first sample after warm-up.
     pub first_kib: u64,
     /// Resident memory (KiB) at the last sample.
@@ -32,24 +34,33 @@ pub struct Verdict {
 }
 
 /// Judge samples `(seconds since start, rss KiB)`. Samples before `warmup_s` are ignored.
-/// Rising means: the slope would add more than `tolerance_kib` over the measured span, and
-/// the last sample is above the first by more than `tolerance_kib` too. Allocator noise moves
-/// RSS by a few hundred KiB either way; a leak keeps climbing on both counts.
+///
+/// A bounded buffer filling up (a pre-capture ring, a pool) makes RSS climb and then stay; a
+/// leak climbs at a steady rate for ever. So the verdict is taken on the last half of the
+/// judged samples: rising means there the slope would add more than `tolerance_kib`, and the
+/// last sample is above the first of that half by more than `tolerance_kib` too (allocator
+/// noise moves RSS by a few hundred KiB either way). The slope over the whole judged span is
+/// reported beside it.
 pub fn judge(samples: &[(f64, u64)], warmup_s: f64, tolerance_kib: f64) -> Option<Verdict> {
     let kept: Vec<(f64, u64)> = samples
         .iter()
         .copied()
         .filter(|(t, _)| *t >= warmup_s)
         .collect();
-    let xs: Vec<f64> = kept.iter().map(|(t, _)| t / 60.0).collect();
-    let ys: Vec<f64> = kept.iter().map(|(_, r)| *r as f64).collect();
-    let s = slope(&xs, &ys)?;
-    let span_min = xs.last()? - xs.first()?;
+    let line = |part: &[(f64, u64)]| -> Option<(f64, f64)> {
+        let xs: Vec<f64> = part.iter().map(|(t, _)| t / 60.0).collect();
+        let ys: Vec<f64> = part.iter().map(|(_, r)| *r as f64).collect();
+        Some((slope(&xs, &ys)?, xs.last()? - xs.first()?))
+    };
+    let (s, _) = line(&kept)?;
+    let tail = &kept[kept.len() / 2..];
+    let (tail_slope, tail_span) = line(tail)?;
     let (first_kib, last_kib) = (kept.first()?.1, kept.last()?.1);
-    let rising =
-        s * span_min > tolerance_kib && (last_kib as f64 - first_kib as f64) > tolerance_kib;
+    let tail_growth = last_kib as f64 - tail.first()?.1 as f64;
+    let rising = tail_slope * tail_span > tolerance_kib && tail_growth > tolerance_kib;
     Some(Verdict {
         kib_per_min: s,
+        tail_kib_per_min: tail_slope,
         first_kib,
         last_kib,
         rising,
@@ -86,12 +97,27 @@ mod tests {
     }
 
     #[test]
-    fn warmup_growth_is_ignored() {
-        let samples: Vec<(f64, u64)> = (0..100)
-            .map(|i| (f64::from(i), if i < 20 { 1_000 * i as u64 } else { 20_000 }))
+    fn growth_to_a_bound_is_not_rising_but_a_leak_is() {
+        // Fills for 40 samples, then flat: a bounded buffer.
+        let bounded: Vec<(f64, u64)> = (0..100)
+            .map(|i| (f64::from(i), 1_000 * u64::from(i.min(40) as u32)))
             .collect();
-        assert!(!judge(&samples, 20.0, 512.0).unwrap().rising);
-        assert!(judge(&samples, 0.0, 512.0).unwrap().rising);
+        let v = judge(&bounded, 0.0, 512.0).unwrap();
+        assert!(!v.rising, "{v:?}");
+        assert!(
+            v.kib_per_min > 0.0,
+            "the whole-span slope still shows the fill: {v:?}"
+        );
+        // The same start, then still climbing at a tenth of the rate: a leak.
+        let leak: Vec<(f64, u64)> = (0..100)
+            .map(|i| {
+                (
+                    f64::from(i),
+                    1_000 * u64::from(i.min(40) as u32) + 100 * u64::from(i as u32),
+                )
+            })
+            .collect();
+        assert!(judge(&leak, 0.0, 512.0).unwrap().rising);
     }
 
     #[test]

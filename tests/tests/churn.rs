@@ -15,20 +15,78 @@ const CAPTURE_RESTARTS: usize = 20;
 /// RSS may settle this much above the warm-up figure (allocator caches, not growth).
 const RSS_TOLERANCE_KIB: u64 = 3 * 1024;
 
-/// A scene with one short crossing every 1.5 s (repeating), so events come quickly.
+/// A scene with a short crossing every 1.5 s, each on another row and in turn direction (a
+/// crossing repeated on one path would be learned as background motion), repeating every 12 s:
+/// one event per crossing.
 const SCENE: &str = r#"
-repeat = 1.5
+repeat = 12.0
 noise = 2.0
 [background]
 texture = "bricks"
 [[object]]
-name = "runner"
-size = [0.25, 0.5]
+name = "o0"
+size = [0.2, 0.2]
 color = [230, 40, 40]
 start = 0.0
-end = 0.5
-from = [0.1, 0.5]
-to = [0.9, 0.5]
+end = 0.6
+from = [0.05, 0.15]
+to = [0.95, 0.15]
+[[object]]
+name = "o1"
+size = [0.2, 0.2]
+color = [230, 40, 40]
+start = 1.5
+end = 2.1
+from = [0.95, 0.35]
+to = [0.05, 0.35]
+[[object]]
+name = "o2"
+size = [0.2, 0.2]
+color = [230, 40, 40]
+start = 3.0
+end = 3.6
+from = [0.05, 0.55]
+to = [0.95, 0.55]
+[[object]]
+name = "o3"
+size = [0.2, 0.2]
+color = [230, 40, 40]
+start = 4.5
+end = 5.1
+from = [0.95, 0.75]
+to = [0.05, 0.75]
+[[object]]
+name = "o4"
+size = [0.2, 0.2]
+color = [230, 40, 40]
+start = 6.0
+end = 6.6
+from = [0.05, 0.25]
+to = [0.95, 0.25]
+[[object]]
+name = "o5"
+size = [0.2, 0.2]
+color = [230, 40, 40]
+start = 7.5
+end = 8.1
+from = [0.95, 0.45]
+to = [0.05, 0.45]
+[[object]]
+name = "o6"
+size = [0.2, 0.2]
+color = [230, 40, 40]
+start = 9.0
+end = 9.6
+from = [0.05, 0.65]
+to = [0.95, 0.65]
+[[object]]
+name = "o7"
+size = [0.2, 0.2]
+color = [230, 40, 40]
+start = 10.5
+end = 11.1
+from = [0.95, 0.85]
+to = [0.05, 0.85]
 "#;
 
 /// Motion settings that end an event soon after the motion stops.
