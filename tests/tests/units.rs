@@ -214,3 +214,33 @@ fn install_script_parses() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn capture_memory_max_holds_the_frame_region_with_room_to_run() {
+    // The region's tmpfs pages are charged to capture's cgroup: 3 slots of the configured
+    // capacity plus the 4 KiB header, and the process itself on top.
+    let Ok(bin) = bins::bin("capture-svc") else {
+        mecam_system_tests::skip("capture_memory_max", "capture-svc not built");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("empty.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let out = Command::new(bin)
+        .args(["--print-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let slot: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("slot_capacity = "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no slot_capacity in capture-svc --print-config:\n{text}"));
+    let region = 3 * slot + 4096;
+    let max = memory_max("mecam-capture.service");
+    assert!(
+        max >= region + 32 * 1024 * 1024,
+        "capture MemoryMax {max} leaves under 32 MiB beside the {region}-byte region"
+    );
+}
