@@ -75,11 +75,11 @@ pub struct Splitter {
     buf: Vec<u8>,
     /// Bytes of `buf` that hold stream data.
     filled: usize,
+    /// Where the frame being walked (or the unsearched data) starts; bytes before it are done
+    /// with and removed by the next [`Splitter::spare`], so each byte is moved at most once.
+    start: usize,
     /// Next byte of `buf` to walk.
     pos: usize,
-    /// Bytes at the start of `buf` that belong to a frame already handed out: removed on the
-    /// next call.
-    consumed: usize,
     state: State,
     max_frame: usize,
     /// The current frame outgrew `max_frame`: its bytes are walked but not kept.
@@ -94,8 +94,8 @@ impl Splitter {
         Splitter {
             buf: vec![0; max_frame + READ_CHUNK],
             filled: 0,
+            start: 0,
             pos: 0,
-            consumed: 0,
             state: State::Seek,
             max_frame,
             discarding: false,
@@ -115,12 +115,18 @@ impl Splitter {
 
     /// Bytes held now (never more than `max_frame + READ_CHUNK`).
     pub fn buffered(&self) -> usize {
-        self.filled - self.consumed
+        self.filled - self.start
     }
 
     /// Room to read at most [`READ_CHUNK`] new bytes into; follow with [`Splitter::commit`].
+    /// Invalidates frames returned before.
     pub fn spare(&mut self) -> &mut [u8] {
-        self.compact();
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.pos -= self.start;
+            self.start = 0;
+        }
         let end = (self.filled + READ_CHUNK).min(self.buf.len());
         &mut self.buf[self.filled..end]
     }
@@ -151,14 +157,11 @@ impl Splitter {
     /// The end of the stream: a frame in progress is counted as truncated; the splitter is
     /// ready for a new stream.
     pub fn finish(&mut self) {
-        if self.state != State::Seek {
-            if self.discarding {
-                // Already counted as oversized.
-            } else {
-                self.stats.truncated += 1;
-            }
-        } else {
-            self.stats.garbage_bytes += (self.filled - self.consumed) as u64;
+        if self.state == State::Seek {
+            self.stats.garbage_bytes += (self.filled - self.start) as u64;
+        } else if !self.discarding {
+            // (A discarded frame was already counted as oversized.)
+            self.stats.truncated += 1;
         }
         self.reset_stream();
     }
@@ -167,24 +170,15 @@ impl Splitter {
     /// reconnect, whose old bytes were already counted by [`Splitter::finish`]).
     pub fn reset_stream(&mut self) {
         self.filled = 0;
+        self.start = 0;
         self.pos = 0;
-        self.consumed = 0;
         self.state = State::Seek;
         self.discarding = false;
     }
 
-    fn compact(&mut self) {
-        if self.consumed > 0 {
-            self.buf.copy_within(self.consumed..self.filled, 0);
-            self.filled -= self.consumed;
-            self.pos -= self.consumed;
-            self.consumed = 0;
-        }
-    }
-
     /// The next whole frame in what was read so far, or `None` when more bytes are needed.
+    /// The slice is valid until the next [`Splitter::spare`].
     pub fn next_frame(&mut self) -> Option<&[u8]> {
-        self.compact();
         while self.pos < self.filled {
             if self.state == State::Seek {
                 if !self.seek_soi() {
@@ -197,26 +191,24 @@ impl Splitter {
             match self.step(b) {
                 Step::Continue => {}
                 Step::End => {
-                    let len = self.pos;
+                    let from = self.start;
+                    self.start = self.pos;
                     self.state = State::Seek;
                     if self.discarding {
                         self.discarding = false;
-                        self.drop_front(len);
                         continue;
                     }
                     self.stats.frames += 1;
-                    self.consumed = len;
-                    return Some(&self.buf[..len]);
+                    return Some(&self.buf[from..self.pos]);
                 }
                 Step::Restart => {
                     if !self.discarding {
                         self.stats.truncated += 1;
                     }
                     self.discarding = false;
-                    // Frame restarts at the FF D8 just walked.
-                    let start = self.pos - 2;
-                    self.drop_front(start);
-                    self.pos = 2;
+                    // The new frame starts at the FF D8 just walked (the FF is kept even
+                    // while discarding: see below).
+                    self.start = self.pos - 2;
                     self.state = State::Marker;
                 }
                 Step::Corrupt => {
@@ -224,63 +216,44 @@ impl Splitter {
                         self.stats.corrupt += 1;
                     }
                     self.discarding = false;
-                    let at = self.pos;
-                    self.drop_front(at);
+                    self.start = self.pos;
                     self.state = State::Seek;
                 }
             }
-            if self.pos > self.max_frame && !self.discarding {
+            if !self.discarding && self.pos - self.start > self.max_frame {
                 self.stats.oversized += 1;
                 self.discarding = true;
             }
-            if self.discarding && self.pos >= self.filled {
-                // Keep walking without keeping the bytes.
-                let at = self.pos;
-                self.drop_front(at);
+            if self.discarding {
+                // Keep walking without keeping the bytes; the last one stays, in case it is
+                // the FF of an SOI.
+                self.start = self.pos - 1;
             }
-        }
-        if self.discarding {
-            let at = self.pos;
-            self.drop_front(at);
         }
         None
     }
 
-    /// Removes the first `n` bytes of the buffer (not counted).
-    fn drop_front(&mut self, n: usize) {
-        self.buf.copy_within(n..self.filled, 0);
-        self.filled -= n;
-        self.pos -= n;
-    }
-
-    /// Drops bytes before the next `FF D8`; true if one was found at the buffer start.
+    /// Drops bytes before the next `FF D8`; true if one was found.
     fn seek_soi(&mut self) -> bool {
-        let data = &self.buf[..self.filled];
-        let found = data.windows(2).position(|w| w == [0xFF, 0xD8]);
-        match found {
+        let data = &self.buf[self.start..self.filled];
+        match data.windows(2).position(|w| w == [0xFF, 0xD8]) {
             Some(i) => {
                 self.stats.garbage_bytes += i as u64;
-                self.drop_front_seek(i);
-                self.pos = 2;
+                self.start += i;
+                self.pos = self.start + 2;
                 self.state = State::Marker;
                 true
             }
             None => {
                 // Keep a trailing FF: it may be half of an SOI.
                 let keep = usize::from(data.last() == Some(&0xFF));
-                let drop = self.filled - keep;
+                let drop = data.len() - keep;
                 self.stats.garbage_bytes += drop as u64;
-                self.drop_front_seek(drop);
+                self.start += drop;
                 self.pos = self.filled;
                 false
             }
         }
-    }
-
-    fn drop_front_seek(&mut self, n: usize) {
-        self.buf.copy_within(n..self.filled, 0);
-        self.filled -= n;
-        self.pos = 0;
     }
 
     fn step(&mut self, b: u8) -> Step {
@@ -503,7 +476,7 @@ mod tests {
     }
 
     mod proptests {
-        use super::{Splitter, frame, split_all};
+        use super::{READ_CHUNK, Splitter, frame, split_all};
         use proptest::prelude::*;
 
         proptest! {
@@ -538,6 +511,42 @@ mod tests {
                 }
                 prop_assert_eq!(got, want);
                 prop_assert_eq!(s.stats(), whole.stats());
+            }
+
+            #[test]
+            fn random_bytes_never_panic_and_stay_bounded(
+                seed in any::<u64>(),
+                len in 0usize..20_000,
+                chunk in 1usize..3000,
+            ) {
+                // Bytes biased towards marker bytes, from a seed (fast to generate).
+                let mut x = seed | 1;
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        match x % 8 {
+                            0 => 0xFF,
+                            1 => 0xD8,
+                            2 => 0xD9,
+                            3 => 0xDA,
+                            4 => 0x00,
+                            _ => (x >> 32) as u8,
+                        }
+                    })
+                    .collect();
+                let mut s = Splitter::new(500);
+                for c in data.chunks(chunk) {
+                    s.feed(c, |f| {
+                        assert!(f.len() <= 500);
+                        assert_eq!(&f[..2], &[0xFF, 0xD8]);
+                        assert_eq!(&f[f.len() - 2..], &[0xFF, 0xD9]);
+                    });
+                    prop_assert!(s.buffered() <= 500 + READ_CHUNK);
+                }
+                s.finish();
+                prop_assert_eq!(s.buffered(), 0);
             }
         }
     }

@@ -696,3 +696,41 @@ fn sd_notify_ready_status_and_watchdog_only_while_frames_flow() {
         svc.log_text()
     );
 }
+
+#[test]
+fn endless_garbage_from_the_camera_is_survived() {
+    // A camera process that floods bytes with no JPEG in them: counted, stalled, restarted;
+    // the service keeps answering.
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "command",
+            "--command",
+            "cat /dev/zero",
+            "--stall-timeout-ms",
+            "500",
+            "--backoff-min-ms",
+            "2000",
+        ],
+        &[],
+    );
+    assert!(svc.wait_log("camera stalled", Duration::from_secs(15)));
+    assert!(svc.wait_log("garbage bytes", Duration::from_secs(15)));
+    let ev = watch(&svc.socket(), Duration::from_secs(5), |e| {
+        matches!(e, ClientEvent::Connected(_))
+    });
+    assert!(
+        matches!(ev.first(), Some(ClientEvent::Connected(_))),
+        "{ev:?}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", svc.child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    // The splitter's buffer is slot capacity + 64 KiB; a growing buffer would be gigabytes.
+    assert!(rss_kib < 64 * 1024, "RSS {rss_kib} KiB");
+}
