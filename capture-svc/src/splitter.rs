@@ -267,7 +267,7 @@ impl Splitter {
                     Step::Corrupt
                 }
             }
-            State::MarkerCode => self.marker(b, false),
+            State::MarkerCode => self.marker(b),
             State::Len1 { sos } => {
                 self.state = State::Len2 { sos, hi: b };
                 Step::Continue
@@ -296,7 +296,7 @@ impl Splitter {
                     Step::Continue
                 }
                 0xFF => Step::Continue,
-                other => self.marker(other, true),
+                other => self.marker(other),
             },
         }
     }
@@ -310,7 +310,7 @@ impl Splitter {
     }
 
     /// A marker code after `FF`.
-    fn marker(&mut self, code: u8, _after_entropy: bool) -> Step {
+    fn marker(&mut self, code: u8) -> Step {
         match code {
             0xFF => {
                 // Fill byte.
