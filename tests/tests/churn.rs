@@ -14,6 +14,8 @@ const EVENTS: usize = 100;
 const CAPTURE_RESTARTS: usize = 20;
 /// RSS may settle this much above the warm-up figure (allocator caches, not growth).
 const RSS_TOLERANCE_KIB: u64 = 3 * 1024;
+/// Longest warm-up: waiting for memory to stop moving ends here at the latest.
+const WARMUP_MAX: Duration = Duration::from_secs(150);
 
 /// A scene with a short crossing every 1.5 s, each on another row and in turn direction (a
 /// crossing repeated on one path would be learned as background motion), repeating every 12 s:
@@ -154,7 +156,24 @@ fn churn_leaves_fds_threads_and_memory_where_they_started() {
         events_in(&events_dir) >= 1
     })
     .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // Warm-up ends when every service's resident memory has stopped moving: motion-svc's
+    // recorder pools fill up to their bounds over its first events, and "back where they
+    // started" means back to that steady state.
+    let mut last = stats(&sys);
+    let mut steady = 0;
+    let warm = Instant::now();
+    while steady < 3 && warm.elapsed() < WARMUP_MAX {
+        std::thread::sleep(Duration::from_secs(5));
+        let now = stats(&sys);
+        let moved = (0..3).any(|i| now[i].rss_kib.abs_diff(last[i].rss_kib) > 256);
+        steady = if moved { 0 } else { steady + 1 };
+        last = now;
+    }
+    println!(
+        "warm-up: {:?}, {} events",
+        warm.elapsed(),
+        events_in(&events_dir)
+    );
     let base = stats(&sys);
     println!("warm-up figures (capture, motion, web): {base:?}");
 
