@@ -466,7 +466,7 @@ impl Detector {
                     *last = c;
                 }
             }
-            self.comps.sort_unstable_by(|a, b| b.count.cmp(&a.count));
+            self.comps.sort_unstable_by_key(|c| std::cmp::Reverse(c.count));
         }
         total
     }
