@@ -466,7 +466,8 @@ impl Detector {
                     *last = c;
                 }
             }
-            self.comps.sort_unstable_by_key(|c| std::cmp::Reverse(c.count));
+            self.comps
+                .sort_unstable_by_key(|c| std::cmp::Reverse(c.count));
         }
         total
     }
