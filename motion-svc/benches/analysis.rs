@@ -1,8 +1,8 @@
 //! Benchmarks: JPEG to luma (libjpeg-turbo at reduced scale vs zune-jpeg full luma) and the
-#![allow(missing_docs)] // criterion_group! generates undocumented items
 //! whole per-frame analysis (decode + detection) at 640x480 and 1920x1080.
 //!
 //! Run: `cargo bench -p motion-svc --bench analysis`. Figures go in the README.
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::hint::black_box;
 

@@ -248,14 +248,22 @@ pub async fn run_command(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
+        // Its own process group, so a timeout ends everything the command started, not only
+        // the shell (a `sleep` or `curl` left behind would pile up, one per event).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(HookError::Spawn)?;
+    let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(HookError::Failed(status)),
         Ok(Err(e)) => Err(HookError::Spawn(e)),
         Err(_) => {
+            if let Some(group) = group {
+                // The group may already be empty but for the shell: ESRCH is not an error here.
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = child.kill().await;
             Err(HookError::Timeout(timeout))
         }
@@ -412,6 +420,37 @@ mod tests {
                 d.path().display()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_command_takes_everything_it_started_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let result = run_command(&cmd, &[], Duration::from_millis(300)).await;
+        assert!(matches!(result, Err(HookError::Timeout(_))), "{result:?}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(pid);
+        // The grandchild was SIGKILLed with its group; once its parent (the shell) is reaped it
+        // is re-parented and reaped too. Poll with a deadline rather than guess a sleep.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while nix::sys::signal::kill(pid, None).is_ok() {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+                .unwrap_or(true);
+            if zombie {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the hook's grandchild {pid} outlived the timeout"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
