@@ -9,6 +9,14 @@ use crate::config::EventSettings;
 /// While an event is pending, a gap in motion up to this long is tolerated, seconds.
 pub const PENDING_TOLERANCE_S: f64 = 0.5;
 
+/// Longest time, seconds, from the first motion of an event to its `Start` transition when
+/// frames are analysed at `analysis_fps`: the persistence time, a dropout the pending state
+/// tolerates, and one analysis period (the first frame at or after the persistence time).
+/// The pre-capture ring must reach back this much further than the pre-capture itself.
+pub fn max_start_delay_s(min_duration_s: f64, analysis_fps: f64) -> f64 {
+    min_duration_s + PENDING_TOLERANCE_S + 1.0 / analysis_fps
+}
+
 /// Why an event ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
@@ -186,6 +194,29 @@ mod tests {
         assert!(
             matches!(ends[0], Transition::End { reason: EndReason::Quiet, last_motion } if (last_motion - 2.8).abs() < 1e-6)
         );
+    }
+
+    #[test]
+    fn an_event_starts_within_max_start_delay_of_first_motion() {
+        let fps = 5.0;
+        let bound = max_start_delay_s(settings().min_duration_s, fps);
+        // Motion from 0 s with a dropout of every length the pending state tolerates,
+        // placed everywhere around the persistence time.
+        for gap_frames in 0..=2u32 {
+            for gap_at in 0..8u32 {
+                let mut tr = EventTracker::new(settings());
+                let start = (0..100u32).find_map(|k| {
+                    let t = f64::from(k) / fps;
+                    let motion = !(gap_at..gap_at + gap_frames).contains(&k);
+                    match tr.observe(t, motion) {
+                        Transition::Start { first_motion } => Some(t - first_motion),
+                        _ => None,
+                    }
+                });
+                let delay = start.expect("an event starts");
+                assert!(delay <= bound + 1e-9, "{delay} > {bound}");
+            }
+        }
     }
 
     #[test]

@@ -35,9 +35,14 @@ pub struct RecorderConfig {
     pub events_dir: PathBuf,
     /// Seconds before first motion kept in the clip.
     pub pre_capture_s: f64,
+    /// Longest time from first motion to the start of the event
+    /// ([`crate::event::max_start_delay_s`]): the ring keeps `pre_capture_s` plus this behind
+    /// the newest frame, so the clip can still begin `pre_capture_s` before the first motion.
+    pub start_delay_s: f64,
     /// Seconds after last motion kept in the clip.
     pub post_capture_s: f64,
-    /// Bytes of the pre-capture ring.
+    /// Bytes of the pre-capture ring (allocated once; it bounds the window when frames are
+    /// large).
     pub pre_capture_bytes: usize,
     /// Frame buffers in flight (the channel bound).
     pub queue_frames: usize,
@@ -47,6 +52,14 @@ pub struct RecorderConfig {
     pub nominal_fps: f64,
     /// Test only: a pause per written frame, to simulate a slow disk. Zero in the product.
     pub slow_disk: Duration,
+}
+
+impl RecorderConfig {
+    /// Seconds the pre-capture ring keeps behind the newest frame: the pre-capture and the
+    /// longest wait between first motion and the event's start.
+    pub fn ring_window_s(&self) -> f64 {
+        self.pre_capture_s + self.start_delay_s
+    }
 }
 
 /// What the detection side knows about a frame it hands over.
@@ -242,8 +255,18 @@ impl Writer {
         pool: SyncSender<Vec<u8>>,
         done: SyncSender<EventMeta>,
     ) -> Writer {
-        let max_frames = (config.pre_capture_s * MAX_FPS).ceil() as usize + 2;
-        let ring = FrameRing::new(config.pre_capture_bytes, max_frames, config.pre_capture_s);
+        let window_s = config.ring_window_s();
+        let max_frames = (window_s * MAX_FPS).ceil() as usize + 2;
+        let ring = FrameRing::new(config.pre_capture_bytes, max_frames, window_s);
+        tracing::info!(
+            ring_bytes = ring.capacity_bytes(),
+            ring_window_s = window_s,
+            ring_max_frames = max_frames,
+            "pre-capture ring: {} bytes allocated, {window_s:.2} s ({} s pre-capture + {:.2} s until an event starts), at most {max_frames} frames",
+            ring.capacity_bytes(),
+            config.pre_capture_s,
+            config.start_delay_s,
+        );
         Writer {
             config,
             ring,
@@ -489,6 +512,7 @@ mod tests {
         RecorderConfig {
             events_dir: dir.to_path_buf(),
             pre_capture_s: 1.0,
+            start_delay_s: 1.5,
             post_capture_s: 0.5,
             pre_capture_bytes: 1 << 20,
             queue_frames: 8,
@@ -522,6 +546,18 @@ mod tests {
             poster: None,
             width: 64,
             height: 48,
+        }
+    }
+
+    /// The end of event `id` with last motion at frame `last`.
+    fn end(id: &str, last: u64) -> EndInfo {
+        EndInfo {
+            end_unix_ms: meta(id).start_unix_ms + 1000,
+            last_motion_ns: last * 100 * MS,
+            peak_score: 1.0,
+            peak_area_pct: 1.0,
+            boxes: vec![],
+            dropped_frames: 0,
         }
     }
 
@@ -599,6 +635,27 @@ mod tests {
         assert_eq!(on_disk.peak_score, 9.0);
         assert!(!dir.join(CLIP_PART).exists());
         assert_eq!(next_counter(d.path()), 1);
+    }
+
+    #[test]
+    fn pre_capture_survives_the_wait_before_an_event_starts() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Recorder::start(config(d.path())).unwrap();
+        // Motion first seen at frame 30 (3.0 s); the event is confirmed 1.2 s later (the
+        // persistence time and a dropout), so Start arrives after frame 42.
+        for i in 0..=42 {
+            paced(&mut r, i, None);
+        }
+        let id = "20261124T182900Z-0004";
+        r.start_event(meta(id), 30 * 100 * MS);
+        r.end_event(end(id, 42));
+        for i in 43..50 {
+            paced(&mut r, i, None);
+        }
+        wait_done(&r);
+        let (_, frames) = avi::read_frames(&d.path().join(id).join(CLIP)).unwrap();
+        // First frame = first motion minus pre_capture_s (1 s) = frame 20.
+        assert_eq!(frames[0], jpeg(20), "the clip lost its pre-capture");
     }
 
     #[test]

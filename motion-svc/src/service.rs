@@ -70,6 +70,10 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mut recorder = Recorder::start(RecorderConfig {
         events_dir: events_dir.clone(),
         pre_capture_s: rc.settings.events.pre_capture_s,
+        start_delay_s: crate::event::max_start_delay_s(
+            rc.settings.events.min_duration_s,
+            rc.settings.analysis_fps,
+        ),
         post_capture_s: rc.settings.events.post_capture_s.max(0.0),
         pre_capture_bytes: rc.settings.pre_capture_bytes,
         queue_frames: rc.settings.writer_queue_frames,
