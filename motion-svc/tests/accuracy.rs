@@ -145,6 +145,8 @@ fn render(s: &Scenario, bg: &[f64], t: f64, frame: u64, gain: f64, rng: &mut Rng
 
 struct Result {
     events: Vec<f64>,
+    /// Light gain of each frame the analyzer analysed.
+    analysed_gains: Vec<f64>,
 }
 
 fn run(s: &Scenario, config: MotionConfig) -> Result {
@@ -164,6 +166,7 @@ fn run_masked(s: &Scenario, mut config: MotionConfig, mask: bool) -> Result {
     let bg = background();
     let mut rng = Rng(0xdead_beef_cafe_f00d);
     let mut events = Vec::new();
+    let mut analysed_gains = Vec::new();
     let mut seq = 0u64;
     let n = (s.seconds * FPS) as u64;
     let mut restarted = false;
@@ -199,11 +202,17 @@ fn run_masked(s: &Scenario, mut config: MotionConfig, mask: bool) -> Result {
             jpeg: &jpeg,
         });
         seq += 1;
+        if out.analysed.is_some() {
+            analysed_gains.push(gain);
+        }
         if let Transition::Start { .. } = out.transition {
             events.push(t);
         }
     }
-    Result { events }
+    Result {
+        events,
+        analysed_gains,
+    }
 }
 
 fn person(from: f64, secs: f64) -> Object {
@@ -266,11 +275,12 @@ fn scenarios() -> (Vec<Scenario>, Vec<Scenario>) {
             name: "motion during light change",
             motion: vec![(10.0, 14.0)],
             objects: vec![person(10.0, 4.0)],
+            // The light is already halfway through its fall when the person enters.
             gain: |t, _| {
-                if t < 11.0 {
+                if t < 8.5 {
                     1.0
-                } else if t < 13.0 {
-                    1.0 - 0.25 * (t - 11.0)
+                } else if t < 11.5 {
+                    1.0 - (t - 8.5) / 6.0
                 } else {
                     0.5
                 }
@@ -301,7 +311,12 @@ fn scenarios() -> (Vec<Scenario>, Vec<Scenario>) {
         },
         Scenario {
             name: "flicker",
-            gain: |_, k| if k % 2 == 0 { 1.0 } else { 0.85 },
+            // Irregular: analysis takes every other frame, so a per-frame alternation would
+            // only ever show it one level. Here analysed frames jump between levels too.
+            gain: |_, k| {
+                let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61;
+                [1.0, 0.85, 0.92, 1.0, 0.8, 0.95, 0.88, 1.0][h as usize]
+            },
             ..base.clone()
         },
         Scenario {
@@ -421,6 +436,25 @@ fn scenarios_table() {
         neg_seconds
     );
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The flicker negative means something only if the frames the analyzer takes (every other
+/// one at 5 of 10 fps) flicker too.
+#[test]
+fn the_flicker_reaches_analysed_frames() {
+    let (_, negatives) = scenarios();
+    let flicker = negatives.iter().find(|s| s.name == "flicker").unwrap();
+    let config = MotionConfig {
+        analysis_fps: 5.0,
+        ..MotionConfig::default()
+    };
+    let g = run(flicker, config).analysed_gains;
+    let changes = g.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        changes * 2 > g.len(),
+        "{changes} changes over {} analysed frames",
+        g.len()
+    );
 }
 
 /// Controls: the negatives are hard enough that they would fire without the protection
