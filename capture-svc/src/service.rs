@@ -57,14 +57,15 @@ pub async fn run(
             ipc::service::warn_if_not_tmpfs(dir);
         }
     }
-    let region = RegionWriter::create(&paths.region, cfg.slot_capacity)
-        .with_context(|| format!("cannot create the frame region {}", paths.region.display()))?;
+    // The socket first: `bind` refuses a socket a running capture-svc answers on, so a second
+    // instance stops here, before it could touch the live instance's region. The region's own
+    // lock (see `RegionWriter::create`) catches two instances starting at the same moment.
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
-        generation: region.generation(),
+        generation: 0,
         region_path: paths.region.clone(),
         slot_count: SLOT_COUNT as u32,
-        slot_capacity: region.slot_capacity() as u64,
+        slot_capacity: cfg.slot_capacity as u64,
         width: cfg.width,
         height: cfg.height,
         nominal_fps: cfg.fps as f32,
@@ -80,6 +81,21 @@ pub async fn run(
         },
     )
     .with_context(|| format!("cannot bind the announce socket {}", paths.socket.display()))?;
+    let region = match RegionWriter::create(&paths.region, cfg.slot_capacity) {
+        Ok(r) => r,
+        Err(e) => {
+            // Nobody was served yet: the socket just bound is ours to remove.
+            let _ = std::fs::remove_file(&paths.socket);
+            return Err(e).with_context(|| {
+                format!("cannot create the frame region {}", paths.region.display())
+            });
+        }
+    };
+    // Subscribers are served only once `run` starts below, so none sees generation 0.
+    server.handle().update_hello(|h| {
+        h.generation = region.generation();
+        h.slot_capacity = region.slot_capacity() as u64;
+    });
     let notifier = Notifier;
     notifier.ready();
     tracing::info!(

@@ -198,6 +198,56 @@ fn synthetic_streams_and_sigterm_cleans_up() {
 }
 
 #[test]
+fn a_second_instance_on_the_same_runtime_dir_refuses_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Svc::start(dir, &["--source", "synthetic", "--fps", "20"], &[]);
+    let first = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        matches!(e, ClientEvent::Frame(_))
+    });
+    let Some(ClientEvent::Connected(hello)) = first.first() else {
+        panic!("{first:?}")
+    };
+    let generation = hello.generation;
+    let mut second = Command::new(BIN)
+        .arg("--config")
+        .arg(svc.dir.path().join("mecam.toml"))
+        .arg("--runtime-dir")
+        .arg(svc.dir.path().join("run"))
+        .args(["--log-target", "stderr", "--source", "synthetic"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = poll(Duration::from_secs(20), || {
+        second.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(exited, "the second instance kept running: {err}");
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("another running capture-svc") && err.contains("--runtime-dir"),
+        "a clear message: {err}"
+    );
+    // The live region was not replaced: a new viewer of the first instance maps it and gets
+    // frames (with the old bug it looped on a generation mismatch).
+    let region = ipc::region::RegionReader::open(&svc.region()).unwrap();
+    assert_eq!(region.generation(), generation);
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        matches!(e, ClientEvent::Frame(_))
+    });
+    assert!(
+        matches!(ev.first(), Some(ClientEvent::Connected(h)) if h.generation == generation),
+        "{ev:?}"
+    );
+    assert!(frames(&ev) >= 1, "{ev:?}");
+}
+
+#[test]
 fn print_config_shows_flags_over_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("mecam.toml");

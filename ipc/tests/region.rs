@@ -330,6 +330,40 @@ fn a_new_writer_replaces_a_stale_region_and_old_readers_notice() {
     assert!(fresh.is_stale());
 }
 
+#[test]
+fn a_second_writer_refuses_a_live_region_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frames");
+    let mut live = RegionWriter::create(&path, 512).unwrap();
+    let err = RegionWriter::create(&path, 512).unwrap_err();
+    assert!(
+        matches!(err, ipc::region::RegionError::InUse { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("--runtime-dir"),
+        "says what to do: {err}"
+    );
+    // The live region is still the one at the path, and its readers still get its frames.
+    let reader = RegionReader::open(&path).unwrap();
+    assert_eq!(reader.generation(), live.generation());
+    let meta = live.publish(&info(1), &frame_for(1, 512)).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(reader.read_latest(&mut buf).unwrap(), meta);
+    assert!(!reader.is_stale());
+    // No temporary file of the refused writer is left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["frames"]);
+    // Once the live writer is gone (crashed: dropped without remove), its lock goes with it.
+    drop(live);
+    let next = RegionWriter::create(&path, 512).unwrap();
+    assert_ne!(next.generation(), reader.generation());
+    assert!(reader.is_stale());
+}
+
 // ---- cross-process torture test -------------------------------------------------------------
 
 const CROSS_FRAMES: u64 = 100_000;

@@ -19,6 +19,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{Ordering, fence};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
 use layout::{
     HEADER_SIZE, HeaderField, MAGIC, SlotField, pack_latest, region_size, slot_stride,
     unpack_latest,
@@ -84,6 +87,15 @@ pub enum RegionError {
         "slot capacity {0} bytes is out of range (1 to {MAX_SLOT_CAPACITY}); set a frame size the camera can produce"
     )]
     Capacity(usize),
+    /// Another live writer holds the region (its lock is taken): replacing the file would
+    /// break that writer's readers.
+    #[error(
+        "the frame region {path} is held by another running writer (capture-svc); stop it or use another --runtime-dir"
+    )]
+    InUse {
+        /// The region path.
+        path: PathBuf,
+    },
     /// The file could not be created, sized or mapped.
     #[error(
         "cannot create the frame region at {path}: {source}; check the runtime directory exists and is writable"
@@ -206,7 +218,9 @@ pub struct ReaderStats {
 #[derive(Debug)]
 pub struct RegionWriter {
     path: PathBuf,
-    file: File,
+    /// Exclusively `flock`ed for the writer's whole life: a second writer that finds the lock
+    /// taken refuses instead of replacing a live region.
+    file: Flock<File>,
     map: Mapping,
     generation: u64,
     next_seq: u64,
@@ -220,8 +234,13 @@ impl RegionWriter {
     /// The file is built under a temporary name and renamed into place, so a reader never sees
     /// a half-written header, and readers still mapping an old file keep a valid mapping.
     ///
+    /// Every writer holds an exclusive `flock` on its region file for as long as it lives (the
+    /// kernel drops it when the process dies, however it dies). A region whose lock is taken
+    /// belongs to a running writer and is left alone.
+    ///
     /// # Errors
     /// [`RegionError::Capacity`] for a capacity of zero or above [`MAX_SLOT_CAPACITY`];
+    /// [`RegionError::InUse`] when a live writer holds the region at `path`;
     /// [`RegionError::Io`] when the file cannot be created, sized, mapped or renamed.
     pub fn create(path: &Path, slot_capacity: usize) -> Result<RegionWriter, RegionError> {
         if slot_capacity == 0 || slot_capacity > MAX_SLOT_CAPACITY {
@@ -231,6 +250,9 @@ impl RegionWriter {
             path: path.to_owned(),
             source,
         };
+        // Held until the new file has replaced it, so the path is never unlocked while a
+        // region sits there.
+        let _old = lock_existing(path)?;
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -244,6 +266,10 @@ impl RegionWriter {
             .mode(0o644)
             .open(&tmp)
             .map_err(io_err)?;
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            let _ = std::fs::remove_file(&tmp);
+            io_err(io::Error::from(errno))
+        })?;
         let size = region_size(slot_capacity);
         let result = (|| {
             file.set_len(size as u64)?;
@@ -408,6 +434,49 @@ impl RegionWriter {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Takes the lock of the region already at `path`, if there is one.
+///
+/// `Ok(None)`: no file there. `Ok(Some(lock))`: a stale region (no live writer); the lock keeps
+/// another starting writer out until ours is renamed into place. The lock is only trusted if
+/// the locked file is still the one at `path` afterwards: a writer that replaced it meanwhile
+/// holds the new file's lock, so the check is repeated on the new file.
+fn lock_existing(path: &Path) -> Result<Option<Flock<File>>, RegionError> {
+    /// Replacements raced before giving up; each means another writer just won.
+    const ATTEMPTS: usize = 3;
+    let io_err = |source| RegionError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    for _ in 0..ATTEMPTS {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(RegionError::InUse {
+                    path: path.to_owned(),
+                });
+            }
+            Err((_, errno)) => return Err(io_err(io::Error::from(errno))),
+        };
+        let locked = lock.metadata().map_err(io_err)?;
+        match std::fs::metadata(path) {
+            Ok(now) if (now.dev(), now.ino()) == (locked.dev(), locked.ino()) => {
+                return Ok(Some(lock));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    Err(RegionError::InUse {
+        path: path.to_owned(),
+    })
 }
 
 /// The reading side of a region: read-only file, `PROT_READ` mapping, no way to write.
