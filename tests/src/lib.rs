@@ -7,10 +7,12 @@
 //! first, and [`bins::bin_dir`] finds them in the target directory beside the test executable.
 
 pub mod bins;
+pub mod events;
 pub mod http;
 pub mod nspawn;
 pub mod poll;
 pub mod procfs;
+pub mod scenes;
 pub mod service;
 pub mod soak;
 pub mod system;
@@ -36,7 +38,22 @@ pub fn random_password() -> String {
         .collect()
 }
 
-/// Print a loud skip notice (so a skipped test is visible in the output) and return.
+/// Whether the tests run under CI (`CI` set, as `.ci/run` does): there a missing
+/// prerequisite is a failure, never a skip.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// Print a loud skip notice (so a skipped test is visible in the output) and return; under
+/// CI ([`under_ci`]) panic instead, so a missing prerequisite fails the run rather than
+/// passing silently (nextest hides the output of passing tests).
+///
+/// # Panics
+/// Under CI.
 pub fn skip(test: &str, why: &str) {
+    assert!(
+        !under_ci(),
+        "{test}: {why} (CI is set: CI must provide this, a skip would pass silently)"
+    );
     eprintln!("SKIPPED {test}: {why}");
 }

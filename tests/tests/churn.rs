@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mecam_system_tests::procfs::ProcStats;
 use mecam_system_tests::system::{LocalSystem, Options};
 use mecam_system_tests::viewer::Kind;
-use mecam_system_tests::{bins, http, poll, viewer::Viewer};
+use mecam_system_tests::{bins, http, poll, scenes, viewer::Viewer};
 
 const VIEWER_CYCLES: usize = 1_000;
 const EVENTS: usize = 100;
@@ -16,83 +16,6 @@ const CAPTURE_RESTARTS: usize = 20;
 const RSS_TOLERANCE_KIB: u64 = 3 * 1024;
 /// Longest warm-up: waiting for memory to stop moving ends here at the latest.
 const WARMUP_MAX: Duration = Duration::from_secs(150);
-
-/// A scene with a short crossing every 1.5 s, each on another row and in turn direction (a
-/// crossing repeated on one path would be learned as background motion), repeating every 12 s:
-/// one event per crossing.
-const SCENE: &str = r#"
-repeat = 12.0
-noise = 2.0
-[background]
-texture = "bricks"
-[[object]]
-name = "o0"
-size = [0.2, 0.2]
-color = [230, 40, 40]
-start = 0.0
-end = 0.6
-from = [0.05, 0.15]
-to = [0.95, 0.15]
-[[object]]
-name = "o1"
-size = [0.2, 0.2]
-color = [230, 40, 40]
-start = 1.5
-end = 2.1
-from = [0.95, 0.35]
-to = [0.05, 0.35]
-[[object]]
-name = "o2"
-size = [0.2, 0.2]
-color = [230, 40, 40]
-start = 3.0
-end = 3.6
-from = [0.05, 0.55]
-to = [0.95, 0.55]
-[[object]]
-name = "o3"
-size = [0.2, 0.2]
-color = [230, 40, 40]
-start = 4.5
-end = 5.1
-from = [0.95, 0.75]
-to = [0.05, 0.75]
-[[object]]
-name = "o4"
-size = [0.2, 0.2]
-color = [230, 40, 40]
-start = 6.0
-end = 6.6
-from = [0.05, 0.25]
-to = [0.95, 0.25]
-[[object]]
-name = "o5"
-size = [0.2, 0.2]
-color = [230, 40, 40]
-start = 7.5
-end = 8.1
-from = [0.95, 0.45]
-to = [0.05, 0.45]
-[[object]]
-name = "o6"
-size = [0.2, 0.2]
-color = [230, 40, 40]
-start = 9.0
-end = 9.6
-from = [0.05, 0.65]
-to = [0.95, 0.65]
-[[object]]
-name = "o7"
-size = [0.2, 0.2]
-color = [230, 40, 40]
-start = 10.5
-end = 11.1
-from = [0.95, 0.85]
-to = [0.05, 0.85]
-"#;
-
-/// Motion settings that end an event soon after the motion stops.
-const MOTION_FAST: &str = "analysis_fps = 10.0\nquiet_gap_s = 0.4\nmin_duration_s = 0.1\npre_capture_s = 0.3\npost_capture_s = 0.1\nrelearn_s = 0.2\n";
 
 fn events_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
@@ -132,10 +55,12 @@ fn churn_leaves_fds_threads_and_memory_where_they_started() {
         return;
     }
     let mut sys = LocalSystem::start(Options {
-        config: Some(format!(
-            "[capture]\nfps = 15\nscene = \"{{dir}}/scene.toml\"\n[motion]\n{MOTION_FAST}[web]\n"
+        config: Some(scenes::config(
+            "{dir}/scene.toml",
+            "fps = 15\n",
+            scenes::MOTION_FAST,
         )),
-        files: vec![("scene.toml".into(), SCENE.into())],
+        files: vec![("scene.toml".into(), scenes::CROSSINGS.into())],
         ..Options::default()
     })
     .unwrap();

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use mecam_system_tests::nspawn::{self, Mecam, MecamOptions, UNITS};
 use mecam_system_tests::viewer::{Kind, Viewer};
+use mecam_system_tests::{poll, scenes};
 
 const CAPTURE: &str = "mecam-capture.service";
 const MOTION: &str = "mecam-motion.service";
 const WEB: &str = "mecam-web.service";
 /// Upper bound for anything we wait on after a fault (restart, frames coming back).
 const DEADLINE: Duration = Duration::from_secs(60);
+/// Clip bytes written before motion-svc is killed mid-recording (a few JPEG frames).
+const CUT_CLIP_BYTES: u64 = 64 * 1024;
 
 fn start(test: &str, opts: MecamOptions) -> Option<Mecam> {
     if !nspawn::available_or_skip(test, true) {
@@ -47,14 +50,7 @@ fn assert_others_untouched(m: &Mecam, faulty: &str, before: [u32; 3]) {
 #[test]
 fn sigkill_capture_restarts_only_capture_and_viewers_see_offline_then_live() {
     // A still scene: any motion event here would be the outage mistaken for motion.
-    let opts = MecamOptions {
-        config: Some("[capture]\nscene = \"/etc/mecam/still.toml\"\n[motion]\n[web]\n".into()),
-        etc_files: vec![(
-            "mecam/still.toml".into(),
-            "noise = 2.0\n[background]\ntexture = \"bricks\"\n".into(),
-        )],
-        ..MecamOptions::default()
-    };
+    let opts = MecamOptions::with_scene(scenes::STILL, "");
     let Some(m) = start("sigkill_capture", opts) else {
         return;
     };
@@ -120,7 +116,9 @@ fn sigkill_capture_restarts_only_capture_and_viewers_see_offline_then_live() {
 
 #[test]
 fn sigkill_motion_restarts_only_motion_and_the_stream_does_not_notice() {
-    let Some(m) = start("sigkill_motion", MecamOptions::default()) else {
+    // A slow crossing: a recording stays in progress for seconds, so the kill cuts one off.
+    let opts = MecamOptions::with_scene(scenes::SLOW_CROSSING, scenes::MOTION_FAST);
+    let Some(m) = start("sigkill_motion", opts) else {
         return;
     };
     let viewer = Viewer::start(m.addr, &m.login().unwrap()).unwrap();
@@ -131,11 +129,15 @@ fn sigkill_motion_restarts_only_motion_and_the_stream_does_not_notice() {
             DEADLINE,
         )
         .unwrap();
+    let region = m.region_inode().unwrap();
+    // A recording in progress, with frames in its clip already.
+    let cut = m.wait_event_in_progress(CUT_CLIP_BYTES, DEADLINE).unwrap();
     let before = m.pids().unwrap();
 
     let t0 = Instant::now();
+    let killed_us = nspawn::now_us();
     m.ct.kill_main(MOTION, "KILL").unwrap();
-    m.ct.wait_active(MOTION, before[1], DEADLINE).unwrap();
+    let new_pid = m.ct.wait_active(MOTION, before[1], DEADLINE).unwrap();
     println!("motion SIGKILL: active again after {:?}", t0.elapsed());
     // Keep watching for a while after motion is back.
     let until = Instant::now() + Duration::from_secs(2);
@@ -154,22 +156,48 @@ fn sigkill_motion_restarts_only_motion_and_the_stream_does_not_notice() {
     assert!(viewer.ended().is_none());
     assert_eq!(m.ct.n_restarts(MOTION).unwrap(), 1);
     assert_others_untouched(&m, MOTION, before);
-    // No recording left looking whole but corrupt: every event is complete or interrupted,
-    // or still recording in the new run.
-    check_events_consistent(&m);
+
+    // The recording cut off mid-way is closed on the next start (interrupted, its clip
+    // repaired and readable to its last frame), never left as a corrupt file that looks whole.
+    let (state, frames) = m.wait_closed(&cut.id, DEADLINE).unwrap();
+    assert_eq!(
+        state, "interrupted",
+        "event {} was recording when motion-svc was killed",
+        cut.id
+    );
+    println!(
+        "motion SIGKILL: event {} closed as {state}, {frames} frames kept",
+        cut.id
+    );
+    // The runtime directory survived: the same region, mapped by the new motion-svc, which
+    // detects and records again.
+    assert_eq!(
+        m.region_inode().unwrap(),
+        region,
+        "the frame region was recreated"
+    );
+    m.wait_maps_region(new_pid, region, DEADLINE).unwrap();
+    let next = m.wait_event_after(killed_us, before[1], DEADLINE).unwrap();
+    assert_eq!(next.pid, new_pid, "{next:?}");
+    mecam_system_tests::events::check_all(&m.events_dir());
 }
 
 #[test]
 fn sigkill_web_restarts_only_web_and_detection_goes_on() {
-    let Some(m) = start("sigkill_web", MecamOptions::default()) else {
+    // A crossing every 1.5 s: events start and end all through the web outage.
+    let opts = MecamOptions::with_scene(scenes::CROSSINGS, scenes::MOTION_FAST);
+    let Some(m) = start("sigkill_web", opts) else {
         return;
     };
+    let region = m.region_inode().unwrap();
+    // Kill web while an event is being recorded.
+    let spanning = m.wait_event_in_progress(0, DEADLINE).unwrap();
     let before = m.pids().unwrap();
-    let cpu_before = m.ct.prop(MOTION, "CPUUsageNSec").unwrap_or_default();
 
     let t0 = Instant::now();
+    let killed_us = nspawn::now_us();
     m.ct.kill_main(WEB, "KILL").unwrap();
-    m.ct.wait_active(WEB, before[2], DEADLINE).unwrap();
+    let new_pid = m.ct.wait_active(WEB, before[2], DEADLINE).unwrap();
     m.wait_healthz().unwrap();
     println!("web SIGKILL: serving again after {:?}", t0.elapsed());
     // The viewer reconnects (a new connection: web is the server) and sees live frames.
@@ -177,39 +205,39 @@ fn sigkill_web_restarts_only_web_and_detection_goes_on() {
     viewer.wait_for(Kind::Live, t0, DEADLINE).unwrap();
     assert_eq!(m.ct.n_restarts(WEB).unwrap(), 1);
     assert_others_untouched(&m, WEB, before);
-    let _ = cpu_before;
-    check_events_consistent(&m);
-}
 
-/// Every event folder's event.json parses; a complete event's clip exists and has no `.part`.
-fn check_events_consistent(m: &Mecam) {
-    let dir = m.ct.host_path("/var/lib/mecam/events");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        let Ok(text) = std::fs::read_to_string(p.join("event.json")) else {
-            continue;
-        };
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .unwrap_or_else(|err| panic!("{}: {err}: {text}", p.display()));
-        let state = v["state"].as_str().unwrap_or_default();
-        assert!(
-            ["recording", "complete", "interrupted"].contains(&state),
-            "{}: state {state}",
-            p.display()
-        );
-        if state == "complete" {
-            if let Some(clip) = v["clip"].as_str() {
-                assert!(
-                    p.join(clip).is_file(),
-                    "{}: complete event without its clip",
-                    p.display()
-                );
-            }
-        }
-    }
+    // Detection and recording did not notice: the event in progress at the kill ends and
+    // is complete, and so is the next one, started after the kill.
+    let (state, _) = m.wait_closed(&spanning.id, DEADLINE).unwrap();
+    assert_eq!(
+        state, "complete",
+        "event {} across the web outage",
+        spanning.id
+    );
+    let ended = m
+        .journal_events()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == spanning.id)
+        .and_then(|e| e.end_us);
+    assert!(ended.is_some(), "no end record for {}", spanning.id);
+    let next = m.wait_event_after(killed_us, 0, DEADLINE).unwrap();
+    assert_eq!(next.pid, before[1], "{next:?}");
+    println!(
+        "web SIGKILL: event {} spanned the kill (ended {} ms after it), event {} started {} ms after it; both complete",
+        spanning.id,
+        ended.unwrap_or_default().saturating_sub(killed_us) / 1000,
+        next.id,
+        next.start_us.saturating_sub(killed_us) / 1000
+    );
+    // The runtime directory survived: the same region, mapped by the new web-svc.
+    assert_eq!(
+        m.region_inode().unwrap(),
+        region,
+        "the frame region was recreated"
+    );
+    m.wait_maps_region(new_pid, region, DEADLINE).unwrap();
+    mecam_system_tests::events::check_all(&m.events_dir());
 }
 
 #[test]
@@ -223,6 +251,10 @@ fn a_unit_over_its_memory_max_is_killed_by_the_kernel_and_the_others_do_not_noti
                 .into(),
         ),
         ..MecamOptions::default()
+    };
+    let opts = MecamOptions {
+        dropins: vec![slow_restart(MOTION)],
+        ..opts
     };
     let Some(m) = start("memory_max", opts) else {
         return;
@@ -248,17 +280,11 @@ fn a_unit_over_its_memory_max_is_killed_by_the_kernel_and_the_others_do_not_noti
     ])
     .unwrap();
     let t0 = Instant::now();
+    let killed = assert_killed_by_the_kernel(&m, MOTION, t0);
     m.ct.wait_active(MOTION, before[1], DEADLINE).unwrap();
     println!(
-        "motion over MemoryMax={limit}: killed and active again after {:?}",
+        "motion over MemoryMax={limit}: killed after {killed:?}; active again after {:?} (RestartSec={RESTART_SEC_OOM} here)",
         t0.elapsed()
-    );
-    let log =
-        m.ct.run(&["journalctl", "--no-pager", "-u", MOTION, "-o", "cat"])
-            .unwrap();
-    assert!(
-        log.contains("status=9/KILL") || log.contains("oom-kill") || log.contains("OOM"),
-        "motion-svc was not killed by the OOM killer:\n{log}"
     );
     assert!(m.ct.n_restarts(MOTION).unwrap() >= 1);
     assert_eq!(viewer.count_since(Kind::Offline, t0), 0);
@@ -296,6 +322,56 @@ fn a_hung_service_is_restarted_by_the_watchdog() {
     assert_others_untouched(&m, WEB, before);
 }
 
+/// `RestartSec` of a unit the memory tests push over its `MemoryMax`: long enough that the
+/// failed process's `Result` and `ExecMainStatus` can be read before the restart replaces them.
+const RESTART_SEC_OOM: &str = "3s";
+
+/// A drop-in raising `unit`'s `RestartSec` to [`RESTART_SEC_OOM`].
+fn slow_restart(unit: &str) -> (String, String, String) {
+    (
+        unit.to_owned(),
+        "60-test-restart.conf".to_owned(),
+        format!("[Service]\nRestartSec={RESTART_SEC_OOM}\n"),
+    )
+}
+
+/// Wait for `unit` to fail and wait to restart, and assert systemd saw its main process
+/// killed by the kernel: `Result` oom-kill (cgroup v2) or signal (v1), `ExecMainStatus=9`.
+/// Returns how long after `t0` that was.
+fn assert_killed_by_the_kernel(m: &Mecam, unit: &str, t0: Instant) -> Duration {
+    let props = poll::until(
+        &format!("{unit} to fail and wait to restart"),
+        DEADLINE,
+        || {
+            let p =
+                m.ct.props(
+                    unit,
+                    &["SubState", "Result", "ExecMainStatus", "ExecMainCode"],
+                )
+                .map_err(|e| e.to_string())?;
+            Ok((p.get("SubState").map(String::as_str) == Some("auto-restart")).then_some(p))
+        },
+    )
+    .unwrap();
+    let result = props.get("Result").map_or("", String::as_str);
+    assert!(
+        result == "oom-kill" || result == "signal",
+        "{unit}: Result={result}, not killed by the kernel: {props:?}"
+    );
+    assert_eq!(
+        props.get("ExecMainStatus").map(String::as_str),
+        Some("9"),
+        "{unit}: {props:?}"
+    );
+    // CLD_KILLED: ended by a signal, not an exit.
+    assert_eq!(
+        props.get("ExecMainCode").map(String::as_str),
+        Some("2"),
+        "{unit}: {props:?}"
+    );
+    t0.elapsed()
+}
+
 /// Anonymous (non-reclaimable) memory charged to `unit`'s cgroup, bytes (cgroup v1 `rss`).
 fn anon_bytes(m: &Mecam, unit: &str) -> u64 {
     let stat =
@@ -318,6 +394,7 @@ fn anon_bytes(m: &Mecam, unit: &str) -> u64 {
 fn web_over_its_memory_max_is_killed_by_the_kernel_and_motion_does_not_notice() {
     let opts = MecamOptions {
         only: vec![MOTION, WEB],
+        dropins: vec![slow_restart(WEB)],
         ..MecamOptions::default()
     };
     let Some(m) = start("web_memory_max", opts) else {
@@ -339,17 +416,11 @@ fn web_over_its_memory_max_is_killed_by_the_kernel_and_motion_does_not_notice() 
         login.is_err(),
         "login succeeded within MemoryMax={limit}: the limit is not enforced"
     );
+    let killed = assert_killed_by_the_kernel(&m, WEB, t0);
     m.ct.wait_active(WEB, before[2], DEADLINE).unwrap();
     println!(
-        "web over MemoryMax={limit}: killed and active again after {:?}",
+        "web over MemoryMax={limit}: killed after {killed:?}; active again after {:?} (RestartSec={RESTART_SEC_OOM} here)",
         t0.elapsed()
-    );
-    let log =
-        m.ct.run(&["journalctl", "--no-pager", "-u", WEB, "-o", "cat"])
-            .unwrap();
-    assert!(
-        log.contains("status=9/KILL") || log.contains("oom-kill") || log.contains("OOM killer"),
-        "web-svc was not killed by the kernel:\n{log}"
     );
     assert_others_untouched(&m, WEB, before);
     // Back to the unit's own limit, the restarted web-svc logs in fine.
