@@ -278,7 +278,8 @@ fn bad_config_is_refused_naming_the_key() {
         ("[capture]\nfps = 0\n", "fps"),
         ("[capture]\nframerate = 3\n", "framerate"),
         ("[capture]\nsource = \"http\"\nurl = \"nope\"\n", "url"),
-        ("[capture]\nsource = \"webcam\"\n", "webcam"),
+        ("[capture]\nsource = \"webcam\"\n", "capture.source"),
+        ("[capture]\nfps = \"fast\"\n", "capture.fps"),
         ("[capture]\nslot_capacity = 10\n", "slot_capacity"),
     ] {
         std::fs::write(&cfg, text).unwrap();

@@ -92,7 +92,27 @@ pub fn parse_section<T: DeserializeOwned + Default>(
         None => Ok(T::default()),
         Some(value) => value
             .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("in [{section}]: {}", e.message())),
+            .map_err(|e: toml::de::Error| anyhow::anyhow!(key_error(section, &e))),
+    }
+}
+
+/// A deserialisation error as `section.key: what`, or `in [section]: what` when it concerns
+/// the section itself (an unknown key, whose name is in the message).
+///
+/// `toml` puts the key path only in its `Display` (a last line "in `key`"), not in
+/// [`toml::de::Error::message`], so the path is taken from there.
+fn key_error(section: &str, e: &toml::de::Error) -> String {
+    let shown = e.to_string();
+    let shown = shown.trim_end();
+    match shown.rsplit_once('\n') {
+        Some((message, last)) if last.starts_with("in `") && last.ends_with('`') => {
+            let key = &last[4..last.len() - 1];
+            format!(
+                "{section}.{key}: {}",
+                message.trim_end().replace('\n', "; ")
+            )
+        }
+        _ => format!("in [{section}]: {}", shown.replace('\n', "; ")),
     }
 }
 
@@ -235,4 +255,70 @@ pub fn resident_bytes() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        fps: u32,
+        source: Option<Kind>,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        limit: u64,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Kind {
+        Rpicam,
+        Synthetic,
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse_section::<Sample>(text, "svc").unwrap_err())
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let e = error("[svc]\nfps = \"fast\"\n");
+        assert!(e.starts_with("svc.fps: "), "{e}");
+        assert!(e.contains("expected u32"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_enum_value_names_the_key_and_the_choices() {
+        let e = error("[svc]\nsource = \"webcam\"\n");
+        assert!(e.starts_with("svc.source: "), "{e}");
+        assert!(e.contains("webcam") && e.contains("rpicam"), "{e}");
+    }
+
+    #[test]
+    fn a_nested_key_is_named_with_its_path() {
+        let e = error("[svc]\ninner = { limit = -1 }\n");
+        assert!(e.starts_with("svc.inner.limit: "), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_section() {
+        let e = error("[svc]\nfsp = 3\n");
+        assert!(e.starts_with("in [svc]: "), "{e}");
+        assert!(e.contains("fsp"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn other_sections_and_a_missing_section_are_fine() {
+        let s: Sample = parse_section("[other]\nfps = \"x\"\n", "svc").unwrap();
+        assert_eq!(s.fps, 0);
+    }
 }
