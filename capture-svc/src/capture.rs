@@ -170,23 +170,40 @@ impl Publisher {
             return;
         }
         let source = &self.source;
+        let message = state_message(&state, detail);
         match &state {
-            CameraState::Streaming => tracing::info!(%source, "camera streaming"),
-            CameraState::Starting => tracing::info!(%source, "camera starting"),
-            CameraState::Stalled => {
-                tracing::warn!(%source, stderr = detail, "camera stalled: no frame within the stall timeout; restarting it")
+            CameraState::Streaming | CameraState::Starting => {
+                tracing::info!(%source, "{message}")
             }
-            CameraState::Restarting { reason } => {
-                tracing::warn!(%source, stderr = detail, "camera restarting: {reason}")
+            CameraState::Stalled | CameraState::Restarting { .. } => {
+                tracing::warn!(%source, "{message}")
             }
-            CameraState::Failed { reason } => {
-                tracing::error!(%source, stderr = detail, "camera failed: {reason}")
-            }
+            CameraState::Failed { .. } => tracing::error!(%source, "{message}"),
         }
         self.announce.state(state.clone());
         self.state = state.clone();
         self.stats.lock().expect("stats lock").state = Some(state);
     }
+}
+
+/// The log line of a state change. The child's stderr tail (`detail`, already bounded by
+/// [`crate::supervise::StderrTail`]) goes into the text itself: journald keeps extra fields
+/// apart from MESSAGE, so `journalctl -u mecam-capture` would not show them.
+fn state_message(state: &CameraState, detail: &str) -> String {
+    let mut message = match state {
+        CameraState::Streaming => "camera streaming".to_owned(),
+        CameraState::Starting => "camera starting".to_owned(),
+        CameraState::Stalled => {
+            "camera stalled: no frame within the stall timeout; restarting it".to_owned()
+        }
+        CameraState::Restarting { reason } => format!("camera restarting: {reason}"),
+        CameraState::Failed { reason } => format!("camera failed: {reason}"),
+    };
+    if !detail.is_empty() {
+        message.push_str("; its last stderr lines: ");
+        message.push_str(detail);
+    }
+    message
 }
 
 /// How a session ended.
@@ -493,6 +510,32 @@ async fn run_synthetic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stderr_tail_is_in_the_log_message_itself() {
+        let tail = crate::supervise::StderrTail::default();
+        for i in 0..100 {
+            tail.push(format!("err {i} {}", "x".repeat(1000)).as_bytes());
+        }
+        let detail = tail.joined();
+        let m = state_message(
+            &CameraState::Restarting {
+                reason: "rpicam exited (exit status: 1)".into(),
+            },
+            &detail,
+        );
+        assert!(m.starts_with("camera restarting: rpicam exited"), "{m}");
+        assert!(
+            m.contains("last stderr lines: ") && m.contains("err 99 "),
+            "{m}"
+        );
+        // Bounded: the tail's line count and length limits hold in the message.
+        assert!(
+            m.len()
+                < 200 + crate::supervise::STDERR_LINES * (crate::supervise::STDERR_LINE_MAX + 3)
+        );
+        assert!(state_message(&CameraState::Stalled, "").ends_with("restarting it"));
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_resets() {

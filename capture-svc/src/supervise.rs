@@ -61,7 +61,7 @@ pub fn shim_main(args: Vec<OsString>) -> ! {
 pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
 
 impl StderrTail {
-    fn push(&self, line: &[u8]) {
+    pub(crate) fn push(&self, line: &[u8]) {
         let line = &line[..line.len().min(STDERR_LINE_MAX)];
         let text = String::from_utf8_lossy(line).trim_end().to_owned();
         if text.is_empty() {
