@@ -121,7 +121,15 @@ pub async fn run(
         }
     };
     let server_task = server.run(server_stop);
-    let status_task = status_loop(stats.clone(), cfg.stall_timeout(), stop_rx.clone());
+    // An HTTP camera's multipart headers between frames reach the splitter as garbage bytes:
+    // normal there, a fault from any other source.
+    let garbage_expected = matches!(spec, SourceSpec::Http { .. });
+    let status_task = status_loop(
+        stats.clone(),
+        cfg.stall_timeout(),
+        garbage_expected,
+        stop_rx.clone(),
+    );
     let capture = run_capture(spec, &cfg, shim, &mut publisher, stop_rx);
     let signal = async {
         shutdown.await;
@@ -145,10 +153,12 @@ pub async fn run(
 }
 
 /// STATUS every [`STATUS_PERIOD`], watchdog pings while frames flow or the source restarts,
-/// a warning when frames were dropped.
+/// a warning when frames were dropped. Garbage bytes between frames are a warning too, except
+/// when `garbage_expected` (HTTP multipart framing), where they are logged at debug level.
 async fn status_loop(
     stats: Arc<Mutex<CaptureStats>>,
     stall: Duration,
+    garbage_expected: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let notifier = Notifier;
@@ -156,7 +166,8 @@ async fn status_loop(
     let tick = wd.unwrap_or(STATUS_PERIOD).min(Duration::from_secs(1));
     let mut last_status = Instant::now();
     let mut last_count = 0u64;
-    let mut last_dropped = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut last_dropped = (0u64, 0u64, 0u64, 0u64);
+    let mut last_garbage = 0u64;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -182,7 +193,6 @@ async fn status_loop(
                 s.published, s.restarts
             ));
             let d = (
-                s.split.garbage_bytes,
                 s.split.truncated,
                 s.split.oversized,
                 s.split.corrupt,
@@ -190,18 +200,31 @@ async fn status_loop(
             );
             if d != last_dropped {
                 tracing::warn!(
-                    garbage_bytes = d.0,
-                    truncated = d.1,
-                    oversized = d.2,
-                    corrupt = d.3,
-                    too_large = d.4,
-                    "camera stream had bad data (totals so far): {} garbage bytes, {} truncated, {} oversized, {} corrupt frames dropped",
+                    truncated = d.0,
+                    oversized = d.1,
+                    corrupt = d.2,
+                    too_large = d.3,
+                    "camera stream had bad data (totals so far): {} truncated, {} oversized, {} corrupt frames dropped",
                     d.0,
-                    d.1,
-                    d.2 + d.4,
-                    d.3
+                    d.1 + d.3,
+                    d.2
                 );
                 last_dropped = d;
+            }
+            let garbage = s.split.garbage_bytes;
+            if garbage != last_garbage {
+                if garbage_expected {
+                    tracing::debug!(
+                        garbage_bytes = garbage,
+                        "{garbage} garbage bytes between frames so far (multipart headers)"
+                    );
+                } else {
+                    tracing::warn!(
+                        garbage_bytes = garbage,
+                        "camera stream had {garbage} garbage bytes outside frames so far; is the camera program printing other output to stdout?"
+                    );
+                }
+                last_garbage = garbage;
             }
         }
     }

@@ -658,6 +658,33 @@ fn http_source_with_basic_auth_and_reconnect() {
 }
 
 #[test]
+fn a_healthy_http_camera_logs_no_warning_about_its_multipart_headers() {
+    // 250 frames 30 ms apart: one connection streams past a STATUS_PERIOD (5 s).
+    let (addr, _server) = http_camera(jpeg(200, 100, 0), 250);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://admin:secret@{addr}/stream");
+    let svc = Svc::start(
+        dir,
+        &["--source", "http", "--url", &url],
+        &[("RUST_LOG", "info,capture_svc=debug")],
+    );
+    // The status check ran (its debug line counts the multipart headers) ...
+    assert!(
+        svc.wait_log("(multipart headers)", Duration::from_secs(20)),
+        "{}",
+        svc.log_text()
+    );
+    // ... and found nothing to warn about.
+    let log = svc.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && !l.contains("not on tmpfs"))
+        .collect();
+    assert!(warnings.is_empty(), "{log}");
+    assert!(log.contains("camera streaming"), "{log}");
+}
+
+#[test]
 fn http_source_wrong_password_says_so() {
     let (addr, _server) = http_camera(jpeg(200, 100, 0), 5);
     let dir = tempfile::tempdir().unwrap();
