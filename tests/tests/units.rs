@@ -173,6 +173,50 @@ fn every_service_unit_has_the_required_settings() {
     );
 }
 
+/// web-svc's state directory (`--state-dir` of its `ExecStart`): its password hash.
+fn web_state_dir() -> String {
+    let web = unit("mecam-web.service");
+    let exec = values(&web, "ExecStart")[0];
+    let mut words = exec.split_whitespace();
+    words
+        .by_ref()
+        .find(|w| *w == "--state-dir")
+        .expect("web-svc's ExecStart sets --state-dir");
+    words.next().expect("--state-dir has a value").to_owned()
+}
+
+#[test]
+fn only_web_can_reach_its_password_hash() {
+    let state = web_state_dir();
+    let under = |dir: &str| state == dir || state.starts_with(&format!("{dir}/"));
+    for name in ["mecam-capture.service", "mecam-motion.service"] {
+        let t = unit(name);
+        let hidden: Vec<&str> = values(&t, "InaccessiblePaths")
+            .iter()
+            .flat_map(|v| v.split_whitespace())
+            .map(|p| p.trim_start_matches(['-', '+']))
+            .collect();
+        assert!(
+            hidden.iter().any(|d| under(d)),
+            "{name}: InaccessiblePaths {hidden:?} does not cover web-svc's state {state}"
+        );
+    }
+    let web = unit("mecam-web.service");
+    assert!(
+        values(&web, "InaccessiblePaths").is_empty(),
+        "web-svc hides paths from itself"
+    );
+    // The hidden directory must exist before the units start (a path created later would
+    // not be covered): tmpfiles.conf creates it at boot.
+    let tmpfiles = std::fs::read_to_string(bins::systemd_dir().join("tmpfiles.conf")).unwrap();
+    assert!(
+        tmpfiles
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["d", state.as_str()])),
+        "tmpfiles.conf does not create {state}"
+    );
+}
+
 /// MemoryMax in bytes.
 fn memory_max(name: &str) -> u64 {
     let v = values(&unit(name), "MemoryMax")[0].to_owned();
