@@ -424,6 +424,10 @@ mod tests {
         {
             Ok(o) => o,
             Err(_) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "ffprobe missing: CI must install ffmpeg"
+                );
                 eprintln!("ffprobe not installed: skipping the cross-check");
                 return;
             }

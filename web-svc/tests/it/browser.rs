@@ -83,6 +83,10 @@ const FRAME_HASH_JS: &str = "(() => { const i = document.getElementById('live');
 #[test]
 fn a_real_browser_logs_in_and_sees_the_live_image_change() {
     let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium missing: CI must install it"
+        );
         eprintln!(
             "\n!!!!! SKIPPED a_real_browser_logs_in_and_sees_the_live_image_change: chromium is not installed.\n\
              !!!!! Lead: add `apt-get install -y chromium` to .ci/run so this test runs.\n"
