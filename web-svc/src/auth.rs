@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -52,6 +52,37 @@ pub enum PasswordError {
     /// argon2 refused (should not happen with these parameters).
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    /// First-visit setup while a password file exists but cannot be used.
+    #[error(transparent)]
+    Broken(PasswordFileError),
+}
+
+/// Why an existing password file cannot be used. Never treated as "no password": that would
+/// reopen first-visit setup to anyone on the network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordFileError {
+    /// The file exists but cannot be read (owner, mode, a directory in its place).
+    #[error(
+        "cannot read the password file {path}: {reason}; it must be a file the service user can read: set the password again as that user (`sudo -u mecam web-svc set-password --state-dir {dir}`) or give it to them (`chown mecam: {path}`)"
+    )]
+    Unreadable {
+        /// The password file.
+        path: PathBuf,
+        /// The state directory.
+        dir: PathBuf,
+        /// What the OS said.
+        reason: String,
+    },
+    /// The file does not hold an argon2id hash (damaged or edited).
+    #[error(
+        "the password file {path} does not hold an argon2id hash (damaged?); set the password again (`sudo -u mecam web-svc set-password --state-dir {dir}`)"
+    )]
+    Invalid {
+        /// The password file.
+        path: PathBuf,
+        /// The state directory.
+        dir: PathBuf,
+    },
 }
 
 /// argon2id memory in KiB: 7 MiB with 5 passes (an OWASP-recommended pair), about a quarter
@@ -167,13 +198,36 @@ impl PasswordStore {
         self.dir.join(PASSWORD_FILE)
     }
 
-    /// The stored hash and the file's modification time, or `None` if no password is set.
-    pub fn load(&self) -> Option<(String, SystemTime)> {
+    /// The stored hash and the file's modification time, or `None` if there is no password
+    /// file.
+    ///
+    /// # Errors
+    /// The file exists but cannot be read, or holds no argon2id hash.
+    pub fn load(&self) -> Result<Option<(String, SystemTime)>, PasswordFileError> {
         let path = self.path();
-        let text = std::fs::read_to_string(&path).ok()?;
-        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
-        let hash = text.trim().to_owned();
-        (!hash.is_empty()).then_some((hash, mtime))
+        let unreadable = |e: std::io::Error| PasswordFileError::Unreadable {
+            path: path.clone(),
+            dir: self.dir.clone(),
+            reason: e.to_string(),
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unreadable(e)),
+        };
+        let mtime = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(unreadable)?;
+        let invalid = || PasswordFileError::Invalid {
+            path: path.clone(),
+            dir: self.dir.clone(),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let hash = text.trim();
+        if !PasswordHash::new(hash).is_ok_and(|h| h.algorithm.as_str() == "argon2id") {
+            return Err(invalid());
+        }
+        Ok(Some((hash.to_owned(), mtime)))
     }
 
     /// The password file's modification time (a cheap `stat`), `None` without a password.
@@ -181,11 +235,6 @@ impl PasswordStore {
         std::fs::metadata(self.path())
             .and_then(|m| m.modified())
             .ok()
-    }
-
-    /// Whether a password is set.
-    pub fn is_set(&self) -> bool {
-        self.load().is_some()
     }
 
     /// Stores `password`, replacing any old one (`set-password`).
@@ -205,8 +254,10 @@ impl PasswordStore {
     /// # Errors
     /// [`PasswordError::AlreadySet`] if one is set, else see [`PasswordError`].
     pub fn set_if_absent(&self, password: &str) -> Result<(), PasswordError> {
-        if self.is_set() {
-            return Err(PasswordError::AlreadySet);
+        match self.load() {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(PasswordError::AlreadySet),
+            Err(e) => return Err(PasswordError::Broken(e)),
         }
         let tmp = self.write_tmp(password)?;
         let linked = std::fs::hard_link(&tmp, self.path());
@@ -245,6 +296,13 @@ impl PasswordStore {
             .map_err(io)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(io)?;
+        // Run as root (`sudo web-svc set-password`), the file would be root's and the
+        // service could not read it: give it to the owner of the state directory.
+        if let (Ok(dm), Ok(fm)) = (std::fs::metadata(&self.dir), f.metadata()) {
+            if (fm.uid(), fm.gid()) != (dm.uid(), dm.gid()) {
+                std::os::unix::fs::fchown(&f, Some(dm.uid()), Some(dm.gid())).map_err(io)?;
+            }
+        }
         writeln!(f, "{hash}").map_err(io)?;
         f.sync_all().map_err(io)?;
         Ok(tmp)
@@ -478,7 +536,7 @@ mod tests {
     fn password_file_is_private_and_first_setup_only_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = PasswordStore::new(dir.path());
-        assert!(!store.is_set());
+        assert_eq!(store.load(), Ok(None));
         assert!(matches!(
             store.set_if_absent("short"),
             Err(PasswordError::BadLength)
@@ -490,12 +548,12 @@ mod tests {
             store.set_if_absent("another one"),
             Err(PasswordError::AlreadySet)
         ));
-        let (hash, _) = store.load().unwrap();
+        let (hash, _) = store.load().unwrap().unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify(&hash, "correct horse"));
         assert!(!verify(&hash, "correct horsf"));
         store.set("another one").unwrap();
-        assert!(verify(&store.load().unwrap().0, "another one"));
+        assert!(verify(&store.load().unwrap().unwrap().0, "another one"));
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,

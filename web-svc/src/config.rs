@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stream::RESEND_AFTER;
+
+/// Lowest `viewer_timeout_s`: twice [`RESEND_AFTER`], the longest a healthy stream (re-sends
+/// of the last frame, or `?fps=1`) goes without handing its socket a part.
+pub const MIN_VIEWER_TIMEOUT_S: f64 = 2.0;
+const _: () = assert!(MIN_VIEWER_TIMEOUT_S >= 2.0 * RESEND_AFTER.as_secs() as f64);
+/// Lowest `request_timeout_s` (a slow phone on mobile data still sends a login form in it).
+pub const MIN_REQUEST_TIMEOUT_S: f64 = 1.0;
+/// Highest `request_timeout_s`.
+pub const MAX_REQUEST_TIMEOUT_S: f64 = 300.0;
+
 /// `[web]` in the config file. Flags override `listen`, `events_dir` and `state_dir`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,8 +32,14 @@ pub struct WebConfig {
     pub max_streams: usize,
     /// TCP connections open at once (streams, pages, API); more are closed on accept.
     pub max_connections: usize,
-    /// A viewer whose socket accepts nothing for this many seconds is dropped.
+    /// A viewer whose socket accepts nothing for this many seconds is dropped. At least
+    /// [`MIN_VIEWER_TIMEOUT_S`]: a healthy stream only shows progress once a second.
     pub viewer_timeout_s: f64,
+    /// Seconds a client has to send a request head, and again to send its body and have the
+    /// answer started; a page or API answer whose socket takes nothing this long is dropped.
+    /// A stalled request gets `408` and its connection is closed, so stalled clients cannot
+    /// hold every connection slot.
+    pub request_timeout_s: f64,
     /// Browser sessions kept at once; a new login past it ends the oldest session.
     pub max_sessions: usize,
     /// A session ends this many seconds after login.
@@ -54,6 +71,7 @@ impl Default for WebConfig {
             max_streams: 16,
             max_connections: 128,
             viewer_timeout_s: 10.0,
+            request_timeout_s: 10.0,
             max_sessions: 32,
             session_ttl_s: 7 * 24 * 3600,
             login_failures_per_client_per_min: 5,
@@ -91,8 +109,19 @@ impl WebConfig {
         if self.max_connections <= self.max_streams {
             return Err("[web] max_connections must be larger than max_streams, so pages still load while every stream is taken".into());
         }
-        if !(self.viewer_timeout_s.is_finite() && (0.1..=3600.0).contains(&self.viewer_timeout_s)) {
-            return Err("[web] viewer_timeout_s must be between 0.1 and 3600".into());
+        if !(self.viewer_timeout_s.is_finite()
+            && (MIN_VIEWER_TIMEOUT_S..=3600.0).contains(&self.viewer_timeout_s))
+        {
+            return Err(format!(
+                "[web] viewer_timeout_s must be between {MIN_VIEWER_TIMEOUT_S} and 3600 (a healthy stream shows progress only once a second)"
+            ));
+        }
+        if !(self.request_timeout_s.is_finite()
+            && (MIN_REQUEST_TIMEOUT_S..=MAX_REQUEST_TIMEOUT_S).contains(&self.request_timeout_s))
+        {
+            return Err(format!(
+                "[web] request_timeout_s must be between {MIN_REQUEST_TIMEOUT_S} and {MAX_REQUEST_TIMEOUT_S}"
+            ));
         }
         if self.session_ttl_s < 60 {
             return Err("[web] session_ttl_s must be at least 60".into());
@@ -109,5 +138,10 @@ impl WebConfig {
     /// `viewer_timeout_s` as a duration.
     pub fn viewer_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.viewer_timeout_s)
+    }
+
+    /// `request_timeout_s` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout_s)
     }
 }

@@ -37,6 +37,8 @@ pub async fn run(
         (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
         _ => None,
     };
+    // Logs now, with what to do, if the password file is there but unusable.
+    let _ = state.password();
     let hub = state.0.hub.clone();
     let client = FrameClient::new(ClientConfig::new(state.0.socket_path.clone(), "web-svc"));
     let mut feeder_stop = state.shutdown_rx();
@@ -54,7 +56,10 @@ pub async fn run(
         hub,
         tls,
         cfg.max_connections,
-        cfg.viewer_timeout(),
+        server::Timeouts {
+            viewer: cfg.viewer_timeout(),
+            request: cfg.request_timeout(),
+        },
         state.shutdown_rx(),
     );
     server.await;

@@ -30,7 +30,12 @@ pub struct ConnWatch {
     epoch: Instant,
     streaming: AtomicBool,
     last_progress_ms: AtomicU64,
+    /// Since when (ms after `epoch`) a write to the socket has been waiting for room;
+    /// [`NOT_BLOCKED`] while writes go out.
+    write_blocked_ms: AtomicU64,
 }
+
+const NOT_BLOCKED: u64 = u64::MAX;
 
 impl Default for ConnWatch {
     fn default() -> Self {
@@ -38,6 +43,7 @@ impl Default for ConnWatch {
             epoch: Instant::now(),
             streaming: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(0),
+            write_blocked_ms: AtomicU64::new(NOT_BLOCKED),
         }
     }
 }
@@ -50,6 +56,33 @@ impl ConnWatch {
     fn progress(&self) {
         self.last_progress_ms
             .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records that a write found the socket full (keeps the earliest time).
+    pub fn write_blocked(&self) {
+        if self.write_blocked_ms.load(Ordering::Relaxed) == NOT_BLOCKED {
+            self.write_blocked_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Records that a write went out.
+    pub fn write_unblocked(&self) {
+        if self.write_blocked_ms.load(Ordering::Relaxed) != NOT_BLOCKED {
+            self.write_blocked_ms.store(NOT_BLOCKED, Ordering::Relaxed);
+        }
+    }
+
+    /// How long a write has been waiting for room in the socket, if one is.
+    pub fn write_blocked_for(&self) -> Option<Duration> {
+        let since = self.write_blocked_ms.load(Ordering::Relaxed);
+        (since != NOT_BLOCKED).then(|| Duration::from_millis(self.now_ms().saturating_sub(since)))
+    }
+
+    /// Whether a stream or download is being sent on this connection (it is then watched
+    /// by the viewer timeout).
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Relaxed)
     }
 
     /// True when a stream on this connection has handed nothing to the socket for `timeout`.

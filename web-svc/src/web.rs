@@ -50,6 +50,8 @@ pub struct Inner {
     verify_gate: Semaphore,
     shutdown_tx: watch::Sender<bool>,
     tls: bool,
+    /// Whether the current password-file error was logged (logged once, not per request).
+    password_error_logged: std::sync::atomic::AtomicBool,
 }
 
 /// Cloneable handle on the shared state.
@@ -78,6 +80,7 @@ impl AppState {
             verify_gate: Semaphore::new(1),
             shutdown_tx: watch::channel(false).0,
             tls,
+            password_error_logged: std::sync::atomic::AtomicBool::new(false),
             config,
         }))
     }
@@ -87,9 +90,54 @@ impl AppState {
         self.0.shutdown_tx.send_replace(true);
     }
 
+    /// The password file's state; an unusable file is logged once (with what to do) and
+    /// is never taken for "no password".
+    pub fn password(&self) -> Password {
+        let logged = &self.0.password_error_logged;
+        match self.0.passwords.load() {
+            Ok(None) => {
+                logged.store(false, Ordering::Relaxed);
+                Password::Unset
+            }
+            Ok(Some((hash, mtime))) => {
+                logged.store(false, Ordering::Relaxed);
+                Password::Set(hash, mtime)
+            }
+            Err(e) => {
+                if !logged.swap(true, Ordering::Relaxed) {
+                    tracing::error!("{e}; until then nobody can log in");
+                }
+                Password::Broken
+            }
+        }
+    }
+
     /// A receiver that turns true on shutdown.
     pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
         self.0.shutdown_tx.subscribe()
+    }
+}
+
+/// The admin password, as the password file says.
+#[derive(Debug)]
+pub enum Password {
+    /// No password file: first-visit setup is open.
+    Unset,
+    /// The hash and the file's modification time.
+    Set(String, std::time::SystemTime),
+    /// The file exists but cannot be used (logged); nobody can log in, setup stays shut.
+    Broken,
+}
+
+/// What clients are told while the password file cannot be used.
+pub const PASSWORD_BROKEN: &str = "web-svc cannot use its password file; see the service log (journalctl -u mecam-web) and set the password again with `sudo -u mecam web-svc set-password`";
+
+fn password_broken(page: bool) -> Response {
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    if page {
+        (status, Html(pages::login(Some(PASSWORD_BROKEN)))).into_response()
+    } else {
+        (status, format!("{PASSWORD_BROKEN}\n")).into_response()
     }
 }
 
@@ -201,12 +249,15 @@ enum Check {
     Wrong,
     Limited(Duration),
     NoPassword,
+    Broken,
 }
 
 async fn check_password(state: &AppState, ip: IpAddr, user: &str, password: &str) -> Check {
     let s = &state.0;
-    let Some((hash, mtime)) = s.passwords.load() else {
-        return Check::NoPassword;
+    let (hash, mtime) = match state.password() {
+        Password::Set(hash, mtime) => (hash, mtime),
+        Password::Unset => return Check::NoPassword,
+        Password::Broken => return Check::Broken,
     };
     if user == auth::ADMIN_USER && s.basic.hit(password, mtime) {
         return Check::Ok;
@@ -281,14 +332,14 @@ async fn require_login(State(state): State<AppState>, req: Request, next: Next) 
         return match check_password(&state, ip, &user, &pw).await {
             Check::Ok => next.run(req).await,
             Check::Limited(retry) => too_many(retry),
+            Check::Broken => password_broken(false),
             Check::Wrong | Check::NoPassword => unauthorized(),
         };
     }
     if is_page(req.method(), req.uri().path()) {
-        let to = if state.0.passwords.is_set() {
-            "/login"
-        } else {
-            "/setup"
+        let to = match state.password() {
+            Password::Unset => "/setup",
+            Password::Set(..) | Password::Broken => "/login",
         };
         return Redirect::to(to).into_response();
     }
@@ -343,10 +394,11 @@ struct LoginForm {
 }
 
 async fn login_page(State(state): State<AppState>) -> Response {
-    if !state.0.passwords.is_set() {
-        return Redirect::to("/setup").into_response();
+    match state.password() {
+        Password::Unset => Redirect::to("/setup").into_response(),
+        Password::Broken => password_broken(true),
+        Password::Set(..) => Html(pages::login(None)).into_response(),
     }
-    Html(pages::login(None)).into_response()
 }
 
 fn session_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
@@ -381,6 +433,7 @@ async fn login(
             logged_in(&state)
         }
         Check::NoPassword => Redirect::to("/setup").into_response(),
+        Check::Broken => password_broken(true),
         Check::Limited(retry) => too_many(retry),
         Check::Wrong => (
             StatusCode::UNAUTHORIZED,
@@ -407,21 +460,25 @@ struct SetupForm {
 }
 
 async fn setup_page(State(state): State<AppState>) -> Response {
-    if state.0.passwords.is_set() {
-        return Redirect::to("/login").into_response();
+    match state.password() {
+        Password::Unset => Html(pages::setup(None)).into_response(),
+        Password::Set(..) | Password::Broken => Redirect::to("/login").into_response(),
     }
-    Html(pages::setup(None)).into_response()
 }
 
 async fn setup(State(state): State<AppState>, Form(form): Form<SetupForm>) -> Response {
-    if state.0.passwords.is_set() {
-        return (
-            StatusCode::CONFLICT,
-            Html(pages::login(Some(
-                "A password is already set. Log in, or change it with `web-svc set-password`.",
-            ))),
-        )
-            .into_response();
+    match state.password() {
+        Password::Unset => {}
+        Password::Broken => return password_broken(true),
+        Password::Set(..) => {
+            return (
+                StatusCode::CONFLICT,
+                Html(pages::login(Some(
+                    "A password is already set. Log in, or change it with `web-svc set-password`.",
+                ))),
+            )
+                .into_response();
+        }
     }
     if form.password != form.confirm {
         return (
@@ -437,6 +494,7 @@ async fn setup(State(state): State<AppState>, Form(form): Form<SetupForm>) -> Re
             tracing::info!("admin password set on first visit");
             logged_in(&state)
         }
+        Ok(Err(auth::PasswordError::Broken(_))) => password_broken(true),
         Ok(Err(auth::PasswordError::AlreadySet)) => (
             StatusCode::CONFLICT,
             Html(pages::login(Some("A password is already set."))),

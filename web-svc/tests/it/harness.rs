@@ -401,3 +401,24 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 pub fn is_jpeg(bytes: &[u8]) -> bool {
     zune_jpeg::JpegDecoder::new(bytes).decode().is_ok()
 }
+
+/// Reads `s` until the server closes it (EOF or reset) and returns the bytes read; panics
+/// naming `what` if it stays open for 10 s without data, or sends more than 1 GiB.
+pub fn drain_until_closed(s: &mut std::net::TcpStream, what: &str) -> usize {
+    use std::io::Read as _;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return total,
+            Err(e) => panic!("{what}: the socket was not closed by the server: {e}"),
+        }
+        assert!(
+            total < 1 << 30,
+            "{what}: endless data on a dropped connection"
+        );
+    }
+}
