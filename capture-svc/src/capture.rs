@@ -67,6 +67,36 @@ pub struct CaptureStats {
     pub state: Option<CameraState>,
     /// Source restarts.
     pub restarts: u64,
+    /// When the capture loop, after a failure, is due to try the source again (the latest such
+    /// time; it stays set during the attempt). `None` before any failure and once the loop has
+    /// stopped retrying (a file source that ended).
+    pub retry_at: Option<Instant>,
+}
+
+impl CaptureStats {
+    /// Whether the capture loop is legitimately between frames: starting, or restarting or
+    /// failed with a retry that is pending or in progress (within `attempt` of its time).
+    /// The watchdog is pinged only then or while frames flow, so a loop that stopped turning
+    /// is left to systemd.
+    pub fn restarting(&self, now: Instant, attempt: Duration) -> bool {
+        match self.state {
+            None | Some(CameraState::Starting) => true,
+            Some(CameraState::Restarting { .. } | CameraState::Failed { .. }) => {
+                self.retry_at.is_some_and(|at| now < at + attempt)
+            }
+            Some(CameraState::Streaming | CameraState::Stalled) => false,
+        }
+    }
+}
+
+/// The longest one attempt at the source takes before the capture loop turns again: an HTTP
+/// connect, a stall timeout without a frame, then stopping the camera process.
+pub fn attempt_bound(cfg: &CaptureConfig) -> Duration {
+    crate::http::CONNECT_TIMEOUT
+        + cfg.stall_timeout()
+        + EXIT_GRACE
+        + crate::supervise::STOP_GRACE
+        + Duration::from_secs(1)
 }
 
 /// Shared view of [`CaptureStats`].
@@ -162,6 +192,13 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Takes the next backoff delay and records when the retry is due (for the watchdog).
+    fn schedule_retry(&mut self, backoff: &mut Backoff) -> Duration {
+        let delay = backoff.next_delay();
+        self.stats.lock().expect("stats lock").retry_at = Some(Instant::now() + delay);
+        delay
     }
 
     /// Announces a state change with one log line (`detail` = e.g. the child's stderr tail).
@@ -270,8 +307,9 @@ pub async fn run_capture(
         let (mut input, child) = match opened {
             Ok(x) => x,
             Err(reason) => {
+                let delay = publisher.schedule_retry(&mut backoff);
                 publisher.set_state(CameraState::Failed { reason }, "");
-                if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
+                if sleep_or_shutdown(delay, &mut shutdown).await {
                     return;
                 }
                 continue;
@@ -328,6 +366,8 @@ pub async fn run_capture(
                     continue;
                 }
                 (SourceSpec::File { .. }, _) => {
+                    // Nothing more will come: no retry, so no watchdog pings either.
+                    publisher.stats.lock().expect("stats lock").retry_at = None;
                     publisher.set_state(
                         CameraState::Failed {
                             reason: format!("{label} ended (loop = false)"),
@@ -345,8 +385,9 @@ pub async fn run_capture(
         if frames > 0 && started.elapsed() >= HEALTHY_SESSION {
             backoff.reset();
         }
+        let delay = publisher.schedule_retry(&mut backoff);
         publisher.set_state(CameraState::Restarting { reason }, &stderr);
-        if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
+        if sleep_or_shutdown(delay, &mut shutdown).await {
             return;
         }
     }
@@ -535,6 +576,36 @@ mod tests {
                 < 200 + crate::supervise::STDERR_LINES * (crate::supervise::STDERR_LINE_MAX + 3)
         );
         assert!(state_message(&CameraState::Stalled, "").ends_with("restarting it"));
+    }
+
+    #[test]
+    fn failed_with_a_retry_pending_counts_as_restarting_for_the_watchdog() {
+        let now = Instant::now();
+        let attempt = Duration::from_secs(10);
+        let failed = |retry_at| CaptureStats {
+            state: Some(CameraState::Failed {
+                reason: "camera offline".into(),
+            }),
+            retry_at,
+            ..Default::default()
+        };
+        assert!(CaptureStats::default().restarting(now, attempt), "starting");
+        assert!(failed(Some(now + Duration::from_secs(30))).restarting(now, attempt));
+        // The retry's time has come: the attempt itself may take up to `attempt`.
+        assert!(failed(Some(now - Duration::from_secs(9))).restarting(now, attempt));
+        // Long past its retry: the loop stopped turning.
+        assert!(!failed(Some(now - Duration::from_secs(11))).restarting(now, attempt));
+        // Failed for good (no retry).
+        assert!(!failed(None).restarting(now, attempt));
+        let streaming = CaptureStats {
+            state: Some(CameraState::Streaming),
+            retry_at: Some(now),
+            ..Default::default()
+        };
+        assert!(
+            !streaming.restarting(now, attempt),
+            "frames decide while streaming"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ipc::region::{RegionWriter, SLOT_COUNT};
 use ipc::service::Notifier;
 use tokio::sync::watch;
 
-use crate::capture::{CaptureStats, Publisher, run_capture};
+use crate::capture::{CaptureStats, Publisher, attempt_bound, run_capture};
 use crate::config::CaptureConfig;
 use crate::source::SourceSpec;
 
@@ -127,6 +127,7 @@ pub async fn run(
     let status_task = status_loop(
         stats.clone(),
         cfg.stall_timeout(),
+        attempt_bound(&cfg),
         garbage_expected,
         stop_rx.clone(),
     );
@@ -152,12 +153,14 @@ pub async fn run(
     Ok(())
 }
 
-/// STATUS every [`STATUS_PERIOD`], watchdog pings while frames flow or the source restarts,
+/// STATUS every [`STATUS_PERIOD`], watchdog pings while frames flow or the source restarts
+/// (including a failed source whose retry is pending, see [`CaptureStats::restarting`]),
 /// a warning when frames were dropped. Garbage bytes between frames are a warning too, except
 /// when `garbage_expected` (HTTP multipart framing), where they are logged at debug level.
 async fn status_loop(
     stats: Arc<Mutex<CaptureStats>>,
     stall: Duration,
+    attempt: Duration,
     garbage_expected: bool,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -175,11 +178,7 @@ async fn status_loop(
         }
         let s = stats.lock().expect("stats lock").clone();
         let flowing = s.last_frame.is_some_and(|t| t.elapsed() < stall);
-        let restarting = matches!(
-            s.state,
-            None | Some(CameraState::Starting) | Some(CameraState::Restarting { .. })
-        );
-        if wd.is_some() && (flowing || restarting) {
+        if wd.is_some() && (flowing || s.restarting(Instant::now(), attempt)) {
             notifier.watchdog();
         }
         if last_status.elapsed() >= STATUS_PERIOD {

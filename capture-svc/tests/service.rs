@@ -719,7 +719,7 @@ fn notifications(sock: &std::os::unix::net::UnixDatagram, for_time: Duration) ->
 }
 
 #[test]
-fn sd_notify_ready_status_and_watchdog_only_while_frames_flow() {
+fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries() {
     // Frames flow: READY, then WATCHDOG pings and a STATUS with the fps.
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = notify_socket(dir.path());
@@ -746,8 +746,9 @@ fn sd_notify_ready_status_and_watchdog_only_while_frames_flow() {
     );
     drop(svc);
 
-    // The camera program cannot be started at all: READY (socket and region exist) but no
-    // WATCHDOG pings, so systemd's watchdog acts.
+    // The camera program cannot be started at all: READY (socket and region exist), and the
+    // WATCHDOG pings go on, because capture keeps retrying with backoff (Failed with a retry
+    // pending is restarting): systemd must not abort the service every WatchdogSec for it.
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = notify_socket(dir.path());
     let path_s = path.display().to_string();
@@ -758,6 +759,10 @@ fn sd_notify_ready_status_and_watchdog_only_while_frames_flow() {
             "rpicam",
             "--rpicam-program",
             "/nonexistent/rpicam-vid",
+            "--backoff-min-ms",
+            "200",
+            "--backoff-max-ms",
+            "1000",
         ],
         &[
             ("NOTIFY_SOCKET", &path_s),
@@ -765,13 +770,56 @@ fn sd_notify_ready_status_and_watchdog_only_while_frames_flow() {
             ("WATCHDOG_PID", "self"),
         ],
     );
-    let got = notifications(&sock, Duration::from_secs(3));
-    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
-    assert!(!got.iter().any(|m| m.contains("WATCHDOG=1")), "{got:?}");
     assert!(
-        svc.log_text().contains("cannot start rpicam"),
+        svc.wait_log("cannot start rpicam", Duration::from_secs(10)),
         "{}",
         svc.log_text()
+    );
+    // Long enough for a STATUS line (every 5 s), which shows the state the pings came in.
+    let got = notifications(&sock, Duration::from_secs(6));
+    assert!(
+        got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "pings while failed and retrying: {got:?}"
+    );
+    assert!(got.iter().any(|m| m.contains("STATUS=failed")), "{got:?}");
+    drop(svc);
+
+    // A file source that ended (loop = false) is never retried: READY, then no pings once it
+    // has failed for good, so systemd's watchdog acts.
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, path) = notify_socket(dir.path());
+    let path_s = path.display().to_string();
+    let file = dir.path().join("one.mjpeg");
+    std::fs::write(&file, jpeg(160, 120, 0)).unwrap();
+    let file_s = file.display().to_string();
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "file",
+            "--path",
+            &file_s,
+            "--stall-timeout-ms",
+            "500",
+        ],
+        &[
+            ("NOTIFY_SOCKET", &path_s),
+            ("WATCHDOG_USEC", "600000"),
+            ("WATCHDOG_PID", "self"),
+        ],
+    );
+    assert!(
+        svc.wait_log("loop = false", Duration::from_secs(10)),
+        "{}",
+        svc.log_text()
+    );
+    // Past the stall timeout the one frame no longer counts as flowing.
+    let before = notifications(&sock, Duration::from_secs(1));
+    assert!(before.iter().any(|m| m.contains("READY=1")), "{before:?}");
+    let got = notifications(&sock, Duration::from_secs(2));
+    assert!(
+        !got.iter().any(|m| m.contains("WATCHDOG=1")),
+        "no pings once the source is done for good: {got:?}"
     );
 }
 
