@@ -361,9 +361,13 @@ pub async fn run_capture(
                 format!("{label}: no frame for {stall:?}; killed and restarted")
             }
             End::Eof => match (&spec, status) {
-                (SourceSpec::File { looping: true, .. }, _) => {
+                (SourceSpec::File { looping: true, .. }, _) if frames > 0 => {
                     // Loop the file: no backoff, no state change.
                     continue;
+                }
+                (SourceSpec::File { looping: true, .. }, _) => {
+                    // A pass without a single frame would spin: back off like a failed camera.
+                    format!("{label} holds no valid JPEG frame; replaying it after a backoff")
                 }
                 (SourceSpec::File { .. }, _) => {
                     // Nothing more will come: no retry, so no watchdog pings either.

@@ -545,6 +545,60 @@ fn file_source_loops_a_mjpeg_file() {
 }
 
 #[test]
+fn a_looping_file_without_a_valid_frame_backs_off_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, path) = notify_socket(dir.path());
+    let path_s = path.display().to_string();
+    let file = dir.path().join("garbage.mjpeg");
+    // Garbage with a frame start but never a whole frame.
+    let mut data = vec![0x55u8; 4096];
+    data.extend_from_slice(&jpeg(160, 120, 0)[..300]);
+    std::fs::write(&file, &data).unwrap();
+    let file_s = file.display().to_string();
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "file",
+            "--path",
+            &file_s,
+            "--loop",
+            "--backoff-min-ms",
+            "200",
+            "--backoff-max-ms",
+            "400",
+        ],
+        &[("NOTIFY_SOCKET", &path_s)],
+    );
+    // The first STATUS comes after STATUS_PERIOD (5 s) and counts the restarts so far.
+    let mut status = None;
+    let got = notifications(&sock, Duration::from_secs(8));
+    for m in &got {
+        if let Some(line) = m.strip_prefix("STATUS=") {
+            status.get_or_insert(line.trim().to_owned());
+        }
+    }
+    let status = status.unwrap_or_else(|| panic!("no STATUS: {got:?}"));
+    let restarts: u64 = status
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" restarts")?.parse().ok())
+        .unwrap_or_else(|| panic!("no restart count in {status:?}"));
+    // With a 200 ms minimum backoff, 5 s hold at most 25 replays; a spinning loop makes
+    // thousands. And it does keep retrying.
+    assert!((2..=30).contains(&restarts), "{status}");
+    assert!(status.starts_with("restarting"), "{status}");
+    assert!(
+        svc.log_text().contains("holds no valid JPEG frame"),
+        "{}",
+        svc.log_text()
+    );
+    assert!(
+        std::os::unix::net::UnixStream::connect(svc.socket()).is_ok(),
+        "still serving"
+    );
+}
+
+#[test]
 fn command_source_with_truncated_frames() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("frames.bin");
