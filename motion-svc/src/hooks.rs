@@ -227,6 +227,10 @@ fn env_for(kind: HookKind, meta: &EventMeta, dir: &Path, json: &[u8]) -> Vec<(St
         ),
         ("MECAM_CLIP".into(), clip),
         (
+            "MECAM_END_REASON".into(),
+            meta.end_reason.map(|r| r.as_str()).unwrap_or("").into(),
+        ),
+        (
             "MECAM_EVENT_JSON".into(),
             String::from_utf8_lossy(json).into_owned(),
         ),
@@ -343,25 +347,15 @@ pub async fn post_with_retries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EventState;
     use std::time::Instant;
 
     fn meta() -> EventMeta {
         EventMeta {
-            id: "20261124T182900Z-0001".into(),
-            state: EventState::Recording,
-            start_unix_ms: 1,
-            end_unix_ms: None,
-            duration_s: 0.0,
             peak_score: 3.5,
             peak_area_pct: 2.25,
             boxes: vec![[0.1, 0.2, 0.3, 0.4]],
-            frames: 0,
-            dropped_frames: 0,
             clip: Some("clip.avi".into()),
-            poster: None,
-            width: 640,
-            height: 480,
+            ..EventMeta::new("20261124T182900Z-0001".into(), 1, 640, 480)
         }
     }
 

@@ -8,6 +8,9 @@
 
 use std::path::Path;
 
+use crate::analyzer::Peak;
+use crate::event::EndReason;
+
 /// `MESSAGE_ID` of a motion start record.
 pub const START_MESSAGE_ID: &str = "8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081";
 /// `MESSAGE_ID` of a motion end record.
@@ -18,7 +21,8 @@ fn boxes_text(boxes: &[[f32; 4]]) -> String {
 }
 
 /// Logs a motion start.
-pub fn log_start(id: &str, score: f32, area_pct: f32, boxes: &[[f32; 4]], clip: &Path) {
+pub fn log_start(id: &str, peak: &Peak, clip: &Path) {
+    let (score, area_pct, boxes) = (peak.score, peak.area_pct, &peak.boxes);
     tracing::info!(
         message_id = START_MESSAGE_ID,
         mecam_event_id = id,
@@ -31,7 +35,9 @@ pub fn log_start(id: &str, score: f32, area_pct: f32, boxes: &[[f32; 4]], clip: 
 }
 
 /// Logs a motion end.
-pub fn log_end(id: &str, score: f32, area_pct: f32, boxes: &[[f32; 4]], clip: &Path, reason: &str) {
+pub fn log_end(id: &str, peak: &Peak, clip: &Path, reason: EndReason) {
+    let (score, area_pct, boxes) = (peak.score, peak.area_pct, &peak.boxes);
+    let reason = reason.as_str();
     tracing::info!(
         message_id = END_MESSAGE_ID,
         mecam_event_id = id,

@@ -9,11 +9,14 @@
 //! capacity that frames can never fill.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::avi::AviWriter;
+use crate::avi::{self, AviWriter};
+use crate::event::EndReason;
 use crate::ring::FrameRing;
 use crate::store::{self, CLIP, CLIP_PART, EventMeta, EventState, Limits, POSTER};
 
@@ -23,7 +26,8 @@ pub const CONTROL_SLACK: usize = 16;
 pub const MAX_FPS: f64 = 60.0;
 /// Completed-event reports waiting for the service, at most (older ones are dropped).
 pub const DONE_QUEUE: usize = 16;
-/// How often the writer checks the storage limits when idle.
+/// How often the writer checks the storage limits when idle (they are also checked when an
+/// event starts and after each event).
 pub const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(600);
 /// An ending clip with no frames for this long is closed anyway.
 const CLOSE_AFTER_SILENCE: Duration = Duration::from_secs(2);
@@ -90,13 +94,14 @@ pub struct EndInfo {
     pub peak_area_pct: f32,
     /// Boxes at the peak.
     pub boxes: Vec<[f32; 4]>,
-    /// Frames the detection side dropped during the event (pool empty).
-    pub dropped_frames: u64,
+    /// Why the event ended.
+    pub reason: EndReason,
 }
 
 enum Msg {
     Frame(Vec<u8>, FrameTag),
-    Start(Box<EventMeta>, u64),
+    /// The event, first motion (ns), and the detection side's drop count when it was sent.
+    Start(Box<EventMeta>, u64, u64),
     End(Box<EndInfo>),
     Reset,
 }
@@ -106,7 +111,7 @@ enum Msg {
 pub struct RecorderStats {
     /// Frames handed over.
     pub sent: u64,
-    /// Frames dropped because no buffer was free (slow disk).
+    /// Frames dropped because no buffer was free (slow disk) or the channel was full.
     pub dropped: u64,
     /// Control messages that could not be queued.
     pub control_lost: u64,
@@ -119,9 +124,12 @@ pub struct Recorder {
     pool: Receiver<Vec<u8>>,
     done: Receiver<EventMeta>,
     thread: Option<JoinHandle<()>>,
+    /// Where a frame's buffer goes back when the channel refuses it.
+    pool_back: SyncSender<Vec<u8>>,
     stats: RecorderStats,
-    dropped_in_event: u64,
-    in_event: bool,
+    /// `stats.dropped`, shared with the writer so that it counts the frames dropped while
+    /// a clip is open (post-capture included) into that event's metadata.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Recorder {
@@ -138,17 +146,20 @@ impl Recorder {
             pool_tx.send(Vec::new()).expect("pool has room");
         }
         let (done_tx, done) = sync_channel(DONE_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let pool_back = pool_tx.clone();
+        let writer = Writer::new(config, pool_tx, done_tx, dropped.clone());
         let thread = std::thread::Builder::new()
             .name("motion-writer".into())
-            .spawn(move || Writer::new(config, pool_tx, done_tx).run(rx))?;
+            .spawn(move || writer.run(rx))?;
         Ok(Recorder {
             tx: Some(tx),
             pool,
             done,
             thread: Some(thread),
+            pool_back,
             stats: RecorderStats::default(),
-            dropped_in_event: 0,
-            in_event: false,
+            dropped,
         })
     }
 
@@ -157,24 +168,32 @@ impl Recorder {
         self.stats
     }
 
-    /// Hands a frame over (copied into a pooled buffer). Never blocks: with no free buffer
-    /// the frame is dropped and counted.
+    fn count_drop(&mut self) {
+        self.stats.dropped += 1;
+        // Relaxed: a counter; the writer reads it at an event's start and end, and a frame
+        // counted one message late changes nothing.
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hands a frame over (copied into a pooled buffer). Never blocks: with no free buffer,
+    /// or no room in the channel, the frame is dropped and counted; its buffer goes back to
+    /// the pool.
     pub fn frame(&mut self, jpeg: &[u8], tag: FrameTag) {
         let Ok(mut buf) = self.pool.try_recv() else {
-            self.stats.dropped += 1;
-            if self.in_event {
-                self.dropped_in_event += 1;
-            }
+            self.count_drop();
             return;
         };
         buf.clear();
         buf.extend_from_slice(jpeg);
-        if let Some(tx) = &self.tx {
-            match tx.try_send(Msg::Frame(buf, tag)) {
-                Ok(()) => self.stats.sent += 1,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    self.stats.dropped += 1
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(Msg::Frame(buf, tag)) {
+            Ok(()) => self.stats.sent += 1,
+            Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => {
+                if let Msg::Frame(buf, _) = msg {
+                    // The pool has room: this buffer was taken from it just above.
+                    let _ = self.pool_back.try_send(buf);
                 }
+                self.count_drop();
             }
         }
     }
@@ -192,15 +211,12 @@ impl Recorder {
 
     /// Starts recording `meta` (state recording), with pre-capture from `first_motion_ns`.
     pub fn start_event(&mut self, meta: EventMeta, first_motion_ns: u64) {
-        self.in_event = true;
-        self.dropped_in_event = 0;
-        self.control(Msg::Start(Box::new(meta), first_motion_ns));
+        let dropped = self.stats.dropped;
+        self.control(Msg::Start(Box::new(meta), first_motion_ns, dropped));
     }
 
     /// Ends the current event; the clip goes on for the post-capture time.
-    pub fn end_event(&mut self, mut info: EndInfo) {
-        info.dropped_frames += self.dropped_in_event;
-        self.in_event = false;
+    pub fn end_event(&mut self, info: EndInfo) {
         self.control(Msg::End(Box::new(info)));
     }
 
@@ -236,7 +252,21 @@ struct Current {
     ending_at_ns: Option<u64>,
     peak: f32,
     written_dropped: u64,
+    /// The detection side's drop count when the event started.
+    dropped_before: u64,
     last_frame: Instant,
+}
+
+impl Current {
+    /// The clip cannot be written on: keep what is on disk (repaired when the event is
+    /// finished), mark the event, and drop the rest of its frames (counted).
+    fn clip_failed(&mut self, what: &str, e: &std::io::Error) {
+        tracing::error!(event = %self.meta.id, "cannot {what}: {e}; the clip stops here and the event will be marked interrupted");
+        self.clip = None;
+        self.meta
+            .clip_error
+            .get_or_insert_with(|| format!("cannot {what}: {e}"));
+    }
 }
 
 struct Writer {
@@ -247,6 +277,7 @@ struct Writer {
     current: Option<Current>,
     poster: Vec<u8>,
     last_storage_check: Instant,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -254,6 +285,7 @@ impl Writer {
         config: RecorderConfig,
         pool: SyncSender<Vec<u8>>,
         done: SyncSender<EventMeta>,
+        dropped: Arc<AtomicU64>,
     ) -> Writer {
         let window_s = config.ring_window_s();
         let max_frames = (window_s * MAX_FPS).ceil() as usize + 2;
@@ -275,6 +307,7 @@ impl Writer {
             current: None,
             poster: Vec::new(),
             last_storage_check: Instant::now(),
+            dropped,
         }
     }
 
@@ -285,16 +318,16 @@ impl Writer {
                     self.on_frame(&buf, tag);
                     let _ = self.pool.try_send(buf);
                 }
-                Ok(Msg::Start(meta, first_ns)) => self.on_start(*meta, first_ns),
+                Ok(Msg::Start(meta, first_ns, dropped)) => self.on_start(*meta, first_ns, dropped),
                 Ok(Msg::End(info)) => self.on_end(*info),
                 Ok(Msg::Reset) => self.ring.clear(),
                 Err(RecvTimeoutError::Timeout) => self.on_idle(),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        // Shutdown: close what is open as complete, with the frames we have.
+        // Shutdown: close what is open, with the frames we have.
         if let Some(cur) = self.current.take() {
-            self.finish(cur, true);
+            self.finish(cur, Some(EndReason::Shutdown));
         }
     }
 
@@ -302,7 +335,7 @@ impl Writer {
         if let Some(cur) = &self.current {
             if cur.ending_at_ns.is_some() && cur.last_frame.elapsed() > CLOSE_AFTER_SILENCE {
                 let cur = self.current.take().expect("checked");
-                self.finish(cur, true);
+                self.finish(cur, None);
             }
         }
         if self.current.is_none() && self.last_storage_check.elapsed() > STORAGE_CHECK_EVERY {
@@ -315,7 +348,7 @@ impl Writer {
         let Some(cur) = &mut self.current else { return };
         if cur.ending_at_ns.is_some_and(|end| tag.mono_ns > end) {
             let cur = self.current.take().expect("checked");
-            self.finish(cur, true);
+            self.finish(cur, None);
             return;
         }
         cur.last_frame = Instant::now();
@@ -336,19 +369,17 @@ impl Writer {
             match clip.push(jpeg, tag.mono_ns) {
                 Ok(true) => {}
                 Ok(false) => cur.written_dropped += 1,
-                Err(e) => {
-                    tracing::error!(event = %cur.meta.id, "cannot write clip: {e}; the clip is closed here");
-                    cur.clip = None;
-                }
+                Err(e) => cur.clip_failed("write the clip", &e),
             }
         } else {
             cur.written_dropped += 1;
         }
     }
 
-    fn on_start(&mut self, mut meta: EventMeta, first_ns: u64) {
+    fn on_start(&mut self, mut meta: EventMeta, first_ns: u64, dropped_before: u64) {
         if let Some(cur) = self.current.take() {
-            self.finish(cur, true);
+            // Its end was lost (control queue full): the reason is not known.
+            self.finish(cur, None);
         }
         let dir = self.config.events_dir.join(&meta.id);
         if let Err(e) = std::fs::create_dir_all(&self.config.events_dir)
@@ -357,47 +388,59 @@ impl Writer {
             tracing::error!(event = %meta.id, "cannot create event folder {}: {e}; this event is not recorded", dir.display());
             return;
         }
-        let clip = match AviWriter::create(
-            &dir.join(CLIP_PART),
-            meta.width,
-            meta.height,
-            self.config.nominal_fps,
-        ) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(event = %meta.id, "cannot create clip: {e}");
-                None
-            }
-        };
-        meta.clip = clip.as_ref().map(|_| CLIP.to_string());
+        // event.json first, so that a reader never finds a clip without metadata.
+        meta.clip = Some(CLIP.to_string());
         meta.state = EventState::Recording;
         if let Err(e) = store::write_meta(&dir, &meta) {
             tracing::error!(event = %meta.id, "{e}");
         }
+        let clip = AviWriter::create(
+            &dir.join(CLIP_PART),
+            meta.width,
+            meta.height,
+            self.config.nominal_fps,
+        );
         self.poster.clear();
         let mut cur = Current {
             meta,
             dir,
-            clip,
+            clip: None,
             ending_at_ns: None,
             peak: f32::MIN,
             written_dropped: 0,
+            dropped_before,
             last_frame: Instant::now(),
         };
+        match clip {
+            Ok(c) => cur.clip = Some(c),
+            Err(e) => {
+                cur.clip_failed("create the clip", &e);
+                cur.meta.clip = None;
+                if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
+                    tracing::error!(event = %cur.meta.id, "{e}");
+                }
+            }
+        }
         let since = first_ns.saturating_sub((self.config.pre_capture_s * 1e9) as u64);
         if let Some(clip) = &mut cur.clip {
+            let mut result = Ok(());
             for (entry, bytes) in self.ring.since(since) {
                 if self.poster.is_empty() {
                     self.poster.extend_from_slice(bytes);
                 }
                 if let Err(e) = clip.push(bytes, entry.mono_ns) {
-                    tracing::error!("cannot write pre-capture: {e}");
+                    result = Err(e);
                     break;
                 }
             }
-            let _ = clip.flush();
+            if let Err(e) = result.and_then(|()| clip.flush()) {
+                cur.clip_failed("write the pre-capture", &e);
+            }
         }
+        let id = cur.meta.id.clone();
         self.current = Some(cur);
+        // A long event on a nearly full disk: make room now, not only when it ends.
+        self.enforce_limits(Some(&id));
     }
 
     fn on_end(&mut self, info: EndInfo) {
@@ -408,29 +451,28 @@ impl Writer {
         cur.meta.peak_score = info.peak_score;
         cur.meta.peak_area_pct = info.peak_area_pct;
         cur.meta.boxes = info.boxes;
-        cur.meta.dropped_frames = info.dropped_frames;
+        cur.meta.end_reason = Some(info.reason);
         cur.ending_at_ns = Some(info.last_motion_ns + (self.config.post_capture_s * 1e9) as u64);
         cur.last_frame = Instant::now();
     }
 
-    fn finish(&mut self, mut cur: Current, complete: bool) {
+    /// Closes the clip, writes the poster and the final `event.json`. `reason` is why the
+    /// event ended when no end was received (shutdown).
+    fn finish(&mut self, mut cur: Current, reason: Option<EndReason>) {
         let mut frames = 0;
         if let Some(clip) = cur.clip.take() {
             match clip.finish() {
                 Ok(n) => {
                     frames = n;
                     if let Err(e) = std::fs::rename(cur.dir.join(CLIP_PART), cur.dir.join(CLIP)) {
-                        tracing::error!(event = %cur.meta.id, "cannot rename clip: {e}");
-                        cur.meta.clip = None;
+                        cur.clip_failed("rename the clip", &e);
                     }
                 }
-                Err(e) => {
-                    tracing::error!(event = %cur.meta.id, "cannot close clip: {e}");
-                    cur.meta.clip = None;
-                }
+                Err(e) => cur.clip_failed("close the clip", &e),
             }
-        } else {
-            cur.meta.clip = None;
+        }
+        if cur.meta.clip_error.is_some() {
+            frames = salvage_clip(&mut cur);
         }
         if !self.poster.is_empty() {
             let tmp = cur.dir.join("poster.jpg.tmp");
@@ -447,8 +489,16 @@ impl Writer {
             cur.meta.duration_s = now.saturating_sub(cur.meta.start_unix_ms) as f64 / 1000.0;
         }
         cur.meta.frames = frames as u64;
-        cur.meta.dropped_frames += cur.written_dropped;
-        cur.meta.state = if complete {
+        let dropped_upstream = self
+            .dropped
+            .load(Ordering::Relaxed)
+            .saturating_sub(cur.dropped_before);
+        cur.meta.dropped_frames = cur.written_dropped + dropped_upstream;
+        if cur.meta.end_reason.is_none() {
+            cur.meta.end_reason = reason;
+        }
+        // A clip that stops short of its event is not complete.
+        cur.meta.state = if cur.meta.clip_error.is_none() {
             EventState::Complete
         } else {
             EventState::Interrupted
@@ -480,6 +530,33 @@ impl Writer {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!("storage limits: {e}"),
+        }
+    }
+}
+
+/// After a write error: the frames that reached the disk are kept (the partial clip is
+/// repaired as after a crash), or the partial file is removed. Returns the frames kept.
+fn salvage_clip(cur: &mut Current) -> usize {
+    let part = cur.dir.join(CLIP_PART);
+    cur.meta.clip = None;
+    if !part.exists() {
+        return 0;
+    }
+    let kept = avi::repair(&part).map_err(|e| e.to_string()).and_then(|n| {
+        std::fs::rename(&part, cur.dir.join(CLIP))
+            .map(|()| n)
+            .map_err(|e| e.to_string())
+    });
+    match kept {
+        Ok(n) => {
+            cur.meta.clip = Some(CLIP.into());
+            tracing::warn!(event = %cur.meta.id, "kept the {n} frames written before the error");
+            n
+        }
+        Err(e) => {
+            tracing::warn!(event = %cur.meta.id, "partial clip removed: {e}");
+            let _ = std::fs::remove_file(&part);
+            0
         }
     }
 }
@@ -531,22 +608,7 @@ mod tests {
     }
 
     fn meta(id: &str) -> EventMeta {
-        EventMeta {
-            id: id.into(),
-            state: EventState::Recording,
-            start_unix_ms: store::parse_id(id).unwrap(),
-            end_unix_ms: None,
-            duration_s: 0.0,
-            peak_score: 0.0,
-            peak_area_pct: 0.0,
-            boxes: vec![],
-            frames: 0,
-            dropped_frames: 0,
-            clip: None,
-            poster: None,
-            width: 64,
-            height: 48,
-        }
+        EventMeta::new(id.into(), store::parse_id(id).unwrap(), 64, 48)
     }
 
     /// The end of event `id` with last motion at frame `last`.
@@ -557,7 +619,7 @@ mod tests {
             peak_score: 1.0,
             peak_area_pct: 1.0,
             boxes: vec![],
-            dropped_frames: 0,
+            reason: EndReason::Quiet,
         }
     }
 
@@ -615,7 +677,7 @@ mod tests {
             peak_score: 9.0,
             peak_area_pct: 3.0,
             boxes: vec![[0.1, 0.1, 0.2, 0.2]],
-            dropped_frames: 0,
+            reason: EndReason::Quiet,
         });
         // Post-capture 0.5 s: frames 40..=44 go in, 45 closes the clip.
         for i in 40..50 {
@@ -634,6 +696,8 @@ mod tests {
         assert_eq!(on_disk.frames, 25);
         assert_eq!(on_disk.peak_score, 9.0);
         assert!(!dir.join(CLIP_PART).exists());
+        assert_eq!(on_disk.end_reason, Some(EndReason::Quiet));
+        assert_eq!(on_disk.clip_error, None);
         assert_eq!(next_counter(d.path()), 1);
     }
 
@@ -659,32 +723,131 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_disk_drops_frames_counts_them_and_never_blocks() {
+    fn a_slow_disk_drops_frames_counts_them_post_capture_included_and_never_blocks() {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = config(d.path());
         cfg.queue_frames = 4;
+        cfg.post_capture_s = 60.0;
         cfg.slow_disk = Duration::from_millis(30);
         let mut r = Recorder::start(cfg).unwrap();
         let id = "20261124T182900Z-0002";
         r.start_event(meta(id), 0);
         // 300 frames pushed as fast as possible: the writer can take only a few of them.
+        // The event ends half-way; the rest falls in its post-capture.
         for i in 0..300 {
+            if i == 150 {
+                r.end_event(end(id, 150));
+            }
             r.frame(&jpeg(i), tag(i, Some(1.0)));
         }
         let s = r.stats();
         assert!(s.dropped > 200, "{s:?}");
         assert_eq!(s.sent + s.dropped, 300);
-        r.end_event(EndInfo {
-            end_unix_ms: meta(id).start_unix_ms + 1000,
-            last_motion_ns: 0,
-            peak_score: 1.0,
-            peak_area_pct: 1.0,
-            boxes: vec![],
-            dropped_frames: 0,
-        });
         let m = wait_done(&r);
         assert!(m.dropped_frames >= s.dropped, "{m:?} {s:?}");
         assert!(m.frames <= s.sent);
+    }
+
+    #[test]
+    fn a_frame_the_full_channel_refuses_gives_its_buffer_back() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path());
+        cfg.queue_frames = 2;
+        cfg.slow_disk = Duration::from_secs(2);
+        let mut r = Recorder::start(cfg).unwrap();
+        let id = "20261124T182900Z-0005";
+        r.start_event(meta(id), 0);
+        // The writer sleeps 2 s on this frame while control messages fill the channel.
+        paced(&mut r, 0, None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.path().join(id).join(CLIP_PART).exists() {
+            assert!(Instant::now() < deadline, "the event never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // From the clip's creation to the sleep on frame 0 the writer only scans an empty
+        // folder: it is asleep well before this.
+        std::thread::sleep(Duration::from_millis(200));
+        while r.stats().control_lost == 0 {
+            r.reset();
+        }
+        r.frame(&jpeg(1), tag(1, None));
+        assert_eq!(r.stats().dropped, 1, "{:?}", r.stats());
+        // Once the writer has caught up, both buffers are back in the pool.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let free: Vec<_> = std::iter::from_fn(|| r.pool.try_recv().ok()).collect();
+            let n = free.len();
+            for b in free {
+                r.pool_back.try_send(b).unwrap();
+            }
+            if n == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a buffer was lost: {n} of 2 free"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_clip_write_error_keeps_what_was_written_and_marks_the_event() {
+        let d = tempfile::tempdir().unwrap();
+        let (pool_tx, _pool) = sync_channel(1);
+        let (done_tx, done) = sync_channel(1);
+        let mut w = Writer::new(config(d.path()), pool_tx, done_tx, Arc::default());
+        for i in 0..10 {
+            w.on_frame(&jpeg(i), tag(i, None));
+        }
+        let id = "20261124T182900Z-0006";
+        w.on_start(meta(id), 10 * 100 * MS, 0);
+        let dir = d.path().join(id);
+        // Pre-capture (frames 0..=9) is on disk; from now on every write fails.
+        let cur = w.current.as_mut().unwrap();
+        cur.clip = Some(AviWriter::create(Path::new("/dev/full"), 64, 48, 10.0).unwrap());
+        let big = vec![0xab; 100_000];
+        w.on_frame(&big, tag(10, Some(1.0)));
+        w.on_frame(&jpeg(11), tag(11, Some(1.0)));
+        let cur = w.current.take().unwrap();
+        w.finish(cur, Some(EndReason::Shutdown));
+        let m = done.try_recv().unwrap();
+        assert_eq!(m.state, EventState::Interrupted);
+        assert!(
+            m.clip_error.as_deref().unwrap().contains("write the clip"),
+            "{m:?}"
+        );
+        assert_eq!(m.end_reason, Some(EndReason::Shutdown));
+        assert!(!dir.join(CLIP_PART).exists());
+        let (_, frames) = avi::read_frames(&dir.join(CLIP)).unwrap();
+        assert_eq!(frames.len(), 10);
+        assert_eq!(m.frames, 10);
+        assert_eq!(m.dropped_frames, 1, "the frame after the error is counted");
+        assert_eq!(store::read_meta(&dir).unwrap(), m);
+    }
+
+    #[test]
+    fn storage_limits_are_applied_when_an_event_starts() {
+        let d = tempfile::tempdir().unwrap();
+        let old = "20200101T000000Z-0001";
+        std::fs::create_dir(d.path().join(old)).unwrap();
+        let mut done = meta(old);
+        done.state = EventState::Complete;
+        store::write_meta(&d.path().join(old), &done).unwrap();
+        let mut cfg = config(d.path());
+        cfg.limits.max_age_ms = 86_400_000;
+        let mut r = Recorder::start(cfg).unwrap();
+        r.start_event(meta("20261124T182900Z-0007"), 0);
+        paced(&mut r, 0, None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d.path().join(old).exists() {
+            assert!(Instant::now() < deadline, "the old event was not deleted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            r.completed().is_none(),
+            "deleted while the new event is recording"
+        );
     }
 
     #[test]
@@ -699,6 +862,7 @@ mod tests {
         r.shutdown();
         let m = store::read_meta(&d.path().join(id)).unwrap();
         assert_eq!(m.state, EventState::Complete);
+        assert_eq!(m.end_reason, Some(EndReason::Shutdown));
         assert_eq!(
             avi::read_frames(&d.path().join(id).join(CLIP))
                 .unwrap()

@@ -3,19 +3,126 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ipc::announce::{CameraState, ClientConfig, ClientEvent, FrameClient};
-use ipc::service::Notifier;
+use ipc::announce::{CameraState, ClientConfig, ClientEvent, ClientStats, FrameClient};
+use ipc::service::{Notifier, monotonic_ns};
 
 use crate::analyzer::{Analyzer, FrameInput};
 use crate::config::{MotionConfig, Settings};
-use crate::event::Transition;
+use crate::event::{EndReason, Transition};
 use crate::hooks::{HookConfig, HookKind, Hooks, parse_http_url};
 use crate::journal;
-use crate::recorder::{EndInfo, FrameTag, Recorder, RecorderConfig, next_counter};
-use crate::store::{self, CLIP, EventMeta, EventState, Limits};
+use crate::recorder::{EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, next_counter};
+use crate::store::{self, CLIP, EventMeta, Limits};
+
+/// The detection loop turns at least this often, frames or not (a camera outage included):
+/// it refreshes the systemd status and proves to the watchdog that it is alive.
+pub const TICK: Duration = Duration::from_secs(1);
+/// How often the counters also go to the log.
+pub const STATUS_LOG_EVERY: Duration = Duration::from_secs(600);
+
+/// When the detection loop last made progress (monotonic ns), shared with the watchdog task:
+/// systemd's watchdog is pinged only while this is fresh, so a loop that hangs gets the
+/// service restarted, while a camera outage (the loop still turning) does not.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// The loop made progress at `now_ns`.
+    pub fn beat_at(&self, now_ns: u64) {
+        // Relaxed: a lone timestamp; the watchdog needs no other memory to be visible.
+        self.0.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// Whether the last progress is at most `within` before `now_ns`.
+    pub fn fresh_at(&self, now_ns: u64, within: Duration) -> bool {
+        let last = self.0.load(Ordering::Relaxed);
+        now_ns.saturating_sub(last) <= within.as_nanos() as u64
+    }
+}
+
+/// Pings systemd's watchdog every half `interval` (itself half of `WatchdogSec`) while
+/// `progress` is fresh; a stall is logged once.
+fn spawn_watchdog(interval: Duration, progress: Progress) -> tokio::task::JoinHandle<()> {
+    let stall_after = interval.max(3 * TICK);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval / 2);
+        let mut stalled = false;
+        loop {
+            tick.tick().await;
+            if progress.fresh_at(monotonic_ns(), stall_after) {
+                Notifier.watchdog();
+                stalled = false;
+            } else if !stalled {
+                stalled = true;
+                tracing::error!(
+                    "the detection loop made no progress for {stall_after:?}: not pinging the watchdog, systemd will restart motion-svc"
+                );
+            }
+        }
+    })
+}
+
+/// The counters, for `systemctl status` and the periodic log line.
+fn status_text(
+    camera_ok: bool,
+    events: u64,
+    a: &Analyzer,
+    c: ClientStats,
+    r: RecorderStats,
+) -> String {
+    let (sel, st) = (a.selection(), a.stats());
+    format!(
+        "camera {}; {} frames, {} analysed, {} not due, {} gaps, {} repeated seq, {} duplicate, {} corrupt, {} grey, {} re-learns, {} torn; {events} events, {} clip frames dropped",
+        if camera_ok { "streaming" } else { "away" },
+        c.frames,
+        sel.analysed,
+        sel.skipped,
+        sel.gaps,
+        sel.duplicates,
+        st.duplicates,
+        st.corrupt + c.corrupt,
+        st.grey,
+        st.relearns,
+        c.torn,
+        r.dropped,
+    )
+}
+
+/// Sets the systemd status line to the counters and, with `log`, logs them with a field each.
+fn report_status(
+    camera_ok: bool,
+    events: u64,
+    a: &Analyzer,
+    (c, r): (ClientStats, RecorderStats),
+    log: bool,
+) {
+    let text = status_text(camera_ok, events, a, c, r);
+    Notifier.status(&text);
+    if !log {
+        return;
+    }
+    let (sel, st) = (a.selection(), a.stats());
+    tracing::info!(
+        frames = c.frames,
+        analysed = sel.analysed,
+        skipped = sel.skipped,
+        gaps = sel.gaps,
+        seq_duplicates = sel.duplicates,
+        duplicates = st.duplicates,
+        corrupt = st.corrupt + c.corrupt,
+        grey = st.grey,
+        scene_changes = st.scene_changes,
+        relearns = st.relearns,
+        torn = c.torn,
+        clip_dropped = r.dropped,
+        "status: {text}"
+    );
+}
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -98,15 +205,11 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mut analyzer = Analyzer::new(&rc.settings)?;
     let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), "motion-svc"));
     let notifier = Notifier;
-    let watchdog = notifier.watchdog_interval().map(|iv| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(iv / 2);
-            loop {
-                tick.tick().await;
-                Notifier.watchdog();
-            }
-        })
-    });
+    let progress = Progress::default();
+    progress.beat_at(monotonic_ns());
+    let watchdog = notifier
+        .watchdog_interval()
+        .map(|iv| spawn_watchdog(iv, progress.clone()));
     notifier.ready();
     tracing::info!(events_dir = %events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
@@ -117,11 +220,26 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mut frame_size = (0u32, 0u32);
     // (monotonic ns, wall ns) of the last frame: converts event times to wall clock.
     let mut clock = (0u64, 0u64);
+    let mut events = 0u64;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status_log = tokio::time::Instant::now();
     tokio::pin!(shutdown);
     loop {
         let event = tokio::select! {
             () = &mut shutdown => break,
-            ev = client.next(&mut buf) => ev,
+            ev = client.next(&mut buf) => Some(ev),
+            _ = tick.tick() => None,
+        };
+        progress.beat_at(monotonic_ns());
+        let Some(event) = event else {
+            let log = last_status_log.elapsed() >= STATUS_LOG_EVERY;
+            if log {
+                last_status_log = tokio::time::Instant::now();
+            }
+            let counts = (client.stats(), recorder.stats());
+            report_status(camera_ok, events, &analyzer, counts, log);
+            continue;
         };
         let transition = match event {
             ClientEvent::Connected(hello) => {
@@ -202,24 +320,16 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 let id = format!("{}-{counter:04}", store::utc_stamp(start_ms));
                 let peak = analyzer.peak().clone();
                 let meta = EventMeta {
-                    id: id.clone(),
-                    state: EventState::Recording,
-                    start_unix_ms: start_ms,
-                    end_unix_ms: None,
-                    duration_s: 0.0,
                     peak_score: peak.score,
                     peak_area_pct: peak.area_pct,
                     boxes: peak.boxes.clone(),
-                    frames: 0,
-                    dropped_frames: 0,
                     clip: Some(CLIP.into()),
-                    poster: None,
-                    width: frame_size.0,
-                    height: frame_size.1,
+                    ..EventMeta::new(id.clone(), start_ms, frame_size.0, frame_size.1)
                 };
+                events += 1;
                 recorder.start_event(meta.clone(), first_ns);
                 let dir = events_dir.join(&id);
-                journal::log_start(&id, peak.score, peak.area_pct, &peak.boxes, &dir.join(CLIP));
+                journal::log_start(&id, &peak, &dir.join(CLIP));
                 hooks.fire(HookKind::Start, &meta, &dir);
                 current = Some((id, start_ms));
             }
@@ -236,16 +346,9 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                         peak_score: peak.score,
                         peak_area_pct: peak.area_pct,
                         boxes: peak.boxes.clone(),
-                        dropped_frames: 0,
+                        reason,
                     });
-                    journal::log_end(
-                        &id,
-                        peak.score,
-                        peak.area_pct,
-                        &peak.boxes,
-                        &events_dir.join(&id).join(CLIP),
-                        reason.as_str(),
-                    );
+                    journal::log_end(&id, &peak, &events_dir.join(&id).join(CLIP), reason);
                 }
             }
         }
@@ -257,7 +360,11 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     notifier.stopping();
     if let Some((id, _)) = current.take() {
         tracing::info!(event = %id, "shutting down during an event: the clip is closed");
+        let clip = events_dir.join(&id).join(CLIP);
+        journal::log_end(&id, analyzer.peak(), &clip, EndReason::Shutdown);
     }
+    let counts = (client.stats(), recorder.stats());
+    report_status(camera_ok, events, &analyzer, counts, true);
     tokio::task::spawn_blocking(move || recorder.shutdown())
         .await
         .ok();
@@ -266,4 +373,52 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     tracing::info!("motion-svc stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_fresh_only_within_its_window() {
+        let p = Progress::default();
+        let s = 1_000_000_000;
+        p.beat_at(10 * s);
+        assert!(p.fresh_at(10 * s, Duration::from_secs(3)));
+        assert!(p.fresh_at(13 * s, Duration::from_secs(3)));
+        assert!(!p.fresh_at(13 * s + 1, Duration::from_secs(3)));
+        p.beat_at(20 * s);
+        assert!(p.fresh_at(21 * s, Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn status_names_every_counter() {
+        let a = Analyzer::new(&MotionConfig::default().validate().unwrap()).unwrap();
+        let c = ClientStats {
+            frames: 7,
+            torn: 2,
+            ..ClientStats::default()
+        };
+        let r = RecorderStats {
+            dropped: 3,
+            ..RecorderStats::default()
+        };
+        let t = status_text(false, 4, &a, c, r);
+        for word in [
+            "camera away",
+            "7 frames",
+            "analysed",
+            "not due",
+            "gaps",
+            "duplicate",
+            "corrupt",
+            "grey",
+            "re-learns",
+            "2 torn",
+            "4 events",
+            "3 clip frames dropped",
+        ] {
+            assert!(t.contains(word), "{word:?} missing in {t:?}");
+        }
+    }
 }

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::avi;
+use crate::event::EndReason;
 
 /// Metadata file name.
 pub const META: &str = "event.json";
@@ -67,6 +68,37 @@ pub struct EventMeta {
     pub width: u32,
     /// Frame height.
     pub height: u32,
+    /// Why the event ended; `None` while recording, and in files written before this field.
+    #[serde(default)]
+    pub end_reason: Option<EndReason>,
+    /// Why the clip stops short of the event (a write error): the clip keeps the frames
+    /// written before it and the state is `interrupted`. `None` when nothing went wrong.
+    #[serde(default)]
+    pub clip_error: Option<String>,
+}
+
+impl EventMeta {
+    /// A new event, state `recording`, nothing measured yet.
+    pub fn new(id: String, start_unix_ms: u64, width: u32, height: u32) -> EventMeta {
+        EventMeta {
+            id,
+            state: EventState::Recording,
+            start_unix_ms,
+            end_unix_ms: None,
+            duration_s: 0.0,
+            peak_score: 0.0,
+            peak_area_pct: 0.0,
+            boxes: Vec::new(),
+            frames: 0,
+            dropped_frames: 0,
+            clip: None,
+            poster: None,
+            width,
+            height,
+            end_reason: None,
+            clip_error: None,
+        }
+    }
 }
 
 /// Errors of the store.
@@ -244,22 +276,7 @@ pub fn recover(events_dir: &Path) -> Result<Vec<Recovered>, StoreError> {
             let _ = fs::remove_file(dir.join("event.json.tmp"));
             continue;
         }
-        let mut meta = meta.unwrap_or(EventMeta {
-            id: name.clone(),
-            state: EventState::Recording,
-            start_unix_ms: start_ms,
-            end_unix_ms: None,
-            duration_s: 0.0,
-            peak_score: 0.0,
-            peak_area_pct: 0.0,
-            boxes: Vec::new(),
-            frames: 0,
-            dropped_frames: 0,
-            clip: None,
-            poster: None,
-            width: 0,
-            height: 0,
-        });
+        let mut meta = meta.unwrap_or_else(|| EventMeta::new(name.clone(), start_ms, 0, 0));
         let part = dir.join(CLIP_PART);
         let mut frames = 0;
         let mut end_ms = None;
@@ -295,6 +312,7 @@ pub fn recover(events_dir: &Path) -> Result<Vec<Recovered>, StoreError> {
         }
         meta.poster = dir.join(POSTER).exists().then(|| POSTER.into());
         meta.state = EventState::Interrupted;
+        meta.end_reason.get_or_insert(EndReason::Crash);
         meta.frames = frames as u64;
         let end = end_ms.unwrap_or(meta.start_unix_ms).max(meta.start_unix_ms);
         meta.end_unix_ms = Some(end);
@@ -400,21 +418,32 @@ mod tests {
 
     fn meta(id: &str, state: EventState) -> EventMeta {
         EventMeta {
-            id: id.into(),
             state,
-            start_unix_ms: parse_id(id).unwrap(),
-            end_unix_ms: None,
-            duration_s: 0.0,
             peak_score: 1.0,
             peak_area_pct: 1.0,
             boxes: vec![[0.1, 0.1, 0.2, 0.2]],
-            frames: 0,
-            dropped_frames: 0,
-            clip: None,
-            poster: None,
-            width: 640,
-            height: 480,
+            ..EventMeta::new(id.into(), parse_id(id).unwrap(), 640, 480)
         }
+    }
+
+    #[test]
+    fn event_json_without_the_newer_fields_still_reads() {
+        let mut v =
+            serde_json::to_value(meta("20261124T182900Z-0001", EventState::Complete)).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("end_reason");
+        obj.remove("clip_error");
+        let m: EventMeta = serde_json::from_value(v).unwrap();
+        assert_eq!(m.end_reason, None);
+        let text = serde_json::to_string(&EventMeta {
+            end_reason: Some(EndReason::Interrupted),
+            ..m
+        })
+        .unwrap();
+        assert!(
+            text.contains(r#""end_reason":"camera-interrupted""#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -482,6 +511,7 @@ mod tests {
         );
         let m = read_meta(&dir).unwrap();
         assert_eq!(m.state, EventState::Interrupted);
+        assert_eq!(m.end_reason, Some(EndReason::Crash));
         assert_eq!(m.clip.as_deref(), Some(CLIP));
         assert_eq!(m.frames, 3);
         assert!(m.end_unix_ms.is_some());

@@ -143,6 +143,12 @@ struct Svc {
 
 impl Svc {
     fn start(dir: &Path, extra: &[&str]) -> Svc {
+        Svc::start_with_env(dir, extra, &[])
+    }
+
+    /// With extra environment; `WATCHDOG_PID` is set to the service's own pid (through a
+    /// shell that execs it), as systemd does.
+    fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Svc {
         let log = dir.join(format!(
             "stderr-{}.log",
             Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())
@@ -153,7 +159,13 @@ impl Svc {
             log
         };
         let err = fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_motion-svc"));
+        let bin = env!("CARGO_BIN_EXE_motion-svc");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", bin]);
+        cmd.envs(env.iter().copied()).env_remove("NOTIFY_SOCKET");
+        if let Some((_, v)) = env.iter().find(|(k, _)| *k == "NOTIFY_SOCKET") {
+            cmd.env("NOTIFY_SOCKET", v);
+        }
         cmd.arg("--config")
             .arg(dir.join("none.toml"))
             .arg("--runtime-dir")
@@ -188,21 +200,7 @@ impl Svc {
 
     /// The log so far, without terminal colour codes.
     fn log(&self) -> String {
-        let raw = fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\x1b' {
-                for d in chars.by_ref() {
-                    if d == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        log_text(&self.log)
     }
 
     fn wait_log(&self, needle: &str, limit: Duration) {
@@ -243,6 +241,25 @@ impl Drop for Svc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A log file without terminal colour codes.
+fn log_text(path: &Path) -> String {
+    let raw = fs::read_to_string(path).unwrap_or_default();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn events(dir: &Path) -> Vec<(String, store::EventMeta)> {
@@ -403,6 +420,57 @@ fn a_camera_outage_is_logged_once_and_is_never_motion() {
         events(dir.path())
     );
     assert!(svc.terminate().success());
+}
+
+/// Reads sd_notify datagrams from `sock` until `done` holds for what arrived (or `limit`).
+fn notify_until(
+    sock: &std::os::unix::net::UnixDatagram,
+    limit: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (mut got, mut buf, end) = (Vec::new(), [0u8; 4096], Instant::now() + limit);
+    while !done(&got) && Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+#[test]
+fn the_watchdog_is_pinged_while_the_loop_turns_even_with_the_camera_away() {
+    // No camera at all: the loop still turns (its tick), so the service is healthy.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("run")).unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let path_s = path.display().to_string();
+    let svc = Svc::start_with_env(
+        dir.path(),
+        &[],
+        &[("NOTIFY_SOCKET", &path_s), ("WATCHDOG_USEC", "2000000")],
+    );
+    let pings = |got: &[String]| got.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    let got = notify_until(&sock, Duration::from_secs(20), |g| {
+        pings(g) >= 4 && g.iter().any(|m| m.contains("STATUS=camera away"))
+    });
+    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
+    assert!(pings(&got) >= 4, "{got:?}\n{}", svc.log());
+    let status = got.iter().find(|m| m.contains("STATUS=")).unwrap();
+    assert!(
+        status.contains("gaps") && status.contains("corrupt"),
+        "{status}"
+    );
+    let log = svc.log.clone();
+    assert!(svc.terminate().success());
+    // The counters are logged on the way out too.
+    let text = log_text(&log);
+    assert!(
+        text.contains("status: camera away") && text.contains("gaps="),
+        "{text}"
+    );
 }
 
 #[test]
