@@ -1,6 +1,7 @@
 //! One viewer's MJPEG body: waits for the newest frame in the hub, writes the shared part
-//! header and JPEG (reference-counted, never copied), re-sends the last frame after
-//! [`RESEND_AFTER`] without a new one, honours a per-viewer fps cap, and ends on shutdown.
+//! header and JPEG (reference-counted, never copied), re-sends the last live frame after
+//! [`RESEND_AFTER`] without a new one (never a placeholder: new ones come once a second),
+//! honours a per-viewer fps cap, and ends on shutdown.
 //! Progress is recorded in the connection's [`ConnWatch`], so the server can drop a
 //! connection whose socket has taken nothing for the viewer timeout.
 
@@ -183,6 +184,12 @@ struct Viewer {
     min_interval: Duration,
     last_sent: Option<Instant>,
     last_seq: u64,
+    /// Whether the last part sent was a live frame: a placeholder is never re-sent (the
+    /// fan-out renders a new one every [`OFFLINE_PERIOD`]), so a viewer gets at most one
+    /// offline part a second.
+    ///
+    /// [`OFFLINE_PERIOD`]: crate::fanout::OFFLINE_PERIOD
+    last_live: bool,
     fresh: bool,
 }
 
@@ -205,6 +212,7 @@ pub fn live(
         min_interval,
         last_sent: None,
         last_seq: 0,
+        last_live: false,
         fresh: true,
     };
     futures_util::stream::unfold(viewer, |mut v| async move {
@@ -227,7 +235,10 @@ pub fn live(
             }
             let changed = v.fresh || v.rx.has_changed().unwrap_or(false);
             if !changed {
-                let resend_at = v.last_sent.map(|t| t + RESEND_AFTER);
+                let resend_at = v
+                    .last_sent
+                    .filter(|_| v.last_live)
+                    .map(|t| t + RESEND_AFTER);
                 tokio::select! {
                     _ = v.shutdown.changed() => return None,
                     r = v.rx.changed() => if r.is_err() { return None },
@@ -253,6 +264,7 @@ pub fn live(
             if frame.live {
                 v.last_seq = frame.seq;
             }
+            v.last_live = frame.live;
             v.last_sent = Some(Instant::now());
             v.slot
                 .hub()
