@@ -10,11 +10,37 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::config::{CaptureConfig, DEFAULT_RPICAM, SourceKind};
 use crate::http::Url;
-use crate::supervise::find_program;
+use crate::supervise::find_program_in;
 use crate::synthetic::Script;
 
 /// Most JPEG files a folder source replays (their names are held in memory).
 pub const MAX_FOLDER_FILES: usize = 100_000;
+/// V4L2 nodes whose sysfs `name` contains one of these are not cameras with an MJPEG stream:
+/// the Pi's hardware codecs and ISPs (`bcm2835-codec-*`, `bcm2835-isp`, `pispbe`), its HEVC
+/// decoder (`rpivid`) and its raw CSI receivers (`unicam`, `rp1-cfe`, used through rpicam).
+pub const NON_CAMERA_NODES: [&str; 5] = ["codec", "isp", "rpivid", "unicam", "rp1-cfe"];
+
+/// Where [`SourceSpec::resolve_in`] looks for cameras: the real system, or a test's own dirs.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// `PATH`-style list searched for `rpicam-vid`/`libcamera-vid`.
+    pub search_path: Option<OsString>,
+    /// Where the `video*` device nodes are (`/dev`).
+    pub dev_dir: PathBuf,
+    /// Where their sysfs entries are (`/sys/class/video4linux`).
+    pub sysfs_dir: PathBuf,
+}
+
+impl Probe {
+    /// This machine: `$PATH`, `/dev`, `/sys/class/video4linux`.
+    pub fn system() -> Probe {
+        Probe {
+            search_path: std::env::var_os("PATH"),
+            dev_dir: PathBuf::from("/dev"),
+            sysfs_dir: PathBuf::from("/sys/class/video4linux"),
+        }
+    }
+}
 
 /// A resolved source, ready to open.
 #[derive(Debug, Clone)]
@@ -51,18 +77,27 @@ pub enum SourceSpec {
 
 impl SourceSpec {
     /// Turns the configuration into a source; with no source configured, picks `rpicam` if
-    /// the program exists, else the first `/dev/video*`, else `synthetic` (with a warning).
+    /// the program exists, else the first `/dev/video*` camera, else `synthetic` (with a
+    /// warning). Looks at this machine ([`Probe::system`]).
     ///
     /// # Errors
     /// A scene script that cannot be read, a bad URL.
     pub fn resolve(cfg: &CaptureConfig) -> anyhow::Result<SourceSpec> {
+        SourceSpec::resolve_in(cfg, &Probe::system())
+    }
+
+    /// [`SourceSpec::resolve`], looking for programs and devices where `probe` says.
+    ///
+    /// # Errors
+    /// As [`SourceSpec::resolve`].
+    pub fn resolve_in(cfg: &CaptureConfig, probe: &Probe) -> anyhow::Result<SourceSpec> {
         let kind = match cfg.source {
             Some(k) => k,
             None => {
-                if rpicam_program(cfg).is_some() {
+                if rpicam_program(cfg, probe).is_some() {
                     tracing::info!("no source configured: using rpicam (found on PATH)");
                     SourceKind::Rpicam
-                } else if first_video_device().is_some() {
+                } else if first_video_device(probe).is_some() {
                     tracing::info!("no source configured: using the first /dev/video* device");
                     SourceKind::V4l2
                 } else {
@@ -77,7 +112,7 @@ impl SourceSpec {
         Ok(match kind {
             SourceKind::Rpicam => {
                 let program =
-                    rpicam_program(cfg).unwrap_or_else(|| cfg.rpicam_program.clone().into());
+                    rpicam_program(cfg, probe).unwrap_or_else(|| cfg.rpicam_program.clone().into());
                 let mut argv: Vec<OsString> = vec![program.into()];
                 let s = |v: &mut Vec<OsString>, x: String| v.push(x.into());
                 for a in ["-t", "0", "--codec", "mjpeg", "-o", "-", "--nopreview"] {
@@ -112,7 +147,7 @@ impl SourceSpec {
                 let dev = cfg
                     .device
                     .clone()
-                    .or_else(first_video_device)
+                    .or_else(|| first_video_device(probe))
                     .unwrap_or_else(|| PathBuf::from("/dev/video0"));
                 let argv: Vec<OsString> = vec![
                     cfg.ffmpeg_program.clone().into(),
@@ -179,28 +214,38 @@ impl SourceSpec {
 
 /// The rpicam program to run: the configured one if found, else `libcamera-vid` when the
 /// default was asked for.
-fn rpicam_program(cfg: &CaptureConfig) -> Option<PathBuf> {
-    find_program(&cfg.rpicam_program).or_else(|| {
+fn rpicam_program(cfg: &CaptureConfig, probe: &Probe) -> Option<PathBuf> {
+    let path = probe.search_path.as_deref();
+    find_program_in(&cfg.rpicam_program, path).or_else(|| {
         (cfg.rpicam_program == DEFAULT_RPICAM)
-            .then(|| find_program("libcamera-vid"))
+            .then(|| find_program_in("libcamera-vid", path))
             .flatten()
     })
 }
 
-/// The first `/dev/video*` by name.
-fn first_video_device() -> Option<PathBuf> {
-    let mut devs: Vec<PathBuf> = std::fs::read_dir("/dev")
+/// The lowest-numbered `videoN` node that is a camera: numeric order (`video2` before
+/// `video10`), skipping the nodes [`NON_CAMERA_NODES`] names. Runs once at start; the list
+/// holds one number per node of the device directory.
+fn first_video_device(probe: &Probe) -> Option<PathBuf> {
+    let mut nodes: Vec<u32> = std::fs::read_dir(&probe.dev_dir)
         .ok()?
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("video"))
-        })
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("video")?.parse().ok())
         .collect();
-    devs.sort();
-    devs.into_iter().next()
+    nodes.sort_unstable();
+    nodes
+        .into_iter()
+        .find(|n| {
+            let name = std::fs::read_to_string(probe.sysfs_dir.join(format!("video{n}/name")))
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let skip = NON_CAMERA_NODES.iter().any(|k| name.contains(k));
+            if skip {
+                tracing::debug!(node = n, name = name.trim(), "not a camera, skipped");
+            }
+            !skip
+        })
+        .map(|n| probe.dev_dir.join(format!("video{n}")))
 }
 
 /// A file or the files of a folder, read as one byte stream.
@@ -306,6 +351,151 @@ pub fn jpeg_size(jpeg: &[u8]) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A probe over a test's own dirs: `bin` (the search path), `dev`, `sys`.
+    fn probe(dir: &Path) -> Probe {
+        for d in ["bin", "dev", "sys"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        Probe {
+            search_path: Some(dir.join("bin").into_os_string()),
+            dev_dir: dir.join("dev"),
+            sysfs_dir: dir.join("sys"),
+        }
+    }
+
+    /// A `videoN` node with its sysfs name.
+    fn node(p: &Probe, n: u32, name: &str) {
+        std::fs::write(p.dev_dir.join(format!("video{n}")), "").unwrap();
+        let sys = p.sysfs_dir.join(format!("video{n}"));
+        std::fs::create_dir_all(&sys).unwrap();
+        std::fs::write(sys.join("name"), format!("{name}\n")).unwrap();
+    }
+
+    fn auto() -> CaptureConfig {
+        CaptureConfig::default()
+    }
+
+    #[test]
+    fn auto_falls_back_to_libcamera_vid_when_rpicam_vid_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = probe(dir.path());
+        node(&p, 0, "USB Camera");
+        let fake = dir.path().join("bin/libcamera-vid");
+        std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
+        let SourceSpec::Process { label, argv } = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(label, "rpicam");
+        assert_eq!(argv[0], fake.as_os_str());
+        // rpicam-vid itself wins when both exist.
+        std::fs::write(dir.path().join("bin/rpicam-vid"), "#!/bin/sh\n").unwrap();
+        let SourceSpec::Process { argv, .. } = SourceSpec::resolve_in(&auto(), &p).unwrap() else {
+            panic!()
+        };
+        assert_eq!(argv[0], dir.path().join("bin/rpicam-vid").as_os_str());
+    }
+
+    #[test]
+    fn a_named_rpicam_program_gets_no_libcamera_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = probe(dir.path());
+        std::fs::write(dir.path().join("bin/libcamera-vid"), "").unwrap();
+        let cfg = CaptureConfig {
+            rpicam_program: "my-rpicam".into(),
+            ..auto()
+        };
+        let spec = SourceSpec::resolve_in(&cfg, &p).unwrap();
+        assert!(matches!(spec, SourceSpec::Synthetic { .. }), "{spec:?}");
+    }
+
+    #[test]
+    fn auto_picks_the_lowest_numbered_camera_node_skipping_codecs_and_isps() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = probe(dir.path());
+        // A Pi: codec, ISP and HEVC nodes around a USB webcam's capture (video10) and
+        // metadata (video11) nodes.
+        node(&p, 0, "bcm2835-codec-decode");
+        node(&p, 1, "bcm2835-codec-encode");
+        node(&p, 12, "bcm2835-isp");
+        node(&p, 13, "bcm2835-codec-isp");
+        node(&p, 18, "rpivid");
+        node(&p, 11, "HD Pro Webcam C920");
+        node(&p, 10, "HD Pro Webcam C920");
+        std::fs::write(p.dev_dir.join("video-not-a-number"), "").unwrap();
+        std::fs::write(p.dev_dir.join("vchiq"), "").unwrap();
+        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
+        assert_eq!(
+            spec.label(),
+            format!("v4l2:{}", p.dev_dir.join("video10").display())
+        );
+        // Numeric, not text order: video2 before video10.
+        node(&p, 2, "USB Camera");
+        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
+        assert_eq!(
+            spec.label(),
+            format!("v4l2:{}", p.dev_dir.join("video2").display())
+        );
+        // v4l2 without a device uses the same pick.
+        let cfg = CaptureConfig {
+            source: Some(SourceKind::V4l2),
+            ..auto()
+        };
+        let SourceSpec::Process { argv, .. } = SourceSpec::resolve_in(&cfg, &p).unwrap() else {
+            panic!()
+        };
+        assert!(
+            argv.contains(&p.dev_dir.join("video2").into_os_string()),
+            "{argv:?}"
+        );
+    }
+
+    #[test]
+    fn auto_falls_back_to_synthetic_with_no_program_and_only_codec_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = probe(dir.path());
+        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
+        assert!(matches!(spec, SourceSpec::Synthetic { .. }), "{spec:?}");
+        node(&p, 10, "bcm2835-codec-decode");
+        node(&p, 31, "bcm2835-isp");
+        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
+        assert!(matches!(spec, SourceSpec::Synthetic { .. }), "{spec:?}");
+    }
+
+    #[tokio::test]
+    async fn a_folder_of_jpegs_is_read_in_name_order_skipping_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let jpeg = |w, h| {
+            let mut scene = crate::synthetic::Scene::new(Script::default(), w, h);
+            let mut out = Vec::new();
+            scene.render_jpeg(std::time::Duration::ZERO, &mut out);
+            out
+        };
+        std::fs::write(dir.path().join("b.jpg"), jpeg(64, 48)).unwrap();
+        std::fs::write(dir.path().join("a.jpeg"), jpeg(32, 24)).unwrap();
+        std::fs::write(dir.path().join("c.JPG"), jpeg(96, 64)).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a frame").unwrap();
+        let mut input = FileInput::open(dir.path()).unwrap();
+        let mut splitter = crate::splitter::Splitter::new(1 << 20);
+        loop {
+            let n = input.read(splitter.spare()).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            splitter.commit(n);
+        }
+        let mut sizes = Vec::new();
+        while let Some(frame) = splitter.next_frame() {
+            sizes.push(jpeg_size(frame).unwrap());
+        }
+        assert_eq!(sizes, [(32, 24), (64, 48), (96, 64)]);
+        assert_eq!(splitter.stats().garbage_bytes, 0, "notes.txt not read");
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::write(empty.path().join("x.png"), "").unwrap();
+        let err = FileInput::open(empty.path()).unwrap_err();
+        assert!(err.to_string().contains("no .jpg/.jpeg"), "{err}");
+    }
 
     #[test]
     fn size_from_a_real_jpeg() {

@@ -227,12 +227,17 @@ impl Supervised {
 
 /// Finds `program` on `PATH` (or checks it as a path when it contains a `/`).
 pub fn find_program(program: &str) -> Option<PathBuf> {
+    find_program_in(program, std::env::var_os("PATH").as_deref())
+}
+
+/// Finds `program` in the directories of `search_path` (a `PATH`-style list), or checks it as
+/// a path when it contains a `/`. Tests pass their own list instead of changing `PATH`.
+pub fn find_program_in(program: &str, search_path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     if program.contains('/') {
         let p = PathBuf::from(program);
         return p.is_file().then_some(p);
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(search_path?)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
