@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 use tokio::sync::{Semaphore, watch};
@@ -174,25 +174,14 @@ impl IntoResponse for WebError {
     }
 }
 
-/// The router with every route and rule.
+/// The router with every route and rule. The routes that need a login are exactly
+/// [`PROTECTED_ROUTES`], so the test that walks that table walks every one.
 pub fn app(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/", get(dashboard))
-        .route("/stream.mjpg", get(live_stream))
-        .route("/video_feed", get(live_stream))
-        .route("/stream", get(live_stream))
-        .route("/snapshot.jpg", get(snapshot))
-        .route("/events", get(events_page))
-        .route("/events/{id}", get(event_page))
-        .route("/events/{id}/clip.avi", get(event_clip))
-        .route("/events/{id}/poster.jpg", get(event_poster))
-        .route("/events/{id}/play.mjpg", get(event_play))
-        .route("/events/{id}/delete", post(event_delete_form))
-        .route("/api/status", get(api_status))
-        .route("/api/events", get(api_events))
-        .route("/api/events/{id}", get(api_event).delete(api_event_delete))
-        .route("/metrics", get(metrics))
-        .route("/logout", post(logout))
+    let protected = PROTECTED_ROUTES
+        .iter()
+        .fold(Router::new(), |r, &(method, path)| {
+            r.route(path, protected_handler(method, path))
+        })
         .layer(middleware::from_fn_with_state(state.clone(), require_login));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -204,7 +193,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Every route a logged-out client must be refused on (for the access test).
+/// Every route that needs a login (method, path): the router is built from this table, and
+/// the access test walks it without a login.
 pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/stream.mjpg"),
@@ -212,18 +202,43 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/stream"),
     ("GET", "/snapshot.jpg"),
     ("GET", "/events"),
-    ("GET", "/events/20261124T182900Z-0001"),
-    ("GET", "/events/20261124T182900Z-0001/clip.avi"),
-    ("GET", "/events/20261124T182900Z-0001/poster.jpg"),
-    ("GET", "/events/20261124T182900Z-0001/play.mjpg"),
-    ("POST", "/events/20261124T182900Z-0001/delete"),
+    ("GET", "/events/{id}"),
+    ("GET", "/events/{id}/clip.avi"),
+    ("GET", "/events/{id}/poster.jpg"),
+    ("GET", "/events/{id}/play.mjpg"),
+    ("POST", "/events/{id}/delete"),
     ("GET", "/api/status"),
     ("GET", "/api/events"),
-    ("GET", "/api/events/20261124T182900Z-0001"),
-    ("DELETE", "/api/events/20261124T182900Z-0001"),
+    ("GET", "/api/events/{id}"),
+    ("DELETE", "/api/events/{id}"),
     ("GET", "/metrics"),
     ("POST", "/logout"),
 ];
+
+/// The handler of one entry of [`PROTECTED_ROUTES`].
+///
+/// # Panics
+/// An entry without a handler (any test that builds the router finds it).
+fn protected_handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("GET", "/") => get(dashboard),
+        ("GET", "/stream.mjpg" | "/video_feed" | "/stream") => get(live_stream),
+        ("GET", "/snapshot.jpg") => get(snapshot),
+        ("GET", "/events") => get(events_page),
+        ("GET", "/events/{id}") => get(event_page),
+        ("GET", "/events/{id}/clip.avi") => get(event_clip),
+        ("GET", "/events/{id}/poster.jpg") => get(event_poster),
+        ("GET", "/events/{id}/play.mjpg") => get(event_play),
+        ("POST", "/events/{id}/delete") => post(event_delete_form),
+        ("GET", "/api/status") => get(api_status),
+        ("GET", "/api/events") => get(api_events),
+        ("GET", "/api/events/{id}") => get(api_event),
+        ("DELETE", "/api/events/{id}") => delete(api_event_delete),
+        ("GET", "/metrics") => get(metrics),
+        ("POST", "/logout") => post(logout),
+        _ => panic!("PROTECTED_ROUTES lists {method} {path} without a handler"),
+    }
+}
 
 fn client_ip(req: &Request) -> IpAddr {
     req.extensions()

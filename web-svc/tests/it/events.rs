@@ -85,6 +85,35 @@ fn events_are_listed_played_downloaded_and_deleted() {
         let r = http::get(web.addr, path, c).unwrap();
         assert_eq!(r.status, 200, "{path}");
     }
+    // The dashboard shows the latest events as cards, newest first: a link, the poster when
+    // there is one, the start time, duration and peak score, and damaged ones as such.
+    let dash = http::get(web.addr, "/", c).unwrap().text();
+    let at = |id: &str| {
+        dash.find(&format!("<a href=\"/events/{id}\">"))
+            .unwrap_or_else(|| panic!("no card for {id} on the dashboard:\n{dash}"))
+    };
+    let order: Vec<usize> = [
+        "20261124T183300Z-0005",
+        "20261124T183200Z-0004",
+        "20261124T183100Z-0003",
+        "20261124T183000Z-0002",
+        "20261124T182900Z-0001",
+    ]
+    .iter()
+    .map(|id| at(id))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "cards newest first");
+    assert!(dash.contains("src=\"/events/20261124T182900Z-0001/poster.jpg\""));
+    assert!(
+        dash.contains("(no poster)"),
+        "the half-written event has no poster"
+    );
+    assert!(
+        dash.contains("1.5 s, score 0.42"),
+        "duration and score:\n{dash}"
+    );
+    assert!(dash.contains("2026-"), "start time shown:\n{dash}");
+    assert!(dash.contains("motion now") && dash.contains("corrupt") && dash.contains("incomplete"));
     let list = http::get(web.addr, "/events?page=1", c).unwrap().text();
     assert!(
         list.contains("motion now"),

@@ -64,6 +64,13 @@ fn read_live(s: &mut MjpegStream, camera: &Camera, n: usize) {
         assert!(sq >= last, "sequence went back: {last} -> {sq}");
         last = sq;
         let (expected, _) = camera.frame_for(sq).expect("a published sequence number");
+        // The part's Content-Length is the frame's length (the reader reads that many bytes
+        // and then requires the next boundary, so nothing more or less was sent).
+        assert_eq!(
+            part.header("content-length").and_then(|v| v.parse().ok()),
+            Some(expected.len()),
+            "frame {sq}: Content-Length"
+        );
         assert_eq!(part.body.len(), expected.len());
         assert!(
             part.body == expected,
@@ -370,4 +377,108 @@ fn sigterm_closes_a_viewer_whose_socket_is_full_and_exits_cleanly() {
         s.web.log()
     );
     crate::harness::drain_until_closed(&mut deaf, "full viewer at shutdown");
+}
+
+#[test]
+fn status_and_metrics_report_the_stream() {
+    let s = setup("", 320, 240, 40, 30.0);
+    let mut stream = MjpegStream::open(s.web.addr, "/stream.mjpg", Some(&s.cookie)).unwrap();
+    let mut body_bytes = 0usize;
+    for _ in 0..30 {
+        body_bytes += stream.next_part().unwrap().body.len();
+    }
+    let r = http::get(s.web.addr, "/api/status", Some(&s.cookie)).unwrap();
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let st: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(st["camera"]["state"], "streaming");
+    assert_eq!(st["camera"]["source"], "test-camera");
+    assert_eq!(
+        (
+            st["camera"]["width"].as_u64(),
+            st["camera"]["height"].as_u64()
+        ),
+        (Some(320), Some(240))
+    );
+    let fps = st["fps"].as_f64().unwrap();
+    assert!((5.0..=60.0).contains(&fps), "fps {fps} for a 30 fps camera");
+    let age = st["frame_age_ms"]
+        .as_u64()
+        .expect("frame_age_ms while streaming");
+    assert!(age < 60_000, "frame_age_ms {age} while streaming");
+    assert_eq!(st["viewers"], 1);
+    assert!(st["drops"]["source"].is_u64() && st["drops"]["viewers"].is_u64());
+    assert_eq!(st["motion"]["active"], false);
+
+    let m = http::get(s.web.addr, "/metrics", Some(&s.cookie))
+        .unwrap()
+        .text();
+    let get = |name: &str| metric(&m, name).unwrap_or_else(|| panic!("no {name} in\n{m}"));
+    assert!(
+        get("mecam_web_bytes_sent_total") >= body_bytes as f64,
+        "bytes sent {} < the {body_bytes} body bytes one viewer read",
+        get("mecam_web_bytes_sent_total")
+    );
+    assert!(get("mecam_web_frames_sent_total") >= 30.0);
+    assert!(get("mecam_web_frames_received_total") >= 30.0);
+    assert_eq!(get("mecam_web_viewers"), 1.0);
+    assert!(get("mecam_web_sessions") >= 1.0);
+    let rss = get("mecam_web_resident_memory_bytes");
+    let proc_rss = s.web.rss_kib() as f64 * 1024.0;
+    assert!(
+        rss > 1e6 && (rss - proc_rss).abs() < proc_rss * 0.5,
+        "resident memory {rss} bytes, /proc says {proc_rss}"
+    );
+    assert!(m.contains("# TYPE mecam_web_bytes_sent_total counter"));
+}
+
+#[test]
+fn http_basic_works_on_the_stream_and_snapshot_as_home_assistant_uses_it() {
+    use base64::Engine as _;
+    let s = setup("", 160, 120, 0, 15.0);
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{PW}"))
+    );
+    // Without credentials first: 401 with a Basic challenge, as HA expects.
+    let r = http::get(s.web.addr, "/snapshot.jpg", None).unwrap();
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Basic"))
+    );
+    let r = http::request(
+        s.web.addr,
+        "GET",
+        "/snapshot.jpg",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("image/jpeg"))
+    );
+    assert!(is_jpeg(&r.body));
+    let mut raw = TcpStream::connect(s.web.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        raw,
+        "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("X-Mecam-Camera: live") {
+        let n = std::io::Read::read(&mut raw, &mut buf).unwrap();
+        assert!(
+            n > 0 && got.len() < 1 << 20,
+            "stream ended: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("multipart/x-mixed-replace"), "{text}");
 }
