@@ -3,9 +3,9 @@
 # from the `command` source (ffmpeg printing MJPEG at the frame rate, its own CPU not counted)
 # and the `synthetic` source, at 640x480@30 and 1920x1080@30. Prints a markdown table.
 #
-# Usage: capture-svc/bench/run.sh [SECONDS]   (default 20 s per row; needs ffmpeg)
+# Usage: capture-svc/bench/run.sh [SECONDS]   (default 10 s per row; needs ffmpeg)
 set -euo pipefail
-secs=${1:-20}
+secs=${1:-10}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cargo build --release -q -p capture-svc --manifest-path "$root/Cargo.toml"
 bin="$root/target/release/capture-svc"

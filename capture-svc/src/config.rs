@@ -113,6 +113,8 @@ impl Default for CaptureConfig {
 
 /// The default `rpicam_program`.
 pub const DEFAULT_RPICAM: &str = "rpicam-vid";
+/// The smallest `slot_capacity` accepted (64 KiB): below that even a small JPEG may not fit.
+pub const MIN_SLOT_CAPACITY: usize = 64 * 1024;
 
 impl CaptureConfig {
     /// Checks every value; the error names the key and says what is accepted.
@@ -149,9 +151,12 @@ impl CaptureConfig {
             "must be 0 or 180",
         )?;
         check(
-            (64 * 1024..=ipc::region::MAX_SLOT_CAPACITY).contains(&self.slot_capacity),
+            (MIN_SLOT_CAPACITY..=ipc::region::MAX_SLOT_CAPACITY).contains(&self.slot_capacity),
             "slot_capacity",
-            "must be 65536..=MAX_SLOT_CAPACITY bytes",
+            &format!(
+                "must be {MIN_SLOT_CAPACITY}..={} bytes",
+                ipc::region::MAX_SLOT_CAPACITY
+            ),
         )?;
         check(
             self.stall_timeout_ms >= 200,
@@ -249,6 +254,29 @@ mod tests {
         for (key, c) in cases {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn slot_capacity_bounds_are_refused_with_the_numbers() {
+        let max = ipc::region::MAX_SLOT_CAPACITY;
+        for bad in [MIN_SLOT_CAPACITY - 1, max + 1] {
+            let c = CaptureConfig {
+                slot_capacity: bad,
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("slot_capacity") && e.contains(&format!("65536..={max} bytes")),
+                "{e}"
+            );
+        }
+        for good in [MIN_SLOT_CAPACITY, max] {
+            let c = CaptureConfig {
+                slot_capacity: good,
+                ..Default::default()
+            };
+            c.validate().unwrap();
         }
     }
 
