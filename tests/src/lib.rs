@@ -17,6 +17,7 @@ pub mod service;
 pub mod soak;
 pub mod system;
 pub mod trend;
+pub mod unit_file;
 pub mod viewer;
 
 /// The admin user name `web-svc` knows.

@@ -546,10 +546,7 @@ pub struct Mecam {
 /// # Errors
 /// The unit file is unreadable.
 pub fn unit_text(name: &str) -> anyhow::Result<String> {
-    let path = bins::systemd_dir().join(name);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text.replace("/usr/local/bin/", &format!("{BIN_DIR}/")))
+    Ok(crate::unit_file::text(name)?.replace("/usr/local/bin/", &format!("{BIN_DIR}/")))
 }
 
 fn exec_start(unit_text: &str) -> anyhow::Result<String> {

@@ -27,7 +27,8 @@ pub struct SoakOptions {
     pub viewers: usize,
     /// Frames a viewer reads before it disconnects and connects again.
     pub viewer_frames: usize,
-    /// Growth over the judged span (KiB) below which a service is not "rising".
+    /// Growth over the judged span (KiB) below which a service is not "rising" on that count
+    /// alone (the day's projection against `MemoryMax`, see [`trend::judge`], still applies).
     pub tolerance_kib: f64,
 }
 
@@ -89,24 +90,32 @@ impl SoakReport {
     pub fn table(&self) -> String {
         let mut t = format!(
             "soak: {:.0} s, {} frames nominal, {} frames to viewers\n\
-             | service | RSS start (KiB) | RSS end (KiB) | slope after warm-up (KiB/min) | slope, last half (KiB/min) | CPU per nominal frame (ms) |\n\
-             | --- | ---: | ---: | ---: | ---: | ---: |\n",
+             | service | RSS start (KiB) | RSS end (KiB) | slope after warm-up (KiB/min) | slope, last half (KiB/min) | a day at that slope / half the room under MemoryMax (KiB) | CPU per nominal frame (ms) |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
             self.seconds, self.nominal_frames, self.viewer_frames
         );
         for s in &self.services {
-            let (slope, tail) = s
-                .verdict
-                .as_ref()
-                .map_or(("n/a".into(), "n/a".into()), |v| {
-                    (
-                        format!("{:+.1}", v.kib_per_min),
-                        format!("{:+.1}", v.tail_kib_per_min),
-                    )
-                });
+            let (slope, tail, day) =
+                s.verdict
+                    .as_ref()
+                    .map_or(("n/a".into(), "n/a".into(), "n/a".into()), |v| {
+                        (
+                            format!("{:+.1}", v.kib_per_min),
+                            format!("{:+.1}", v.tail_kib_per_min),
+                            format!(
+                                "{:+.0} / {}",
+                                v.day_kib,
+                                v.headroom_kib.map_or("n/a".into(), |r| format!(
+                                    "{:.0}",
+                                    trend::LEAK_HEADROOM_FRACTION * r
+                                ))
+                            ),
+                        )
+                    });
             let per_frame = s.cpu_ms as f64 / self.nominal_frames.max(1) as f64;
             t.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {:.3} |\n",
-                s.name, s.start_kib, s.end_kib, slope, tail, per_frame
+                "| {} | {} | {} | {} | {} | {} | {:.3} |\n",
+                s.name, s.start_kib, s.end_kib, slope, tail, day, per_frame
             ));
         }
         t
@@ -176,7 +185,13 @@ pub fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> anyhow::Result
         })
         .collect();
 
-    let names = ["capture-svc", "motion-svc", "web-svc"];
+    let names = crate::bins::SERVICES;
+    // Each unit's MemoryMax: the verdict also fails a trend that would eat into it within a day.
+    let limits_kib = names.map(|n| {
+        crate::unit_file::memory_max(&crate::unit_file::unit_of(n))
+            .ok()
+            .map(|b| b as f64 / 1024.0)
+    });
     let pids = [sys.capture.pid(), sys.motion.pid(), sys.web.pid()];
     let cpu0: Vec<u64> = pids.iter().map(|p| cpu_ms(*p)).collect();
     let mut samples: [Vec<(f64, u64)>; 3] = Default::default();
@@ -217,7 +232,12 @@ pub fn run(opts: &SoakOptions, mut progress: impl FnMut(&str)) -> anyhow::Result
             name: names[i],
             start_kib: samples[i].first().map_or(0, |s| s.1),
             end_kib: samples[i].last().map_or(0, |s| s.1),
-            verdict: trend::judge(&samples[i], opts.warmup.as_secs_f64(), opts.tolerance_kib),
+            verdict: trend::judge(
+                &samples[i],
+                opts.warmup.as_secs_f64(),
+                opts.tolerance_kib,
+                limits_kib[i],
+            ),
             cpu_ms: cpu1[i].saturating_sub(cpu0[i]),
         })
         .collect();

@@ -1,5 +1,11 @@
 //! Is a series of memory samples rising? A least-squares slope and a verdict.
 
+/// Minutes in a day: the span a short soak's trend is projected over.
+pub const DAY_MIN: f64 = 1440.0;
+/// A trend that, kept up for a day, would take more than this fraction of the room left under
+/// the unit's `MemoryMax` counts as rising, however little it adds within the soak itself.
+pub const LEAK_HEADROOM_FRACTION: f64 = 0.5;
+
 /// Least-squares slope of `ys` over `xs` (units of y per unit of x). `None` with fewer than two
 /// distinct x values.
 pub fn slope(xs: &[f64], ys: &[f64]) -> Option<f64> {
@@ -29,6 +35,10 @@ pub struct Verdict {
     pub first_kib: u64,
     /// Resident memory (KiB) at the last sample.
     pub last_kib: u64,
+    /// Growth over a day at the last half's slope, KiB ([`DAY_MIN`] × that slope).
+    pub day_kib: f64,
+    /// Room left under `MemoryMax` at the last sample, KiB, when a limit was given.
+    pub headroom_kib: Option<f64>,
     /// Whether the trend counts as rising.
     pub rising: bool,
 }
@@ -37,11 +47,21 @@ pub struct Verdict {
 ///
 /// A bounded buffer filling up (a pre-capture ring, a pool) makes RSS climb and then stay; a
 /// leak climbs at a steady rate for ever. So the verdict is taken on the last half of the
-/// judged samples: rising means there the slope would add more than `tolerance_kib`, and the
-/// last sample is above the first of that half by more than `tolerance_kib` too (allocator
-/// noise moves RSS by a few hundred KiB either way). The slope over the whole judged span is
-/// reported beside it.
-pub fn judge(samples: &[(f64, u64)], warmup_s: f64, tolerance_kib: f64) -> Option<Verdict> {
+/// judged samples. Rising means either of:
+/// - there the slope would add more than `tolerance_kib`, and the last sample is above the
+///   first of that half by more than `tolerance_kib` too (allocator noise moves RSS by a few
+///   hundred KiB either way);
+/// - with `limit_kib` (the unit's `MemoryMax`) given: that slope kept up for a day
+///   ([`DAY_MIN`]) would take more than [`LEAK_HEADROOM_FRACTION`] of the room left under the
+///   limit at the last sample. This catches leaks too slow to show within a short soak.
+///
+/// The slope over the whole judged span is reported beside it.
+pub fn judge(
+    samples: &[(f64, u64)],
+    warmup_s: f64,
+    tolerance_kib: f64,
+    limit_kib: Option<f64>,
+) -> Option<Verdict> {
     let kept: Vec<(f64, u64)> = samples
         .iter()
         .copied()
@@ -57,12 +77,17 @@ pub fn judge(samples: &[(f64, u64)], warmup_s: f64, tolerance_kib: f64) -> Optio
     let (tail_slope, tail_span) = line(tail)?;
     let (first_kib, last_kib) = (kept.first()?.1, kept.last()?.1);
     let tail_growth = last_kib as f64 - tail.first()?.1 as f64;
-    let rising = tail_slope * tail_span > tolerance_kib && tail_growth > tolerance_kib;
+    let day_kib = tail_slope * DAY_MIN;
+    let headroom_kib = limit_kib.map(|l| (l - last_kib as f64).max(0.0));
+    let rising = (tail_slope * tail_span > tolerance_kib && tail_growth > tolerance_kib)
+        || headroom_kib.is_some_and(|room| day_kib > LEAK_HEADROOM_FRACTION * room);
     Some(Verdict {
         kib_per_min: s,
         tail_kib_per_min: tail_slope,
         first_kib,
         last_kib,
+        day_kib,
+        headroom_kib,
         rising,
     })
 }
@@ -81,7 +106,7 @@ mod tests {
                 )
             })
             .collect();
-        let v = judge(&samples, 0.0, 1024.0).unwrap();
+        let v = judge(&samples, 0.0, 1024.0, None).unwrap();
         assert!(!v.rising, "{v:?}");
     }
 
@@ -91,7 +116,7 @@ mod tests {
         let samples: Vec<(f64, u64)> = (0..100)
             .map(|i| (f64::from(i) * 3.0, 10_000 + 100 * i as u64))
             .collect();
-        let v = judge(&samples, 0.0, 1024.0).unwrap();
+        let v = judge(&samples, 0.0, 1024.0, None).unwrap();
         assert!(v.rising, "{v:?}");
         assert!((v.kib_per_min - 2000.0).abs() < 1.0, "{v:?}");
     }
@@ -102,7 +127,7 @@ mod tests {
         let bounded: Vec<(f64, u64)> = (0..100)
             .map(|i| (f64::from(i), 1_000 * u64::from(i.min(40) as u32)))
             .collect();
-        let v = judge(&bounded, 0.0, 512.0).unwrap();
+        let v = judge(&bounded, 0.0, 512.0, None).unwrap();
         assert!(!v.rising, "{v:?}");
         assert!(
             v.kib_per_min > 0.0,
@@ -117,12 +142,79 @@ mod tests {
                 )
             })
             .collect();
-        assert!(judge(&leak, 0.0, 512.0).unwrap().rising);
+        assert!(judge(&leak, 0.0, 512.0, None).unwrap().rising);
+    }
+
+    /// The CI soak's shape: a sample every 3 s for 210 s, 90 s of them warm-up, growing
+    /// `kib_per_min` plus a page or two of jitter (what a steady service's RSS shows).
+    fn short_soak(kib_per_min: f64) -> Vec<(f64, u64)> {
+        (0..70)
+            .map(|i| {
+                let t = f64::from(i) * 3.0;
+                let noise = [0.0, 8.0, 4.0, 12.0][i as usize % 4];
+                (t, (30_000.0 + kib_per_min * t / 60.0 + noise) as u64)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_leak_too_slow_for_the_tolerance_fails_on_its_projection() {
+        // 900 KiB/min: under 1 MiB in the last minute, so the growth rule lets it by...
+        let samples = short_soak(900.0);
+        let v = judge(&samples, 90.0, 1024.0, None).unwrap();
+        assert!(!v.rising, "{v:?}");
+        // ...but a day of it is 1.2 GiB, far over half the room under a 128 MiB limit.
+        let v = judge(&samples, 90.0, 1024.0, Some(128.0 * 1024.0)).unwrap();
+        assert!(v.rising, "{v:?}");
+        assert!(
+            (v.day_kib - 900.0 * DAY_MIN).abs() < 0.05 * 900.0 * DAY_MIN,
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn the_projection_threshold_is_the_stated_fraction_of_the_headroom() {
+        // 64 MiB limit, ~30 MiB resident: ~34 MiB of room; half of it in a day is ~24 KiB/min.
+        let limit = 64.0 * 1024.0;
+        let room = limit - 30_000.0;
+        let at = LEAK_HEADROOM_FRACTION * room / DAY_MIN;
+        assert!(
+            !judge(&short_soak(0.0), 90.0, 1024.0, Some(limit))
+                .unwrap()
+                .rising
+        );
+        assert!(
+            !judge(&short_soak(at * 0.5), 90.0, 1024.0, Some(limit))
+                .unwrap()
+                .rising
+        );
+        assert!(
+            judge(&short_soak(at * 2.0), 90.0, 1024.0, Some(limit))
+                .unwrap()
+                .rising
+        );
+    }
+
+    #[test]
+    fn growth_to_a_bound_is_not_rising_under_the_projection_either() {
+        let bounded: Vec<(f64, u64)> = (0..100)
+            .map(|i| {
+                (
+                    f64::from(i) * 3.0,
+                    30_000 + 500 * u64::from(i.min(40) as u32),
+                )
+            })
+            .collect();
+        assert!(
+            !judge(&bounded, 0.0, 1024.0, Some(64.0 * 1024.0))
+                .unwrap()
+                .rising
+        );
     }
 
     #[test]
     fn too_few_samples_give_no_verdict() {
-        assert_eq!(judge(&[(0.0, 1)], 0.0, 1.0), None);
+        assert_eq!(judge(&[(0.0, 1)], 0.0, 1.0, None), None);
         assert_eq!(slope(&[1.0, 1.0], &[1.0, 2.0]), None);
     }
 }

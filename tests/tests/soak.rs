@@ -1,5 +1,7 @@
 //! The CI soak: a few minutes at a raised frame rate with viewers; fails if any service's
-//! resident memory rises, and prints the slope. `mecam-soak --hours 24` is the long form.
+//! resident memory rises (by more than the tolerance within the soak, or at a slope that in a
+//! day would take more than `trend::LEAK_HEADROOM_FRACTION` of the room left under its unit's
+//! `MemoryMax`), and prints the slope. `mecam-soak --hours 24` is the long form.
 
 use mecam_system_tests::bins;
 use mecam_system_tests::soak::{self, SoakOptions};

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use mecam_system_tests::unit_file::{self, values};
 use mecam_system_tests::{bins, nspawn::UNITS};
 
 /// Copy the units to `dir` with `ExecStart` pointing at the built binaries (or at stand-in
@@ -109,13 +110,7 @@ fn verify_catches_a_bad_key() {
 }
 
 fn unit(name: &str) -> String {
-    std::fs::read_to_string(bins::systemd_dir().join(name)).unwrap()
-}
-
-fn values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .collect()
+    unit_file::text(name).unwrap()
 }
 
 #[test]
@@ -219,14 +214,7 @@ fn only_web_can_reach_its_password_hash() {
 
 /// MemoryMax in bytes.
 fn memory_max(name: &str) -> u64 {
-    let v = values(&unit(name), "MemoryMax")[0].to_owned();
-    let (num, mult) = match v.chars().last() {
-        Some('K') => (&v[..v.len() - 1], 1024),
-        Some('M') => (&v[..v.len() - 1], 1024 * 1024),
-        Some('G') => (&v[..v.len() - 1], 1024 * 1024 * 1024),
-        _ => (v.as_str(), 1),
-    };
-    num.parse::<u64>().unwrap() * mult
+    unit_file::memory_max(name).unwrap()
 }
 
 #[test]
