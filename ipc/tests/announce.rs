@@ -120,7 +120,8 @@ async fn deaf_subscriber(socket: &Path) -> UnixStream {
             name: "deaf".into(),
         }),
         &mut out,
-    );
+    )
+    .unwrap();
     s.write_all(&out).await.unwrap();
     s
 }
@@ -216,7 +217,8 @@ async fn bad_input_closes_only_that_connection() {
                 name: "old".into(),
             }),
             &mut scratch,
-        );
+        )
+        .unwrap();
         scratch.clone()
     };
     let truncated = {
@@ -226,7 +228,8 @@ async fn bad_input_closes_only_that_connection() {
                 name: "cut".into(),
             }),
             &mut scratch,
-        );
+        )
+        .unwrap();
         scratch[..scratch.len() - 2].to_vec()
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -235,7 +238,7 @@ async fn bad_input_closes_only_that_connection() {
         ("truncated message", truncated),
         ("wrong protocol version", wrong_version),
         ("not a subscribe", {
-            encode(&Message::CameraState(CameraState::Stalled), &mut scratch);
+            encode(&Message::CameraState(CameraState::Stalled), &mut scratch).unwrap();
             scratch.clone()
         }),
     ];

@@ -151,31 +151,38 @@ pub enum ProtoError {
 
 /// Encodes a message with its length prefix into `out` (cleared first; its allocation is kept).
 ///
-/// # Panics
-/// If the encoding exceeds [`MAX_MESSAGE_LEN`], which no message type can reach except by a
-/// huge `source` or `reason` string; callers keep those short.
-pub fn encode(message: &Message, out: &mut Vec<u8>) {
+/// # Errors
+/// [`ProtoError::TooLarge`] if the body would exceed [`MAX_MESSAGE_LEN`] (no message type
+/// reaches that except by a huge `source`, `reason`, path or name string); `out` is left empty,
+/// so nothing half-encoded can be sent.
+pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), ProtoError> {
     out.clear();
     out.extend_from_slice(&[0; PREFIX_LEN]);
-    rmp_serde::encode::write_named(out, message).expect("encoding into a Vec cannot fail");
+    if let Err(e) = rmp_serde::encode::write_named(out, message) {
+        out.clear();
+        return Err(ProtoError::Malformed(format!("cannot encode: {e}")));
+    }
     let body = out.len() - PREFIX_LEN;
-    assert!(
-        body <= MAX_MESSAGE_LEN,
-        "message of {body} bytes over the limit"
-    );
+    if body > MAX_MESSAGE_LEN {
+        out.clear();
+        return Err(ProtoError::TooLarge(body));
+    }
     out[..PREFIX_LEN].copy_from_slice(&(body as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Writes one message.
 ///
 /// # Errors
-/// What the socket says.
+/// What the socket says; a message that cannot be encoded (see [`encode`]) is an
+/// `InvalidInput` error and nothing is written.
 pub async fn write_message<W: AsyncWrite + Unpin>(
     w: &mut W,
     message: &Message,
     scratch: &mut Vec<u8>,
 ) -> std::io::Result<()> {
-    encode(message, scratch);
+    encode(message, scratch)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     w.write_all(scratch).await
 }
 
@@ -329,7 +336,7 @@ mod tests {
         let mut wire = Vec::new();
         let mut scratch = Vec::new();
         for m in &messages {
-            encode(m, &mut scratch);
+            encode(m, &mut scratch).unwrap();
             wire.extend_from_slice(&scratch);
         }
         // A reader that hands out one byte at a time exercises every partial state.
@@ -359,6 +366,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_oversized_message_is_an_encode_error_never_a_panic_or_a_write() {
+        let huge = Message::CameraState(CameraState::Failed {
+            reason: "x".repeat(MAX_MESSAGE_LEN),
+        });
+        let mut out = vec![1, 2, 3];
+        assert!(matches!(
+            encode(&huge, &mut out),
+            Err(ProtoError::TooLarge(n)) if n > MAX_MESSAGE_LEN
+        ));
+        assert!(out.is_empty(), "nothing half-encoded is left to send");
+        let mut sink: Vec<u8> = Vec::new();
+        let err = write_message(&mut sink, &huge, &mut out).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(sink.is_empty(), "nothing written");
+        // Just under the limit still fits.
+        let fits = Message::CameraState(CameraState::Failed {
+            reason: "x".repeat(MAX_MESSAGE_LEN - 64),
+        });
+        encode(&fits, &mut out).unwrap();
+        assert!(out.len() <= PREFIX_LEN + MAX_MESSAGE_LEN);
+    }
+
+    #[tokio::test]
     async fn oversized_length_is_refused_before_reading_the_body() {
         let mut wire = ((MAX_MESSAGE_LEN + 1) as u32).to_be_bytes().to_vec();
         wire.extend_from_slice(&[0; 16]);
@@ -372,7 +402,7 @@ mod tests {
     #[tokio::test]
     async fn truncated_and_garbage_messages_are_distinct_errors() {
         let mut scratch = Vec::new();
-        encode(&hello(), &mut scratch);
+        encode(&hello(), &mut scratch).unwrap();
         let cut = &scratch[..scratch.len() - 3];
         let mut reader = MessageReader::new();
         assert!(matches!(

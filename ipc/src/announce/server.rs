@@ -230,12 +230,11 @@ impl AnnounceServer {
                             drop(stream);
                             continue;
                         }
-                        shared.subscribers.fetch_add(1, Ordering::Relaxed);
-                        let shared = Arc::clone(shared);
+                        let slot = SubscriberSlot::take(shared);
                         let stop = stop_rx.clone();
                         tasks.spawn(async move {
-                            serve(stream, &shared, config, stop).await;
-                            shared.subscribers.fetch_sub(1, Ordering::Relaxed);
+                            serve(stream, &slot.0, config, stop).await;
+                            drop(slot);
                         });
                     }
                     Err(e) => {
@@ -251,6 +250,23 @@ impl AnnounceServer {
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(error = %e, path = %path.display(), "could not remove the announce socket");
         }
+    }
+}
+
+/// One of the [`ServerConfig::max_subscribers`] places, given back on drop: however the
+/// subscriber task ends (returns, panics, is aborted), its place is freed.
+struct SubscriberSlot(Arc<Shared>);
+
+impl SubscriberSlot {
+    fn take(shared: &Arc<Shared>) -> SubscriberSlot {
+        shared.subscribers.fetch_add(1, Ordering::Relaxed);
+        SubscriberSlot(Arc::clone(shared))
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -299,18 +315,13 @@ async fn serve(
             latest.frame.map_or(0, |f| f.seq),
         )
     };
-    let mut end = match send(
+    let mut end = send(
         &mut wr,
         &Message::Hello(hello),
         &mut scratch,
         config.idle_timeout,
     )
-    .await
-    {
-        Ok(Ok(())) => None,
-        Ok(Err(_)) => Some(End::Gone),
-        Err(_) => Some(End::Idle),
-    };
+    .await;
     let mut heartbeat = tokio::time::interval(HEARTBEAT_PERIOD);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while end.is_none() {
@@ -347,11 +358,7 @@ async fn serve(
             _ = stop.changed() => end = Some(End::Stopped),
         }
         for message in outgoing.into_iter().flatten() {
-            match send(&mut wr, &message, &mut scratch, config.idle_timeout).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => end = Some(End::Gone),
-                Err(_) => end = Some(End::Idle),
-            }
+            end = send(&mut wr, &message, &mut scratch, config.idle_timeout).await;
             if end.is_some() {
                 break;
             }
@@ -369,13 +376,33 @@ async fn serve(
 }
 
 /// Writes one message, giving up after `timeout`: a subscriber that takes nothing is idle.
+/// `None` when it was sent, else why the connection ends.
 async fn send(
     wr: &mut tokio::net::unix::OwnedWriteHalf,
     message: &Message,
     scratch: &mut Vec<u8>,
     timeout: Duration,
-) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
-    tokio::time::timeout(timeout, write_message(wr, message, scratch)).await
+) -> Option<End> {
+    match tokio::time::timeout(timeout, write_message(wr, message, scratch)).await {
+        Ok(Ok(())) => None,
+        // Nothing was written: the message itself cannot be encoded (over the size limit).
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => Some(End::Protocol(format!(
+            "cannot send {}: {e}",
+            message_kind(message)
+        ))),
+        Ok(Err(_)) => Some(End::Gone),
+        Err(_) => Some(End::Idle),
+    }
+}
+
+fn message_kind(message: &Message) -> &'static str {
+    match message {
+        Message::Subscribe(_) => "a subscribe",
+        Message::Hello(_) => "the hello",
+        Message::Frame(_) => "a frame announcement",
+        Message::CameraState(_) => "a camera state",
+        Message::Heartbeat(_) => "a heartbeat",
+    }
 }
 
 fn protocol_error(shared: &Shared, why: &str) {
@@ -384,4 +411,91 @@ fn protocol_error(shared: &Shared, why: &str) {
         reason = why,
         "closing an announce connection after a protocol error"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(dir: &Path) -> AnnounceServer {
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            generation: 1,
+            region_path: dir.join("frames"),
+            slot_count: 3,
+            slot_capacity: 1024,
+            width: 0,
+            height: 0,
+            nominal_fps: 1.0,
+            source: "test".into(),
+            state: CameraState::Starting,
+        };
+        AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_subscriber_task_gives_its_place_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server(dir.path());
+        let handle = server.handle();
+        let slot = SubscriberSlot::take(&handle.shared);
+        let held = SubscriberSlot::take(&handle.shared);
+        assert_eq!(handle.stats().subscribers, 2);
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            panic!("a subscriber task fails");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(
+            handle.stats().subscribers,
+            1,
+            "the panicked task's place is free"
+        );
+        drop(held);
+        assert_eq!(handle.stats().subscribers, 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_too_large_to_encode_closes_the_connection_not_the_server() {
+        use super::super::proto::{Subscribe, encode};
+        use tokio::io::AsyncWriteExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let server = server(dir.path());
+        let handle = server.handle();
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let run = tokio::spawn(server.run(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        let mut s = UnixStream::connect(dir.path().join("capture.sock"))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        encode(
+            &Message::Subscribe(Subscribe {
+                protocol_version: PROTOCOL_VERSION,
+                name: "big".into(),
+            }),
+            &mut out,
+        )
+        .unwrap();
+        s.write_all(&out).await.unwrap();
+        let mut reader = MessageReader::new();
+        assert!(matches!(reader.read(&mut s).await, Ok(Message::Hello(_))));
+        handle.state(CameraState::Failed {
+            reason: "x".repeat(super::super::MAX_MESSAGE_LEN),
+        });
+        let end = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut s)).await;
+        assert!(matches!(end, Ok(Err(ProtoError::Closed))), "{end:?}");
+        assert_eq!(handle.stats().protocol_errors, 1);
+        // The task gives its place back just after the socket closes.
+        for _ in 0..500 {
+            if handle.stats().subscribers == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(handle.stats().subscribers, 0);
+        let _ = stop_tx.send(true);
+        run.await.unwrap();
+    }
 }
