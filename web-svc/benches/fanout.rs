@@ -2,7 +2,8 @@
 //! through the real region and announce socket, with 1, 10, 50 and 200 viewers reading
 //! `/stream.mjpg` on loopback, at 640x480@15 and 1920x1080@30. Prints a table of web-svc CPU
 //! per delivered frame, its resident memory, and latency from the commit in the region to the
-//! last byte at the viewer (median and p99).
+//! last byte at the viewer (median and p99). CPU is the sum of web-svc's threads' on-CPU
+//! time from `/proc/<pid>/task/*/schedstat`, in nanoseconds.
 //!
 //! Run: `cargo bench -p web-svc --bench fanout` (`WEB_BENCH_SECS=N` sets the measuring time
 //! per row, default 5). Viewers are threads of this process and share the machine's cores
@@ -11,6 +12,7 @@
 #[path = "../tests/it/harness.rs"]
 mod harness;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,12 +20,32 @@ use std::time::{Duration, Instant};
 use harness::{Camera, Dirs, Web, make_frames, set_password};
 use mecam_system_tests::http::{self, MjpegStream};
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+/// On-CPU nanoseconds of each thread of `pid`: the first field of
+/// `/proc/<pid>/task/<tid>/schedstat` (nanosecond resolution, where `/proc/<pid>/stat` counts
+/// 10 ms clock ticks, too coarse for a row with one viewer).
+fn thread_cpu_ns(pid: u32) -> HashMap<u32, u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return HashMap::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            Some((tid, stat.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// CPU time spent between two [`thread_cpu_ns`] samples. A thread that ended in between
+/// takes its time with it (the blocking pool's idle threads; a slight undercount).
+fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> Duration {
+    Duration::from_nanos(
+        after
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+            .sum(),
+    )
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -39,10 +61,6 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
     println!("web-svc fan-out bench, {secs} s per row, viewers are threads on the same machine");
     println!(
         "{:>10} {:>4} {:>8} {:>9} {:>10} {:>12} {:>9} {:>11} {:>9} {:>9}",
@@ -115,12 +133,12 @@ fn main() {
                 })
                 .collect();
             std::thread::sleep(Duration::from_secs(2));
-            let cpu0 = cpu_ticks(web.pid());
+            let cpu0 = thread_cpu_ns(web.pid());
             let t0 = Instant::now();
             measuring.store(true, Ordering::Relaxed);
             std::thread::sleep(Duration::from_secs(secs));
             measuring.store(false, Ordering::Relaxed);
-            let cpu = (cpu_ticks(web.pid()) - cpu0) as f64 / tck;
+            let cpu = cpu_between(&cpu0, &thread_cpu_ns(web.pid())).as_secs_f64();
             let elapsed = t0.elapsed().as_secs_f64();
             let rss = web.rss_kib() as f64 / 1024.0;
             stop.store(true, Ordering::Relaxed);

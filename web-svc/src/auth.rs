@@ -562,6 +562,47 @@ mod tests {
     }
 
     #[test]
+    fn an_unusable_password_file_is_an_error_never_no_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PasswordStore::new(dir.path());
+        let file = dir.path().join(PASSWORD_FILE);
+        std::fs::create_dir(&file).unwrap();
+        let e = store.load().unwrap_err();
+        assert!(matches!(e, PasswordFileError::Unreadable { .. }), "{e}");
+        assert!(
+            e.to_string().contains("sudo -u mecam web-svc set-password"),
+            "{e}"
+        );
+        assert!(matches!(
+            store.set_if_absent("correct horse"),
+            Err(PasswordError::Broken(_))
+        ));
+        std::fs::remove_dir(&file).unwrap();
+        for bad in [
+            &b"\xff\xfe\n"[..],
+            b"",
+            b"not a hash\n",
+            b"$argon2i$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let e = store.load().unwrap_err();
+            assert!(
+                matches!(e, PasswordFileError::Invalid { .. }),
+                "{bad:?}: {e}"
+            );
+            assert!(matches!(
+                store.set_if_absent("correct horse"),
+                Err(PasswordError::Broken(_))
+            ));
+            assert_eq!(
+                std::fs::read(&file).unwrap(),
+                bad,
+                "the file was left alone"
+            );
+        }
+    }
+
+    #[test]
     fn sessions_are_bounded_expire_and_end() {
         let s = Sessions::new(3, Duration::from_secs(60));
         let first = s.create();
