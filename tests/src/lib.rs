@@ -8,6 +8,7 @@
 
 pub mod bins;
 pub mod events;
+pub mod faults;
 pub mod http;
 pub mod nspawn;
 pub mod poll;

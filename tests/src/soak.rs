@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::faults::Figure;
 use crate::procfs::ProcStats;
 use crate::system::{LocalSystem, Options};
 use crate::{http, trend};
@@ -86,13 +87,19 @@ impl SoakReport {
             .collect()
     }
 
-    /// A table for the README.
-    pub fn table(&self) -> String {
+    /// A table for the README: a row per service, and with `faults` (from
+    /// [`crate::faults::measure_all`]) a last column with each unit's fault figures.
+    pub fn table(&self, faults: &[Figure]) -> String {
+        let fault_col = if faults.is_empty() {
+            ("", "")
+        } else {
+            (" faults under systemd |", " --- |")
+        };
         let mut t = format!(
             "soak: {:.0} s, {} frames nominal, {} frames to viewers\n\
-             | service | RSS start (KiB) | RSS end (KiB) | slope after warm-up (KiB/min) | slope, last half (KiB/min) | a day at that slope / half the room under MemoryMax (KiB) | CPU per nominal frame (ms) |\n\
-             | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
-            self.seconds, self.nominal_frames, self.viewer_frames
+             | service | RSS start (KiB) | RSS end (KiB) | slope after warm-up (KiB/min) | slope, last half (KiB/min) | a day at that slope / half the room under MemoryMax (KiB) | CPU per nominal frame (ms) |{}\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: |{}\n",
+            self.seconds, self.nominal_frames, self.viewer_frames, fault_col.0, fault_col.1
         );
         for s in &self.services {
             let (slope, tail, day) =
@@ -114,9 +121,24 @@ impl SoakReport {
                     });
             let per_frame = s.cpu_ms as f64 / self.nominal_frames.max(1) as f64;
             t.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {:.3} |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.3} |",
                 s.name, s.start_kib, s.end_kib, slope, tail, day, per_frame
             ));
+            if !faults.is_empty() {
+                let unit = crate::unit_file::unit_of(s.name);
+                let mine: Vec<String> = faults
+                    .iter()
+                    .filter(|f| f.unit == unit)
+                    .map(|f| format!("{}: {}", f.fault, f.figure))
+                    .collect();
+                let cell = if mine.is_empty() {
+                    "not faulted".to_owned()
+                } else {
+                    mine.join("<br>")
+                };
+                t.push_str(&format!(" {cell} |"));
+            }
+            t.push('\n');
         }
         t
     }

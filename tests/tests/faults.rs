@@ -1,22 +1,19 @@
 //! Faults under a real systemd (booted in a throwaway container): SIGKILL of each service,
 //! a unit over its MemoryMax, a hung service caught by the watchdog. In every case systemd
 //! restarts only the unit at fault, and the others (and a viewer watching the live stream)
-//! carry on as DESIGN.md promises.
+//! carry on as DESIGN.md promises. The faults themselves (and their timing) are
+//! `mecam_system_tests::faults`, which `mecam-soak --faults` runs for the README's figures.
 //!
-//! Times are printed (they go in the README), never asserted: the deadlines below only stop
-//! a broken run from hanging.
+//! Times are printed (they go in the README), never asserted: the deadlines only stop a
+//! broken run from hanging.
 
 use std::time::{Duration, Instant};
 
+use mecam_system_tests::faults::{self, CAPTURE, DEADLINE, MOTION, OomKill, WEB};
 use mecam_system_tests::nspawn::{self, Mecam, MecamOptions, UNITS};
 use mecam_system_tests::viewer::{Kind, Viewer};
-use mecam_system_tests::{poll, scenes};
+use mecam_system_tests::{events, scenes};
 
-const CAPTURE: &str = "mecam-capture.service";
-const MOTION: &str = "mecam-motion.service";
-const WEB: &str = "mecam-web.service";
-/// Upper bound for anything we wait on after a fault (restart, frames coming back).
-const DEADLINE: Duration = Duration::from_secs(60);
 /// Clip bytes written before motion-svc is killed mid-recording (a few JPEG frames).
 const CUT_CLIP_BYTES: u64 = 64 * 1024;
 
@@ -47,6 +44,19 @@ fn assert_others_untouched(m: &Mecam, faulty: &str, before: [u32; 3]) {
     }
 }
 
+/// systemd saw `unit`'s main process killed by the kernel: `Result` oom-kill (cgroup v2) or
+/// signal (v1), `ExecMainStatus=9`, `ExecMainCode=2` (CLD_KILLED: a signal, not an exit).
+fn assert_killed_by_the_kernel(unit: &str, k: &OomKill) {
+    let result = k.prop("Result");
+    assert!(
+        result == "oom-kill" || result == "signal",
+        "{unit}: Result={result}, not killed by the kernel: {:?}",
+        k.props
+    );
+    assert_eq!(k.prop("ExecMainStatus"), "9", "{unit}: {:?}", k.props);
+    assert_eq!(k.prop("ExecMainCode"), "2", "{unit}: {:?}", k.props);
+}
+
 #[test]
 fn sigkill_capture_restarts_only_capture_and_viewers_see_offline_then_live() {
     // A still scene: any motion event here would be the outage mistaken for motion.
@@ -60,30 +70,13 @@ fn sigkill_capture_restarts_only_capture_and_viewers_see_offline_then_live() {
             .matches("camera outage")
             .count()
     };
-    let viewer = Viewer::start(m.addr, &m.login().unwrap()).unwrap();
-    viewer
-        .wait_for(
-            Kind::Live,
-            Instant::now() - Duration::from_secs(60),
-            DEADLINE,
-        )
-        .unwrap();
+    let viewer = faults::live_viewer(&m).unwrap();
     let before = m.pids().unwrap();
     let outages_before = outages();
 
-    let t0 = Instant::now();
-    m.ct.kill_main(CAPTURE, "KILL").unwrap();
-    let offline_at = viewer.wait_for(Kind::Offline, t0, DEADLINE).unwrap();
-    let new_pid = m.ct.wait_active(CAPTURE, before[0], DEADLINE).unwrap();
-    let active_at = Instant::now();
-    let live_at = viewer.wait_for(Kind::Live, offline_at, DEADLINE).unwrap();
-    println!(
-        "capture SIGKILL: offline frame after {:?}; capture active again after {:?}; live frames {:?} after that (same connection)",
-        offline_at - t0,
-        active_at - t0,
-        live_at.saturating_duration_since(active_at)
-    );
-    assert_ne!(new_pid, before[0]);
+    let k = faults::kill_capture(&m, &viewer).unwrap();
+    println!("capture SIGKILL: {k}");
+    assert_ne!(k.new_pid, before[0]);
     assert_eq!(m.ct.n_restarts(CAPTURE).unwrap(), 1);
     // motion-svc: the outage logged once, and never recorded as motion.
     let _ = viewer.wait_for(
@@ -121,34 +114,21 @@ fn sigkill_motion_restarts_only_motion_and_the_stream_does_not_notice() {
     let Some(m) = start("sigkill_motion", opts) else {
         return;
     };
-    let viewer = Viewer::start(m.addr, &m.login().unwrap()).unwrap();
-    viewer
-        .wait_for(
-            Kind::Live,
-            Instant::now() - Duration::from_secs(60),
-            DEADLINE,
-        )
-        .unwrap();
+    let viewer = faults::live_viewer(&m).unwrap();
     let region = m.region_inode().unwrap();
     // A recording in progress, with frames in its clip already.
     let cut = m.wait_event_in_progress(CUT_CLIP_BYTES, DEADLINE).unwrap();
     let before = m.pids().unwrap();
 
-    let t0 = Instant::now();
     let killed_us = nspawn::now_us();
-    m.ct.kill_main(MOTION, "KILL").unwrap();
-    let new_pid = m.ct.wait_active(MOTION, before[1], DEADLINE).unwrap();
-    println!("motion SIGKILL: active again after {:?}", t0.elapsed());
-    // Keep watching for a while after motion is back.
-    let until = Instant::now() + Duration::from_secs(2);
-    viewer.wait_for(Kind::Live, until, DEADLINE).unwrap();
+    let k = faults::kill_motion(&m, &viewer).unwrap();
+    println!("motion SIGKILL: {k}");
     assert_eq!(
-        viewer.count_since(Kind::Offline, t0),
+        viewer.count_since(Kind::Offline, k.t0),
         0,
         "the stream showed the offline frame when motion died"
     );
-    let gap = viewer.longest_gap_since(t0);
-    println!("motion SIGKILL: longest gap between stream frames meanwhile {gap:?}");
+    let gap = k.longest_gap.unwrap();
     assert!(
         gap < Duration::from_secs(1),
         "stream stalled for {gap:?} while motion restarted"
@@ -176,10 +156,10 @@ fn sigkill_motion_restarts_only_motion_and_the_stream_does_not_notice() {
         region,
         "the frame region was recreated"
     );
-    m.wait_maps_region(new_pid, region, DEADLINE).unwrap();
+    m.wait_maps_region(k.new_pid, region, DEADLINE).unwrap();
     let next = m.wait_event_after(killed_us, before[1], DEADLINE).unwrap();
-    assert_eq!(next.pid, new_pid, "{next:?}");
-    mecam_system_tests::events::check_all(&m.events_dir());
+    assert_eq!(next.pid, k.new_pid, "{next:?}");
+    events::check_all(&m.events_dir());
 }
 
 #[test]
@@ -194,15 +174,12 @@ fn sigkill_web_restarts_only_web_and_detection_goes_on() {
     let spanning = m.wait_event_in_progress(0, DEADLINE).unwrap();
     let before = m.pids().unwrap();
 
-    let t0 = Instant::now();
     let killed_us = nspawn::now_us();
-    m.ct.kill_main(WEB, "KILL").unwrap();
-    let new_pid = m.ct.wait_active(WEB, before[2], DEADLINE).unwrap();
-    m.wait_healthz().unwrap();
-    println!("web SIGKILL: serving again after {:?}", t0.elapsed());
+    let k = faults::kill_web(&m).unwrap();
+    println!("web SIGKILL: {k}");
     // The viewer reconnects (a new connection: web is the server) and sees live frames.
     let viewer = Viewer::start(m.addr, &m.login().unwrap()).unwrap();
-    viewer.wait_for(Kind::Live, t0, DEADLINE).unwrap();
+    viewer.wait_for(Kind::Live, k.t0, DEADLINE).unwrap();
     assert_eq!(m.ct.n_restarts(WEB).unwrap(), 1);
     assert_others_untouched(&m, WEB, before);
 
@@ -236,58 +213,25 @@ fn sigkill_web_restarts_only_web_and_detection_goes_on() {
         region,
         "the frame region was recreated"
     );
-    m.wait_maps_region(new_pid, region, DEADLINE).unwrap();
-    mecam_system_tests::events::check_all(&m.events_dir());
+    m.wait_maps_region(k.new_pid, region, DEADLINE).unwrap();
+    events::check_all(&m.events_dir());
 }
 
 #[test]
 fn a_unit_over_its_memory_max_is_killed_by_the_kernel_and_the_others_do_not_notice() {
     // motion-svc's pre-capture ring is bounded by [motion] pre_capture_max_mib (96 MiB here,
-    // 60 s at 30 fps); its unit's MemoryMax is lowered, live, to 4 MiB above what it holds
+    // 60 s at 30 fps); its unit's MemoryMax is lowered, live, to a little above what it holds
     // now. The ring outgrows that within seconds: the kernel must kill motion-svc.
-    let opts = MecamOptions {
-        config: Some(
-            "[capture]\nfps = 30\n[motion]\npre_capture_s = 60.0\npre_capture_max_mib = 96.0\n[web]\n"
-                .into(),
-        ),
-        ..MecamOptions::default()
-    };
-    let opts = MecamOptions {
-        dropins: vec![slow_restart(MOTION)],
-        ..opts
-    };
-    let Some(m) = start("memory_max", opts) else {
+    let Some(m) = start("memory_max", faults::motion_oom_options()) else {
         return;
     };
-    let viewer = Viewer::start(m.addr, &m.login().unwrap()).unwrap();
-    viewer
-        .wait_for(
-            Kind::Live,
-            Instant::now() - Duration::from_secs(60),
-            DEADLINE,
-        )
-        .unwrap();
+    let viewer = faults::live_viewer(&m).unwrap();
     let before = m.pids().unwrap();
-    // Live, without a restart: a limit a little above what motion uses now.
-    let usage: u64 = m.ct.prop(MOTION, "MemoryCurrent").unwrap().parse().unwrap();
-    let limit = usage + 4 * 1024 * 1024;
-    m.ct.run(&[
-        "systemctl",
-        "set-property",
-        "--runtime",
-        MOTION,
-        &format!("MemoryMax={limit}"),
-    ])
-    .unwrap();
-    let t0 = Instant::now();
-    let killed = assert_killed_by_the_kernel(&m, MOTION, t0);
-    m.ct.wait_active(MOTION, before[1], DEADLINE).unwrap();
-    println!(
-        "motion over MemoryMax={limit}: killed after {killed:?}; active again after {:?} (RestartSec={RESTART_SEC_OOM} here)",
-        t0.elapsed()
-    );
+    let k = faults::motion_over_memory_max(&m).unwrap();
+    println!("motion over MemoryMax={}: {k}", k.limit);
+    assert_killed_by_the_kernel(MOTION, &k);
     assert!(m.ct.n_restarts(MOTION).unwrap() >= 1);
-    assert_eq!(viewer.count_since(Kind::Offline, t0), 0);
+    assert_eq!(viewer.count_since(Kind::Offline, k.t0), 0);
     assert!(viewer.ended().is_none());
     assert_others_untouched(&m, MOTION, before);
 }
@@ -304,13 +248,8 @@ fn a_hung_service_is_restarted_by_the_watchdog() {
         return;
     };
     let before = m.pids().unwrap();
-    let t0 = Instant::now();
-    m.ct.kill_main(WEB, "STOP").unwrap();
-    m.ct.wait_active(WEB, before[2], DEADLINE).unwrap();
-    println!(
-        "web SIGSTOP: restarted by the watchdog after {:?}",
-        t0.elapsed()
-    );
+    let k = faults::stop_web(&m).unwrap();
+    println!("web SIGSTOP: restarted by the watchdog, {k}");
     let log =
         m.ct.run(&["journalctl", "--no-pager", "-u", WEB, "-o", "cat"])
             .unwrap();
@@ -318,118 +257,31 @@ fn a_hung_service_is_restarted_by_the_watchdog() {
         log.contains("Watchdog timeout"),
         "no watchdog timeout in the journal:\n{log}"
     );
-    m.wait_healthz().unwrap();
     assert_others_untouched(&m, WEB, before);
 }
 
-/// `RestartSec` of a unit the memory tests push over its `MemoryMax`: long enough that the
-/// failed process's `Result` and `ExecMainStatus` can be read before the restart replaces them.
-const RESTART_SEC_OOM: &str = "3s";
-
-/// A drop-in raising `unit`'s `RestartSec` to [`RESTART_SEC_OOM`].
-fn slow_restart(unit: &str) -> (String, String, String) {
-    (
-        unit.to_owned(),
-        "60-test-restart.conf".to_owned(),
-        format!("[Service]\nRestartSec={RESTART_SEC_OOM}\n"),
-    )
-}
-
-/// Wait for `unit` to fail and wait to restart, and assert systemd saw its main process
-/// killed by the kernel: `Result` oom-kill (cgroup v2) or signal (v1), `ExecMainStatus=9`.
-/// Returns how long after `t0` that was.
-fn assert_killed_by_the_kernel(m: &Mecam, unit: &str, t0: Instant) -> Duration {
-    let props = poll::until(
-        &format!("{unit} to fail and wait to restart"),
-        DEADLINE,
-        || {
-            let p =
-                m.ct.props(
-                    unit,
-                    &["SubState", "Result", "ExecMainStatus", "ExecMainCode"],
-                )
-                .map_err(|e| e.to_string())?;
-            Ok((p.get("SubState").map(String::as_str) == Some("auto-restart")).then_some(p))
-        },
-    )
-    .unwrap();
-    let result = props.get("Result").map_or("", String::as_str);
-    assert!(
-        result == "oom-kill" || result == "signal",
-        "{unit}: Result={result}, not killed by the kernel: {props:?}"
-    );
-    assert_eq!(
-        props.get("ExecMainStatus").map(String::as_str),
-        Some("9"),
-        "{unit}: {props:?}"
-    );
-    // CLD_KILLED: ended by a signal, not an exit.
-    assert_eq!(
-        props.get("ExecMainCode").map(String::as_str),
-        Some("2"),
-        "{unit}: {props:?}"
-    );
-    t0.elapsed()
-}
-
-/// Anonymous (non-reclaimable) memory charged to `unit`'s cgroup, bytes (cgroup v1 `rss`).
-fn anon_bytes(m: &Mecam, unit: &str) -> u64 {
-    let stat =
-        m.ct.run(&[
-            "cat",
-            &format!("/sys/fs/cgroup/memory/system.slice/{unit}/memory.stat"),
-        ])
-        .unwrap();
-    stat.lines()
-        .find_map(|l| l.strip_prefix("total_rss "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no total_rss in {unit}'s memory.stat:\n{stat}"))
-}
-
 /// Needs no camera. web-svc allocates its argon2 working memory (7 MiB) on the first login;
-/// its unit's MemoryMax is lowered, live, to 3 MiB above what it holds now, so that login
+/// its unit's MemoryMax is lowered, live, to a little above what it holds now, so that login
 /// takes it over the limit: the kernel must kill it, systemd restart it, and motion-svc
 /// (another unit) not notice.
 #[test]
 fn web_over_its_memory_max_is_killed_by_the_kernel_and_motion_does_not_notice() {
-    let opts = MecamOptions {
-        only: vec![MOTION, WEB],
-        dropins: vec![slow_restart(WEB)],
-        ..MecamOptions::default()
-    };
-    let Some(m) = start("web_memory_max", opts) else {
+    let Some(m) = start("web_memory_max", faults::web_oom_options()) else {
         return;
     };
     let before = m.pids().unwrap();
-    let limit = anon_bytes(&m, WEB) + 3 * 1024 * 1024;
-    m.ct.run(&[
-        "systemctl",
-        "set-property",
-        "--runtime",
-        WEB,
-        &format!("MemoryMax={limit}"),
-    ])
-    .unwrap();
-    let t0 = Instant::now();
-    let login = m.login();
-    assert!(
-        login.is_err(),
-        "login succeeded within MemoryMax={limit}: the limit is not enforced"
-    );
-    let killed = assert_killed_by_the_kernel(&m, WEB, t0);
-    m.ct.wait_active(WEB, before[2], DEADLINE).unwrap();
-    println!(
-        "web over MemoryMax={limit}: killed after {killed:?}; active again after {:?} (RestartSec={RESTART_SEC_OOM} here)",
-        t0.elapsed()
-    );
+    let k = faults::web_over_memory_max(&m).unwrap();
+    println!("web over MemoryMax={}: {k}", k.limit);
+    assert_killed_by_the_kernel(WEB, &k);
     assert_others_untouched(&m, WEB, before);
     // Back to the unit's own limit, the restarted web-svc logs in fine.
+    let own = mecam_system_tests::unit_file::memory_max(WEB).unwrap();
     m.ct.run(&[
         "systemctl",
         "set-property",
         "--runtime",
         WEB,
-        "MemoryMax=64M",
+        &format!("MemoryMax={own}"),
     ])
     .unwrap();
     m.wait_healthz().unwrap();

@@ -17,7 +17,7 @@ fn soak_memory_stays_flat() {
     }
     let opts = SoakOptions::default();
     let report = soak::run(&opts, |line| println!("{line}")).unwrap();
-    println!("{}", report.table());
+    println!("{}", report.table(&[]));
     assert!(
         report.viewer_frames > 0,
         "viewers received nothing: the soak exercised nothing"
@@ -26,6 +26,6 @@ fn soak_memory_stays_flat() {
         report.rising().is_empty(),
         "resident memory rising for {:?}\n{}",
         report.rising(),
-        report.table()
+        report.table(&[])
     );
 }

@@ -1,21 +1,24 @@
 //! `mecam-soak`: run the whole system at a raised frame rate with viewers streaming, sample
 //! each service's resident memory, print the slope, and exit 1 if any service's memory rises.
+//! With `--faults` (root, `systemd-container`), then do every fault of the fault tests to
+//! the same binaries under a real systemd in throwaway containers, and time them.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! target/release/mecam-soak --minutes 5
+//! sudo target/release/mecam-soak --minutes 3.5 --faults   # the README's table
 //! target/release/mecam-soak --hours 24 --interval 60 > soak.log
 //! ```
-//! The last lines are a Markdown table for the README.
+//! The last lines are a Markdown table for the README: per service, resident memory at the
+//! start and end, the slopes, CPU per frame and (with `--faults`) the fault figures.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use mecam_system_tests::soak::{self, SoakOptions};
+use mecam_system_tests::{faults, nspawn};
 
-const USAGE: &str =
-    "usage: mecam-soak [--minutes N | --hours N] [--fps N] [--interval SECONDS] [--viewers N]";
+const USAGE: &str = "usage: mecam-soak [--minutes N | --hours N] [--fps N] [--interval SECONDS] [--viewers N] [--faults]";
 
 fn main() -> ExitCode {
     match run() {
@@ -30,8 +33,13 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<bool> {
     let mut opts = SoakOptions::default();
+    let mut with_faults = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--faults" {
+            with_faults = true;
+            continue;
+        }
         let mut num = |name: &str| -> anyhow::Result<f64> {
             let v = args
                 .next()
@@ -57,8 +65,19 @@ fn run() -> anyhow::Result<bool> {
             other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
+    if with_faults {
+        // Checked before the soak, so a machine that cannot run them fails at once.
+        if let Some(why) = nspawn::unavailable(true) {
+            anyhow::bail!("--faults: {why}");
+        }
+    }
     let report = soak::run(&opts, |line| println!("{line}"))?;
-    println!("{}", report.table());
+    let figures = if with_faults {
+        faults::measure_all(|f| println!("{} {}: {}", f.unit, f.fault, f.figure))?
+    } else {
+        Vec::new()
+    };
+    println!("{}", report.table(&figures));
     let rising = report.rising();
     if rising.is_empty() {
         println!("memory flat for every service");
