@@ -603,6 +603,21 @@ mod tests {
     }
 
     #[test]
+    fn set_password_as_root_gives_the_file_to_the_state_directory_owner() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("not root: set-password cannot change an owner; nothing to check");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // `nobody`, standing in for the service user that owns the state directory.
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        PasswordStore::new(dir.path()).set("correct horse").unwrap();
+        let meta = std::fs::metadata(dir.path().join(PASSWORD_FILE)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
     fn sessions_are_bounded_expire_and_end() {
         let s = Sessions::new(3, Duration::from_secs(60));
         let first = s.create();
