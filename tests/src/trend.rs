@@ -35,7 +35,8 @@ pub struct Verdict {
     pub first_kib: u64,
     /// Resident memory (KiB) at the last sample.
     pub last_kib: u64,
-    /// Growth over a day at the last half's slope, KiB ([`DAY_MIN`] × that slope).
+    /// Growth over a day, KiB: [`DAY_MIN`] × the smaller of the slopes of the last half's two
+    /// halves (a leak climbs in both; one allocator step lands in only one).
     pub day_kib: f64,
     /// Room left under `MemoryMax` at the last sample, KiB, when a limit was given.
     pub headroom_kib: Option<f64>,
@@ -51,9 +52,12 @@ pub struct Verdict {
 /// - there the slope would add more than `tolerance_kib`, and the last sample is above the
 ///   first of that half by more than `tolerance_kib` too (allocator noise moves RSS by a few
 ///   hundred KiB either way);
-/// - with `limit_kib` (the unit's `MemoryMax`) given: that slope kept up for a day
-///   ([`DAY_MIN`]) would take more than [`LEAK_HEADROOM_FRACTION`] of the room left under the
-///   limit at the last sample. This catches leaks too slow to show within a short soak.
+/// - with `limit_kib` (the unit's `MemoryMax`) given: growth kept up for a day ([`DAY_MIN`])
+///   would take more than [`LEAK_HEADROOM_FRACTION`] of the room left under the limit at the
+///   last sample. This catches leaks too slow to show within a short soak. The rate projected
+///   is the smaller of the slopes of the last half's first and second halves: a leak climbs in
+///   both, while a single step of the allocator (an arena growing once by tens of KiB, which
+///   projected over a day would look like a huge leak) lies in only one.
 ///
 /// The slope over the whole judged span is reported beside it.
 pub fn judge(
@@ -77,7 +81,12 @@ pub fn judge(
     let (tail_slope, tail_span) = line(tail)?;
     let (first_kib, last_kib) = (kept.first()?.1, kept.last()?.1);
     let tail_growth = last_kib as f64 - tail.first()?.1 as f64;
-    let day_kib = tail_slope * DAY_MIN;
+    let (q3, q4) = tail.split_at(tail.len() / 2);
+    let sustained = match (line(q3), line(q4)) {
+        (Some((a, _)), Some((b, _))) => a.min(b),
+        _ => tail_slope,
+    };
+    let day_kib = sustained * DAY_MIN;
     let headroom_kib = limit_kib.map(|l| (l - last_kib as f64).max(0.0));
     let rising = (tail_slope * tail_span > tolerance_kib && tail_growth > tolerance_kib)
         || headroom_kib.is_some_and(|room| day_kib > LEAK_HEADROOM_FRACTION * room);
@@ -210,6 +219,28 @@ mod tests {
                 .unwrap()
                 .rising
         );
+    }
+
+    #[test]
+    fn one_allocator_step_is_not_projected_as_a_leak_but_steady_growth_is() {
+        // capture-svc in a real soak: flat, one step of 68 KiB, flat. Here it lands in the
+        // middle of the last half, where a single slope over that half is ~100 KiB/min.
+        let limit = 96.0 * 1024.0;
+        let step: Vec<(f64, u64)> = (0..70)
+            .map(|i| (f64::from(i) * 3.0, if i < 56 { 6_388 } else { 6_456 }))
+            .collect();
+        let v = judge(&step, 90.0, 1024.0, Some(limit)).unwrap();
+        assert!(!v.rising, "{v:?}");
+        assert!(v.tail_kib_per_min > 50.0, "{v:?}");
+        // The same 68 KiB spread over the last half: steady growth, a day of it is too much.
+        let steady: Vec<(f64, u64)> = (0..70)
+            .map(|i| {
+                let grown = (i.max(50) - 50) as f64 * 68.0 / 20.0;
+                (f64::from(i) * 3.0, 6_388 + grown as u64)
+            })
+            .collect();
+        let v = judge(&steady, 90.0, 1024.0, Some(limit)).unwrap();
+        assert!(v.rising, "{v:?}");
     }
 
     #[test]
