@@ -1,0 +1,97 @@
+//! A stand-in camera for `bench.sh`: creates a frame region and announce socket in
+//! `--runtime-dir` and publishes pre-encoded JPEG frames (a box crossing a textured scene,
+//! four seconds of motion every twelve) at `--fps`, so that motion-svc can be measured as a
+//! whole process without capture-svc. Not part of the product.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
+use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+use motion_svc::decode::encode_rgb;
+
+fn frame(w: usize, h: usize, k: usize, moving: bool) -> Vec<u8> {
+    let mut s = (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut px = Vec::with_capacity(w * h * 3);
+    let bx = k * w / 60;
+    for y in 0..h {
+        for x in 0..w {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let mut l =
+                (60 + ((x / 37 + y / 23) % 5) * 30 + x * 40 / w + (s % 5) as usize).min(255) as u8;
+            if moving && x >= bx && x < bx + w / 10 && y > h / 3 && y < h * 5 / 6 {
+                l = 230;
+            }
+            px.extend_from_slice(&[l, l.saturating_sub(10), l / 2 + 40]);
+        }
+    }
+    encode_rgb(w, h, &px, 80).expect("encode")
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut dir = PathBuf::from("/tmp/mecam-bench");
+    let (mut w, mut h, mut fps) = (1920usize, 1080usize, 15u64);
+    while let Some(a) = args.next() {
+        let v = args.next().expect("flag value");
+        match a.as_str() {
+            "--runtime-dir" => dir = PathBuf::from(v),
+            "--width" => w = v.parse().expect("width"),
+            "--height" => h = v.parse().expect("height"),
+            "--fps" => fps = v.parse().expect("fps"),
+            _ => panic!("unknown flag {a}"),
+        }
+    }
+    let still: Vec<Vec<u8>> = (0..8).map(|k| frame(w, h, k, false)).collect();
+    let moving: Vec<Vec<u8>> = (0..60).map(|k| frame(w, h, k, true)).collect();
+    let largest = moving.iter().chain(&still).map(Vec::len).max().unwrap_or(0);
+    let cap = largest * 2;
+    std::fs::create_dir_all(&dir).expect("runtime dir");
+    let mut writer = RegionWriter::create(&dir.join("frames"), cap).expect("region");
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        generation: writer.generation(),
+        region_path: writer.path().to_owned(),
+        slot_count: 3,
+        slot_capacity: writer.slot_capacity() as u64,
+        width: w as u32,
+        height: h as u32,
+        nominal_fps: fps as f32,
+        source: "bench-camera".into(),
+        state: CameraState::Streaming,
+    };
+    let server = AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
+        .expect("socket");
+    let handle = server.handle();
+    // The server stops on SIGTERM/SIGINT; the camera stops with it.
+    let server = tokio::spawn(server.run(ipc::service::shutdown_signal()));
+    eprintln!(
+        "bench camera ready: {w}x{h} at {fps} fps, frames of {} KiB, largest_frame_bytes={largest}",
+        moving[0].len() / 1024
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / fps));
+    let mut n = 0usize;
+    while !server.is_finished() {
+        tick.tick().await;
+        let t = n as u64 / fps;
+        let jpeg = if t % 12 < 4 {
+            &moving[n % 60]
+        } else {
+            &still[n % 8]
+        };
+        let info = FrameInfo {
+            width: w as u32,
+            height: h as u32,
+            format: FrameFormat::Jpeg,
+            mono_ns: ipc::service::monotonic_ns(),
+            wall_ns: ipc::service::wall_ns(),
+        };
+        if let Ok(meta) = writer.publish(&info, jpeg) {
+            handle.frame(&meta);
+        }
+        n += 1;
+    }
+}
