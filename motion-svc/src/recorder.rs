@@ -179,13 +179,16 @@ impl Recorder {
     /// or no room in the channel, the frame is dropped and counted; its buffer goes back to
     /// the pool.
     pub fn frame(&mut self, jpeg: &[u8], tag: FrameTag) {
+        if self.tx.is_none() {
+            return; // shut down
+        }
         let Ok(mut buf) = self.pool.try_recv() else {
             self.count_drop();
             return;
         };
         buf.clear();
         buf.extend_from_slice(jpeg);
-        let Some(tx) = &self.tx else { return };
+        let tx = self.tx.as_ref().expect("checked above");
         match tx.try_send(Msg::Frame(buf, tag)) {
             Ok(()) => self.stats.sent += 1,
             Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => {
