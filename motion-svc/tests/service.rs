@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use motion_svc::decode::encode_gray;
+use motion_svc::event::EndReason;
 use motion_svc::store::{self, EventState};
 
 const W: usize = 320;
@@ -420,6 +421,55 @@ fn a_camera_outage_is_logged_once_and_is_never_motion() {
         events(dir.path())
     );
     assert!(svc.terminate().success());
+}
+
+#[test]
+fn an_event_cut_by_an_outage_or_sigterm_says_so() {
+    let (dir, mut cam) = setup();
+    let svc = Svc::start(dir.path(), &[]);
+    let root = dir.path().to_owned();
+    let recording = |n: usize| {
+        let root = root.clone();
+        move || {
+            let ev = events(&root);
+            ev.len() == n && ev[n - 1].1.state == EventState::Recording
+        }
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    cam.set_moving(true);
+    wait_for(
+        "an event recording",
+        Duration::from_secs(20),
+        recording(1),
+        &|| svc.log(),
+    );
+    cam.stop();
+    wait_for(
+        "the event to be closed",
+        Duration::from_secs(20),
+        || events(dir.path())[0].1.state != EventState::Recording,
+        &|| svc.log(),
+    );
+    let first = &events(dir.path())[0].1;
+    assert_eq!(first.state, EventState::Complete, "{first:?}");
+    assert_eq!(first.end_reason, Some(EndReason::Interrupted), "{first:?}");
+
+    let cam = Camera::start(&dir.path().join("run"));
+    std::thread::sleep(Duration::from_millis(3000));
+    cam.set_moving(true);
+    wait_for(
+        "a second event",
+        Duration::from_secs(20),
+        recording(2),
+        &|| svc.log(),
+    );
+    let log = svc.log.clone();
+    assert!(svc.terminate().success());
+    let second = &events(dir.path())[1].1;
+    assert_eq!(second.state, EventState::Complete, "{second:?}");
+    assert_eq!(second.end_reason, Some(EndReason::Shutdown), "{second:?}");
+    let text = log_text(&log);
+    assert!(text.contains("mecam_end_reason=\"shutdown\""), "{text}");
 }
 
 /// Reads sd_notify datagrams from `sock` until `done` holds for what arrived (or `limit`).
