@@ -45,17 +45,21 @@ impl Progress {
     }
 }
 
-/// Pings systemd's watchdog every half `interval` (itself half of `WatchdogSec`) while
-/// `progress` is fresh; a stall is logged once.
-fn spawn_watchdog(interval: Duration, progress: Progress) -> tokio::task::JoinHandle<()> {
-    let stall_after = interval.max(3 * TICK);
+/// Calls `ping` (systemd's watchdog) every half `interval` while `progress` is at most
+/// `stall_after` old; a stall is logged once.
+fn spawn_watchdog(
+    interval: Duration,
+    stall_after: Duration,
+    progress: Progress,
+    ping: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval / 2);
         let mut stalled = false;
         loop {
             tick.tick().await;
             if progress.fresh_at(monotonic_ns(), stall_after) {
-                Notifier.watchdog();
+                ping();
                 stalled = false;
             } else if !stalled {
                 stalled = true;
@@ -207,9 +211,12 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     let notifier = Notifier;
     let progress = Progress::default();
     progress.beat_at(monotonic_ns());
-    let watchdog = notifier
-        .watchdog_interval()
-        .map(|iv| spawn_watchdog(iv, progress.clone()));
+    // `iv` is half of WatchdogSec; the loop turns every TICK even without frames.
+    let watchdog = notifier.watchdog_interval().map(|iv| {
+        spawn_watchdog(iv, iv.max(3 * TICK), progress.clone(), || {
+            Notifier.watchdog()
+        })
+    });
     notifier.ready();
     tracing::info!(events_dir = %events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
@@ -389,6 +396,40 @@ mod tests {
         assert!(!p.fresh_at(13 * s + 1, Duration::from_secs(3)));
         p.beat_at(20 * s);
         assert!(p.fresh_at(21 * s, Duration::from_secs(3)));
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_stops_pinging_when_the_loop_stalls_and_resumes_after() {
+        let pings = Arc::new(AtomicU64::new(0));
+        let count = pings.clone();
+        let p = Progress::default();
+        p.beat_at(monotonic_ns());
+        let stall = Duration::from_millis(200);
+        let task = spawn_watchdog(Duration::from_millis(40), stall, p.clone(), move || {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        // The loop turns: pings.
+        for _ in 0..10 {
+            p.beat_at(monotonic_ns());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(pings.load(Ordering::Relaxed) > 0);
+        // The loop stalls: once the last beat is older than `stall`, no ping at all.
+        tokio::time::sleep(stall + Duration::from_millis(50)).await;
+        let at_stall = pings.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(pings.load(Ordering::Relaxed), at_stall);
+        // It turns again: pings again.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while pings.load(Ordering::Relaxed) == at_stall {
+            assert!(
+                std::time::Instant::now() < end,
+                "no ping after the loop came back"
+            );
+            p.beat_at(monotonic_ns());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
     }
 
     #[test]
