@@ -97,7 +97,7 @@ impl SoakReport {
         };
         let mut t = format!(
             "soak: {:.0} s, {} frames nominal, {} frames to viewers\n\
-             | service | RSS start (KiB) | RSS end (KiB) | slope after warm-up (KiB/min) | slope, last half (KiB/min) | a day at that slope / half the room under MemoryMax (KiB) | CPU per nominal frame (ms) |{}\n\
+             | service | RSS start (KiB) | RSS end (KiB) | slope after warm-up (KiB/min) | slope, last half (KiB/min) | a day at the slower half of the last half / half the room under MemoryMax (KiB) | CPU per nominal frame (ms) |{}\n\
              | --- | ---: | ---: | ---: | ---: | ---: | ---: |{}\n",
             self.seconds, self.nominal_frames, self.viewer_frames, fault_col.0, fault_col.1
         );
