@@ -465,6 +465,11 @@ impl Writer {
         let mut frames = 0;
         if let Some(clip) = cur.clip.take() {
             match clip.finish() {
+                Ok(0) => {
+                    // Nothing to play (stopped right after the start): no clip at all.
+                    let _ = std::fs::remove_file(cur.dir.join(CLIP_PART));
+                    cur.meta.clip = None;
+                }
                 Ok(n) => {
                     frames = n;
                     if let Err(e) = std::fs::rename(cur.dir.join(CLIP_PART), cur.dir.join(CLIP)) {
@@ -827,6 +832,19 @@ mod tests {
         assert_eq!(m.frames, 10);
         assert_eq!(m.dropped_frames, 1, "the frame after the error is counted");
         assert_eq!(store::read_meta(&dir).unwrap(), m);
+    }
+
+    #[test]
+    fn an_event_stopped_before_any_frame_names_no_clip() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Recorder::start(config(d.path())).unwrap();
+        let id = "20261124T182900Z-0008";
+        r.start_event(meta(id), 0);
+        r.shutdown();
+        let dir = d.path().join(id);
+        let m = store::read_meta(&dir).unwrap();
+        assert_eq!((m.state, m.clip, m.frames), (EventState::Complete, None, 0));
+        assert!(!dir.join(CLIP).exists() && !dir.join(CLIP_PART).exists());
     }
 
     #[test]
