@@ -1,8 +1,9 @@
 //! The synthetic camera: a deterministic scripted scene, rendered and JPEG-encoded.
 //!
 //! A [`Script`] (TOML) describes a textured background, objects that move along straight
-//! paths at scripted times, global light steps and ramps, flicker, sensor noise, the JPEG
-//! quality and a seed. The same script, size and time always give the same bytes, so tests of
+//! paths at scripted times (and may sway about them), global light steps and ramps (with the
+//! sensor noise the camera's gain brings), flicker, sensor noise, the JPEG quality and its
+//! changes, and a seed. The same script, size and time always give the same bytes, so tests of
 //! other services can render frames in-process, faster than real time, and know the truth:
 //! [`Scene::objects_in_view`] and [`Script::motion_intervals`].
 //!
@@ -35,6 +36,8 @@
 //! from = [-0.05, 0.6] # centre at start: just out of view on the left
 //! to = [1.05, 0.6]    # centre at end: just out of view on the right
 //! hold = false        # true: stays at `to` after `end` (a parked car)
+//! sway = [0.0, 0.0]   # oscillation about the path, amplitude x, y (0..=1); a branch in
+//! sway_hz = 0.0       # the wind: from = to, sway = [0.04, 0.01], sway_hz = 0.4 (0..=60)
 //!
 //! # Global light: from `at`, move to `level` (1.0 = as scripted) over `ramp` seconds
 //! # (0 = a step, like a lamp switched on).
@@ -42,10 +45,19 @@
 //! at = 30.0
 //! level = 0.6
 //! ramp = 0.0
+//! noise = 8.0         # optional: the sensor noise reached with it, over the same ramp (a
+//!                     # camera raising its gain at dusk), 0..=100; absent = unchanged
 //!
-//! [flicker]           # mains flicker / fluorescent light: level * (1 + amplitude*sin)
+//! [flicker]           # mains flicker / fluorescent light: level * (1 + amplitude*wave)
 //! amplitude = 0.02
 //! hz = 7.0
+//! wave = "sine"       # "sine" | "random": a new random level in ±amplitude `hz` times a
+//!                     # second (a failing tube; irregular, so any frame rate sees it)
+//!
+//! # The JPEG quality from `at` on (1..=100), in time order; before the first: `quality`.
+//! [[quality_change]]
+//! at = 40.0
+//! quality = 30
 //! ```
 //!
 //! In-process use (what motion-svc's accuracy tests do):
@@ -170,6 +182,11 @@ pub struct Object {
     pub to: [f32; 2],
     /// Stays at `to` after `end` instead of vanishing.
     pub hold: bool,
+    /// Amplitude `[x, y]` of an oscillation about the path between `start` and `end`,
+    /// fractions of the frame (a branch swaying in the wind).
+    pub sway: [f32; 2],
+    /// Frequency of the sway, Hz (0 = none).
+    pub sway_hz: f32,
 }
 
 impl Default for Object {
@@ -184,6 +201,8 @@ impl Default for Object {
             from: [-0.1, 0.6],
             to: [1.1, 0.6],
             hold: false,
+            sway: [0.0, 0.0],
+            sway_hz: 0.0,
         }
     }
 }
@@ -198,6 +217,10 @@ pub struct Light {
     pub level: f32,
     /// Seconds to reach it (0 = a step).
     pub ramp: f32,
+    /// The sensor noise (standard deviation, grey levels) reached with it, over the same ramp
+    /// (a camera raising its gain as the light falls); `None` = unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<f32>,
 }
 
 impl Default for Light {
@@ -206,18 +229,51 @@ impl Default for Light {
             at: 0.0,
             level: 1.0,
             ramp: 0.0,
+            noise: None,
         }
     }
 }
 
-/// Periodic flicker of the whole image.
+/// The shape of the flicker over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wave {
+    /// A sine of `hz`.
+    #[default]
+    Sine,
+    /// A new random level within ±amplitude `hz` times a second (irregular).
+    Random,
+}
+
+/// Flicker of the whole image.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Flicker {
     /// Relative amplitude (0.02 = ±2 %).
     pub amplitude: f32,
-    /// Frequency in Hz.
+    /// Frequency in Hz (for `random`: new levels a second).
     pub hz: f32,
+    /// Sine or random.
+    pub wave: Wave,
+}
+
+/// A change of the JPEG quality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityChange {
+    /// From when (s).
+    pub at: f32,
+    /// The JPEG quality from then on, 1..=100.
+    pub quality: u8,
+}
+
+impl Default for QualityChange {
+    fn default() -> Self {
+        QualityChange {
+            at: 0.0,
+            quality: 80,
+        }
+    }
 }
 
 /// A whole scene script; see the module docs for the TOML format.
@@ -242,6 +298,9 @@ pub struct Script {
     pub lights: Vec<Light>,
     /// Flicker.
     pub flicker: Flicker,
+    /// JPEG quality changes, in time order.
+    #[serde(rename = "quality_change")]
+    pub quality_changes: Vec<QualityChange>,
 }
 
 impl Default for Script {
@@ -255,6 +314,7 @@ impl Default for Script {
             objects: Vec::new(),
             lights: Vec::new(),
             flicker: Flicker::default(),
+            quality_changes: Vec::new(),
         }
     }
 }
@@ -292,7 +352,7 @@ impl Script {
                     end: 38.0,
                     from: [1.05, 0.3],
                     to: [-0.05, 0.8],
-                    hold: false,
+                    ..Object::default()
                 },
             ],
             lights: vec![
@@ -300,11 +360,13 @@ impl Script {
                     at: 50.0,
                     level: 0.7,
                     ramp: 0.0,
+                    noise: None,
                 },
                 Light {
                     at: 55.0,
                     level: 1.0,
                     ramp: 4.0,
+                    noise: None,
                 },
             ],
             ..Script::default()
@@ -402,6 +464,20 @@ impl Script {
                     "0 < size <= 2",
                 )?;
             }
+            for (j, a) in o.sway.iter().enumerate() {
+                range(
+                    &format!("object[{i}].sway[{j}]"),
+                    *a,
+                    (0.0..=1.0).contains(a),
+                    "0..=1",
+                )?;
+            }
+            range(
+                &format!("object[{i}].sway_hz"),
+                o.sway_hz,
+                (0.0..=60.0).contains(&o.sway_hz),
+                "0..=60",
+            )?;
         }
         for (i, l) in self.lights.iter().enumerate() {
             range(
@@ -412,6 +488,14 @@ impl Script {
             )?;
             range(&format!("light[{i}].ramp"), l.ramp, l.ramp >= 0.0, ">= 0")?;
             range(&format!("light[{i}].at"), l.at, l.at >= 0.0, ">= 0")?;
+            if let Some(n) = l.noise {
+                range(
+                    &format!("light[{i}].noise"),
+                    n,
+                    (0.0..=100.0).contains(&n),
+                    "0..=100",
+                )?;
+            }
         }
         range(
             "flicker.amplitude",
@@ -425,6 +509,22 @@ impl Script {
             self.flicker.hz >= 0.0,
             ">= 0",
         )?;
+        let mut after = 0.0;
+        for (i, q) in self.quality_changes.iter().enumerate() {
+            range(
+                &format!("quality_change[{i}].quality"),
+                f32::from(q.quality),
+                (1..=100).contains(&q.quality),
+                "1..=100",
+            )?;
+            range(
+                &format!("quality_change[{i}].at"),
+                q.at,
+                q.at >= after,
+                ">= 0 and >= the previous change's at",
+            )?;
+            after = q.at;
+        }
         Ok(())
     }
 
@@ -438,28 +538,38 @@ impl Script {
         }
     }
 
-    /// Object `o`'s visible box and whether it moves, at script time `s`.
-    fn object_at(o: &Object, s: f32) -> Option<([f32; 4], bool)> {
-        let (c, moving) = if s < o.start {
-            return None;
+    /// Object `o`'s centre (path plus sway) and whether it moves, at script time `s`.
+    fn centre_at(o: &Object, s: f32) -> Option<([f32; 2], bool)> {
+        if s < o.start {
+            None
         } else if s <= o.end {
             let k = if o.end > o.start {
                 (s - o.start) / (o.end - o.start)
             } else {
                 1.0
             };
-            (
+            let wave = if o.sway_hz > 0.0 {
+                (std::f32::consts::TAU * o.sway_hz * (s - o.start)).sin()
+            } else {
+                0.0
+            };
+            Some((
                 [
-                    o.from[0] + (o.to[0] - o.from[0]) * k,
-                    o.from[1] + (o.to[1] - o.from[1]) * k,
+                    o.from[0] + (o.to[0] - o.from[0]) * k + o.sway[0] * wave,
+                    o.from[1] + (o.to[1] - o.from[1]) * k + o.sway[1] * wave,
                 ],
                 true,
-            )
+            ))
         } else if o.hold {
-            (o.to, false)
+            Some((o.to, false))
         } else {
-            return None;
-        };
+            None
+        }
+    }
+
+    /// Object `o`'s visible box and whether it moves, at script time `s`.
+    fn object_at(o: &Object, s: f32) -> Option<([f32; 4], bool)> {
+        let (c, moving) = Script::centre_at(o, s)?;
         let x0 = (c[0] - o.size[0] / 2.0).max(0.0);
         let y0 = (c[1] - o.size[1] / 2.0).max(0.0);
         let x1 = (c[0] + o.size[0] / 2.0).min(1.0);
@@ -501,24 +611,53 @@ impl Script {
         out
     }
 
-    /// The light level (with flicker) at script time `s`.
-    fn light_at(&self, s: f32) -> f32 {
-        let mut level = 1.0f32;
+    /// The light level (without flicker) and the sensor noise at script time `s`.
+    fn exposure_at(&self, s: f32) -> (f32, f32) {
+        let (mut level, mut noise) = (1.0f32, self.noise);
         for l in &self.lights {
             if s < l.at {
                 break;
             }
+            let target_noise = l.noise.unwrap_or(noise);
             if l.ramp > 0.0 && s < l.at + l.ramp {
-                level += (l.level - level) * (s - l.at) / l.ramp;
+                let k = (s - l.at) / l.ramp;
+                level += (l.level - level) * k;
+                noise += (target_noise - noise) * k;
                 break;
             }
             level = l.level;
+            noise = target_noise;
         }
-        if self.flicker.amplitude > 0.0 {
-            level *=
-                1.0 + self.flicker.amplitude * (std::f32::consts::TAU * self.flicker.hz * s).sin();
+        (level, noise)
+    }
+
+    /// The light level (with flicker) at script time `s`.
+    fn light_at(&self, s: f32) -> f32 {
+        let mut level = self.exposure_at(s).0;
+        let f = &self.flicker;
+        if f.amplitude > 0.0 {
+            let wave = match f.wave {
+                Wave::Sine => (std::f32::consts::TAU * f.hz * s).sin(),
+                Wave::Random if f.hz > 0.0 => {
+                    // One level per 1/hz slot, from the seed and the slot: -1..1.
+                    let slot = (f64::from(s) * f64::from(f.hz)).floor() as u64;
+                    let r = Rng::new(self.seed ^ slot.wrapping_mul(0xD1B5_4A32_D192_ED03)).next();
+                    (r >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                }
+                Wave::Random => 0.0,
+            };
+            level *= 1.0 + f.amplitude * wave;
         }
         level.max(0.0)
+    }
+
+    /// The JPEG quality at script time `s`.
+    fn quality_at(&self, s: f32) -> u8 {
+        self.quality_changes
+            .iter()
+            .take_while(|q| q.at <= s)
+            .last()
+            .map_or(self.quality, |q| q.quality)
     }
 }
 
@@ -597,6 +736,22 @@ impl Scene {
             .collect()
     }
 
+    /// The global light level at `t` (after `repeat`; 1.0 = as the background is scripted),
+    /// flicker included: the truth for tests of light changes.
+    pub fn light(&self, t: Duration) -> f32 {
+        self.script.light_at(self.script.local(t))
+    }
+
+    /// The sensor noise (standard deviation, grey levels) at `t`, after `light` changes.
+    pub fn noise(&self, t: Duration) -> f32 {
+        self.script.exposure_at(self.script.local(t)).1
+    }
+
+    /// The JPEG quality of the frame at `t`, after `quality_change`s.
+    pub fn quality(&self, t: Duration) -> u8 {
+        self.script.quality_at(self.script.local(t))
+    }
+
     /// Renders the frame at `t` as RGB (3 bytes a pixel, rows top to bottom).
     pub fn render_rgb(&mut self, t: Duration) -> &[u8] {
         let s = self.script.local(t);
@@ -604,7 +759,7 @@ impl Scene {
         // Noise differs per frame but is the same for the same t.
         let mut rng =
             Rng::new(self.script.seed ^ (t.as_millis() as u64).wrapping_mul(0xA24B_AED4_963E_E407));
-        let noise = (self.script.noise * 256.0 / 104.0) as i32;
+        let noise = (self.script.exposure_at(s).1 * 256.0 / 104.0) as i32;
         // The background is stored as grey (a third of the memory); a warm tint per channel.
         const TINT: [u32; 3] = [269, 256, 230];
         let lit = TINT.map(|t| t * light);
@@ -637,20 +792,16 @@ impl Scene {
         }
         let (w, h) = (self.width as f32, self.height as f32);
         for o in &self.script.objects {
-            let Some(([x, y, bw, bh], _)) = Script::object_at(o, s) else {
+            let (Some(([x, y, bw, bh], _)), Some((c, _))) =
+                (Script::object_at(o, s), Script::centre_at(o, s))
+            else {
                 continue;
             };
             let (x0, y0) = ((x * w) as usize, (y * h) as usize);
             let (x1, y1) = (((x + bw) * w) as usize, ((y + bh) * h) as usize);
             let (x1, y1) = (x1.min(self.width as usize), y1.min(self.height as usize));
             // Full (unclipped) geometry for the ellipse test.
-            let k = if s <= o.end && o.end > o.start {
-                ((s - o.start) / (o.end - o.start)).clamp(0.0, 1.0)
-            } else {
-                1.0
-            };
-            let cx = (o.from[0] + (o.to[0] - o.from[0]) * k) * w;
-            let cy = (o.from[1] + (o.to[1] - o.from[1]) * k) * h;
+            let (cx, cy) = (c[0] * w, c[1] * h);
             let (rx, ry) = (o.size[0] * w / 2.0, o.size[1] * h / 2.0);
             for py in y0..y1 {
                 let row = py * self.width as usize * 3;
@@ -680,7 +831,8 @@ impl Scene {
     pub fn render_jpeg(&mut self, t: Duration, out: &mut Vec<u8>) {
         out.clear();
         self.render_rgb(t);
-        let encoder = jpeg_encoder::Encoder::new(&mut *out, self.script.quality);
+        let quality = self.quality(t);
+        let encoder = jpeg_encoder::Encoder::new(&mut *out, quality);
         encoder
             .encode(
                 &self.rgb,
@@ -823,6 +975,134 @@ mod tests {
         assert_eq!(s.light_at(5.0), 0.5);
         assert!((s.light_at(11.0) - 0.75).abs() < 1e-4);
         assert_eq!(s.light_at(13.0), 1.0);
+    }
+
+    #[test]
+    fn a_swaying_object_oscillates_about_its_path_and_is_motion() {
+        let s = Script::from_toml(
+            "[[object]]\nname = \"branch\"\nstart = 0.0\nend = 30.0\nsize = [0.2, 0.2]\n\
+             from = [0.5, 0.5]\nto = [0.5, 0.5]\nsway = [0.04, 0.01]\nsway_hz = 0.5\n",
+        )
+        .unwrap();
+        let scene = Scene::new(s.clone(), 160, 120);
+        let x = |ms| scene.objects_in_view(Duration::from_millis(ms))[0].bbox[0];
+        // sin(2π·0.5·t): 0 at 0 s, +1 at 0.5 s, -1 at 1.5 s.
+        assert!((x(0) - 0.4).abs() < 1e-4);
+        assert!((x(500) - 0.44).abs() < 1e-4, "{}", x(500));
+        assert!((x(1500) - 0.36).abs() < 1e-4, "{}", x(1500));
+        assert_eq!(s.motion_intervals().len(), 1);
+        // Without sway it does not move.
+        let still = Script::from_toml(
+            "[[object]]\nstart = 0.0\nend = 30.0\nfrom = [0.5, 0.5]\nto = [0.5, 0.5]\n",
+        )
+        .unwrap();
+        let scene = Scene::new(still, 160, 120);
+        let b = |ms| scene.objects_in_view(Duration::from_millis(ms))[0].bbox;
+        assert_eq!(b(0), b(500));
+    }
+
+    #[test]
+    fn a_light_change_can_bring_sensor_noise_with_it() {
+        let s = Script::from_toml(
+            "noise = 2.0\n[[light]]\nat = 10.0\nlevel = 0.4\nramp = 10.0\nnoise = 12.0\n\
+             [[light]]\nat = 30.0\nlevel = 1.0\n",
+        )
+        .unwrap();
+        let scene = Scene::new(s, 32, 32);
+        let at = |secs| Duration::from_secs(secs);
+        assert_eq!(scene.noise(at(5)), 2.0);
+        assert!((scene.noise(at(15)) - 7.0).abs() < 1e-4);
+        assert!((scene.light(at(15)) - 0.7).abs() < 1e-4);
+        assert_eq!(scene.noise(at(25)), 12.0);
+        // A later light without `noise` keeps the noise reached.
+        assert_eq!(scene.noise(at(35)), 12.0);
+        assert_eq!(scene.light(at(35)), 1.0);
+        // More noise shows in the pixels: frames at night differ more from each other.
+        let mut scene = scene;
+        let spread = |scene: &mut Scene, a: u64, b: u64| {
+            let x = scene.render_rgb(Duration::from_millis(a)).to_vec();
+            let y = scene.render_rgb(Duration::from_millis(b)).to_vec();
+            x.iter()
+                .zip(&y)
+                .map(|(p, q)| p.abs_diff(*q) as u64)
+                .sum::<u64>()
+        };
+        assert!(spread(&mut scene, 35_000, 35_100) > 3 * spread(&mut scene, 5_000, 5_100));
+    }
+
+    #[test]
+    fn random_flicker_is_irregular_and_deterministic() {
+        let text = "[flicker]\namplitude = 0.1\nhz = 10.0\nwave = \"random\"\n";
+        let scene = Scene::new(Script::from_toml(text).unwrap(), 32, 32);
+        let levels: Vec<f32> = (0..50)
+            .map(|i| scene.light(Duration::from_millis(i * 100 + 50)))
+            .collect();
+        assert!(levels.iter().all(|l| (0.9..=1.1).contains(l)), "{levels:?}");
+        // Every 5th slot (what 2 fps analysis of it would see) still changes.
+        let fifths: Vec<f32> = levels.iter().step_by(5).copied().collect();
+        assert!(fifths.windows(2).all(|w| w[0] != w[1]), "{fifths:?}");
+        // Constant within a slot, the same for the same script.
+        assert_eq!(
+            scene.light(Duration::from_millis(110)),
+            scene.light(Duration::from_millis(190))
+        );
+        let again = Scene::new(Script::from_toml(text).unwrap(), 32, 32);
+        assert_eq!(
+            again.light(Duration::from_millis(1234)),
+            scene.light(Duration::from_millis(1234))
+        );
+    }
+
+    #[test]
+    fn quality_changes_apply_from_their_time() {
+        let s = Script::from_toml(
+            "quality = 85\n[[quality_change]]\nat = 10.0\nquality = 25\n\
+             [[quality_change]]\nat = 20.0\nquality = 60\n",
+        )
+        .unwrap();
+        let mut scene = Scene::new(s, 160, 120);
+        let q = |scene: &Scene, secs| scene.quality(Duration::from_secs(secs));
+        assert_eq!(
+            (q(&scene, 5), q(&scene, 10), q(&scene, 15), q(&scene, 25)),
+            (85, 25, 25, 60)
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        scene.render_jpeg(Duration::from_millis(9_990), &mut a);
+        scene.render_jpeg(Duration::from_millis(10_000), &mut b);
+        assert!(
+            b.len() < a.len(),
+            "quality 25 is smaller: {} vs {}",
+            b.len(),
+            a.len()
+        );
+    }
+
+    #[test]
+    fn bad_new_keys_are_refused_by_key() {
+        for (text, key) in [
+            ("[[object]]\nsway = [0.1, 1.5]", "object[0].sway[1]"),
+            ("[[object]]\nsway = [-0.1, 0.0]", "object[0].sway[0]"),
+            ("[[object]]\nsway_hz = 61.0", "object[0].sway_hz"),
+            ("[[object]]\nsway_hz = -1.0", "object[0].sway_hz"),
+            ("[[light]]\nnoise = 101.0", "light[0].noise"),
+            ("[[light]]\nnoise = -1.0", "light[0].noise"),
+            (
+                "[[quality_change]]\nquality = 0",
+                "quality_change[0].quality",
+            ),
+            (
+                "[[quality_change]]\nat = -1.0\nquality = 50",
+                "quality_change[0].at",
+            ),
+            (
+                "[[quality_change]]\nat = 5.0\n[[quality_change]]\nat = 4.0",
+                "quality_change[1].at",
+            ),
+            ("[flicker]\nwave = \"square\"", "wave"),
+        ] {
+            let e = Script::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
     }
 
     #[test]
