@@ -4,10 +4,13 @@
 //! Per analysed frame:
 //! 1. A frame with almost no contrast (a grey or black frame from a camera that is starting
 //!    or failing) is refused and the background is re-learned from the next good frame.
-//! 2. A robust least-squares fit maps the current frame onto the background:
-//!    `background ≈ gain * current + offset`. Pixels far from the first fit (a moving object)
-//!    are left out of the second, so a light change is taken out while an object moving
-//!    during it still stands out.
+//! 2. A robust fit maps the current frame onto the background:
+//!    `background ≈ gain * current + offset`. The first estimate matches the two images'
+//!    quartiles, which an object covering less than a quarter of the frame cannot drag (a
+//!    least-squares first fit can: a dark person on a low-contrast wall pulled the gain to a
+//!    third and hid itself); pixels far from it (a moving object) are left out of a
+//!    least-squares refit, so a light change is taken out while an object moving during it
+//!    still stands out.
 //! 3. The per-pixel threshold is the larger of `min_diff` and `noise_factor` times the noise
 //!    sigma measured from the median residual of this frame (night gain raises it).
 //! 4. A changed pixel survives despeckle when at least two of its eight neighbours changed;
@@ -246,10 +249,10 @@ impl Detector {
         }
 
         // 2. Robust fit background ≈ gain * current + offset.
-        let (mut gain, mut offset) = self.fit(img, None);
+        let (mut gain, mut offset) = self.quartile_fit(img);
         let med1 = self.median_abs_residual(img, gain, offset);
         let inlier = (3.0 * 1.4826 * med1).max(4.0);
-        (gain, offset) = self.fit(img, Some((gain, offset, inlier)));
+        (gain, offset) = self.fit(img, gain, offset, inlier);
         let med2 = self.median_abs_residual(img, gain, offset);
         let sigma = 1.4826 * med2.max(0.5);
         // Capped so that a frame that changed everywhere cannot hide itself by inflating its
@@ -360,7 +363,35 @@ impl Detector {
         &self.result
     }
 
-    fn fit(&self, img: &LumaImage, inliers: Option<(f32, f32, f32)>) -> (f32, f32) {
+    /// `(gain, offset)` that map the current frame's quartiles onto the background's: a
+    /// first estimate that an object on less than a quarter of the watched pixels cannot
+    /// drag, whatever the contrast between it and the scene.
+    fn quartile_fit(&self, img: &LumaImage) -> (f32, f32) {
+        let (mut cur, mut bg) = ([0u32; 256], [0u32; 256]);
+        let mut n = 0u32;
+        for i in 0..img.pixels.len() {
+            if self.counted[i] == 0 {
+                continue;
+            }
+            cur[usize::from(img.pixels[i])] += 1;
+            bg[self.background[i].round().clamp(0.0, 255.0) as usize] += 1;
+            n += 1;
+        }
+        if n < 8 {
+            return (1.0, 0.0);
+        }
+        let [c25, c50, c75] = quartiles(&cur, n);
+        let [b25, b50, b75] = quartiles(&bg, n);
+        if c75 - c25 < 2.0 {
+            // Too flat to fit a gain: compensate the offset only.
+            return (1.0, b50 - c50);
+        }
+        let gain = ((b75 - b25) / (c75 - c25)).clamp(0.2, 5.0);
+        (gain, b50 - gain * c50)
+    }
+
+    /// Least-squares `(gain, offset)` over the pixels within `limit` of `g * x + o`.
+    fn fit(&self, img: &LumaImage, g: f32, o: f32, limit: f32) -> (f32, f32) {
         let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0f64, 0f64, 0f64, 0f64, 0f64);
         for i in 0..img.pixels.len() {
             if self.counted[i] == 0 {
@@ -368,10 +399,8 @@ impl Detector {
             }
             let x = f32::from(img.pixels[i]);
             let y = self.background[i];
-            if let Some((g, o, lim)) = inliers {
-                if (y - (g * x + o)).abs() > lim {
-                    continue;
-                }
+            if (y - (g * x + o)).abs() > limit {
+                continue;
             }
             let (x, y) = (f64::from(x), f64::from(y));
             n += 1.0;
@@ -473,6 +502,22 @@ impl Detector {
     }
 }
 
+/// The 25th, 50th and 75th percentiles of a histogram of `n` values, interpolated within
+/// a bin (each bin spread evenly over its level's width of 1).
+fn quartiles(hist: &[u32; 256], n: u32) -> [f32; 3] {
+    let mut out = [0.0f32; 3];
+    let targets = [0.25, 0.5, 0.75].map(|q| q * n as f32);
+    let (mut k, mut below) = (0, 0u32);
+    for (level, &count) in hist.iter().enumerate() {
+        while k < 3 && (below + count) as f32 >= targets[k] && count > 0 {
+            out[k] = level as f32 - 0.5 + (targets[k] - below as f32) / count as f32;
+            k += 1;
+        }
+        below += count;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,6 +600,42 @@ mod tests {
         assert_eq!(a.verdict, Verdict::Still, "{a:?}");
         let a = d.analyse(&with_box(scene(0.6), 40, 20, 12, 20, 250), t + 0.4);
         assert_eq!(a.verdict, Verdict::Motion, "{a:?}");
+    }
+
+    /// A low-contrast wall (std ~8 levels) and a dark person on 4.5% of it: a least-squares
+    /// first fit let the person drag the gain to a third and hide itself.
+    #[test]
+    fn a_dark_object_on_a_low_contrast_scene_is_motion_also_during_a_light_change() {
+        let wall = |brightness: f32| {
+            let mut img = LumaImage::filled(W, H, 0);
+            for y in 0..H {
+                for x in 0..W {
+                    let v = 140.0 + if (x / 4 + y / 3) % 2 == 0 { 8.0 } else { -8.0 };
+                    img.pixels[y * W + x] = (v * brightness) as u8;
+                }
+            }
+            img
+        };
+        let mut d = Detector::new(DetectSettings::default());
+        let mut t = 0.0;
+        for _ in 0..10 {
+            d.analyse(&wall(1.0), t);
+            t += 0.2;
+        }
+        for (x0, brightness) in [(10, 1.0), (20, 1.0), (30, 0.8), (40, 0.6)] {
+            let a = d.analyse(&with_box(wall(brightness), x0, 20, 8, 27, 55), t);
+            assert_eq!(
+                a.verdict,
+                Verdict::Motion,
+                "at x {x0}, light {brightness}: {a:?}"
+            );
+            let person = 8.0 * 27.0 * 100.0 / (W * H) as f32;
+            assert!(
+                (a.area_pct - person).abs() < 1.0,
+                "at x {x0}, light {brightness}: {a:?}"
+            );
+            t += 0.2;
+        }
     }
 
     #[test]
