@@ -9,6 +9,12 @@
 //!   then silently enforces no `MemoryMax`/`TasksMax`. `init.sh` remounts both read-write
 //!   (`mount -o remount,bind,rw`), lays a minimal `/etc` (users `root` and `mecam`, a machine
 //!   id, the units) and `exec`s `/lib/systemd/systemd`. journald runs inside as usual.
+//! - Those controllers show the host's whole hierarchy, so two containers' systemds would both
+//!   make `/sys/fs/cgroup/memory/system.slice/mecam-motion.service`: one cgroup, one
+//!   `MemoryMax`, the OOM kill of one test landing in another running beside it. So `init.sh`
+//!   first makes a cgroup of the container's own ([`CGROUP_PREFIX`] + machine name) below its
+//!   current one in each, moves itself in, and bind-mounts it over the controller: each
+//!   container's systemd has a subtree to itself. Drop removes it.
 //! - Commands go in with `nsenter --all` into the namespaces of the container's PID 1
 //!   (`systemd-run --machine` needs a registered machine). The container shares the host's
 //!   network namespace, so `web-svc` inside is reached on the host's loopback.
@@ -39,11 +45,20 @@ pub const UNITS: [&str; 3] = [
     "mecam-web.service",
 ];
 
+/// Name prefix of each container's own cgroup in the v1 `memory` and `pids` hierarchies.
+pub const CGROUP_PREFIX: &str = "mecam-ct-";
+
 const INIT_SH: &str = r#"#!/bin/sh
-# PID 1 of a mecam test container: writable memory+pids controllers, minimal /etc, systemd.
+# PID 1 of a mecam test container: its own writable memory+pids cgroups, minimal /etc, systemd.
+# $1: the cgroup name (unique per container).
 set -e
 for c in memory pids; do
     mount -o remount,bind,rw /sys/fs/cgroup/$c
+    here=$(sed -n "s/^[0-9]*:$c:\(.*\)$/\1/p" /proc/self/cgroup)
+    own=/sys/fs/cgroup/$c${here%/}/$1
+    mkdir "$own"
+    echo $$ > "$own/cgroup.procs"
+    mount --bind "$own" /sys/fs/cgroup/$c
 done
 cp -a /mecam-ctl/etc/. /etc/
 exec /lib/systemd/systemd --show-status=no
@@ -107,6 +122,8 @@ pub struct Container {
     nspawn: Child,
     leader: i32,
     ctl: tempfile::TempDir,
+    /// The container's own cgroups (host paths), removed on drop.
+    cgroups: Vec<PathBuf>,
 }
 
 /// How to boot a [`Container`] beyond the defaults.
@@ -189,6 +206,7 @@ impl Container {
         // it is not; binaries come in through their own bind mount.
         set_mode(root, 0o755)?;
         let name = format!("mecam-{:08x}", rand::random::<u32>());
+        let cgroup = format!("{CGROUP_PREFIX}{name}");
         let console = std::fs::File::create(root.join("console.log"))?;
         let nspawn = Command::new("systemd-nspawn")
             .args([
@@ -208,7 +226,7 @@ impl Container {
                     .map(|(host, inside)| format!("--bind-ro={}:{inside}", host.display())),
             )
             .args(opts.private_network.then_some("--private-network"))
-            .args(["--", "/mecam-ctl/init.sh"])
+            .args(["--", "/mecam-ctl/init.sh", &cgroup])
             .stdin(Stdio::null())
             .stdout(console.try_clone()?)
             .stderr(console)
@@ -218,6 +236,10 @@ impl Container {
             nspawn,
             leader: 0,
             ctl,
+            cgroups: ["memory", "pids"]
+                .iter()
+                .map(|ctrl| own_cgroup(ctrl, &cgroup))
+                .collect(),
         };
         let nspawn_pid = c.nspawn.id();
         let leader = poll::until("the container's systemd (PID 1)", BOOT_TIMEOUT, || {
@@ -440,7 +462,52 @@ impl Drop for Container {
             let _ = self.nspawn.kill();
         }
         let _ = self.nspawn.wait();
+        for cg in &self.cgroups {
+            remove_cgroup_tree(cg);
+        }
     }
+}
+
+/// Host path of the cgroup `name` below this process's own in v1 controller `ctrl` (where
+/// `init.sh` makes the container's; the container inherits this process's cgroup).
+fn own_cgroup(ctrl: &str, name: &str) -> PathBuf {
+    let here = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, c, path) = (f.next()?, f.next()?, f.next()?);
+            (c == ctrl).then(|| path.trim_start_matches('/').to_owned())
+        })
+        .unwrap_or_default();
+    Path::new("/sys/fs/cgroup").join(ctrl).join(here).join(name)
+}
+
+/// Remove a cgroup and every cgroup below it, deepest first, once their processes are gone
+/// (bounded wait). Errors are ignored: a leftover empty cgroup costs nothing.
+fn remove_cgroup_tree(root: &Path) {
+    fn dirs(p: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs(&e.path(), out);
+                }
+            }
+        }
+        out.push(p.to_path_buf());
+    }
+    let _ = poll::until_true(
+        "the container's cgroups to go",
+        Duration::from_secs(10),
+        || {
+            let mut all = Vec::new();
+            dirs(root, &mut all);
+            for d in &all {
+                let _ = std::fs::remove_dir(d);
+            }
+            !root.exists()
+        },
+    );
 }
 
 /// The child of `nspawn_pid` that is already `systemd` (after init.sh exec'd it).
