@@ -10,6 +10,10 @@ use capture_svc::config::{CaptureConfig, SourceKind};
 use clap::Parser;
 use ipc::service::CommonArgs;
 
+/// Threads for blocking work (the synthetic camera renders on one, one frame at a time). The
+/// default of 512 lets a brief overlap between two renders leave an extra idle thread behind.
+const MAX_BLOCKING_THREADS: usize = 1;
+
 /// mecam capture service: the camera into the shared frame region.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -161,6 +165,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     // One thread: camera processes are spawned from it, and their parent-death signal is tied
     // to the spawning thread (see capture_svc::supervise).
     let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;

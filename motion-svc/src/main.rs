@@ -11,6 +11,10 @@ use ipc::service::{CommonArgs, init_tracing, load_section, render_section, shutd
 use motion_svc::config::{MotionConfig, Sensitivity};
 use motion_svc::service::{RunConfig, run};
 
+/// Threads for blocking work (file system calls, the recorder's shutdown): a fixed bound in
+/// place of tokio's default of 512.
+const MAX_BLOCKING_THREADS: usize = 2;
+
 /// Watches the camera for motion, logs events to the journal and records clips.
 #[derive(Debug, Parser)]
 #[command(name = "motion-svc", version)]
@@ -98,6 +102,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     init_tracing("motion-svc", args.common.log_target);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
