@@ -13,14 +13,15 @@ pub mod layout;
 mod raw;
 
 use std::cell::Cell;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{Ordering, fence};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
 
 use layout::{
     HEADER_SIZE, HeaderField, MAGIC, SlotField, pack_latest, region_size, slot_stride,
@@ -260,13 +261,12 @@ impl RegionWriter {
             .unwrap_or_default();
         let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(io_err)?;
+        let file = open_file(
+            &tmp,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(io_err)?;
         let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
             let _ = std::fs::remove_file(&tmp);
             io_err(io::Error::from(errno))
@@ -437,6 +437,13 @@ impl RegionWriter {
     }
 }
 
+/// Opens `path` with `flags` (always close-on-exec, so a camera process never inherits the
+/// region or its lock) and `mode` for a file it creates.
+fn open_file(path: &Path, flags: OFlag, mode: Mode) -> io::Result<File> {
+    let fd = nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, mode).map_err(io::Error::from)?;
+    Ok(File::from(fd))
+}
+
 /// Takes the lock of the region already at `path`, if there is one.
 ///
 /// `Ok(None)`: no file there. `Ok(Some(lock))`: a stale region (no live writer); the lock keeps
@@ -505,7 +512,8 @@ impl RegionReader {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
+        // Read-only descriptor: the mapping made from it cannot be writable.
+        let file = open_file(path, OFlag::O_RDONLY, Mode::empty()).map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         let len = meta.len();
         if len < HEADER_SIZE as u64 {
