@@ -44,14 +44,15 @@ pub struct MotionConfig {
     pub analysis_fps: f64,
     /// Preset for the three detection numbers below.
     pub sensitivity: Sensitivity,
-    /// Changed area, in percent of the watched area, that counts as motion (overrides preset).
+    /// Changed area, in percent of the whole frame, that counts as motion (overrides preset).
     pub area_pct: Option<f64>,
     /// Minimum luma difference (0..255) for a pixel to count as changed (overrides preset).
     pub min_diff: Option<f64>,
     /// A pixel changes when its difference exceeds this many noise sigmas (overrides preset).
     pub noise_factor: Option<f64>,
-    /// Changed area above this percent is a scene change (camera moved, lights with shadows
-    /// everywhere): not motion, the background is re-learned.
+    /// Changed area above this percent of the watched area (the frame less masks, within
+    /// zones) is a scene change (camera moved, lights with shadows everywhere): not motion,
+    /// the background is re-learned.
     pub max_area_pct: f64,
     /// Time constant of the background model, seconds: slower changes are absorbed.
     pub background_s: f64,
@@ -158,13 +159,13 @@ fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<f64, ConfigError> {
 /// Detection numbers, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectSettings {
-    /// Percent of the watched area that counts as motion.
+    /// Percent of the whole frame that counts as motion.
     pub area_pct: f64,
     /// Minimum per-pixel luma difference.
     pub min_diff: f64,
     /// Noise sigmas per changed pixel.
     pub noise_factor: f64,
-    /// Scene-change area percent.
+    /// Scene-change area, percent of the watched area.
     pub max_area_pct: f64,
     /// Background time constant, seconds.
     pub background_s: f64,

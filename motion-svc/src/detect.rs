@@ -71,7 +71,7 @@ impl Verdict {
 pub struct Analysis {
     /// The verdict.
     pub verdict: Verdict,
-    /// Changed area, percent of the watched area.
+    /// Changed area, percent of the whole frame.
     pub area_pct: f32,
     /// Changed area weighted by how far over threshold each pixel was (capped at 4x).
     pub score: f32,
@@ -329,7 +329,11 @@ impl Detector {
         // 5. Components and boxes.
         let total = self.components();
         let counted = self.counted_px.max(1) as f32;
-        let area_pct = total as f32 * 100.0 / counted;
+        // Motion is measured against the whole frame (the units people set: "a person is
+        // about 3 % of the picture", whatever the zones); a scene change against what is
+        // watched (lights going on across a small zone are a scene change there).
+        let area_pct = total as f32 * 100.0 / (w * h).max(1) as f32;
+        let watched_pct = total as f32 * 100.0 / counted;
         let r = &mut self.result;
         r.gain = gain;
         r.offset = offset;
@@ -348,7 +352,7 @@ impl Detector {
         }
         r.verdict = if self.counted_px == 0 {
             Verdict::Still
-        } else if f64::from(area_pct) > self.settings.max_area_pct {
+        } else if f64::from(watched_pct) > self.settings.max_area_pct {
             Verdict::SceneChange
         } else if learning {
             Verdict::Learning
@@ -685,6 +689,35 @@ mod tests {
                 .verdict,
             Verdict::Motion
         );
+    }
+
+    #[test]
+    fn area_is_a_share_of_the_frame_and_a_scene_change_a_share_of_what_is_watched() {
+        let left_half = Polygon(vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]);
+        let (mut d, t) = warmed(DetectSettings {
+            masks: vec![left_half],
+            ..DetectSettings::default()
+        });
+        // A box in the watched right half: its share of the frame, not of the half.
+        let a = d
+            .analyse(&with_box(scene(1.0), 50, 10, 10, 20, 250), t)
+            .clone();
+        assert_eq!(a.verdict, Verdict::Motion);
+        let of_frame = 10.0 * 20.0 * 100.0 / (W * H) as f32;
+        assert!(
+            (a.area_pct - of_frame).abs() < 1.5,
+            "{} vs {of_frame} (twice that would be the share of the watched half)",
+            a.area_pct
+        );
+        // The whole watched half changes: 50 % of the frame is not over max_area_pct (50),
+        // but all of what is watched is, so it is a scene change.
+        let mut img = scene(1.0);
+        for y in 0..H {
+            for x in W / 2..W {
+                img.pixels[y * W + x] = 255 - img.pixels[y * W + x];
+            }
+        }
+        assert_eq!(d.analyse(&img, t + 0.2).verdict, Verdict::SceneChange);
     }
 
     #[test]
