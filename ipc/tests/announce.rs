@@ -233,7 +233,13 @@ async fn bad_input_closes_only_that_connection() {
         scratch[..scratch.len() - 2].to_vec()
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        // Read as a length prefix, "GET " is far over the maximum.
+        ("text", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        // A plausible length, then bytes that are no MessagePack at all (0xc1 is never used).
+        (
+            "garbage body",
+            [&6u32.to_be_bytes()[..], &[0xc1; 6]].concat(),
+        ),
         ("oversized length", u32::MAX.to_be_bytes().to_vec()),
         ("truncated message", truncated),
         ("wrong protocol version", wrong_version),
@@ -252,8 +258,27 @@ async fn bad_input_closes_only_that_connection() {
         assert!(got.is_ok(), "{what}: the server closes the connection");
         assert!(rest.is_empty(), "{what}: no hello for a bad subscriber");
     }
+    // Garbage from a subscriber that was accepted: it gets its hello, then is closed.
+    let mut s = UnixStream::connect(&server.socket).await.unwrap();
+    encode(
+        &Message::Subscribe(Subscribe {
+            protocol_version: PROTOCOL_VERSION,
+            name: "later garbage".into(),
+        }),
+        &mut scratch,
+    )
+    .unwrap();
+    s.write_all(&scratch).await.unwrap();
+    s.write_all(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]).await.unwrap();
+    let mut rest = Vec::new();
+    let got = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(
+        got.is_ok(),
+        "garbage after subscribing: the server closes the connection"
+    );
+    assert!(!rest.is_empty(), "a hello came before the garbage was read");
     eventually("protocol errors counted", Duration::from_secs(5), || {
-        server.handle.stats().protocol_errors == count
+        server.handle.stats().protocol_errors == count + 1
     })
     .await;
     server.publish(1);
