@@ -60,6 +60,11 @@ pub struct EventJson {
     pub frames: Option<u64>,
     /// Frames dropped while recording.
     pub dropped_frames: Option<u64>,
+    /// Why the event ended: `quiet`, `max-duration`, `camera-interrupted`, `shutdown` or
+    /// `crash` (absent in files from before motion-svc wrote it).
+    pub end_reason: Option<String>,
+    /// Why the clip could not be written in full, if it could not.
+    pub clip_error: Option<String>,
     /// Clip file name.
     pub clip: Option<String>,
     /// Poster file name.

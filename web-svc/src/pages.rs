@@ -157,6 +157,19 @@ pub fn events(list: &[EventInfo], page_no: usize, has_more: bool) -> String {
 }
 
 /// One event.
+/// Why an event ended, in words.
+fn ended(reason: Option<&str>) -> String {
+    match reason {
+        None => "?".into(),
+        Some("quiet") => "motion stopped".into(),
+        Some("max-duration") => "longest event length reached".into(),
+        Some("camera-interrupted") => "camera went away".into(),
+        Some("shutdown") => "motion-svc was stopped".into(),
+        Some("crash") => "motion-svc died; closed when it came back".into(),
+        Some(other) => esc(other),
+    }
+}
+
 pub fn event(e: &EventInfo) -> String {
     let id = esc(&e.id);
     let player = if e.has_clip {
@@ -173,9 +186,10 @@ pub fn event(e: &EventInfo) -> String {
     };
     let problem = e
         .problem
-        .as_deref()
+        .iter()
+        .chain(&e.json.clip_error)
         .map(|p| format!("<p class=\"bad\">{}</p>", esc(p)))
-        .unwrap_or_default();
+        .collect::<String>();
     let delete = if e.state == "recording" {
         "<p>Recording in progress; it can be deleted when it is complete.</p>".into()
     } else {
@@ -190,7 +204,8 @@ pub fn event(e: &EventInfo) -> String {
             "<h1>{id}</h1>{problem}{player}<table>\
              <tr><td>state</td><td>{state}</td></tr><tr><td>start</td><td>{start}</td></tr>\
              <tr><td>duration</td><td>{dur} s</td></tr><tr><td>peak score</td><td>{score}</td></tr>\
-             <tr><td>peak area</td><td>{area} %</td></tr><tr><td>frames</td><td>{frames}</td></tr></table>{delete}",
+             <tr><td>peak area</td><td>{area} %</td></tr><tr><td>frames</td><td>{frames}</td></tr>\
+             <tr><td>dropped frames</td><td>{dropped}</td></tr><tr><td>ended</td><td>{ended}</td></tr></table>{delete}",
             state = esc(&e.state),
             start = when(e.json.start_unix_ms),
             dur = e.json.duration_s.map_or("?".into(), |d| format!("{d:.1}")),
@@ -200,6 +215,8 @@ pub fn event(e: &EventInfo) -> String {
                 .peak_area_pct
                 .map_or("?".into(), |s| format!("{s:.1}")),
             frames = e.json.frames.map_or("?".into(), |f| f.to_string()),
+            dropped = e.json.dropped_frames.map_or("?".into(), |f| f.to_string()),
+            ended = ended(e.json.end_reason.as_deref()),
         ),
     )
 }

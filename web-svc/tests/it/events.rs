@@ -23,7 +23,7 @@ fn write_event(events: &Path, id: &str, state: &str, frames: &[Vec<u8>]) {
         "id": id, "state": state, "start_unix_ms": 1_795_545_000_000u64, "end_unix_ms": null,
         "duration_s": 1.5, "peak_score": 0.42, "peak_area_pct": 3.5, "boxes": [[0.1, 0.1, 0.2, 0.2]],
         "frames": frames.len(), "dropped_frames": 0, "clip": "clip.avi", "poster": "poster.jpg",
-        "width": 160, "height": 120,
+        "width": 160, "height": 120, "end_reason": if state == "interrupted" { "crash" } else { "quiet" },
     });
     std::fs::write(dir.join("event.json"), json.to_string()).unwrap();
 }
@@ -85,6 +85,15 @@ fn events_are_listed_played_downloaded_and_deleted() {
         let r = http::get(web.addr, path, c).unwrap();
         assert_eq!(r.status, 200, "{path}");
     }
+    // An event's page says why it ended and what its clip lost.
+    let one = http::get(web.addr, "/events/20261124T182900Z-0001", c)
+        .unwrap()
+        .text();
+    assert!(
+        one.contains("<td>ended</td><td>motion stopped</td>"),
+        "{one}"
+    );
+    assert!(one.contains("<td>dropped frames</td><td>0</td>"), "{one}");
     // The dashboard shows the latest events as cards, newest first: a link, the poster when
     // there is one, the start time, duration and peak score, and damaged ones as such.
     let dash = http::get(web.addr, "/", c).unwrap().text();
