@@ -156,7 +156,6 @@ pub fn events(list: &[EventInfo], page_no: usize, has_more: bool) -> String {
     )
 }
 
-/// One event.
 /// Why an event ended, in words.
 fn ended(reason: Option<&str>) -> String {
     match reason {
@@ -170,6 +169,7 @@ fn ended(reason: Option<&str>) -> String {
     }
 }
 
+/// One event.
 pub fn event(e: &EventInfo) -> String {
     let id = esc(&e.id);
     let player = if e.has_clip {
