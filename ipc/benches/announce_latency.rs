@@ -7,10 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ipc::announce::{
-    AnnounceServer, CameraState, ClientConfig, ClientEvent, FrameClient, Hello, PROTOCOL_VERSION,
-    ServerConfig,
-};
+use ipc::announce::{AnnounceServer, ClientConfig, ClientEvent, FrameClient, Hello, ServerConfig};
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use ipc::service::monotonic_ns;
 
@@ -23,18 +20,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn run(size: usize, paced: bool) -> (f64, f64, f64, u64) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let mut writer = RegionWriter::create(&dir.path().join("frames"), size).unwrap();
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        generation: writer.generation(),
-        region_path: writer.path().to_owned(),
-        slot_count: 3,
-        slot_capacity: size as u64,
-        width: 1920,
-        height: 1080,
-        nominal_fps: 30.0,
-        source: "bench".into(),
-        state: CameraState::Streaming,
-    };
+    let hello = Hello::streaming(&writer, 1920, 1080, 30.0, "bench");
     let socket = dir.path().join("capture.sock");
     let server = AnnounceServer::bind(&socket, hello, ServerConfig::default()).unwrap();
     let handle = server.handle();

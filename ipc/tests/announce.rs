@@ -16,18 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 fn hello(writer: &RegionWriter) -> Hello {
-    Hello {
-        protocol_version: PROTOCOL_VERSION,
-        generation: writer.generation(),
-        region_path: writer.path().to_owned(),
-        slot_count: 3,
-        slot_capacity: writer.slot_capacity() as u64,
-        width: 64,
-        height: 48,
-        nominal_fps: 30.0,
-        source: "test".into(),
-        state: CameraState::Streaming,
-    }
+    Hello::streaming(writer, 64, 48, 30.0, "test")
 }
 
 fn info(seq: u64) -> FrameInfo {

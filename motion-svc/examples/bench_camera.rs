@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
+use ipc::announce::{AnnounceServer, Hello, ServerConfig};
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use motion_svc::decode::encode_rgb;
 
@@ -51,18 +51,7 @@ async fn main() {
     let cap = largest * 2;
     std::fs::create_dir_all(&dir).expect("runtime dir");
     let mut writer = RegionWriter::create(&dir.join("frames"), cap).expect("region");
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        generation: writer.generation(),
-        region_path: writer.path().to_owned(),
-        slot_count: 3,
-        slot_capacity: writer.slot_capacity() as u64,
-        width: w as u32,
-        height: h as u32,
-        nominal_fps: fps as f32,
-        source: "bench-camera".into(),
-        state: CameraState::Streaming,
-    };
+    let hello = Hello::streaming(&writer, w as u32, h as u32, fps as f32, "bench-camera");
     let server = AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
         .expect("socket");
     let handle = server.handle();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
+use ipc::announce::{AnnounceServer, Hello, ServerConfig};
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use motion_svc::decode::encode_gray;
 use motion_svc::event::EndReason;
@@ -66,18 +66,8 @@ impl Camera {
                 .unwrap();
             rt.block_on(async move {
                 let mut writer = RegionWriter::create(&dir.join("frames"), 256 * 1024).unwrap();
-                let hello = Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                    generation: writer.generation(),
-                    region_path: writer.path().to_owned(),
-                    slot_count: 3,
-                    slot_capacity: writer.slot_capacity() as u64,
-                    width: W as u32,
-                    height: H as u32,
-                    nominal_fps: FPS as f32,
-                    source: "test-camera".into(),
-                    state: CameraState::Streaming,
-                };
+                let hello =
+                    Hello::streaming(&writer, W as u32, H as u32, FPS as f32, "test-camera");
                 let server =
                     AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
                         .unwrap();

@@ -50,6 +50,31 @@ pub struct Hello {
     pub state: CameraState,
 }
 
+impl Hello {
+    /// The hello of a camera that is already streaming into `region`: the protocol version
+    /// and everything about the region are taken from it, the rest is the camera's.
+    pub fn streaming(
+        region: &crate::region::RegionWriter,
+        width: u32,
+        height: u32,
+        nominal_fps: f32,
+        source: &str,
+    ) -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            generation: region.generation(),
+            region_path: region.path().to_owned(),
+            slot_count: crate::region::SLOT_COUNT as u32,
+            slot_capacity: region.slot_capacity() as u64,
+            width,
+            height,
+            nominal_fps,
+            source: source.to_owned(),
+            state: CameraState::Streaming,
+        }
+    }
+}
+
 /// One committed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameAnnounce {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
+use ipc::announce::{AnnounceServer, Hello, ServerConfig};
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 
 /// Published (seq, frame index) pairs remembered, oldest dropped first.
@@ -97,18 +97,7 @@ impl Camera {
                     .next_multiple_of(4096)
                     + 4096;
                 let mut writer = RegionWriter::create(&dir.join("frames"), cap).unwrap();
-                let hello = Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                    generation: writer.generation(),
-                    region_path: writer.path().to_owned(),
-                    slot_count: 3,
-                    slot_capacity: writer.slot_capacity() as u64,
-                    width: w,
-                    height: h,
-                    nominal_fps: fps as f32,
-                    source: "test-camera".into(),
-                    state: CameraState::Streaming,
-                };
+                let hello = Hello::streaming(&writer, w, h, fps as f32, "test-camera");
                 let server =
                     AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
                         .unwrap();
