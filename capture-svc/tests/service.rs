@@ -796,6 +796,15 @@ fn notify_socket(dir: &Path) -> (std::os::unix::net::UnixDatagram, PathBuf) {
     (sock, path)
 }
 
+/// The environment systemd gives a `Type=notify` service with `WatchdogSec=0.6s`.
+fn watchdog_env(notify_socket: &str) -> [(&str, &str); 3] {
+    [
+        ("NOTIFY_SOCKET", notify_socket),
+        ("WATCHDOG_USEC", "600000"),
+        ("WATCHDOG_PID", "self"),
+    ]
+}
+
 fn notifications(sock: &std::os::unix::net::UnixDatagram, for_time: Duration) -> Vec<String> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -817,11 +826,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
     let svc = Svc::start(
         dir,
         &["--source", "synthetic", "--fps", "10"],
-        &[
-            ("NOTIFY_SOCKET", &path_s),
-            ("WATCHDOG_USEC", "600000"),
-            ("WATCHDOG_PID", "self"),
-        ],
+        &watchdog_env(&path_s),
     );
     let got = notifications(&sock, Duration::from_secs(7));
     assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
@@ -854,11 +859,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
             "--backoff-max-ms",
             "1000",
         ],
-        &[
-            ("NOTIFY_SOCKET", &path_s),
-            ("WATCHDOG_USEC", "600000"),
-            ("WATCHDOG_PID", "self"),
-        ],
+        &watchdog_env(&path_s),
     );
     assert!(
         svc.wait_log("cannot start rpicam", Duration::from_secs(10)),
@@ -892,11 +893,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
             "--stall-timeout-ms",
             "500",
         ],
-        &[
-            ("NOTIFY_SOCKET", &path_s),
-            ("WATCHDOG_USEC", "600000"),
-            ("WATCHDOG_PID", "self"),
-        ],
+        &watchdog_env(&path_s),
     );
     assert!(
         svc.wait_log("loop = false", Duration::from_secs(10)),

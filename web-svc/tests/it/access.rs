@@ -36,19 +36,23 @@ fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> u16 {
 /// Waits until the only open connection is the probe's own (the readiness probe's has
 /// finished closing).
 fn no_other_connection(web: &Web) {
-    let auth = basic("admin", PW);
     crate::harness::poll(Duration::from_secs(10), "no other connection", || {
-        let m = http::request(
-            web.addr,
-            "GET",
-            "/metrics",
-            &[("Authorization", &auth)],
-            b"",
-        )
-        .unwrap()
-        .text();
-        metric(&m, "mecam_web_connections") == Some(1.0)
+        metric(&metrics_with_basic(web), "mecam_web_connections") == Some(1.0)
     });
+}
+
+/// `/metrics`, read with HTTP Basic as the admin.
+fn metrics_with_basic(web: &Web) -> String {
+    let auth = basic("admin", PW);
+    http::request(
+        web.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap()
+    .text()
 }
 
 #[test]
@@ -415,16 +419,7 @@ fn connections_past_the_bound_are_closed_and_the_service_recovers() {
     crate::harness::poll(Duration::from_secs(10), "service again", || {
         http::get(web.addr, "/healthz", None).is_ok_and(|r| r.status == 200)
     });
-    let auth = basic("admin", PW);
-    let m = http::request(
-        web.addr,
-        "GET",
-        "/metrics",
-        &[("Authorization", &auth)],
-        b"",
-    )
-    .unwrap()
-    .text();
+    let m = metrics_with_basic(&web);
     assert!(metric(&m, "mecam_web_connections_refused_total").unwrap() >= 1.0);
 }
 
