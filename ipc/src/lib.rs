@@ -4,12 +4,16 @@
 //! - [`announce`]: the Unix socket on which `capture-svc` announces committed frames.
 //! - [`service`]: the plumbing every service has in common: config file, logging, sd_notify,
 //!   shutdown signals.
+//! - [`jpeg`]: what a frame costs to decode, checked from its headers before anyone decodes it.
+//! - [`throttle`]: log lines an outsider can trigger, one per interval with a count.
 //!
 //! All unsafe code of the project is in `region::raw`.
 
 pub mod announce;
+pub mod jpeg;
 pub mod region;
 pub mod service;
+pub mod throttle;
 
 /// The region file's name inside the runtime directory.
 pub const REGION_FILE: &str = "frames";

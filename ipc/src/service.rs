@@ -79,15 +79,29 @@ pub fn load_section<T: DeserializeOwned + Default>(
     parse_section(&text, section).with_context(|| format!("in config file {}", path.display()))
 }
 
+/// The sections of `mecam.toml`, one per service. Any other top-level name is a misspelling
+/// (`[captur]`, `[webb]`) or a key outside every section, and every service refuses it.
+pub const KNOWN_SECTIONS: &[&str] = &["capture", "motion", "web"];
+
 /// Parses the `[section]` of a TOML document into `T` (defaults when absent).
 ///
 /// # Errors
-/// Invalid TOML, or a section that does not fit `T`, naming the key.
+/// Invalid TOML, a top-level name that is not one of [`KNOWN_SECTIONS`] (named in the
+/// message), or a section that does not fit `T`, naming the key.
 pub fn parse_section<T: DeserializeOwned + Default>(
     text: &str,
     section: &str,
 ) -> anyhow::Result<T> {
     let mut doc: toml::Table = text.parse().context("not valid TOML")?;
+    if let Some(unknown) = doc
+        .keys()
+        .find(|k| k.as_str() != section && !KNOWN_SECTIONS.contains(&k.as_str()))
+    {
+        anyhow::bail!(
+            "unknown section or top-level key `{unknown}` (the sections are [{}])",
+            KNOWN_SECTIONS.join("], [")
+        );
+    }
     match doc.remove(section) {
         None => Ok(T::default()),
         Some(value) => value
@@ -318,7 +332,21 @@ mod tests {
 
     #[test]
     fn other_sections_and_a_missing_section_are_fine() {
-        let s: Sample = parse_section("[other]\nfps = \"x\"\n", "svc").unwrap();
+        let s: Sample = parse_section("[web]\nfps = \"x\"\n", "svc").unwrap();
         assert_eq!(s.fps, 0);
+    }
+
+    #[test]
+    fn a_misspelt_section_or_a_key_outside_every_section_is_named() {
+        for (text, name) in [
+            ("[captur]\nfps = 3\n", "`captur`"),
+            ("[webb]\n", "`webb`"),
+            ("fps = 3\n[svc]\n", "`fps`"),
+        ] {
+            let e = error(text);
+            assert!(e.contains(name), "{text:?}: {e}");
+            assert!(e.contains("[capture]"), "says which sections exist: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
     }
 }
