@@ -120,6 +120,7 @@ async fn a_subscriber_that_never_reads_costs_nothing_and_others_see_every_frame(
     let config = ServerConfig {
         max_subscribers: 4,
         idle_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
     };
     let mut server = start(config);
     let _deaf = deaf_subscriber(&server.socket).await;
@@ -173,6 +174,7 @@ async fn subscribers_past_the_bound_are_refused_and_the_rest_carry_on() {
     let mut server = start(ServerConfig {
         max_subscribers: 2,
         idle_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
     });
     let mut a = connected_client(&server.socket, "a").await;
     let _b = connected_client(&server.socket, "b").await;
@@ -180,18 +182,45 @@ async fn subscribers_past_the_bound_are_refused_and_the_rest_carry_on() {
         server.handle.stats().subscribers == 2
     })
     .await;
-    let mut extra = UnixStream::connect(&server.socket).await.unwrap();
-    let mut byte = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
+    // A third is told why, then closed.
+    let rest = refused_subscriber(&server.socket, "c").await;
+    let reason = refusal(&rest)
         .await
-        .unwrap()
-        .unwrap_or(0);
-    assert_eq!(n, 0, "the third connection is closed without a hello");
+        .expect("a Refused message, then the close");
+    assert!(reason.contains("full"), "{reason}");
     assert_eq!(server.handle.stats().refused_full, 1);
-    server.publish(1);
+    // A client reports it as gone, with the server's reason, once.
+    let mut c = FrameClient::new(ClientConfig::new(&server.socket, "c"));
     let mut buf = Vec::new();
+    match next_within(&mut c, &mut buf).await {
+        ClientEvent::Gone { reason } => assert!(reason.contains("full"), "{reason}"),
+        other => panic!("expected Gone, got {other:?}"),
+    }
+    server.publish(1);
     assert!(matches!(next_within(&mut a, &mut buf).await, ClientEvent::Frame(m) if m.seq == 1));
+    // The refused client keeps retrying with its backoff and gets in once there is room.
+    drop(a);
+    match next_within(&mut c, &mut buf).await {
+        ClientEvent::Connected(_) => {}
+        other => panic!("expected Connected, not a second Gone: {other:?}"),
+    }
+    assert!(c.stats().refusals >= 1);
     server.stop().await;
+}
+
+/// The reason of the single `Refused` message in `bytes`, if that is all they are.
+async fn refusal(bytes: &[u8]) -> Option<String> {
+    let mut reader = ipc::announce::proto::MessageReader::new();
+    let mut rest = bytes;
+    let first = reader.read(&mut rest).await;
+    let second = reader.read(&mut rest).await;
+    match (first, second) {
+        (Ok(Message::Refused(r)), Err(ipc::announce::proto::ProtoError::Closed)) => {
+            assert_eq!(r.protocol_version, PROTOCOL_VERSION);
+            Some(r.reason)
+        }
+        _ => None,
+    }
 }
 
 #[tokio::test]
@@ -245,7 +274,12 @@ async fn bad_input_closes_only_that_connection() {
         let mut rest = Vec::new();
         let got = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
         assert!(got.is_ok(), "{what}: the server closes the connection");
-        assert!(rest.is_empty(), "{what}: no hello for a bad subscriber");
+        let reason = refusal(&rest).await;
+        println!("{what}: refused: {reason:?}");
+        assert!(
+            reason.is_some(),
+            "{what}: no hello for a bad subscriber, only a refusal: {rest:?}"
+        );
     }
     // Garbage from a subscriber that was accepted: it gets its hello, then is closed.
     let mut s = UnixStream::connect(&server.socket).await.unwrap();
@@ -410,4 +444,318 @@ async fn a_client_reports_the_server_gone_once_then_reconnects_and_remaps() {
     );
     let stats = client.stats();
     assert_eq!((stats.connects, stats.remaps), (2, 2));
+}
+
+// ---- hostile local peers: a full socket, a flood of refusals, a stale consumer -------------
+
+/// Log lines written while the guard lives, on this thread (tests using it run on the
+/// current-thread runtime, so the server's tasks log here too).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A raw connection that subscribes under `name`, reads its hello and then never reads again.
+async fn idle_subscriber(socket: &Path, name: &str) -> UnixStream {
+    let mut s = UnixStream::connect(socket).await.unwrap();
+    let mut out = Vec::new();
+    encode(
+        &Message::Subscribe(Subscribe {
+            protocol_version: PROTOCOL_VERSION,
+            name: name.into(),
+        }),
+        &mut out,
+    )
+    .unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut reader = ipc::announce::proto::MessageReader::new();
+    let first = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut s))
+        .await
+        .expect("an answer within 10 s");
+    assert!(
+        matches!(first, Ok(Message::Hello(_))),
+        "{name}: expected a hello, got {first:?}"
+    );
+    s
+}
+
+/// Connects, subscribes under `name` and reads until the server closes; write errors are
+/// ignored (the server may close first).
+async fn refused_subscriber(socket: &Path, name: &str) -> Vec<u8> {
+    let mut s = UnixStream::connect(socket).await.unwrap();
+    let mut out = Vec::new();
+    encode(
+        &Message::Subscribe(Subscribe {
+            protocol_version: PROTOCOL_VERSION,
+            name: name.into(),
+        }),
+        &mut out,
+    )
+    .unwrap();
+    let _ = s.write_all(&out).await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the server closes a refused connection")
+        .unwrap_or_default();
+    rest
+}
+
+#[tokio::test]
+async fn a_full_socket_lets_restarted_consumers_in_and_logs_a_refusal_flood_once() {
+    const FLOOD: u64 = 300;
+    let (logs, _guard) = Captured::start();
+    let server = start(ServerConfig {
+        max_subscribers: 4,
+        idle_timeout: Duration::from_secs(60),
+        ..ServerConfig::default()
+    });
+    // The old web-svc's connection, not yet noticed as gone, then squatters in every place.
+    let mut stale_web = idle_subscriber(&server.socket, "web-svc").await;
+    let mut squatters = Vec::new();
+    for i in 0..4 {
+        squatters.push(idle_subscriber(&server.socket, &format!("squatter-{i}")).await);
+    }
+    for i in 0..FLOOD {
+        refused_subscriber(&server.socket, &format!("flood-{i}")).await;
+    }
+    assert_eq!(
+        server.handle.stats().refused_full,
+        FLOOD,
+        "every refusal counted"
+    );
+    // The consumers restart: both get in, whoever holds the shared places.
+    let web = connected_client(&server.socket, "web-svc").await;
+    let motion = connected_client(&server.socket, "motion-svc").await;
+    assert!(web.is_connected() && motion.is_connected());
+    // The stale web-svc connection was closed for the new one.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stale_web.read_to_end(&mut rest))
+        .await
+        .expect("the replaced connection is closed")
+        .unwrap_or_default();
+    let lines = logs.lines();
+    let refusal_lines = lines.iter().filter(|l| l.contains("refus")).count();
+    println!(
+        "{refusal_lines} refusal lines for {FLOOD} refusals:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        refusal_lines <= 2,
+        "{refusal_lines} log lines for {FLOOD} refused connections"
+    );
+    drop(squatters);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_socket_is_mode_0660_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    for umask in [0o077, 0o000, 0o022] {
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+        let server = start(ServerConfig::default());
+        nix::sys::stat::umask(old);
+        let mode = std::fs::metadata(&server.socket)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o660, "socket mode {mode:o} under umask {umask:03o}");
+        server.stop().await;
+    }
+}
+
+// ---- FrameClient::next cancelled on a timer, as the services do ---------------------------
+
+/// A stand-in capture-svc that reads each Subscribe, waits `delay`, then answers with its hello
+/// (`answer`) or closes. Returns the socket path, the connection count and the region writer.
+struct SlowServer {
+    socket: PathBuf,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+    _writer: RegionWriter,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SlowServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn slow_server(delay: Duration, answer: bool) -> SlowServer {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let writer = RegionWriter::create(&dir.path().join("frames"), 1024).unwrap();
+    let hello = hello(&writer);
+    let socket = dir.path().join("capture.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let attempts = std::sync::Arc::new(AtomicU64::new(0));
+    let count = attempts.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::Relaxed);
+            let hello = hello.clone();
+            conns.spawn(async move {
+                let mut reader = ipc::announce::proto::MessageReader::new();
+                if !matches!(reader.read(&mut s).await, Ok(Message::Subscribe(_))) {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                if !answer {
+                    return;
+                }
+                let mut out = Vec::new();
+                encode(&Message::Hello(hello), &mut out).unwrap();
+                if s.write_all(&out).await.is_ok() {
+                    // Hold the connection until the client goes.
+                    let _ = reader.read(&mut s).await;
+                }
+            });
+        }
+    });
+    SlowServer {
+        socket,
+        attempts,
+        task,
+        _writer: writer,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_server_slower_to_answer_than_the_callers_timeout_is_still_reached() {
+    let server = slow_server(Duration::from_millis(400), true);
+    let mut client = FrameClient::new(ClientConfig::new(&server.socket, "web-svc"));
+    let mut buf = Vec::new();
+    let mut connected = None;
+    let started = Instant::now();
+    for call in 0..40 {
+        match tokio::time::timeout(Duration::from_millis(250), client.next(&mut buf)).await {
+            Ok(ClientEvent::Connected(h)) => {
+                connected = Some((call, h));
+                break;
+            }
+            Ok(other) => println!("call {call}: {other:?}"),
+            Err(_) => {}
+        }
+    }
+    let attempts = server.attempts.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "connected: {:?} after {:?}, {attempts} connection attempts",
+        connected.as_ref().map(|c| c.0),
+        started.elapsed()
+    );
+    assert!(
+        connected.is_some(),
+        "never connected under a 250 ms timeout"
+    );
+    assert!(client.is_connected());
+    assert_eq!(attempts, 1, "the first attempt was resumed, not restarted");
+}
+
+/// The most connection attempts a client with `config`'s backoff makes in `window` against a
+/// server that takes `delay` to fail each one (plus one for the attempt in flight).
+fn attempts_allowed(config: &ClientConfig, delay: Duration, window: Duration) -> u64 {
+    let (mut t, mut backoff, mut n) = (Duration::ZERO, config.backoff_min, 0);
+    while t < window {
+        n += 1;
+        t += delay + backoff;
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+    n + 1
+}
+
+async fn poll_for(client: &mut FrameClient, each: Duration, window: Duration) -> u64 {
+    let mut buf = Vec::new();
+    let mut gone = 0;
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        if let Ok(event) = tokio::time::timeout(each, client.next(&mut buf)).await {
+            match event {
+                ClientEvent::Gone { reason } => {
+                    println!("gone: {reason}");
+                    gone += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    gone
+}
+
+#[tokio::test]
+async fn a_slow_refusing_server_is_retried_no_faster_than_the_backoff_under_cancellation() {
+    let delay = Duration::from_millis(400);
+    let window = Duration::from_secs(3);
+    let server = slow_server(delay, false);
+    let config = ClientConfig::new(&server.socket, "web-svc");
+    let allowed = attempts_allowed(&config, delay, window);
+    let mut client = FrameClient::new(config);
+    let gone = poll_for(&mut client, Duration::from_millis(100), window).await;
+    let attempts = server.attempts.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{attempts} attempts in {window:?} (backoff allows {allowed})");
+    assert!(attempts >= 1);
+    assert!(
+        attempts <= allowed,
+        "{attempts} attempts in {window:?}; the backoff allows {allowed}"
+    );
+    assert_eq!(gone, 1, "the outage is reported once");
+}
+
+#[tokio::test]
+async fn an_unreachable_or_instantly_refusing_server_is_retried_no_faster_than_the_backoff() {
+    let window = Duration::from_secs(2);
+    // Nothing listening at all.
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = FrameClient::new(ClientConfig::new(dir.path().join("capture.sock"), "m"));
+    assert_eq!(
+        poll_for(&mut client, Duration::from_millis(5), window).await,
+        1
+    );
+    // A server that closes every connection at once.
+    let server = slow_server(Duration::ZERO, false);
+    let config = ClientConfig::new(&server.socket, "web-svc");
+    let allowed = attempts_allowed(&config, Duration::ZERO, window);
+    let mut client = FrameClient::new(config);
+    assert_eq!(
+        poll_for(&mut client, Duration::from_millis(5), window).await,
+        1
+    );
+    let attempts = server.attempts.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{attempts} attempts in {window:?} (backoff allows {allowed})");
+    assert!(
+        (1..=allowed).contains(&attempts),
+        "{attempts} attempts, allowed {allowed}"
+    );
 }
