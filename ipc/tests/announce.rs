@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ipc::announce::proto::{Subscribe, encode};
 use ipc::announce::{
     AnnounceHandle, AnnounceServer, CameraState, ClientConfig, ClientEvent, FrameClient, Hello,
-    Message, PROTOCOL_VERSION, ServerConfig,
+    MOTION_SVC, Message, PROTOCOL_VERSION, ServerConfig, WEB_SVC,
 };
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -529,23 +529,35 @@ async fn refused_subscriber(socket: &Path, name: &str) -> Vec<u8> {
     rest
 }
 
+/// A server whose throttled lines go through once in the whole test, then as a summary at
+/// shutdown.
+fn quiet_config(max_subscribers: usize) -> ServerConfig {
+    ServerConfig {
+        max_subscribers,
+        idle_timeout: Duration::from_secs(60),
+        log_interval: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    }
+}
+
+fn count(lines: &[String], what: &str) -> usize {
+    lines.iter().filter(|l| l.contains(what)).count()
+}
+
 #[tokio::test]
 async fn a_full_socket_lets_restarted_consumers_in_and_logs_a_refusal_flood_once() {
     const FLOOD: u64 = 300;
     let (logs, _guard) = Captured::start();
-    let server = start(ServerConfig {
-        max_subscribers: 4,
-        idle_timeout: Duration::from_secs(60),
-        ..ServerConfig::default()
-    });
+    let server = start(quiet_config(4));
     // The old web-svc's connection, not yet noticed as gone, then squatters in every place.
-    let mut stale_web = idle_subscriber(&server.socket, "web-svc").await;
+    let mut stale_web = idle_subscriber(&server.socket, WEB_SVC).await;
     let mut squatters = Vec::new();
     for i in 0..4 {
         squatters.push(idle_subscriber(&server.socket, &format!("squatter-{i}")).await);
     }
     for i in 0..FLOOD {
-        refused_subscriber(&server.socket, &format!("flood-{i}")).await;
+        let rest = refused_subscriber(&server.socket, &format!("flood-{i}")).await;
+        assert!(refusal(&rest).await.is_some_and(|r| r.contains("full")));
     }
     assert_eq!(
         server.handle.stats().refused_full,
@@ -553,26 +565,212 @@ async fn a_full_socket_lets_restarted_consumers_in_and_logs_a_refusal_flood_once
         "every refusal counted"
     );
     // The consumers restart: both get in, whoever holds the shared places.
-    let web = connected_client(&server.socket, "web-svc").await;
-    let motion = connected_client(&server.socket, "motion-svc").await;
+    let web = connected_client(&server.socket, WEB_SVC).await;
+    let motion = connected_client(&server.socket, MOTION_SVC).await;
     assert!(web.is_connected() && motion.is_connected());
-    // The stale web-svc connection was closed for the new one.
+    let stats = server.handle.stats();
+    assert_eq!((stats.subscribers, stats.replaced), (6, 1));
+    // The stale web-svc connection was told why and closed.
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stale_web.read_to_end(&mut rest))
         .await
         .expect("the replaced connection is closed")
-        .unwrap_or_default();
+        .unwrap();
+    let why = refusal(&rest).await.expect("a Refused, then the close");
+    assert!(why.contains("replaced"), "{why}");
     let lines = logs.lines();
-    let refusal_lines = lines.iter().filter(|l| l.contains("refus")).count();
-    println!(
-        "{refusal_lines} refusal lines for {FLOOD} refusals:\n{}",
-        lines.join("\n")
+    println!("{}", lines.join("\n"));
+    assert_eq!(
+        count(&lines, "announce socket full"),
+        1,
+        "one line for {FLOOD} refused connections"
     );
     assert!(
-        refusal_lines <= 2,
-        "{refusal_lines} log lines for {FLOOD} refused connections"
+        lines.iter().any(|l| l.contains("pid ")),
+        "peers are named by pid"
     );
     drop(squatters);
+    server.stop().await;
+    let lines = logs.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("{} more subscribers refused", FLOOD - 1))),
+        "the shutdown sums up what was held back:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// Connects and sends `bytes`, then reads what comes back until the server closes.
+async fn send_raw(socket: &Path, bytes: &[u8]) -> Vec<u8> {
+    let mut s = UnixStream::connect(socket).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the server closes a bad connection")
+        .unwrap_or_default();
+    rest
+}
+
+fn subscribe_bytes(version: u32, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(
+        &Message::Subscribe(Subscribe {
+            protocol_version: version,
+            name: name.into(),
+        }),
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn every_line_a_local_peer_can_trigger_is_throttled_and_every_occurrence_counted() {
+    const EACH: usize = 50;
+    let (logs, _guard) = Captured::start();
+    let server = start(ServerConfig {
+        max_handshakes: 4,
+        ..quiet_config(1)
+    });
+    let _squatter = idle_subscriber(&server.socket, "squatter").await;
+    let garbage: [(&str, Vec<u8>); 4] = [
+        ("wrong version", subscribe_bytes(99, "future")),
+        ("garbage", [&6u32.to_be_bytes()[..], &[0xc1; 6]].concat()),
+        ("oversized", u32::MAX.to_be_bytes().to_vec()),
+        ("not a subscribe", {
+            let mut out = Vec::new();
+            encode(&Message::CameraState(CameraState::Stalled), &mut out).unwrap();
+            out
+        }),
+    ];
+    for _ in 0..EACH {
+        for (what, bytes) in &garbage {
+            let rest = send_raw(&server.socket, bytes).await;
+            assert!(
+                refusal(&rest).await.is_some(),
+                "{what}: refused with a reason"
+            );
+        }
+        refused_subscriber(&server.socket, "one too many").await;
+        // A consumer's place taken over, again and again.
+        drop(idle_subscriber(&server.socket, WEB_SVC).await);
+    }
+    // Silent connections past the handshake bound: the oldest are closed.
+    let mut silent = Vec::new();
+    for _ in 0..EACH {
+        silent.push(UnixStream::connect(&server.socket).await.unwrap());
+    }
+    eventually(
+        "silent connections dropped",
+        Duration::from_secs(10),
+        || server.handle.stats().dropped_handshakes == (EACH - 4) as u64,
+    )
+    .await;
+    let stats = server.handle.stats();
+    assert_eq!(stats.protocol_errors, (EACH * garbage.len()) as u64);
+    assert_eq!(stats.refused_full, EACH as u64);
+    assert_eq!(stats.handshaking, 4);
+    let lines = logs.lines();
+    for what in [
+        "protocol error",
+        "announce socket full",
+        "before its Subscribe",
+    ] {
+        assert_eq!(
+            count(&lines, what),
+            1,
+            "{what}: one line in the interval:\n{}",
+            lines.join("\n")
+        );
+    }
+    // Each takeover of web-svc's place that found a holder still there is counted; lines: one.
+    assert!(count(&lines, "took over the reserved") <= 1);
+    drop(silent);
+    server.stop().await;
+    let lines = logs.lines();
+    for summary in [
+        format!(
+            "{} more announce connections closed after a protocol error",
+            EACH * garbage.len() - 1
+        ),
+        format!("{} more subscribers refused", EACH - 1),
+        format!(
+            "{} more announce connections closed before subscribing",
+            EACH - 4 - 1
+        ),
+    ] {
+        assert_eq!(
+            count(&lines, &summary),
+            1,
+            "{summary}:\n{}",
+            lines.join("\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_old_client_is_told_the_version_and_a_newer_one_is_refused_with_a_reason() {
+    let server = start(ServerConfig::default());
+    // A version-1 client can read only a hello: it gets one naming this version, then the
+    // close, and says "capture-svc speaks protocol 2, this build 1; run matching versions".
+    let rest = send_raw(&server.socket, &subscribe_bytes(1, "old web-svc")).await;
+    let mut reader = ipc::announce::proto::MessageReader::new();
+    let mut bytes = &rest[..];
+    match reader.read(&mut bytes).await {
+        Ok(Message::Hello(h)) => assert_eq!(h.protocol_version, PROTOCOL_VERSION),
+        other => panic!("expected a hello for a version-1 client, got {other:?}"),
+    }
+    assert!(matches!(
+        reader.read(&mut bytes).await,
+        Err(ipc::announce::proto::ProtoError::Closed)
+    ));
+    assert_ne!(PROTOCOL_VERSION, 1);
+    // A newer one gets a refusal naming both versions.
+    let rest = send_raw(
+        &server.socket,
+        &subscribe_bytes(PROTOCOL_VERSION + 1, "new"),
+    )
+    .await;
+    let why = refusal(&rest).await.expect("a refusal");
+    assert!(
+        why.contains(&format!("protocol {}", PROTOCOL_VERSION + 1))
+            && why.contains(&PROTOCOL_VERSION.to_string())
+            && why.contains("run matching versions"),
+        "{why}"
+    );
+    assert_eq!(server.handle.stats().protocol_errors, 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn silent_connections_past_the_handshake_bound_cannot_keep_a_consumer_from_subscribing() {
+    let server = start(ServerConfig {
+        max_handshakes: 8,
+        ..quiet_config(2)
+    });
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(UnixStream::connect(&server.socket).await.unwrap());
+    }
+    eventually(
+        "the oldest silent ones dropped",
+        Duration::from_secs(10),
+        || server.handle.stats().dropped_handshakes == 32,
+    )
+    .await;
+    assert_eq!(server.handle.stats().handshaking, 8, "the bound holds");
+    // The oldest silent connection was told why.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), silent[0].read_to_end(&mut rest))
+        .await
+        .expect("a dropped connection is closed")
+        .unwrap();
+    let why = refusal(&rest).await.expect("a refusal");
+    assert!(why.contains("waiting"), "{why}");
+    let web = connected_client(&server.socket, WEB_SVC).await;
+    assert!(web.is_connected());
     server.stop().await;
 }
 

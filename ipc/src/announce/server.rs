@@ -364,7 +364,9 @@ impl AnnounceServer {
         let shared = handle.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let mut flush = tokio::time::interval(shared.config.log_interval);
+        // `interval` panics on zero; a throttle of zero lets every line through anyway.
+        let mut flush =
+            tokio::time::interval(shared.config.log_interval.max(Duration::from_secs(1)));
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
