@@ -196,6 +196,15 @@ async fn subscribers_past_the_bound_are_refused_and_the_rest_carry_on() {
         ClientEvent::Gone { reason } => assert!(reason.contains("full"), "{reason}"),
         other => panic!("expected Gone, got {other:?}"),
     }
+    // Polled under a short timer, it retries no faster than its backoff, and quietly.
+    let window = Duration::from_secs(1);
+    let before = server.handle.stats().refused_full;
+    let config = ClientConfig::new(&server.socket, "c");
+    assert_eq!(poll_for(&mut c, Duration::from_millis(5), window).await, 0);
+    let refused = server.handle.stats().refused_full - before;
+    let allowed = attempts_allowed(&config, Duration::ZERO, window);
+    println!("refused {refused} times in {window:?} (backoff allows {allowed})");
+    assert!(refused <= allowed, "{refused} attempts, allowed {allowed}");
     server.publish(1);
     assert!(matches!(next_within(&mut a, &mut buf).await, ClientEvent::Frame(m) if m.seq == 1));
     // The refused client keeps retrying with its backoff and gets in once there is room.
