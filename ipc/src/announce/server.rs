@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
@@ -620,32 +620,49 @@ enum End {
     Stopped,
 }
 
+/// One connection and what its task needs to serve it.
+struct Conn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    reader: MessageReader,
+    scratch: Vec<u8>,
+    peer: Peer,
+    /// Fires when the place is taken from this connection.
+    kick: oneshot::Receiver<Kick>,
+    /// Changes when the server stops.
+    stop: watch::Receiver<bool>,
+}
+
 async fn serve(
     stream: UnixStream,
     peer: Peer,
     place: Place,
-    mut kick: oneshot::Receiver<Kick>,
+    kick: oneshot::Receiver<Kick>,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let config = &shared.config;
-    let (mut rd, mut wr) = stream.into_split();
-    let mut reader = MessageReader::with_limit(MAX_SUBSCRIBE_LEN);
-    let mut scratch = Vec::with_capacity(256);
+    let (rd, wr) = stream.into_split();
+    let mut c = Conn {
+        rd,
+        wr,
+        reader: MessageReader::with_limit(MAX_SUBSCRIBE_LEN),
+        scratch: Vec::with_capacity(256),
+        peer,
+        kick,
+        stop,
+    };
     let first = tokio::select! {
-        first = tokio::time::timeout(config.idle_timeout, reader.read(&mut rd)) => first,
-        _ = &mut kick => {
+        first = tokio::time::timeout(config.idle_timeout, c.reader.read(&mut c.rd)) => first,
+        _ = &mut c.kick => {
             // Counted when kicked.
-            return crowded(&shared, &mut wr, &mut scratch, peer).await;
+            return crowded(&shared, &mut c).await;
         }
-        _ = stop.changed() => return,
+        _ = c.stop.changed() => return,
     };
     let why = match first {
         Ok(Ok(Message::Subscribe(s))) if s.protocol_version == PROTOCOL_VERSION => {
-            return subscribed(
-                &shared, s.name, peer, place, kick, rd, wr, reader, scratch, stop,
-            )
-            .await;
+            return subscribed(&shared, s.name, place, c).await;
         }
         // Version 1 has no `Refused`; its clients read this hello's version and say so.
         Ok(Ok(Message::Subscribe(s))) if s.protocol_version < 2 => {
@@ -656,18 +673,19 @@ async fn serve(
                 .hello
                 .clone();
             let why = format!(
-                "{} speaks announce protocol {}, this server {PROTOCOL_VERSION}",
+                "{:?} speaks announce protocol {}, this server {PROTOCOL_VERSION}",
                 s.name, s.protocol_version
             );
             let _ = tokio::time::timeout(
                 REFUSAL_TIMEOUT,
-                write_message(&mut wr, &Message::Hello(hello), &mut scratch),
+                write_message(&mut c.wr, &Message::Hello(hello), &mut c.scratch),
             )
             .await;
             return protocol_error(&shared, peer, &why);
         }
+        // The name is the peer's: quoted wherever it goes, so it cannot forge a log line.
         Ok(Ok(Message::Subscribe(s))) => format!(
-            "{} speaks announce protocol {}, this capture-svc {PROTOCOL_VERSION}; run matching versions",
+            "{:?} speaks announce protocol {}, this capture-svc {PROTOCOL_VERSION}; run matching versions",
             s.name, s.protocol_version
         ),
         Ok(Ok(other)) => format!("expected Subscribe, got {}", message_kind(&other)),
@@ -675,47 +693,36 @@ async fn serve(
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no Subscribe within {:?}", config.idle_timeout),
     };
-    refuse(&mut wr, &mut scratch, why.clone()).await;
+    refuse(&mut c, why.clone()).await;
     protocol_error(&shared, peer, &why);
 }
 
 /// Serves a connection that subscribed as `name`, once it has a place.
-#[allow(clippy::too_many_arguments)]
-async fn subscribed(
-    shared: &Arc<Shared>,
-    name: String,
-    peer: Peer,
-    mut place: Place,
-    mut kick: oneshot::Receiver<Kick>,
-    mut rd: tokio::net::unix::OwnedReadHalf,
-    mut wr: OwnedWriteHalf,
-    mut reader: MessageReader,
-    mut scratch: Vec<u8>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn subscribed(shared: &Arc<Shared>, name: String, mut place: Place, mut c: Conn) {
     let config = &shared.config;
+    let peer = c.peer;
     match place.subscribe(&name, peer) {
         Ok(Taken::Pool | Taken::Reserved(None)) => {}
         Ok(Taken::Reserved(Some(old))) => {
             shared.replaced.fetch_add(1, Ordering::Relaxed);
             if let Some(held_back) = shared.logs.replaced.check() {
-                tracing::warn!(subscriber = %name, new = %peer, old = %old, held_back, "a new connection took over the reserved announce place of {name}; the old one is closed (a restarted consumer, or two running at once)");
+                tracing::warn!(subscriber = ?name, new = %peer, old = %old, held_back, "a new connection took over the reserved announce place of {name}; the old one is closed (a restarted consumer, or two running at once)");
             }
         }
         Err(NoPlace::Full) => {
             shared.refused_full.fetch_add(1, Ordering::Relaxed);
             let max = config.max_subscribers;
             if let Some(held_back) = shared.logs.refused.check() {
-                tracing::warn!(subscriber = %name, peer = %peer, max, held_back, "announce socket full: refused a subscriber (the consumers have reserved places; raise max_subscribers in [capture] for more others)");
+                tracing::warn!(subscriber = ?name, peer = %peer, max, held_back, "announce socket full: refused a subscriber (the consumers have reserved places; raise max_subscribers in [capture] for more others)");
             }
             let why = format!(
                 "the announce socket is full ({max} subscribers besides the consumers); try again later, or raise max_subscribers in [capture]"
             );
-            return refuse(&mut wr, &mut scratch, why).await;
+            return refuse(&mut c, why).await;
         }
-        Err(NoPlace::Crowded) => return crowded(shared, &mut wr, &mut scratch, peer).await,
+        Err(NoPlace::Crowded) => return crowded(shared, &mut c).await,
     }
-    tracing::debug!(subscriber = %name, %peer, "subscriber connected");
+    tracing::debug!(subscriber = ?name, %peer, "subscriber connected");
     let mut wake = shared.wake.subscribe();
     let (hello, mut sent_state, mut sent_seq) = {
         let latest = shared.latest.lock().expect("announce state poisoned");
@@ -726,9 +733,9 @@ async fn subscribed(
         )
     };
     let mut end = send(
-        &mut wr,
+        &mut c.wr,
         &Message::Hello(hello),
-        &mut scratch,
+        &mut c.scratch,
         config.idle_timeout,
     )
     .await;
@@ -758,7 +765,7 @@ async fn subscribed(
                     }));
                 }
             }
-            got = reader.read(&mut rd) => {
+            got = c.reader.read(&mut c.rd) => {
                 end = Some(match got {
                     Err(ProtoError::Closed) | Err(ProtoError::Io(_)) => End::Gone,
                     Ok(m) => End::Protocol(format!("unexpected {} from a subscriber", message_kind(&m))),
@@ -766,14 +773,14 @@ async fn subscribed(
                 });
             }
             // Only a reserved place's holder can be kicked; the pool's keep their sender.
-            kicked = &mut kick => end = Some(match kicked {
+            kicked = &mut c.kick => end = Some(match kicked {
                 Ok(Kick::Replaced(by)) => End::Replaced(by),
                 Ok(Kick::Crowded) | Err(_) => End::Stopped,
             }),
-            _ = stop.changed() => end = Some(End::Stopped),
+            _ = c.stop.changed() => end = Some(End::Stopped),
         }
         for message in outgoing.into_iter().flatten() {
-            end = send(&mut wr, &message, &mut scratch, config.idle_timeout).await;
+            end = send(&mut c.wr, &message, &mut c.scratch, config.idle_timeout).await;
             if end.is_some() {
                 break;
             }
@@ -785,42 +792,43 @@ async fn subscribed(
         Some(End::Idle) => {
             shared.dropped_idle.fetch_add(1, Ordering::Relaxed);
             if let Some(held_back) = shared.logs.idle.check() {
-                tracing::warn!(subscriber = %name, %peer, timeout = ?config.idle_timeout, held_back, "subscriber took nothing for the idle timeout, disconnected");
+                tracing::warn!(subscriber = ?name, %peer, timeout = ?config.idle_timeout, held_back, "subscriber took nothing for the idle timeout, disconnected");
             }
         }
         Some(End::Protocol(why)) => {
-            refuse(&mut wr, &mut scratch, why.clone()).await;
-            protocol_error(shared, peer, &format!("{name}: {why}"));
+            refuse(&mut c, why.clone()).await;
+            protocol_error(shared, peer, &format!("{name:?}: {why}"));
         }
         Some(End::Replaced(by)) => {
             let why = format!(
                 "replaced by a newer connection under the name {name} ({by}); is a second {name} running?"
             );
-            refuse(&mut wr, &mut scratch, why).await;
+            refuse(&mut c, why).await;
         }
-        Some(End::Gone) => tracing::debug!(subscriber = %name, "subscriber disconnected"),
+        Some(End::Gone) => tracing::debug!(subscriber = ?name, "subscriber disconnected"),
         Some(End::Stopped) | None => {}
     }
 }
 
 /// Closes a connection kicked from the handshake queue (counted when kicked).
-async fn crowded(shared: &Shared, wr: &mut OwnedWriteHalf, scratch: &mut Vec<u8>, peer: Peer) {
+async fn crowded(shared: &Shared, c: &mut Conn) {
     let max = shared.config.max_handshakes;
     if let Some(held_back) = shared.logs.crowded.check() {
-        tracing::warn!(%peer, max, held_back, "closed an announce connection before its Subscribe: {max} newer ones are waiting");
+        tracing::warn!(peer = %c.peer, max, held_back, "closed an announce connection before its Subscribe: {max} newer ones are waiting");
     }
     let why = format!("{max} newer connections are waiting to subscribe; try again");
-    refuse(wr, scratch, why).await;
+    refuse(c, why).await;
 }
 
 /// Tells the peer why it is being closed, if it takes the message within
 /// [`REFUSAL_TIMEOUT`].
-async fn refuse(wr: &mut OwnedWriteHalf, scratch: &mut Vec<u8>, reason: String) {
+async fn refuse(c: &mut Conn, reason: String) {
     let message = Message::Refused(Refused {
         protocol_version: PROTOCOL_VERSION,
         reason,
     });
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, write_message(wr, &message, scratch)).await;
+    let write = write_message(&mut c.wr, &message, &mut c.scratch);
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, write).await;
 }
 
 /// Writes one message, giving up after `timeout`: a subscriber that takes nothing is idle.
