@@ -973,3 +973,132 @@ async fn an_unreachable_or_instantly_refusing_server_is_retried_no_faster_than_t
         "{attempts} attempts, allowed {allowed}"
     );
 }
+
+// ---- another user: kept out by the socket's mode, and out of the consumers' places ---------
+
+const IMPOSTOR_VAR: &str = "MECAM_IPC_ANNOUNCE_IMPOSTOR";
+/// The user the impostor runs as.
+const NOBODY: u32 = 65534;
+
+/// The child side: subscribes as web-svc, prints what it got on one `VERDICT` line, and holds
+/// the connection until its stdin closes.
+#[test]
+#[ignore = "entry point for the impostor child process"]
+fn impostor_entry() {
+    use std::io::{Read as _, Write as _};
+    let Ok(socket) = std::env::var(IMPOSTOR_VAR) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _held = rt.block_on(async {
+        let mut s = match UnixStream::connect(&socket).await {
+            Ok(s) => s,
+            Err(e) => {
+                println!("VERDICT connect {:?}", e.kind());
+                return None;
+            }
+        };
+        s.write_all(&subscribe_bytes(PROTOCOL_VERSION, WEB_SVC))
+            .await
+            .unwrap();
+        let mut reader = ipc::announce::proto::MessageReader::new();
+        match reader.read(&mut s).await {
+            Ok(Message::Hello(_)) => println!("VERDICT hello"),
+            other => println!("VERDICT {other:?}"),
+        }
+        Some(s)
+    });
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+/// Runs [`impostor_entry`] as uid and gid [`NOBODY`]; returns it (killed on drop) and its
+/// verdict.
+async fn impostor(socket: &Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "impostor_entry",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(IMPOSTOR_VAR, socket)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the impostor");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let verdict = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            // libtest may have printed "test impostor_entry ... " on the same line.
+            if let Some((_, v)) = line.split_once("VERDICT ") {
+                return v.to_owned();
+            }
+        }
+        panic!("the impostor exited without a verdict")
+    })
+    .await
+    .expect("a verdict within 20 s");
+    (child, verdict)
+}
+
+#[tokio::test]
+async fn another_user_is_kept_out_by_the_mode_and_in_the_group_cannot_take_a_consumers_place() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test runs a peer as another user: run it as root (CI is set, a skip would pass silently)"
+        );
+        eprintln!("SKIPPED: not root, cannot run a peer as another user");
+        return;
+    }
+    let (logs, _guard) = Captured::start();
+    let mut server = start(quiet_config(4));
+    let dir = server.socket.parent().unwrap().to_owned();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut web = connected_client(&server.socket, WEB_SVC).await;
+    // The socket in a group the other user is not in (root's own group it would have kept).
+    let group = |gid: u32| {
+        nix::unistd::chown(&server.socket, None, Some(nix::unistd::Gid::from_raw(gid))).unwrap()
+    };
+    group(4242);
+    let (_out, verdict) = impostor(&server.socket).await;
+    assert_eq!(
+        verdict, "connect PermissionDenied",
+        "mode 0660 keeps others out"
+    );
+    // In the socket's group, but not running as capture-svc's user or with its group as its
+    // own: it is served from the pool and web-svc keeps its place.
+    group(NOBODY);
+    let (_impostor, verdict) = impostor(&server.socket).await;
+    assert_eq!(verdict, "hello", "a member of the group may subscribe");
+    let stats = server.handle.stats();
+    assert_eq!((stats.subscribers, stats.replaced), (2, 0));
+    server.publish(1);
+    let mut buf = Vec::new();
+    loop {
+        match next_within(&mut web, &mut buf).await {
+            ClientEvent::Frame(m) => break assert_eq!(m.seq, 1),
+            ClientEvent::Heartbeat(_) => {}
+            other => panic!("web-svc lost its place: {other:?}"),
+        }
+    }
+    let lines = logs.lines();
+    assert_eq!(
+        count(&lines, "gave a consumer's name"),
+        1,
+        "{}",
+        lines.join("\n")
+    );
+    assert!(count(&lines, &format!("uid {NOBODY}")) >= 1);
+    server.stop().await;
+}

@@ -10,7 +10,9 @@
 //! `web-svc`) has a place of its own outside the shared pool of
 //! [`ServerConfig::max_subscribers`], and a new connection under that name takes it over from
 //! the previous holder (a restarted consumer's old connection is stale). So no number of other
-//! local peers can keep a consumer out. Connections that have not yet said who they are wait
+//! local peers can keep a consumer out. Only a peer running as root, as the server's user or
+//! with the server's group as its own may hold a reserved place; another member of the
+//! socket's group giving a consumer's name is served from the pool. Connections that have not yet said who they are wait
 //! in a queue of [`ServerConfig::max_handshakes`]; past it the oldest is dropped, so silent
 //! connections cannot keep a consumer from saying its name either. A refused connection is
 //! told why ([`Message::Refused`]) before it is closed, and every log line a peer can trigger
@@ -116,6 +118,8 @@ struct Latest {
 #[derive(Debug)]
 struct Shared {
     config: ServerConfig,
+    /// Who may hold a reserved place, besides root.
+    ids: Ids,
     // A std Mutex: it is held only to copy a few fields, never across an await.
     latest: Mutex<Latest>,
     wake: watch::Sender<u64>,
@@ -140,6 +144,7 @@ impl Shared {
 #[derive(Debug)]
 struct Logs {
     refused: LogThrottle,
+    untrusted: LogThrottle,
     protocol: LogThrottle,
     idle: LogThrottle,
     replaced: LogThrottle,
@@ -151,6 +156,7 @@ impl Logs {
     fn new(interval: Duration) -> Logs {
         Logs {
             refused: LogThrottle::new(interval),
+            untrusted: LogThrottle::new(interval),
             protocol: LogThrottle::new(interval),
             idle: LogThrottle::new(interval),
             replaced: LogThrottle::new(interval),
@@ -165,6 +171,12 @@ impl Logs {
             tracing::warn!(
                 count = n,
                 "{n} more subscribers refused: announce socket full"
+            );
+        }
+        if let Some(n) = self.untrusted.flush_at(now) {
+            tracing::warn!(
+                count = n,
+                "{n} more subscribers gave a consumer's name without running as one"
             );
         }
         if let Some(n) = self.protocol.flush_at(now) {
@@ -317,6 +329,7 @@ impl AnnounceServer {
             })
             .collect();
         let shared = Arc::new(Shared {
+            ids: Ids::own(),
             logs: Logs::new(config.log_interval),
             config: ServerConfig {
                 max_handshakes: config.max_handshakes.max(1),
@@ -428,10 +441,11 @@ fn listen_at(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     Ok(std::os::unix::net::UnixListener::from(fd))
 }
 
-/// Who is at the other end, as the kernel says (`SO_PEERCRED`); for the log.
+/// Who is at the other end, as the kernel says (`SO_PEERCRED`), unlike the name it gives.
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     uid: Option<u32>,
+    gid: Option<u32>,
     pid: Option<i32>,
 }
 
@@ -440,12 +454,38 @@ impl Peer {
         match stream.peer_cred() {
             Ok(cred) => Peer {
                 uid: Some(cred.uid()),
+                gid: Some(cred.gid()),
                 pid: cred.pid(),
             },
             Err(_) => Peer {
                 uid: None,
+                gid: None,
                 pid: None,
             },
+        }
+    }
+
+    /// Whether this peer may hold a reserved place: it runs as root, as the server's user, or
+    /// with the server's group as its own (the consumers' units: `Group=mecam`, like
+    /// capture-svc's). Another user who is merely a member of the socket's group can connect,
+    /// but only to the shared pool, so it cannot take a consumer's place.
+    fn may_reserve(&self, server: Ids) -> bool {
+        self.uid == Some(0) || self.uid == Some(server.uid) || self.gid == Some(server.gid)
+    }
+}
+
+/// The server's own effective uid and gid.
+#[derive(Debug, Clone, Copy)]
+struct Ids {
+    uid: u32,
+    gid: u32,
+}
+
+impl Ids {
+    fn own() -> Ids {
+        Ids {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
         }
     }
 }
@@ -507,7 +547,8 @@ enum Kind {
 
 /// What taking a subscriber's place gave.
 enum Taken {
-    Pool,
+    /// A place in the pool; `not_trusted`: the name is reserved, but not for this peer.
+    Pool { not_trusted: bool },
     /// A reserved place; the peer of the connection it was taken from, if any.
     Reserved(Option<Peer>),
 }
@@ -564,7 +605,8 @@ impl Place {
             return Err(NoPlace::Crowded);
         };
         let (_, kick) = places.handshaking.remove(at).expect("index from position");
-        if let Some(i) = places.reserved.iter().position(|r| r.name == name) {
+        let reserved = places.reserved.iter().position(|r| r.name == name);
+        if let Some(i) = reserved.filter(|_| peer.may_reserve(shared.ids)) {
             let holder = Holder {
                 id: self.id,
                 peer,
@@ -582,7 +624,9 @@ impl Place {
             places.pool += 1;
             self.kind = Kind::Pool;
             self._kick = Some(kick);
-            Ok(Taken::Pool)
+            Ok(Taken::Pool {
+                not_trusted: reserved.is_some(),
+            })
         } else {
             self.kind = Kind::Nothing;
             Err(NoPlace::Full)
@@ -702,7 +746,13 @@ async fn subscribed(shared: &Arc<Shared>, name: String, mut place: Place, mut c:
     let config = &shared.config;
     let peer = c.peer;
     match place.subscribe(&name, peer) {
-        Ok(Taken::Pool | Taken::Reserved(None)) => {}
+        Ok(Taken::Pool { not_trusted: false } | Taken::Reserved(None)) => {}
+        Ok(Taken::Pool { not_trusted: true }) => {
+            if let Some(held_back) = shared.logs.untrusted.check() {
+                let ids = shared.ids;
+                tracing::warn!(subscriber = ?name, %peer, held_back, "a subscriber gave a consumer's name but runs neither as this capture-svc's user (uid {}) nor with its group (gid {}) as its own: served from the shared pool, not the reserved place", ids.uid, ids.gid);
+            }
+        }
         Ok(Taken::Reserved(Some(old))) => {
             shared.replaced.fetch_add(1, Ordering::Relaxed);
             if let Some(held_back) = shared.logs.replaced.check() {
@@ -877,6 +927,7 @@ fn protocol_error(shared: &Shared, peer: Peer, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::announce::MOTION_SVC;
 
     fn server(dir: &Path) -> AnnounceServer {
         let hello = Hello {
@@ -897,7 +948,18 @@ mod tests {
     fn nobody() -> Peer {
         Peer {
             uid: None,
+            gid: None,
             pid: None,
+        }
+    }
+
+    /// A peer running as this process does.
+    fn us() -> Peer {
+        let ids = Ids::own();
+        Peer {
+            uid: Some(ids.uid),
+            gid: Some(ids.gid),
+            pid: Some(std::process::id() as i32),
         }
     }
 
@@ -909,9 +971,12 @@ mod tests {
         let (mut slot, _kick) = Place::handshake(&handle.shared);
         let (mut held, _kick2) = Place::handshake(&handle.shared);
         assert_eq!(handle.stats().handshaking, 2);
-        assert!(matches!(slot.subscribe("a", nobody()), Ok(Taken::Pool)));
         assert!(matches!(
-            held.subscribe(WEB_SVC, nobody()),
+            slot.subscribe("a", nobody()),
+            Ok(Taken::Pool { not_trusted: false })
+        ));
+        assert!(matches!(
+            held.subscribe(WEB_SVC, us()),
             Ok(Taken::Reserved(None))
         ));
         assert_eq!(
@@ -933,15 +998,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_the_servers_user_group_or_root_may_hold_a_reserved_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server(dir.path());
+        let handle = server.handle();
+        let own = Ids::own();
+        // Some other user who can connect (a member of the socket's group, say).
+        let stranger = Peer {
+            uid: Some(own.uid.wrapping_add(4242).max(1)),
+            gid: Some(own.gid.wrapping_add(4242)),
+            pid: Some(1),
+        };
+        let (mut holder, mut holder_kick) = Place::handshake(&handle.shared);
+        assert!(matches!(
+            holder.subscribe(WEB_SVC, us()),
+            Ok(Taken::Reserved(None))
+        ));
+        let (mut impostor, _kick) = Place::handshake(&handle.shared);
+        assert!(matches!(
+            impostor.subscribe(WEB_SVC, stranger),
+            Ok(Taken::Pool { not_trusted: true })
+        ));
+        assert!(
+            holder_kick.try_recv().is_err(),
+            "the consumer keeps its place"
+        );
+        let (mut unknown, _kick) = Place::handshake(&handle.shared);
+        assert!(matches!(
+            unknown.subscribe(MOTION_SVC, nobody()),
+            Ok(Taken::Pool { not_trusted: true })
+        ));
+        // Root, the server's user, or its group: any of them.
+        for peer in [
+            Peer {
+                uid: Some(0),
+                ..stranger
+            },
+            Peer {
+                uid: Some(own.uid),
+                ..stranger
+            },
+            Peer {
+                gid: Some(own.gid),
+                ..stranger
+            },
+        ] {
+            assert!(peer.may_reserve(own), "{peer}");
+        }
+        assert!(!stranger.may_reserve(own));
+    }
+
+    #[tokio::test]
     async fn a_replaced_holder_leaving_does_not_free_its_successors_place() {
         let dir = tempfile::tempdir().unwrap();
         let server = server(dir.path());
         let handle = server.handle();
         let (mut old, mut old_kick) = Place::handshake(&handle.shared);
-        assert!(old.subscribe(WEB_SVC, nobody()).is_ok());
+        assert!(old.subscribe(WEB_SVC, us()).is_ok());
         let (mut new, _kick) = Place::handshake(&handle.shared);
         assert!(matches!(
-            new.subscribe(WEB_SVC, nobody()),
+            new.subscribe(WEB_SVC, us()),
             Ok(Taken::Reserved(Some(_)))
         ));
         assert!(matches!(old_kick.try_recv(), Ok(Kick::Replaced(_))));
