@@ -388,7 +388,7 @@ impl AnnounceServer {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let peer = Peer::of(&stream);
-                        let (place, kick) = Place::handshake(&shared);
+                        let (place, kick) = Place::handshake(&shared, peer);
                         tasks.spawn(serve(stream, peer, place, kick, Arc::clone(&shared), stop_rx.clone()));
                     }
                     Err(e) => {
@@ -518,9 +518,18 @@ enum Kick {
 struct Places {
     next_id: u64,
     /// Oldest first, each with the way to close it.
-    handshaking: VecDeque<(u64, oneshot::Sender<Kick>)>,
+    handshaking: VecDeque<Waiting>,
     pool: usize,
     reserved: Vec<ReservedPlace>,
+}
+
+/// A connection that has not said who it is yet.
+#[derive(Debug)]
+struct Waiting {
+    id: u64,
+    /// Its peer [`Peer::may_reserve`]: dropped only when no stranger is left to drop.
+    trusted: bool,
+    kick: oneshot::Sender<Kick>,
 }
 
 #[derive(Debug)]
@@ -572,20 +581,27 @@ struct Place {
 
 impl Place {
     /// A place among the connections that have not said who they are; when
-    /// [`ServerConfig::max_handshakes`] are already waiting the oldest is kicked (counted).
-    fn handshake(shared: &Arc<Shared>) -> (Place, oneshot::Receiver<Kick>) {
+    /// [`ServerConfig::max_handshakes`] are already waiting one is kicked (counted): the oldest
+    /// from a peer that may not hold a reserved place, else the oldest. So strangers flooding
+    /// the socket cannot push a consumer's handshake out.
+    fn handshake(shared: &Arc<Shared>, peer: Peer) -> (Place, oneshot::Receiver<Kick>) {
         let (tx, rx) = oneshot::channel();
         let mut places = shared.places();
         let id = places.next_id;
         places.next_id += 1;
         while places.handshaking.len() >= shared.config.max_handshakes {
-            let Some((_, oldest)) = places.handshaking.pop_front() else {
+            let victim = places.handshaking.iter().position(|w| !w.trusted);
+            let Some(oldest) = places.handshaking.remove(victim.unwrap_or(0)) else {
                 break;
             };
             shared.dropped_handshakes.fetch_add(1, Ordering::Relaxed);
-            let _ = oldest.send(Kick::Crowded);
+            let _ = oldest.kick.send(Kick::Crowded);
         }
-        places.handshaking.push_back((id, tx));
+        places.handshaking.push_back(Waiting {
+            id,
+            trusted: peer.may_reserve(shared.ids),
+            kick: tx,
+        });
         let place = Place {
             shared: Arc::clone(shared),
             id,
@@ -600,11 +616,15 @@ impl Place {
     fn subscribe(&mut self, name: &str, peer: Peer) -> Result<Taken, NoPlace> {
         let shared = Arc::clone(&self.shared);
         let mut places = shared.places();
-        let Some(at) = places.handshaking.iter().position(|(id, _)| *id == self.id) else {
+        let Some(at) = places.handshaking.iter().position(|w| w.id == self.id) else {
             self.kind = Kind::Nothing;
             return Err(NoPlace::Crowded);
         };
-        let (_, kick) = places.handshaking.remove(at).expect("index from position");
+        let kick = places
+            .handshaking
+            .remove(at)
+            .expect("index from position")
+            .kick;
         let reserved = places.reserved.iter().position(|r| r.name == name);
         if let Some(i) = reserved.filter(|_| peer.may_reserve(shared.ids)) {
             let holder = Holder {
@@ -639,7 +659,7 @@ impl Drop for Place {
         let mut places = self.shared.places();
         match self.kind {
             Kind::Handshake => {
-                if let Some(at) = places.handshaking.iter().position(|(id, _)| *id == self.id) {
+                if let Some(at) = places.handshaking.iter().position(|w| w.id == self.id) {
                     places.handshaking.remove(at);
                 }
             }
@@ -968,8 +988,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let server = server(dir.path());
         let handle = server.handle();
-        let (mut slot, _kick) = Place::handshake(&handle.shared);
-        let (mut held, _kick2) = Place::handshake(&handle.shared);
+        let (mut slot, _kick) = Place::handshake(&handle.shared, nobody());
+        let (mut held, _kick2) = Place::handshake(&handle.shared, us());
         assert_eq!(handle.stats().handshaking, 2);
         assert!(matches!(
             slot.subscribe("a", nobody()),
@@ -1009,12 +1029,12 @@ mod tests {
             gid: Some(own.gid.wrapping_add(4242)),
             pid: Some(1),
         };
-        let (mut holder, mut holder_kick) = Place::handshake(&handle.shared);
+        let (mut holder, mut holder_kick) = Place::handshake(&handle.shared, us());
         assert!(matches!(
             holder.subscribe(WEB_SVC, us()),
             Ok(Taken::Reserved(None))
         ));
-        let (mut impostor, _kick) = Place::handshake(&handle.shared);
+        let (mut impostor, _kick) = Place::handshake(&handle.shared, us());
         assert!(matches!(
             impostor.subscribe(WEB_SVC, stranger),
             Ok(Taken::Pool { not_trusted: true })
@@ -1023,7 +1043,7 @@ mod tests {
             holder_kick.try_recv().is_err(),
             "the consumer keeps its place"
         );
-        let (mut unknown, _kick) = Place::handshake(&handle.shared);
+        let (mut unknown, _kick) = Place::handshake(&handle.shared, us());
         assert!(matches!(
             unknown.subscribe(MOTION_SVC, nobody()),
             Ok(Taken::Pool { not_trusted: true })
@@ -1049,13 +1069,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_flood_of_strangers_never_pushes_a_consumers_handshake_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server(dir.path());
+        let handle = server.handle();
+        let max = handle.shared.config.max_handshakes;
+        let mut strangers = Vec::new();
+        for _ in 0..max - 1 {
+            strangers.push(Place::handshake(&handle.shared, nobody()));
+        }
+        let (mut consumer, mut consumer_kick) = Place::handshake(&handle.shared, us());
+        for _ in 0..10 * max {
+            strangers.push(Place::handshake(&handle.shared, nobody()));
+        }
+        assert_eq!(handle.stats().handshaking, max);
+        assert_eq!(handle.stats().dropped_handshakes, 10 * max as u64);
+        assert!(
+            consumer_kick.try_recv().is_err(),
+            "the consumer still waits"
+        );
+        assert!(matches!(
+            consumer.subscribe(WEB_SVC, us()),
+            Ok(Taken::Reserved(None))
+        ));
+        // With only trusted ones waiting, the oldest goes.
+        let (_a, mut a_kick) = Place::handshake(&handle.shared, us());
+        drop(strangers);
+        let trusted: Vec<_> = (0..max)
+            .map(|_| Place::handshake(&handle.shared, us()))
+            .collect();
+        assert!(matches!(a_kick.try_recv(), Ok(Kick::Crowded)));
+        assert_eq!(handle.stats().handshaking, max);
+        drop(trusted);
+    }
+
+    #[tokio::test]
     async fn a_replaced_holder_leaving_does_not_free_its_successors_place() {
         let dir = tempfile::tempdir().unwrap();
         let server = server(dir.path());
         let handle = server.handle();
-        let (mut old, mut old_kick) = Place::handshake(&handle.shared);
+        let (mut old, mut old_kick) = Place::handshake(&handle.shared, us());
         assert!(old.subscribe(WEB_SVC, us()).is_ok());
-        let (mut new, _kick) = Place::handshake(&handle.shared);
+        let (mut new, _kick) = Place::handshake(&handle.shared, us());
         assert!(matches!(
             new.subscribe(WEB_SVC, us()),
             Ok(Taken::Reserved(Some(_)))
