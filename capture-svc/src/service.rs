@@ -78,6 +78,8 @@ pub async fn run(
         ServerConfig {
             max_subscribers: cfg.max_subscribers,
             idle_timeout: Duration::from_millis(cfg.subscriber_idle_timeout_ms),
+            // Reserved places for motion-svc and web-svc, outside `max_subscribers`.
+            ..ServerConfig::default()
         },
     )
     .with_context(|| format!("cannot bind the announce socket {}", paths.socket.display()))?;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ipc::announce::{CameraState, ClientConfig, ClientEvent, ClientStats, FrameClient};
+use ipc::announce::{CameraState, ClientConfig, ClientEvent, ClientStats, FrameClient, MOTION_SVC};
 use ipc::service::{Notifier, monotonic_ns};
 
 use crate::analyzer::{Analyzer, FrameInput};
@@ -207,7 +207,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         retry_backoff: Duration::from_millis(500),
     });
     let mut analyzer = Analyzer::new(&rc.settings)?;
-    let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), "motion-svc"));
+    let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), MOTION_SVC));
     let notifier = Notifier;
     let progress = Progress::default();
     progress.beat_at(monotonic_ns());

@@ -15,7 +15,7 @@ pub mod server;
 pub mod stream;
 pub mod web;
 
-use ipc::announce::{ClientConfig, FrameClient};
+use ipc::announce::{ClientConfig, FrameClient, WEB_SVC};
 use tokio::net::TcpListener;
 
 pub use config::WebConfig;
@@ -40,7 +40,7 @@ pub async fn run(
     // Logs now, with what to do, if the password file is there but unusable.
     let _ = state.password();
     let hub = state.0.hub.clone();
-    let client = FrameClient::new(ClientConfig::new(state.0.socket_path.clone(), "web-svc"));
+    let client = FrameClient::new(ClientConfig::new(state.0.socket_path.clone(), WEB_SVC));
     let mut feeder_stop = state.shutdown_rx();
     let feeder = tokio::spawn(fanout::Feeder::new(hub.clone()).run(client, async move {
         let _ = feeder_stop.wait_for(|s| *s).await;

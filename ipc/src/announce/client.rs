@@ -2,10 +2,18 @@
 //!
 //! [`FrameClient::next`] hides the socket and the region behind one stream of events: it
 //! connects, subscribes, maps the region the hello names, copies and verifies each announced
-//! frame, and when the server goes away says so once, then reconnects with capped exponential
-//! backoff and remaps when the generation changed.
+//! frame, and when the server goes away (or refuses it, saying why) says so once, then
+//! reconnects with capped exponential backoff and remaps when the generation changed.
+//!
+//! The services call `next` under a timeout (web-svc every 250 ms, motion-svc every second), so
+//! it must lose nothing when cancelled, connecting included: the connect-and-hello exchange is
+//! a future kept in the client across calls (a cancelled `next` resumes it where it was), and
+//! the time of the next attempt is a deadline in the client, so cancelling never skips the
+//! backoff.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::UnixStream;
@@ -16,6 +24,7 @@ use super::proto::{
     write_message,
 };
 use crate::region::{FrameMeta, ReadError, RegionReader};
+use crate::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -57,9 +66,10 @@ pub enum ClientEvent {
     State(CameraState),
     /// No frame for a second; the server is alive.
     Heartbeat(Heartbeat),
-    /// The server is unreachable; reported once per outage.
+    /// The server is unreachable, refused this subscriber, or closed its connection; reported
+    /// once per outage (later refusals of the same outage go to a throttled log line).
     Gone {
-        /// Why, for the log.
+        /// Why, for the log: the server's own words when it refused.
         reason: String,
     },
 }
@@ -79,6 +89,45 @@ pub struct ClientStats {
     pub connects: u64,
     /// Times the region was (re)mapped.
     pub remaps: u64,
+    /// Connection attempts started, the successful ones included.
+    pub attempts: u64,
+    /// Times the server refused this subscriber or closed it with a reason.
+    pub refusals: u64,
+}
+
+/// The buffers a connection attempt borrows and gives back: allocated once per client.
+#[derive(Debug)]
+struct Parts {
+    reader: MessageReader,
+    scratch: Vec<u8>,
+}
+
+/// How a connection attempt failed.
+enum Failure {
+    /// The server said why.
+    Refused(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl Failure {
+    fn into_reason(self) -> String {
+        match self {
+            Failure::Refused(why) => format!("capture-svc refused this subscriber: {why}"),
+            Failure::Other(why) => why,
+        }
+    }
+}
+
+type Attempt = (Parts, Result<(UnixStream, Hello), Failure>);
+
+/// A connection attempt in flight, kept across cancelled calls to [`FrameClient::next`].
+struct Connecting(Pin<Box<dyn Future<Output = Attempt> + Send>>);
+
+impl std::fmt::Debug for Connecting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connecting(..)")
+    }
 }
 
 /// A self-reconnecting subscriber to the announce socket.
@@ -86,13 +135,15 @@ pub struct ClientStats {
 pub struct FrameClient {
     config: ClientConfig,
     stream: Option<UnixStream>,
-    reader: MessageReader,
+    /// `None` only while an attempt in `connecting` has them.
+    parts: Option<Parts>,
+    connecting: Option<Connecting>,
     region: Option<RegionReader>,
     hello: Option<Hello>,
     backoff: Duration,
     retry_at: Option<Instant>,
     outage_reported: bool,
-    scratch: Vec<u8>,
+    refusals_log: LogThrottle,
     stats: ClientStats,
 }
 
@@ -103,12 +154,16 @@ impl FrameClient {
             backoff: config.backoff_min,
             config,
             stream: None,
-            reader: MessageReader::new(),
+            parts: Some(Parts {
+                reader: MessageReader::new(),
+                scratch: Vec::with_capacity(128),
+            }),
+            connecting: None,
             region: None,
             hello: None,
             retry_at: None,
             outage_reported: false,
-            scratch: Vec::with_capacity(128),
+            refusals_log: LogThrottle::new(OUTSIDER_LOG_INTERVAL),
             stats: ClientStats::default(),
         }
     }
@@ -135,36 +190,26 @@ impl FrameClient {
 
     /// Waits for the next event, copying frames into `buf` (its allocation is reused).
     ///
-    /// Cancel-safe: partial messages stay buffered, and a retry delay is kept as a deadline.
+    /// Cancel-safe, connecting included: partial messages stay buffered, a connection attempt
+    /// in flight is resumed by the next call, and a retry delay is kept as a deadline.
     pub async fn next(&mut self, buf: &mut Vec<u8>) -> ClientEvent {
         loop {
             let Some(stream) = self.stream.as_mut() else {
-                if let Some(at) = self.retry_at {
-                    tokio::time::sleep_until(at).await;
+                if let Some(event) = self.connect().await {
+                    return event;
                 }
-                match self.connect().await {
-                    Ok(hello) => {
-                        self.backoff = self.config.backoff_min;
-                        self.retry_at = None;
-                        self.outage_reported = false;
-                        self.stats.connects += 1;
-                        return ClientEvent::Connected(hello);
-                    }
-                    Err(reason) => {
-                        self.retry_at = Some(Instant::now() + self.backoff);
-                        self.backoff = (self.backoff * 2).min(self.config.backoff_max);
-                        if let Some(event) = self.outage(reason) {
-                            return event;
-                        }
-                        continue;
-                    }
-                }
+                continue;
             };
-            let message = match self.reader.read(stream).await {
+            let reader = &mut self
+                .parts
+                .as_mut()
+                .expect("a connected client has its reader")
+                .reader;
+            let message = match reader.read(stream).await {
                 Ok(m) => m,
                 Err(e) => {
                     self.disconnect();
-                    match self.outage(format!("capture-svc connection lost: {e}")) {
+                    match self.outage(Failure::Other(format!("capture-svc connection lost: {e}"))) {
                         Some(event) => return event,
                         None => continue,
                     }
@@ -203,57 +248,93 @@ impl FrameClient {
                     return ClientEvent::State(state);
                 }
                 Message::Heartbeat(h) => return ClientEvent::Heartbeat(h),
+                Message::Refused(r) => {
+                    // Closed by the server, with a reason (replaced by a newer connection under
+                    // our name, or a protocol error): back off before coming back.
+                    self.disconnect();
+                    self.retry_later();
+                    if let Some(event) = self.outage(Failure::Refused(r.reason)) {
+                        return event;
+                    }
+                }
                 other => {
                     tracing::warn!(message = ?other, "unexpected message from capture-svc, reconnecting");
                     self.disconnect();
-                    self.retry_at = Some(Instant::now() + self.backoff);
+                    self.retry_later();
                 }
             }
         }
     }
 
-    /// Reports an outage once; later failures of the same outage stay quiet.
-    fn outage(&mut self, reason: String) -> Option<ClientEvent> {
-        if self.outage_reported {
-            return None;
+    /// Waits for the retry deadline, then drives the connection attempt (starting one if none
+    /// is in flight). `Some` is the event to report; `None`: call again.
+    async fn connect(&mut self) -> Option<ClientEvent> {
+        if self.connecting.is_none() {
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at).await;
+            }
+            let parts = self.parts.take().expect("parts are home between attempts");
+            self.stats.attempts += 1;
+            self.connecting = Some(Connecting(Box::pin(handshake(self.config.clone(), parts))));
         }
-        self.outage_reported = true;
-        Some(ClientEvent::Gone { reason })
+        let connecting = self.connecting.as_mut().expect("an attempt is in flight");
+        // The only await on the attempt: cancelled here, it is resumed by the next call.
+        let (parts, result) = connecting.0.as_mut().await;
+        self.connecting = None;
+        self.parts = Some(parts);
+        let failure = match result.map(|(stream, hello)| self.map_region(stream, hello)) {
+            Ok(Ok(hello)) => {
+                self.backoff = self.config.backoff_min;
+                self.retry_at = None;
+                self.outage_reported = false;
+                self.stats.connects += 1;
+                return Some(ClientEvent::Connected(hello));
+            }
+            Ok(Err(why)) => Failure::Other(why),
+            Err(failure) => failure,
+        };
+        self.retry_later();
+        self.outage(failure)
+    }
+
+    /// Sets the next attempt's deadline one backoff from now and doubles the backoff.
+    fn retry_later(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.config.backoff_max);
+    }
+
+    /// Reports an outage once; later failures of the same outage stay quiet, but for refusals,
+    /// which go to a throttled log line (the server's reason may have changed).
+    fn outage(&mut self, failure: Failure) -> Option<ClientEvent> {
+        if let Failure::Refused(_) = failure {
+            self.stats.refusals += 1;
+        }
+        if !self.outage_reported {
+            self.outage_reported = true;
+            return Some(ClientEvent::Gone {
+                reason: failure.into_reason(),
+            });
+        }
+        if let Failure::Refused(why) = failure {
+            if let Some(held_back) = self.refusals_log.check() {
+                tracing::warn!(
+                    held_back,
+                    "capture-svc refused this subscriber again: {why}"
+                );
+            }
+        }
+        None
     }
 
     fn disconnect(&mut self) {
         self.stream = None;
-        self.reader.reset();
+        if let Some(parts) = self.parts.as_mut() {
+            parts.reader.reset();
+        }
     }
 
-    async fn connect(&mut self) -> Result<Hello, String> {
-        let path = &self.config.socket_path;
-        let mut stream = UnixStream::connect(path)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
-        let subscribe = Message::Subscribe(Subscribe {
-            protocol_version: PROTOCOL_VERSION,
-            name: self.config.name.clone(),
-        });
-        write_message(&mut stream, &subscribe, &mut self.scratch)
-            .await
-            .map_err(|e| format!("cannot subscribe: {e}"))?;
-        self.reader.reset();
-        let hello =
-            match tokio::time::timeout(self.config.hello_timeout, self.reader.read(&mut stream))
-                .await
-            {
-                Ok(Ok(Message::Hello(hello))) => hello,
-                Ok(Ok(other)) => return Err(format!("expected a hello, got {other:?}")),
-                Ok(Err(e)) => return Err(format!("no hello: {e}")),
-                Err(_) => return Err("no hello within the timeout".into()),
-            };
-        if hello.protocol_version != PROTOCOL_VERSION {
-            return Err(format!(
-                "capture-svc speaks protocol {}, this build {PROTOCOL_VERSION}; run matching versions",
-                hello.protocol_version
-            ));
-        }
+    /// Maps (or keeps) the region the hello names; on success the client is connected.
+    fn map_region(&mut self, stream: UnixStream, hello: Hello) -> Result<Hello, String> {
         let remap = match &self.region {
             Some(r) => {
                 r.generation() != hello.generation || r.path() != hello.region_path || r.is_stale()
@@ -277,4 +358,54 @@ impl FrameClient {
         self.hello = Some(hello.clone());
         Ok(hello)
     }
+}
+
+/// One connection attempt: connect, subscribe, read the hello, all within
+/// [`ClientConfig::hello_timeout`]. Owns what it uses, so it can be kept across calls.
+async fn handshake(config: ClientConfig, mut parts: Parts) -> Attempt {
+    let result = tokio::time::timeout(config.hello_timeout, exchange(&config, &mut parts))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Other(format!(
+                "capture-svc sent no hello within {:?}",
+                config.hello_timeout
+            )))
+        });
+    (parts, result)
+}
+
+async fn exchange(
+    config: &ClientConfig,
+    parts: &mut Parts,
+) -> Result<(UnixStream, Hello), Failure> {
+    let path = &config.socket_path;
+    let mut stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot connect to {}: {e}", path.display())))?;
+    let subscribe = Message::Subscribe(Subscribe {
+        protocol_version: PROTOCOL_VERSION,
+        name: config.name.clone(),
+    });
+    write_message(&mut stream, &subscribe, &mut parts.scratch)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot subscribe: {e}")))?;
+    parts.reader.reset();
+    let hello = match parts.reader.read(&mut stream).await {
+        Ok(Message::Hello(hello)) => hello,
+        Ok(Message::Refused(r)) => return Err(Failure::Refused(r.reason)),
+        Ok(other) => return Err(Failure::Other(format!("expected a hello, got {other:?}"))),
+        // A version-1 capture-svc refuses a newer subscriber by closing without a word.
+        Err(e) => {
+            return Err(Failure::Other(format!(
+                "no hello: {e} (capture-svc stopped, or is older than this build: run matching versions)"
+            )));
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Failure::Other(format!(
+            "capture-svc speaks protocol {}, this build {PROTOCOL_VERSION}; run matching versions",
+            hello.protocol_version
+        )));
+    }
+    Ok((stream, hello))
 }

@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version of this protocol; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2 added [`Message::Refused`]. A version-1 subscriber cannot read that message, so it is
+/// answered with a [`Hello`] naming version 2 instead, which every version-1 client turns into
+/// "capture-svc speaks protocol 2, this build 1; run matching versions".
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The largest message body accepted, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// Bytes of the length prefix.
@@ -134,6 +138,18 @@ pub struct Heartbeat {
     pub last_seq: u64,
 }
 
+/// Why the server closes a connection, sent just before it does: the subscriber was refused
+/// (no place, wrong version, a protocol error) or its place was taken over by a newer
+/// connection under the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The server's [`PROTOCOL_VERSION`], so a subscriber of another version can say which.
+    pub protocol_version: u32,
+    /// Why, for the subscriber's log and the dashboard; says what to do where there is
+    /// something to do.
+    pub reason: String,
+}
+
 /// Everything that crosses the announce socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -147,6 +163,8 @@ pub enum Message {
     CameraState(CameraState),
     /// Nothing new for a second.
     Heartbeat(Heartbeat),
+    /// Server to client, last: the connection is closed after it (since version 2).
+    Refused(Refused),
 }
 
 /// Why a message could not be read.
@@ -356,6 +374,10 @@ mod tests {
             Message::Heartbeat(Heartbeat {
                 mono_ns: 1,
                 last_seq: 9,
+            }),
+            Message::Refused(Refused {
+                protocol_version: PROTOCOL_VERSION,
+                reason: "the announce socket is full".into(),
             }),
         ];
         let mut wire = Vec::new();
