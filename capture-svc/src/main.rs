@@ -81,6 +81,15 @@ struct Args {
     /// Longest restart delay in ms.
     #[arg(long)]
     backoff_max_ms: Option<u64>,
+    /// Where to look for rpicam-vid with no source configured (tests; default $PATH).
+    #[arg(long, hide = true, value_name = "PATHS")]
+    camera_search_path: Option<std::ffi::OsString>,
+    /// Where the video device nodes are (tests; default /dev).
+    #[arg(long, hide = true, value_name = "DIR")]
+    camera_dev_dir: Option<PathBuf>,
+    /// Where their sysfs entries are (tests; default /sys/class/video4linux).
+    #[arg(long, hide = true, value_name = "DIR")]
+    camera_sysfs_dir: Option<PathBuf>,
 }
 
 fn config(args: &Args) -> anyhow::Result<CaptureConfig> {
@@ -157,9 +166,20 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     ipc::service::init_tracing("capture-svc", args.common.log_target);
+    let mut probe = capture_svc::source::Probe::system();
+    if let Some(p) = args.camera_search_path.clone() {
+        probe.search_path = Some(p);
+    }
+    if let Some(d) = args.camera_dev_dir.clone() {
+        probe.dev_dir = d;
+    }
+    if let Some(d) = args.camera_sysfs_dir.clone() {
+        probe.sysfs_dir = d;
+    }
     let paths = capture_svc::service::Paths {
         region: args.common.region_path(),
         socket: args.common.socket_path(),
+        probe,
     };
     let shim = std::env::current_exe().ok();
     // One thread: camera processes are spawned from it, and their parent-death signal is tied
