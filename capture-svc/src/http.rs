@@ -140,6 +140,16 @@ impl CameraUrl {
         format!("http:{}{}", self.host_header_with_port(), self.path)
     }
 
+    /// The URL for showing (`--print-config`): the password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let user = match (&self.user, &self.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (Some(u), None) => format!("{u}@"),
+            (None, _) => String::new(),
+        };
+        format!("http://{user}{}{}", self.host_header, self.path)
+    }
+
     fn host_header_with_port(&self) -> String {
         if self.host_header.ends_with(']') || !self.host_header.contains(':') {
             format!("{}:{}", self.host_header, self.port)
@@ -327,6 +337,7 @@ mod tests {
         assert_eq!(u.user.as_deref(), Some("ad:min"));
         assert_eq!(u.password.as_deref(), Some("p@ss"));
         assert!(!u.label().contains("p%40ss") && !u.label().contains("p@ss"));
+        assert_eq!(u.redacted(), "http://ad:min:***@cam/");
         let e = CameraUrl::parse("https://admin:hunter2@cam/").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         let e = CameraUrl::parse("http://admin:hunter2@cam:99999/").unwrap_err();

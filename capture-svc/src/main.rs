@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use capture_svc::config::{CaptureConfig, SourceKind};
+use capture_svc::http::CameraUrl;
 use clap::Parser;
 use ipc::service::CommonArgs;
 
@@ -161,6 +162,11 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         if shown.password.is_some() {
             // Printed configs end up in bug reports: never show the camera's password.
             shown.password = Some("(set, not shown)".into());
+        }
+        if let Some(url) = shown.url.as_deref().and_then(|u| CameraUrl::parse(u).ok()) {
+            if url.password.is_some() {
+                shown.url = Some(url.redacted());
+            }
         }
         print!("{}", ipc::service::render_section("capture", &shown)?);
         return Ok(());

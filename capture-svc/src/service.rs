@@ -1,7 +1,7 @@
 //! The service: creates the region and the announce socket, tells systemd it is ready, runs
 //! the capture loop, pings the watchdog only while frames flow (or the source is legitimately
-//! restarting), reports the fps as STATUS, and on shutdown stops the camera process and removes
-//! the socket and the region.
+//! restarting or being looked for), reports the fps and the drop and refusal counters as
+//! STATUS, and on shutdown stops the camera process and removes the socket and the region.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -149,8 +149,11 @@ pub async fn run(
     tracing::info!(
         frames = s.published,
         restarts = s.restarts,
-        "capture-svc stopped after {} frames: camera process stopped, socket and region removed",
-        s.published
+        refused = s.refused.total(),
+        "capture-svc stopped after {} frames ({} dropped, {}): camera process stopped, socket and region removed",
+        s.published,
+        s.split.dropped() + s.over_capacity,
+        s.refused.summary()
     );
     Ok(())
 }

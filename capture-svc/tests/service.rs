@@ -253,7 +253,7 @@ fn print_config_shows_flags_over_the_file() {
     let cfg = dir.path().join("mecam.toml");
     std::fs::write(
         &cfg,
-        "[capture]\nfps = 12\nwidth = 320\npassword = \"hunter2\"\n",
+        "[capture]\nfps = 12\nwidth = 320\npassword = \"hunter2\"\nurl = \"http://admin:hunter3@cam.local/video\"\n",
     )
     .unwrap();
     let out = Command::new(BIN)
@@ -268,6 +268,8 @@ fn print_config_shows_flags_over_the_file() {
     assert!(text.contains("fps = 12"), "{text}");
     assert!(text.contains("width = 800"), "{text}");
     assert!(!text.contains("hunter2"), "password not printed: {text}");
+    assert!(!text.contains("hunter3"), "nor the URL's: {text}");
+    assert!(text.contains("http://admin:***@cam.local/video"), "{text}");
 }
 
 #[test]
@@ -1408,4 +1410,62 @@ fn with_no_camera_found_it_fails_loudly_keeps_looking_and_uses_a_camera_plugged_
         "{ev:?}"
     );
     assert!(svc.wait_log("found a camera", Duration::from_secs(5)));
+}
+
+#[test]
+fn a_camera_flooding_bad_data_gets_a_few_log_lines_and_exact_counters() {
+    // One burst: 100 times a 160x120 frame, junk, a frame cut off by the next one, and a
+    // 120x160 frame (the size flips every frame). Then the command exits, and the long
+    // backoff keeps it from running again during the test.
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, notify) = notify_socket(dir.path());
+    let notify_s = notify.display().to_string();
+    let (a, b) = (jpeg(160, 120, 0), jpeg(120, 160, 0));
+    let mut data = Vec::new();
+    for _ in 0..100 {
+        data.extend_from_slice(&a);
+        data.extend_from_slice(b"junk");
+        data.extend_from_slice(&a[..a.len() / 2]);
+        data.extend_from_slice(&b);
+    }
+    let file = dir.path().join("burst.bin");
+    std::fs::write(&file, &data).unwrap();
+    let cmd = format!("cat {}", file.display());
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "command",
+            "--command",
+            &cmd,
+            "--backoff-min-ms",
+            "60000",
+            "--backoff-max-ms",
+            "60000",
+        ],
+        &[("NOTIFY_SOCKET", &notify_s)],
+    );
+    let mut status = String::new();
+    let ok = poll(Duration::from_secs(20), || {
+        if let Some(s) = last_status(&notifications(&sock, Duration::from_millis(200))) {
+            status = s;
+        }
+        status.contains("200 frames")
+    });
+    assert!(ok, "{status:?}");
+    assert!(status.contains(" 100 dropped"), "exact: {status}");
+    assert!(
+        svc.wait_log("400 garbage bytes", Duration::from_secs(15)),
+        "exact garbage count: {}",
+        svc.log_text()
+    );
+    let log = svc.log_text();
+    for (what, line) in [
+        ("size changes", "frame size is now"),
+        ("drops", "frames dropped"),
+        ("garbage", "garbage bytes"),
+    ] {
+        let n = log.lines().filter(|l| l.contains(line)).count();
+        assert!((1..=2).contains(&n), "{what}: {n} lines\n{log}");
+    }
 }
