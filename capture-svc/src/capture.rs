@@ -219,11 +219,6 @@ impl Publisher {
         }
     }
 
-    /// The frame check's limits for the current source.
-    pub fn limits(&self) -> FrameLimits {
-        self.limits
-    }
-
     /// A (new) source is about to be opened: its label goes into the hello, its known frame
     /// size into the frame check.
     pub fn use_source(&mut self, spec: &SourceSpec) {
@@ -439,10 +434,6 @@ pub async fn run_capture(
         if *shutdown.borrow() {
             return;
         }
-        if !first {
-            publisher.stats.lock().expect("stats lock").restarts += 1;
-        }
-        first = false;
         let found;
         let spec = match &configured {
             SourceSpec::Auto { probe } => match SourceSpec::detect(cfg, probe) {
@@ -467,11 +458,24 @@ pub async fn run_capture(
             },
             other => other,
         };
+        // Looking for a camera is not a restart; every attempt at one after the first is.
+        if !first {
+            publisher.stats.lock().expect("stats lock").restarts += 1;
+        }
+        first = false;
         let label = spec.label();
         if matches!(configured, SourceSpec::Auto { .. }) && label != publisher.source {
-            tracing::info!(source = %label, "no source configured: found a camera, using {label}");
+            if let Some(held_back) = logs::CAMERA_FOUND.check() {
+                tracing::info!(source = %label, held_back, "no source configured: found a camera, using {label}");
+            }
         }
         publisher.use_source(spec);
+        // Refusals of an earlier session say nothing about why this one stalls.
+        publisher
+            .stats
+            .lock()
+            .expect("stats lock")
+            .refused_since_frame = 0;
         let opened = open(spec, shim.clone(), &mut splitter).await;
         let (mut input, child) = match opened {
             Ok(x) => x,

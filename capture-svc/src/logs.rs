@@ -26,6 +26,8 @@ pub static GARBAGE: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 pub static SIZE_CHANGED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 /// A camera process was started (once per attempt: a camera that keeps exiting repeats it).
 pub static PROCESS_STARTED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+/// With no source configured, a camera was found (a flapping USB camera repeats it).
+pub static CAMERA_FOUND: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 
 /// The lines of one kind of camera-state change: the first of an interval goes out at once;
 /// the latest one held back is kept, so [`flush`] can say it with the count.
@@ -170,6 +172,14 @@ pub fn flush(s: &CaptureStats, source: &str, garbage_expected: bool) {
             %source,
             held_back = n,
             "camera process started {n} more times in the last {}s",
+            OUTSIDER_LOG_INTERVAL.as_secs()
+        );
+    }
+    if let Some(n) = CAMERA_FOUND.flush() {
+        tracing::info!(
+            %source,
+            held_back = n,
+            "a camera was found {n} more times in the last {}s; using {source}",
             OUTSIDER_LOG_INTERVAL.as_secs()
         );
     }
