@@ -204,14 +204,12 @@ impl Publisher {
         size: (u32, u32),
         source: String,
     ) -> Publisher {
+        stats.lock().expect("stats lock").source = source.clone();
         Publisher {
             region,
             announce,
             state: CameraState::Starting,
-            stats: {
-                stats.lock().expect("stats lock").source = source.clone();
-                stats
-            },
+            stats,
             size,
             source,
             limits: FrameLimits::default(),

@@ -313,7 +313,8 @@ fn first_video_device(probe: &Probe) -> Option<PathBuf> {
                 .to_ascii_lowercase();
             let skip = NON_CAMERA_NODES.iter().any(|k| name.contains(k));
             if skip {
-                tracing::debug!(node = n, name = name.trim(), "not a camera, skipped");
+                // Trace, not debug: with no camera found this runs at every look.
+                tracing::trace!(node = n, name = name.trim(), "not a camera, skipped");
             }
             !skip
         })
