@@ -174,12 +174,17 @@ pub struct HttpStream {
     /// Body bytes received and not yet read.
     pending: Bytes,
     /// Drives the connection; aborted when the stream is dropped.
-    conn: tokio::task::JoinHandle<()>,
+    _conn: ConnTask,
 }
 
-impl Drop for HttpStream {
+/// The task driving a connection, aborted when dropped: whether the stream ends, `open` fails
+/// or its timeout cancels it half-way, no connection is left behind.
+#[derive(Debug)]
+struct ConnTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ConnTask {
     fn drop(&mut self) {
-        self.conn.abort();
+        self.0.abort();
     }
 }
 
@@ -240,10 +245,10 @@ async fn open_inner(
         .handshake::<_, String>(TokioIo::new(tcp))
         .await
         .map_err(protocol)?;
-    let conn = tokio::spawn(async move {
+    let conn = ConnTask(tokio::spawn(async move {
         // Its error reaches the body reader; nothing to log twice.
         let _ = conn.await;
-    });
+    }));
     let mut req = Request::get(url.path.as_str())
         .header(HOST, url.host_header.as_str())
         .header(USER_AGENT, "mecam-capture")
@@ -258,16 +263,9 @@ async fn open_inner(
     let req = req
         .body(String::new())
         .map_err(|e| HttpError::BadUrl(e.to_string()))?;
-    let resp = match sender.send_request(req).await {
-        Ok(r) => r,
-        Err(e) => {
-            conn.abort();
-            return Err(protocol(e));
-        }
-    };
+    let resp = sender.send_request(req).await.map_err(protocol)?;
     let status = resp.status();
     if status != StatusCode::OK {
-        conn.abort();
         return Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 HttpError::Unauthorized(status.as_u16())
@@ -278,7 +276,7 @@ async fn open_inner(
     Ok(HttpStream {
         body: resp.into_body(),
         pending: Bytes::new(),
-        conn,
+        _conn: conn,
     })
 }
 

@@ -1469,3 +1469,53 @@ fn a_camera_flooding_bad_data_gets_a_few_log_lines_and_exact_counters() {
         assert!((1..=2).contains(&n), "{what}: {n} lines\n{log}");
     }
 }
+
+#[test]
+fn an_http_camera_that_never_answers_times_out_and_its_connection_is_closed() {
+    // Accepts, reads the request, never answers; tells when capture closes the connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let accepted = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let mut buf = [0u8; 4096];
+        // Until EOF (capture closed it) or the 30 s read timeout.
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(_) => break false,
+            }
+        };
+        let _ = tx.send((closed, accepted.elapsed()));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/stream");
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "http",
+            "--url",
+            &url,
+            "--backoff-min-ms",
+            "60000",
+            "--backoff-max-ms",
+            "60000",
+        ],
+        &[],
+    );
+    let (closed, after) = rx.recv_timeout(Duration::from_secs(40)).unwrap();
+    println!("capture closed the silent camera's connection after {after:?}");
+    assert!(closed, "the connection was left open");
+    assert!(
+        svc.wait_log("no answer within 10s", Duration::from_secs(10)),
+        "{}",
+        svc.log_text()
+    );
+    server.join().unwrap();
+}
