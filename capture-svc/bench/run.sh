@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # capture-svc bench: whole-process CPU per frame and peak RSS of the real binary (release),
-# from the `command` source (ffmpeg printing MJPEG at the frame rate, its own CPU not counted)
-# and the `synthetic` source, at 640x480@30 and 1920x1080@30. Prints a markdown table.
+# from the `command` source (ffmpeg printing MJPEG at the frame rate, its own CPU not counted),
+# the `http` source (ffmpeg serving the same as chunked multipart MJPEG on 127.0.0.1) and the
+# `synthetic` source, at 640x480@30 and 1920x1080@30. Prints a markdown table.
 #
 # Usage: capture-svc/bench/run.sh [SECONDS]   (default 10 s per row; needs ffmpeg)
 set -euo pipefail
 secs=${1:-10}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cargo build --release -q -p capture-svc --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/capture-svc"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/capture-svc"
 tick=$(getconf CLK_TCK)
 work=$(mktemp -d /dev/shm/capture-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 row() { # source w h fps
-  local source=$1 w=$2 h=$3 fps=$4 args=()
+  local source=$1 w=$2 h=$3 fps=$4 args=() server=
+  local gen=(ffmpeg -hide_banner -nostdin -loglevel error -re -f lavfi -i "testsrc2=size=${w}x${h}:rate=${fps}" -c:v mjpeg -q:v 5)
   if [ "$source" = command ]; then
-    args=(--source command --command "ffmpeg -hide_banner -nostdin -loglevel error -re -f lavfi -i testsrc2=size=${w}x${h}:rate=${fps} -c:v mjpeg -q:v 5 -f mjpeg -")
+    args=(--source command --command "${gen[*]} -f mjpeg -")
+  elif [ "$source" = http ]; then
+    local port=$((20000 + RANDOM % 20000))
+    "${gen[@]}" -f mpjpeg -listen 1 "http://127.0.0.1:$port/stream" 2>/dev/null &
+    server=$!
+    args=(--source http --url "http://127.0.0.1:$port/stream" --backoff-min-ms 100)
   else
     args=(--source synthetic)
   fi
@@ -37,6 +44,7 @@ row() { # source w h fps
   cpu=$(awk '{print $14 + $15}' /proc/$pid/stat)
   kill -TERM $pid
   wait $pid || true
+  if [ -n "$server" ]; then kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; fi
   local frames
   frames=$(sed -n 's/.*stopped after \([0-9]*\) frames.*/\1/p' "$work/log" | tail -1)
   frames=${frames:-0}
@@ -53,5 +61,7 @@ echo "| source    | size         | fps got | CPU ms/frame | CPU % of a core | RS
 echo "| --------- | ------------ | ------- | ------------ | --------------- | -------------------- | ----------------------- |"
 row command 640 480 30
 row command 1920 1080 30
+row http 640 480 30
+row http 1920 1080 30
 row synthetic 640 480 30
 row synthetic 1920 1080 30

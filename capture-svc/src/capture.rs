@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipc::announce::{AnnounceHandle, CameraState};
+use ipc::jpeg::{FrameLimits, FrameRejected};
 use ipc::region::{FrameFormat, FrameInfo, PublishError, RegionWriter};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
 
 use crate::config::CaptureConfig;
-use crate::source::{FileInput, SourceSpec, jpeg_size};
+use crate::logs;
+use crate::source::{FileInput, SourceSpec};
 use crate::splitter::{SplitStats, Splitter};
 use crate::supervise::{Spawn, Supervised};
 use crate::synthetic::Scene;
@@ -52,19 +54,88 @@ impl Backoff {
     }
 }
 
+/// Frames refused by [`ipc::jpeg::check`] before publishing, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusedFrames {
+    /// No SOI, or a malformed marker segment.
+    pub not_jpeg: u64,
+    /// The bytes end before the first scan.
+    pub truncated: u64,
+    /// A frame header no camera sends (zero size, hierarchical).
+    pub unsupported: u64,
+    /// Larger than the camera's frames (or the ceiling for any camera).
+    pub too_large: u64,
+    /// Progressive or multi-scan with a coefficient buffer over the memory budget.
+    pub too_much_memory: u64,
+}
+
+impl RefusedFrames {
+    /// Counts one refusal.
+    pub fn count(&mut self, r: &FrameRejected) {
+        *match r {
+            FrameRejected::NotJpeg => &mut self.not_jpeg,
+            FrameRejected::Truncated => &mut self.truncated,
+            FrameRejected::Unsupported => &mut self.unsupported,
+            FrameRejected::TooLarge { .. } => &mut self.too_large,
+            FrameRejected::TooMuchMemory { .. } => &mut self.too_much_memory,
+        } += 1;
+    }
+
+    /// Each reason's stable name ([`FrameRejected::kind`]) and count.
+    pub fn by_reason(&self) -> [(&'static str, u64); 5] {
+        [
+            ("not_jpeg", self.not_jpeg),
+            ("truncated", self.truncated),
+            ("unsupported", self.unsupported),
+            ("too_large", self.too_large),
+            ("too_much_memory", self.too_much_memory),
+        ]
+    }
+
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.by_reason().iter().map(|(_, n)| n).sum()
+    }
+
+    /// `"3 refused"`, with the non-zero reasons: `"3 refused (too_large 1, too_much_memory 2)"`.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{} refused", self.total());
+        let mut first = true;
+        for (name, n) in self.by_reason() {
+            if n > 0 {
+                s.push_str(if first { " (" } else { ", " });
+                s.push_str(&format!("{name} {n}"));
+                first = false;
+            }
+        }
+        if !first {
+            s.push(')');
+        }
+        s
+    }
+}
+
 /// Counters the status task reads.
 #[derive(Debug, Clone, Default)]
 pub struct CaptureStats {
     /// Frames published.
     pub published: u64,
-    /// Frames dropped by the region (over capacity).
-    pub too_large: u64,
+    /// Frames dropped by the region: larger than the slot capacity.
+    pub over_capacity: u64,
     /// Splitter counters, summed over sessions.
     pub split: SplitStats,
+    /// Frames refused by the JPEG check (size, decode memory) before publishing.
+    pub refused: RefusedFrames,
+    /// The latest refusal.
+    pub last_refused: Option<FrameRejected>,
+    /// Frames refused since the last one published (a stall with only these says so).
+    pub refused_since_frame: u64,
     /// When the last frame was published.
     pub last_frame: Option<Instant>,
     /// The current state.
     pub state: Option<CameraState>,
+    /// The current source's label (as in the hello).
+    pub source: String,
     /// Source restarts.
     pub restarts: u64,
     /// When the capture loop, after a failure, is due to try the source again (the latest such
@@ -108,9 +179,12 @@ pub struct Publisher {
     announce: AnnounceHandle,
     state: CameraState,
     stats: SharedStats,
-    default_size: (u32, u32),
     size: (u32, u32),
     source: String,
+    /// What a frame from the current source may be (see [`SourceSpec::frame_limits`]).
+    limits: FrameLimits,
+    /// Bytes outside frames are normal from the current source (HTTP multipart headers).
+    garbage_expected: bool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -130,14 +204,29 @@ impl Publisher {
         size: (u32, u32),
         source: String,
     ) -> Publisher {
+        stats.lock().expect("stats lock").source = source.clone();
         Publisher {
             region,
             announce,
             state: CameraState::Starting,
             stats,
-            default_size: size,
             size,
             source,
+            limits: FrameLimits::default(),
+            garbage_expected: false,
+        }
+    }
+
+    /// A (new) source is about to be opened: its label goes into the hello, its known frame
+    /// size into the frame check.
+    pub fn use_source(&mut self, spec: &SourceSpec) {
+        self.limits = spec.frame_limits();
+        self.garbage_expected = matches!(spec, SourceSpec::Http { .. });
+        let label = spec.label();
+        if label != self.source {
+            self.announce.update_hello(|h| h.source = label.clone());
+            self.stats.lock().expect("stats lock").source = label.clone();
+            self.source = label;
         }
     }
 
@@ -146,16 +235,34 @@ impl Publisher {
         self.region
     }
 
-    /// Publishes one JPEG.
-    pub fn publish(&mut self, jpeg: &[u8]) {
-        let (width, height) = jpeg_size(jpeg).unwrap_or(self.default_size);
+    /// Publishes one JPEG, after [`ipc::jpeg::check`] against the source's limits: a frame
+    /// that fails it (too large for the camera, too much memory to decode, not a JPEG) is
+    /// counted by reason, logged (throttled) and never published. True if published.
+    pub fn publish(&mut self, jpeg: &[u8]) -> bool {
+        // Reads only the marker segments up to the first scan, jumping by their lengths: a
+        // dozen steps per frame whatever its size.
+        let header = match ipc::jpeg::check(jpeg, &self.limits) {
+            Ok(h) => h,
+            Err(e) => {
+                self.refuse(e, jpeg.len());
+                return false;
+            }
+        };
+        let (width, height) = (header.width, header.height);
         if (width, height) != self.size {
             self.size = (width, height);
             self.announce.update_hello(|h| {
                 h.width = width;
                 h.height = height;
             });
-            tracing::info!(width, height, "frame size is now {width}x{height}");
+            if let Some(held_back) = logs::SIZE_CHANGED.check() {
+                tracing::info!(
+                    width,
+                    height,
+                    held_back,
+                    "frame size is now {width}x{height}"
+                );
+            }
         }
         let info = FrameInfo {
             width,
@@ -170,33 +277,63 @@ impl Publisher {
                 {
                     let mut s = self.stats.lock().expect("stats lock");
                     s.published += 1;
+                    s.refused_since_frame = 0;
                     s.last_frame = Some(Instant::now());
                 }
                 if self.state != CameraState::Streaming {
                     self.set_state(CameraState::Streaming, "");
                 }
+                true
             }
             Err(PublishError::TooLarge { .. }) => {
                 let n = {
                     let mut s = self.stats.lock().expect("stats lock");
-                    s.too_large += 1;
-                    s.too_large
+                    s.over_capacity += 1;
+                    s.over_capacity
                 };
-                if n.is_power_of_two() {
+                if let Some(held_back) = logs::DROPPED.check() {
                     tracing::warn!(
                         len = jpeg.len(),
                         capacity = self.region.slot_capacity(),
                         dropped = n,
-                        "frame larger than the slot capacity dropped; raise [capture] slot_capacity or lower quality"
+                        held_back,
+                        "frame larger than the slot capacity dropped ({n} so far); raise [capture] slot_capacity or lower quality"
                     );
                 }
+                false
             }
         }
     }
 
-    /// Takes the next backoff delay and records when the retry is due (for the watchdog).
-    fn schedule_retry(&mut self, backoff: &mut Backoff) -> Duration {
-        let delay = backoff.next_delay();
+    /// Counts and logs (throttled) a frame refused by the check.
+    fn refuse(&mut self, e: FrameRejected, len: usize) {
+        let summary = {
+            let mut s = self.stats.lock().expect("stats lock");
+            s.refused.count(&e);
+            s.last_refused = Some(e);
+            s.refused_since_frame += 1;
+            // Formatted only when a line is due (below); the counters stay exact regardless.
+            s.refused
+        };
+        if let Some(held_back) = logs::REFUSED.check() {
+            tracing::warn!(
+                source = %self.source,
+                reason = e.kind(),
+                len,
+                held_back,
+                "frame refused before publishing, never shown or recorded: {e} ({len} bytes; limits {}x{}, {} MiB to decode); {held_back} more refused since the last such line; totals: {}",
+                self.limits.max_width,
+                self.limits.max_height,
+                self.limits.max_buffered_bytes >> 20,
+                summary.summary()
+            );
+        }
+    }
+
+    /// Takes the next backoff delay (at most `cap`) and records when the retry is due (for
+    /// the watchdog).
+    fn schedule_retry(&mut self, backoff: &mut Backoff, cap: Duration) -> Duration {
+        let delay = backoff.next_delay().min(cap);
         self.stats.lock().expect("stats lock").retry_at = Some(Instant::now() + delay);
         delay
     }
@@ -206,17 +343,7 @@ impl Publisher {
         if state == self.state {
             return;
         }
-        let source = &self.source;
-        let message = state_message(&state, detail);
-        match &state {
-            CameraState::Streaming | CameraState::Starting => {
-                tracing::info!(%source, "{message}")
-            }
-            CameraState::Stalled | CameraState::Restarting { .. } => {
-                tracing::warn!(%source, "{message}")
-            }
-            CameraState::Failed { .. } => tracing::error!(%source, "{message}"),
-        }
+        logs::state_change(&state, &self.source, state_message(&state, detail));
         self.announce.state(state.clone());
         self.state = state.clone();
         self.stats.lock().expect("stats lock").state = Some(state);
@@ -254,7 +381,7 @@ enum End {
 /// The byte stream of an open session.
 enum Input {
     Child(tokio::process::ChildStdout),
-    Tcp(tokio::net::TcpStream),
+    Http(crate::http::HttpStream),
     File(FileInput),
 }
 
@@ -262,21 +389,27 @@ impl Input {
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Input::Child(c) => c.read(buf).await,
-            Input::Tcp(t) => t.read(buf).await,
+            Input::Http(h) => h.read(buf).await,
             Input::File(f) => f.read(buf).await,
         }
     }
 }
 
 /// Runs the source until `shutdown` turns true. Children are stopped and reaped before return.
+///
+/// With [`SourceSpec::Auto`] (no source configured) it looks for a camera before each
+/// attempt; while there is none the state is Failed ("no camera found", said once), the
+/// look is repeated with backoff (at most [`crate::source::NO_CAMERA_RECHECK_MAX`] apart),
+/// and the watchdog keeps being pinged. Never the synthetic scene.
 pub async fn run_capture(
-    spec: SourceSpec,
+    configured: SourceSpec,
     cfg: &CaptureConfig,
     shim: Option<std::path::PathBuf>,
     publisher: &mut Publisher,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    if let SourceSpec::Synthetic { script } = &spec {
+    if let SourceSpec::Synthetic { script, .. } = &configured {
+        publisher.use_source(&configured);
         run_synthetic(
             Scene::new((**script).clone(), cfg.width, cfg.height),
             cfg.fps,
@@ -292,22 +425,60 @@ pub async fn run_capture(
         Duration::from_millis(cfg.backoff_max_ms),
     );
     let stall = cfg.stall_timeout();
-    let pace = matches!(spec, SourceSpec::File { .. })
+    let pace = matches!(configured, SourceSpec::File { .. })
         .then(|| Duration::from_secs_f64(1.0 / f64::from(cfg.fps)));
     let mut first = true;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let found;
+        let spec = match &configured {
+            SourceSpec::Auto { probe } => match SourceSpec::detect(cfg, probe) {
+                Ok(s) => {
+                    found = s;
+                    &found
+                }
+                Err(no_camera) => {
+                    let delay = publisher
+                        .schedule_retry(&mut backoff, crate::source::NO_CAMERA_RECHECK_MAX);
+                    publisher.set_state(
+                        CameraState::Failed {
+                            reason: no_camera.to_string(),
+                        },
+                        "",
+                    );
+                    if sleep_or_shutdown(delay, &mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+            other => other,
+        };
+        // Looking for a camera is not a restart; every attempt at one after the first is.
         if !first {
             publisher.stats.lock().expect("stats lock").restarts += 1;
         }
         first = false;
-        let opened = open(&spec, shim.clone(), &mut splitter).await;
+        let label = spec.label();
+        if matches!(configured, SourceSpec::Auto { .. }) && label != publisher.source {
+            if let Some(held_back) = logs::CAMERA_FOUND.check() {
+                tracing::info!(source = %label, held_back, "no source configured: found a camera, using {label}");
+            }
+        }
+        publisher.use_source(spec);
+        // Refusals of an earlier session say nothing about why this one stalls.
+        publisher
+            .stats
+            .lock()
+            .expect("stats lock")
+            .refused_since_frame = 0;
+        let opened = open(spec, shim.clone(), &mut splitter).await;
         let (mut input, child) = match opened {
             Ok(x) => x,
             Err(reason) => {
-                let delay = publisher.schedule_retry(&mut backoff);
+                let delay = publisher.schedule_retry(&mut backoff, Duration::MAX);
                 publisher.set_state(CameraState::Failed { reason }, "");
                 if sleep_or_shutdown(delay, &mut shutdown).await {
                     return;
@@ -354,13 +525,21 @@ pub async fn run_capture(
             }
             None => (None, String::new()),
         };
-        let label = spec.label();
         let reason = match end {
             End::Shutdown => return,
             End::Stalled => {
-                format!("{label}: no frame for {stall:?}; killed and restarted")
+                let (refused, last) = {
+                    let s = publisher.stats.lock().expect("stats lock");
+                    (s.refused_since_frame, s.last_refused)
+                };
+                match last {
+                    Some(last) if refused > 0 => format!(
+                        "{label}: no frame that passed the frame check for {stall:?} ({refused} refused, the latest: {last}); killed and restarted"
+                    ),
+                    _ => format!("{label}: no frame for {stall:?}; killed and restarted"),
+                }
             }
-            End::Eof => match (&spec, status) {
+            End::Eof => match (spec, status) {
                 (SourceSpec::File { looping: true, .. }, _) if frames > 0 => {
                     // Loop the file: no backoff, no state change.
                     continue;
@@ -389,7 +568,7 @@ pub async fn run_capture(
         if frames > 0 && started.elapsed() >= HEALTHY_SESSION {
             backoff.reset();
         }
-        let delay = publisher.schedule_retry(&mut backoff);
+        let delay = publisher.schedule_retry(&mut backoff, Duration::MAX);
         publisher.set_state(CameraState::Restarting { reason }, &stderr);
         if sleep_or_shutdown(delay, &mut shutdown).await {
             return;
@@ -397,9 +576,33 @@ pub async fn run_capture(
     }
 }
 
+/// Takes the splitter's counters, logging (throttled) the frames it dropped and the garbage
+/// it skipped since the last call.
 fn merge_split_stats(publisher: &mut Publisher, splitter: &mut Splitter) {
-    let s = splitter.stats();
-    publisher.stats.lock().expect("stats lock").split = s;
+    let new = splitter.stats();
+    let (old, over_capacity) = {
+        let mut s = publisher.stats.lock().expect("stats lock");
+        (std::mem::replace(&mut s.split, new), s.over_capacity)
+    };
+    if old == new {
+        return;
+    }
+    if let Some(held_back) = logs::check_n(&logs::DROPPED, new.dropped() - old.dropped()) {
+        tracing::warn!(
+            source = %publisher.source,
+            truncated = new.truncated,
+            oversized = new.oversized,
+            corrupt = new.corrupt,
+            held_back,
+            "camera stream had bad data, frames dropped; {held_back} more drops held back since the last such line; totals: {}",
+            logs::drop_totals(&new, over_capacity)
+        );
+    }
+    if new.garbage_bytes > old.garbage_bytes {
+        if let Some(held_back) = logs::GARBAGE.check() {
+            logs::garbage_line(new.garbage_bytes, held_back, publisher.garbage_expected);
+        }
+    }
 }
 
 /// Opens a session. The error is the reason, for the Failed state.
@@ -410,7 +613,7 @@ async fn open(
 ) -> Result<(Input, Option<Supervised>), String> {
     splitter.reset_stream();
     match spec {
-        SourceSpec::Process { label, argv } => {
+        SourceSpec::Process { label, argv, .. } => {
             let program = argv
                 .first()
                 .map(|a| a.to_string_lossy())
@@ -432,7 +635,9 @@ async fn open(
                         .unwrap_or_default()
                 )
             })?;
-            tracing::info!(source = %label, pid = child.pid(), "camera process started");
+            if let Some(held_back) = logs::PROCESS_STARTED.check() {
+                tracing::info!(source = %label, pid = child.pid(), held_back, "camera process started");
+            }
             Ok((Input::Child(out), Some(child)))
         }
         SourceSpec::Http {
@@ -440,20 +645,18 @@ async fn open(
             user,
             password,
         } => {
-            let (stream, prefix) = crate::http::open(url, user.as_deref(), password.as_deref())
+            let stream = crate::http::open(url, user.as_deref(), password.as_deref())
                 .await
                 .map_err(|e| format!("{}: {e}", spec.label()))?;
-            let spare = splitter.spare();
-            let n = prefix.len().min(spare.len());
-            spare[..n].copy_from_slice(&prefix[..n]);
-            splitter.commit(n);
-            Ok((Input::Tcp(stream), None))
+            Ok((Input::Http(stream), None))
         }
         SourceSpec::File { path, .. } => {
             let f = FileInput::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok((Input::File(f), None))
         }
-        SourceSpec::Synthetic { .. } => unreachable!("synthetic runs its own loop"),
+        SourceSpec::Synthetic { .. } | SourceSpec::Auto { .. } => {
+            unreachable!("synthetic runs its own loop; auto is detected before opening")
+        }
     }
 }
 
@@ -489,8 +692,9 @@ async fn pump(
                     _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
                 }
             }
-            publisher.publish(frame);
-            last_frame = Instant::now();
+            if publisher.publish(frame) {
+                last_frame = Instant::now();
+            }
         }
         merge_split_stats(publisher, splitter);
         let deadline = tokio::time::Instant::from_std(last_frame + stall);

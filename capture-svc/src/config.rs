@@ -28,7 +28,9 @@ pub enum SourceKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
-    /// The source; absent = auto (rpicam if present, else the first /dev/video*, else synthetic).
+    /// The source; absent = auto: rpicam if present, else the first camera /dev/video*, looked
+    /// for before each attempt; with neither, the camera is failed ("no camera found") and
+    /// looked for again. Never the synthetic scene unless configured.
     pub source: Option<SourceKind>,
     /// Frame width asked of the camera.
     pub width: u32,
@@ -51,7 +53,7 @@ pub struct CaptureConfig {
     pub device: Option<PathBuf>,
     /// The `ffmpeg` program used to read V4L2 devices.
     pub ffmpeg_program: String,
-    /// Stream URL for `http`: `http://[user:pass@]host[:port]/path`.
+    /// Stream URL for `http`: `http://[user:pass@]host[:port]/path` (host may be `[v6 address]`).
     pub url: Option<String>,
     /// User for HTTP basic auth (overrides one in the URL).
     pub username: Option<String>,
@@ -183,7 +185,7 @@ impl CaptureConfig {
             Some(SourceKind::Http) => {
                 let url = self.url.as_deref().unwrap_or("");
                 check(
-                    crate::http::Url::parse(url).is_ok(),
+                    crate::http::CameraUrl::parse(url).is_ok(),
                     "url",
                     "source = \"http\" needs url = \"http://host[:port]/path\"",
                 )?;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use capture_svc::config::{CaptureConfig, SourceKind};
+use capture_svc::http::CameraUrl;
 use clap::Parser;
 use ipc::service::CommonArgs;
 
@@ -81,6 +82,15 @@ struct Args {
     /// Longest restart delay in ms.
     #[arg(long)]
     backoff_max_ms: Option<u64>,
+    /// Where to look for rpicam-vid with no source configured (tests; default $PATH).
+    #[arg(long, hide = true, value_name = "PATHS")]
+    camera_search_path: Option<std::ffi::OsString>,
+    /// Where the video device nodes are (tests; default /dev).
+    #[arg(long, hide = true, value_name = "DIR")]
+    camera_dev_dir: Option<PathBuf>,
+    /// Where their sysfs entries are (tests; default /sys/class/video4linux).
+    #[arg(long, hide = true, value_name = "DIR")]
+    camera_sysfs_dir: Option<PathBuf>,
 }
 
 fn config(args: &Args) -> anyhow::Result<CaptureConfig> {
@@ -153,13 +163,29 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             // Printed configs end up in bug reports: never show the camera's password.
             shown.password = Some("(set, not shown)".into());
         }
+        if let Some(url) = shown.url.as_deref().and_then(|u| CameraUrl::parse(u).ok()) {
+            if url.password.is_some() {
+                shown.url = Some(url.redacted());
+            }
+        }
         print!("{}", ipc::service::render_section("capture", &shown)?);
         return Ok(());
     }
     ipc::service::init_tracing("capture-svc", args.common.log_target);
+    let mut probe = capture_svc::source::Probe::system();
+    if let Some(p) = args.camera_search_path.clone() {
+        probe.search_path = Some(p);
+    }
+    if let Some(d) = args.camera_dev_dir.clone() {
+        probe.dev_dir = d;
+    }
+    if let Some(d) = args.camera_sysfs_dir.clone() {
+        probe.sysfs_dir = d;
+    }
     let paths = capture_svc::service::Paths {
         region: args.common.region_path(),
         socket: args.common.socket_path(),
+        probe,
     };
     let shim = std::env::current_exe().ok();
     // One thread: camera processes are spawned from it, and their parent-death signal is tied

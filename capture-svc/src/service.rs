@@ -1,7 +1,7 @@
 //! The service: creates the region and the announce socket, tells systemd it is ready, runs
 //! the capture loop, pings the watchdog only while frames flow (or the source is legitimately
-//! restarting), reports the fps as STATUS, and on shutdown stops the camera process and removes
-//! the socket and the region.
+//! restarting or being looked for), reports the fps and the drop and refusal counters as
+//! STATUS, and on shutdown stops the camera process and removes the socket and the region.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,18 +16,20 @@ use tokio::sync::watch;
 
 use crate::capture::{CaptureStats, Publisher, attempt_bound, run_capture};
 use crate::config::CaptureConfig;
-use crate::source::SourceSpec;
+use crate::source::{Probe, SourceSpec};
 
 /// How often STATUS is updated and drop counters are checked.
 pub const STATUS_PERIOD: Duration = Duration::from_secs(5);
 
-/// Where the service puts its files.
+/// Where the service puts its files, and where it looks for a camera when none is configured.
 #[derive(Debug, Clone)]
 pub struct Paths {
     /// The frame region file.
     pub region: PathBuf,
     /// The announce socket.
     pub socket: PathBuf,
+    /// Where to look for a camera ([`Probe::system`] but in tests).
+    pub probe: Probe,
 }
 
 /// Runs capture-svc until `shutdown` completes.
@@ -43,7 +45,7 @@ pub async fn run(
     shim: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let spec = SourceSpec::resolve(&cfg)?;
+    let spec = SourceSpec::resolve_in(&cfg, &paths.probe)?;
     let label = spec.label();
     let mut dirs: Vec<&std::path::Path> = [&paths.region, &paths.socket]
         .iter()
@@ -149,16 +151,20 @@ pub async fn run(
     tracing::info!(
         frames = s.published,
         restarts = s.restarts,
-        "capture-svc stopped after {} frames: camera process stopped, socket and region removed",
-        s.published
+        refused = s.refused.total(),
+        "capture-svc stopped after {} frames ({} dropped, {}): camera process stopped, socket and region removed",
+        s.published,
+        s.split.dropped() + s.over_capacity,
+        s.refused.summary()
     );
     Ok(())
 }
 
-/// STATUS every [`STATUS_PERIOD`], watchdog pings while frames flow or the source restarts
-/// (including a failed source whose retry is pending, see [`CaptureStats::restarting`]),
-/// a warning when frames were dropped. Garbage bytes between frames are a warning too, except
-/// when `garbage_expected` (HTTP multipart framing), where they are logged at debug level.
+/// STATUS every [`STATUS_PERIOD`] (state, fps, frames, restarts, frames dropped and frames
+/// refused by reason), watchdog pings while frames flow or the source restarts (including a
+/// failed source whose retry is pending, see [`CaptureStats::restarting`]), and every tick the
+/// summaries of what the outsider-log throttles held back ([`crate::logs::flush`]).
+/// `garbage_expected`: HTTP multipart framing, whose garbage is logged at debug level.
 async fn status_loop(
     stats: Arc<Mutex<CaptureStats>>,
     stall: Duration,
@@ -171,8 +177,6 @@ async fn status_loop(
     let tick = wd.unwrap_or(STATUS_PERIOD).min(Duration::from_secs(1));
     let mut last_status = Instant::now();
     let mut last_count = 0u64;
-    let mut last_dropped = (0u64, 0u64, 0u64, 0u64);
-    let mut last_garbage = 0u64;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -183,50 +187,27 @@ async fn status_loop(
         if wd.is_some() && (flowing || s.restarting(Instant::now(), attempt)) {
             notifier.watchdog();
         }
+        let source = s.source.as_str();
+        crate::logs::flush(&s, source, garbage_expected);
         if last_status.elapsed() >= STATUS_PERIOD {
             let secs = last_status.elapsed().as_secs_f64();
             let fps = (s.published - last_count) as f64 / secs;
             last_count = s.published;
             last_status = Instant::now();
-            let state = s.state.as_ref().map_or("starting", CameraState::name);
-            notifier.status(&format!(
-                "{state}, {fps:.1} fps, {} frames, {} restarts",
-                s.published, s.restarts
-            ));
-            let d = (
-                s.split.truncated,
-                s.split.oversized,
-                s.split.corrupt,
-                s.too_large,
-            );
-            if d != last_dropped {
-                tracing::warn!(
-                    truncated = d.0,
-                    oversized = d.1,
-                    corrupt = d.2,
-                    too_large = d.3,
-                    "camera stream had bad data (totals so far): {} truncated, {} oversized, {} corrupt frames dropped",
-                    d.0,
-                    d.1 + d.3,
-                    d.2
-                );
-                last_dropped = d;
-            }
-            let garbage = s.split.garbage_bytes;
-            if garbage != last_garbage {
-                if garbage_expected {
-                    tracing::debug!(
-                        garbage_bytes = garbage,
-                        "{garbage} garbage bytes between frames so far (multipart headers)"
-                    );
-                } else {
-                    tracing::warn!(
-                        garbage_bytes = garbage,
-                        "camera stream had {garbage} garbage bytes outside frames so far; is the camera program printing other output to stdout?"
-                    );
-                }
-                last_garbage = garbage;
-            }
+            notifier.status(&status_line(&s, fps));
         }
     }
+}
+
+/// The STATUS text: `streaming, 15.0 fps, 1200 frames, 0 restarts, 2 dropped, 3 refused
+/// (too_large 1, too_much_memory 2)`.
+pub fn status_line(s: &CaptureStats, fps: f64) -> String {
+    let state = s.state.as_ref().map_or("starting", CameraState::name);
+    format!(
+        "{state}, {fps:.1} fps, {} frames, {} restarts, {} dropped, {}",
+        s.published,
+        s.restarts,
+        s.split.dropped() + s.over_capacity,
+        s.refused.summary()
+    )
 }

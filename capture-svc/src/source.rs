@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt as _;
 
+use ipc::jpeg::FrameLimits;
+
 use crate::config::{CaptureConfig, DEFAULT_RPICAM, SourceKind};
-use crate::http::Url;
+use crate::http::CameraUrl;
 use crate::supervise::find_program_in;
 use crate::synthetic::Script;
 
@@ -19,6 +21,14 @@ pub const MAX_FOLDER_FILES: usize = 100_000;
 /// the Pi's hardware codecs and ISPs (`bcm2835-codec-*`, `bcm2835-isp`, `pispbe`), its HEVC
 /// decoder (`rpivid`) and its raw CSI receivers (`unicam`, `rp1-cfe`, used through rpicam).
 pub const NON_CAMERA_NODES: [&str; 5] = ["codec", "isp", "rpivid", "unicam", "rp1-cfe"];
+
+/// A camera known to deliver exactly the configured size (`rpicam`, `synthetic`) may send
+/// frames up to that size rounded up to this many pixels (libcamera may align an odd size).
+pub const KNOWN_SIZE_ALIGN: u32 = 64;
+/// With no source configured and no camera found, the longest wait before looking again:
+/// looking is cheap (a `PATH` search and a directory listing), and a USB camera plugged in
+/// later should be picked up soon.
+pub const NO_CAMERA_RECHECK_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where [`SourceSpec::resolve_in`] looks for cameras: the real system, or a test's own dirs.
 #[derive(Debug, Clone)]
@@ -51,11 +61,14 @@ pub enum SourceSpec {
         label: String,
         /// Program and arguments.
         argv: Vec<OsString>,
+        /// The frame size the program delivers exactly (`rpicam`); `None` when the camera
+        /// may deliver another size (a V4L2 driver rounds to a size the camera has).
+        known_size: Option<(u32, u32)>,
     },
     /// An MJPEG-over-HTTP camera.
     Http {
         /// Where.
-        url: Url,
+        url: CameraUrl,
         /// Basic auth user (overrides the URL's).
         user: Option<String>,
         /// Basic auth password.
@@ -72,13 +85,36 @@ pub enum SourceSpec {
     Synthetic {
         /// Its script.
         script: Box<Script>,
+        /// The size it renders.
+        size: (u32, u32),
+    },
+    /// No source configured: look for a camera before each attempt ([`SourceSpec::detect`]),
+    /// and while there is none, fail loudly and keep looking. Never the synthetic scene.
+    Auto {
+        /// Where to look.
+        probe: Probe,
     },
 }
 
+/// No source configured and no camera found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no camera found: no {program} on PATH and no camera among {dev}/video* \
+     (check the camera's cable or USB connection, `rpicam-hello --list-cameras` or \
+     `v4l2-ctl --list-devices`, and that the service user is in the video group; \
+     or set [capture] source); still looking"
+)]
+pub struct NoCamera {
+    /// The rpicam program looked for.
+    pub program: String,
+    /// The device directory looked in.
+    pub dev: String,
+}
+
 impl SourceSpec {
-    /// Turns the configuration into a source; with no source configured, picks `rpicam` if
-    /// the program exists, else the first `/dev/video*` camera, else `synthetic` (with a
-    /// warning). Looks at this machine ([`Probe::system`]).
+    /// Turns the configuration into a source: the configured one, or with none configured
+    /// [`SourceSpec::Auto`], which looks for a camera on this machine ([`Probe::system`])
+    /// before each attempt.
     ///
     /// # Errors
     /// A scene script that cannot be read, a bad URL.
@@ -91,124 +127,160 @@ impl SourceSpec {
     /// # Errors
     /// As [`SourceSpec::resolve`].
     pub fn resolve_in(cfg: &CaptureConfig, probe: &Probe) -> anyhow::Result<SourceSpec> {
-        let kind = match cfg.source {
-            Some(k) => k,
-            None => {
-                if rpicam_program(cfg, probe).is_some() {
-                    tracing::info!("no source configured: using rpicam (found on PATH)");
-                    SourceKind::Rpicam
-                } else if first_video_device(probe).is_some() {
-                    tracing::info!("no source configured: using the first /dev/video* device");
-                    SourceKind::V4l2
-                } else {
-                    tracing::warn!(
-                        "no source configured and no camera found (no rpicam-vid/libcamera-vid on PATH, no /dev/video*): \
-                         running the SYNTHETIC demo scene; set [capture] source to use a real camera"
-                    );
-                    SourceKind::Synthetic
-                }
-            }
-        };
-        Ok(match kind {
-            SourceKind::Rpicam => {
-                let program =
-                    rpicam_program(cfg, probe).unwrap_or_else(|| cfg.rpicam_program.clone().into());
-                let mut argv: Vec<OsString> = vec![program.into()];
-                let s = |v: &mut Vec<OsString>, x: String| v.push(x.into());
-                for a in ["-t", "0", "--codec", "mjpeg", "-o", "-", "--nopreview"] {
-                    s(&mut argv, a.into());
-                }
-                s(&mut argv, "--width".into());
-                s(&mut argv, cfg.width.to_string());
-                s(&mut argv, "--height".into());
-                s(&mut argv, cfg.height.to_string());
-                s(&mut argv, "--framerate".into());
-                s(&mut argv, cfg.fps.to_string());
-                s(&mut argv, "--quality".into());
-                s(&mut argv, cfg.quality.to_string());
-                if cfg.rotation != 0 {
-                    s(&mut argv, "--rotation".into());
-                    s(&mut argv, cfg.rotation.to_string());
-                }
-                if cfg.hflip {
-                    s(&mut argv, "--hflip".into());
-                }
-                if cfg.vflip {
-                    s(&mut argv, "--vflip".into());
-                }
-                SourceSpec::Process {
-                    label: "rpicam".into(),
-                    argv,
-                }
-            }
-            SourceKind::V4l2 => {
-                // ffmpeg copies the camera's own MJPEG (no re-encode) to stdout; see README
-                // for why this is not an in-process V4L2 crate.
-                let dev = cfg
-                    .device
-                    .clone()
-                    .or_else(|| first_video_device(probe))
-                    .unwrap_or_else(|| PathBuf::from("/dev/video0"));
-                let argv: Vec<OsString> = vec![
-                    cfg.ffmpeg_program.clone().into(),
-                    "-hide_banner".into(),
-                    "-nostdin".into(),
-                    "-loglevel".into(),
-                    "error".into(),
-                    "-f".into(),
-                    "v4l2".into(),
-                    "-input_format".into(),
-                    "mjpeg".into(),
-                    "-video_size".into(),
-                    format!("{}x{}", cfg.width, cfg.height).into(),
-                    "-framerate".into(),
-                    cfg.fps.to_string().into(),
-                    "-i".into(),
-                    dev.clone().into(),
-                    "-c:v".into(),
-                    "copy".into(),
-                    "-f".into(),
-                    "mjpeg".into(),
-                    "-".into(),
-                ];
-                SourceSpec::Process {
-                    label: format!("v4l2:{}", dev.display()),
-                    argv,
-                }
-            }
-            SourceKind::Command => SourceSpec::Process {
+        Ok(match cfg.source {
+            None => SourceSpec::Auto {
+                probe: probe.clone(),
+            },
+            Some(SourceKind::Rpicam) => rpicam(cfg, probe),
+            Some(SourceKind::V4l2) => v4l2(cfg, probe),
+            Some(SourceKind::Command) => SourceSpec::Process {
                 label: format!(
                     "command:{}",
                     cfg.command.first().map(String::as_str).unwrap_or("")
                 ),
                 argv: cfg.command.iter().map(OsString::from).collect(),
+                known_size: None,
             },
-            SourceKind::Http => SourceSpec::Http {
-                url: Url::parse(cfg.url.as_deref().unwrap_or(""))?,
+            Some(SourceKind::Http) => SourceSpec::Http {
+                url: CameraUrl::parse(cfg.url.as_deref().unwrap_or(""))?,
                 user: cfg.username.clone(),
                 password: cfg.password.clone(),
             },
-            SourceKind::File => SourceSpec::File {
+            Some(SourceKind::File) => SourceSpec::File {
                 path: cfg.path.clone().unwrap_or_default(),
                 looping: cfg.loop_file,
             },
-            SourceKind::Synthetic => SourceSpec::Synthetic {
+            Some(SourceKind::Synthetic) => SourceSpec::Synthetic {
                 script: Box::new(match &cfg.scene {
                     Some(p) => Script::from_file(p)?,
                     None => Script::default_demo(),
                 }),
+                size: (cfg.width, cfg.height),
             },
         })
+    }
+
+    /// Looks for a camera now: `rpicam` if the program is on the probe's search path, else
+    /// the lowest-numbered `/dev/video*` node that is a camera.
+    ///
+    /// # Errors
+    /// [`NoCamera`], saying what was looked for and what to check.
+    pub fn detect(cfg: &CaptureConfig, probe: &Probe) -> Result<SourceSpec, NoCamera> {
+        if rpicam_program(cfg, probe).is_some() {
+            Ok(rpicam(cfg, probe))
+        } else if first_video_device(probe).is_some() {
+            Ok(v4l2(cfg, probe))
+        } else {
+            let program = if cfg.rpicam_program == DEFAULT_RPICAM {
+                format!("{DEFAULT_RPICAM} or libcamera-vid")
+            } else {
+                cfg.rpicam_program.clone()
+            };
+            Err(NoCamera {
+                program,
+                dev: probe.dev_dir.display().to_string(),
+            })
+        }
+    }
+
+    /// What a frame from this source may be, for [`ipc::jpeg::check`]: no larger than the
+    /// size it is known to deliver (rounded up to [`KNOWN_SIZE_ALIGN`]), else the ceiling for
+    /// any camera; within the decode-memory budget either way.
+    pub fn frame_limits(&self) -> FrameLimits {
+        let known = match self {
+            SourceSpec::Process { known_size, .. } => *known_size,
+            SourceSpec::Synthetic { size, .. } => Some(*size),
+            SourceSpec::Http { .. } | SourceSpec::File { .. } | SourceSpec::Auto { .. } => None,
+        };
+        match known {
+            Some((w, h)) => FrameLimits::for_camera(
+                w.next_multiple_of(KNOWN_SIZE_ALIGN),
+                h.next_multiple_of(KNOWN_SIZE_ALIGN),
+            ),
+            None => FrameLimits::default(),
+        }
     }
 
     /// The label for logs and the hello.
     pub fn label(&self) -> String {
         match self {
             SourceSpec::Process { label, .. } => label.clone(),
-            SourceSpec::Http { url, .. } => format!("http:{}:{}{}", url.host, url.port, url.path),
+            SourceSpec::Http { url, .. } => url.label(),
             SourceSpec::File { path, .. } => format!("file:{}", path.display()),
             SourceSpec::Synthetic { .. } => "synthetic".into(),
+            SourceSpec::Auto { .. } => "auto".into(),
         }
+    }
+}
+
+/// The `rpicam` source.
+fn rpicam(cfg: &CaptureConfig, probe: &Probe) -> SourceSpec {
+    let program = rpicam_program(cfg, probe).unwrap_or_else(|| cfg.rpicam_program.clone().into());
+    let mut argv: Vec<OsString> = vec![program.into()];
+    for a in ["-t", "0", "--codec", "mjpeg", "-o", "-", "--nopreview"] {
+        argv.push(a.into());
+    }
+    for (flag, value) in [
+        ("--width", cfg.width),
+        ("--height", cfg.height),
+        ("--framerate", cfg.fps),
+        ("--quality", u32::from(cfg.quality)),
+    ] {
+        argv.push(flag.into());
+        argv.push(value.to_string().into());
+    }
+    if cfg.rotation != 0 {
+        argv.push("--rotation".into());
+        argv.push(cfg.rotation.to_string().into());
+    }
+    if cfg.hflip {
+        argv.push("--hflip".into());
+    }
+    if cfg.vflip {
+        argv.push("--vflip".into());
+    }
+    SourceSpec::Process {
+        label: "rpicam".into(),
+        argv,
+        known_size: Some((cfg.width, cfg.height)),
+    }
+}
+
+/// The `v4l2` source: ffmpeg copies the camera's own MJPEG (no re-encode) to stdout; see the
+/// README for why this is not an in-process V4L2 crate.
+fn v4l2(cfg: &CaptureConfig, probe: &Probe) -> SourceSpec {
+    let dev = cfg
+        .device
+        .clone()
+        .or_else(|| first_video_device(probe))
+        .unwrap_or_else(|| PathBuf::from("/dev/video0"));
+    let argv: Vec<OsString> = vec![
+        cfg.ffmpeg_program.clone().into(),
+        "-hide_banner".into(),
+        "-nostdin".into(),
+        "-loglevel".into(),
+        "error".into(),
+        "-f".into(),
+        "v4l2".into(),
+        "-input_format".into(),
+        "mjpeg".into(),
+        "-video_size".into(),
+        format!("{}x{}", cfg.width, cfg.height).into(),
+        "-framerate".into(),
+        cfg.fps.to_string().into(),
+        "-i".into(),
+        dev.clone().into(),
+        "-c:v".into(),
+        "copy".into(),
+        "-f".into(),
+        "mjpeg".into(),
+        "-".into(),
+    ];
+    SourceSpec::Process {
+        label: format!("v4l2:{}", dev.display()),
+        argv,
+        // The driver may round the asked size to one the camera has, larger or smaller.
+        known_size: None,
     }
 }
 
@@ -241,7 +313,8 @@ fn first_video_device(probe: &Probe) -> Option<PathBuf> {
                 .to_ascii_lowercase();
             let skip = NON_CAMERA_NODES.iter().any(|k| name.contains(k));
             if skip {
-                tracing::debug!(node = n, name = name.trim(), "not a camera, skipped");
+                // Trace, not debug: with no camera found this runs at every look.
+                tracing::trace!(node = n, name = name.trim(), "not a camera, skipped");
             }
             !skip
         })
@@ -321,33 +394,6 @@ impl FileInput {
     }
 }
 
-/// Width and height from a JPEG's SOF segment, walking the headers only.
-pub fn jpeg_size(jpeg: &[u8]) -> Option<(u32, u32)> {
-    let mut i = 2;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        let m = jpeg[i + 1];
-        if m == 0xFF {
-            i += 1;
-            continue;
-        }
-        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
-        if matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC) {
-            let s = jpeg.get(i + 5..i + 9)?;
-            let h = u32::from(u16::from_be_bytes([s[0], s[1]]));
-            let w = u32::from(u16::from_be_bytes([s[2], s[3]]));
-            return Some((w, h));
-        }
-        if m == 0xDA {
-            return None;
-        }
-        i += 2 + len;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,15 +429,15 @@ mod tests {
         node(&p, 0, "USB Camera");
         let fake = dir.path().join("bin/libcamera-vid");
         std::fs::write(&fake, "#!/bin/sh\n").unwrap();
-        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
-        let SourceSpec::Process { label, argv } = &spec else {
+        let spec = SourceSpec::detect(&auto(), &p).unwrap();
+        let SourceSpec::Process { label, argv, .. } = &spec else {
             panic!("{spec:?}")
         };
         assert_eq!(label, "rpicam");
         assert_eq!(argv[0], fake.as_os_str());
         // rpicam-vid itself wins when both exist.
         std::fs::write(dir.path().join("bin/rpicam-vid"), "#!/bin/sh\n").unwrap();
-        let SourceSpec::Process { argv, .. } = SourceSpec::resolve_in(&auto(), &p).unwrap() else {
+        let SourceSpec::Process { argv, .. } = SourceSpec::detect(&auto(), &p).unwrap() else {
             panic!()
         };
         assert_eq!(argv[0], dir.path().join("bin/rpicam-vid").as_os_str());
@@ -406,8 +452,8 @@ mod tests {
             rpicam_program: "my-rpicam".into(),
             ..auto()
         };
-        let spec = SourceSpec::resolve_in(&cfg, &p).unwrap();
-        assert!(matches!(spec, SourceSpec::Synthetic { .. }), "{spec:?}");
+        let e = SourceSpec::detect(&cfg, &p).unwrap_err();
+        assert!(e.to_string().contains("no my-rpicam on PATH"), "{e}");
     }
 
     #[test]
@@ -425,14 +471,14 @@ mod tests {
         node(&p, 10, "HD Pro Webcam C920");
         std::fs::write(p.dev_dir.join("video-not-a-number"), "").unwrap();
         std::fs::write(p.dev_dir.join("vchiq"), "").unwrap();
-        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
+        let spec = SourceSpec::detect(&auto(), &p).unwrap();
         assert_eq!(
             spec.label(),
             format!("v4l2:{}", p.dev_dir.join("video10").display())
         );
         // Numeric, not text order: video2 before video10.
         node(&p, 2, "USB Camera");
-        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
+        let spec = SourceSpec::detect(&auto(), &p).unwrap();
         assert_eq!(
             spec.label(),
             format!("v4l2:{}", p.dev_dir.join("video2").display())
@@ -452,15 +498,60 @@ mod tests {
     }
 
     #[test]
-    fn auto_falls_back_to_synthetic_with_no_program_and_only_codec_nodes() {
+    fn with_no_program_and_only_codec_nodes_no_camera_is_found_never_the_synthetic_scene() {
         let dir = tempfile::tempdir().unwrap();
         let p = probe(dir.path());
-        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
-        assert!(matches!(spec, SourceSpec::Synthetic { .. }), "{spec:?}");
+        // Nothing configured: look at every attempt, never pick a source once for good.
+        assert!(matches!(
+            SourceSpec::resolve_in(&auto(), &p).unwrap(),
+            SourceSpec::Auto { .. }
+        ));
+        let e = SourceSpec::detect(&auto(), &p).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("no camera found"), "{text}");
+        assert!(
+            text.contains("rpicam-vid or libcamera-vid")
+                && text.contains(&format!("{}/video*", p.dev_dir.display()))
+                && text.contains("[capture] source"),
+            "says what was looked for and what to do: {text}"
+        );
         node(&p, 10, "bcm2835-codec-decode");
         node(&p, 31, "bcm2835-isp");
-        let spec = SourceSpec::resolve_in(&auto(), &p).unwrap();
-        assert!(matches!(spec, SourceSpec::Synthetic { .. }), "{spec:?}");
+        assert!(SourceSpec::detect(&auto(), &p).is_err());
+        // A USB camera plugged in later is found on the next look.
+        node(&p, 0, "USB Camera");
+        let spec = SourceSpec::detect(&auto(), &p).unwrap();
+        assert_eq!(
+            spec.label(),
+            format!("v4l2:{}", p.dev_dir.join("video0").display())
+        );
+    }
+
+    #[test]
+    fn frame_limits_follow_the_size_the_source_is_known_to_deliver() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = probe(dir.path());
+        let cfg = |source| CaptureConfig {
+            source: Some(source),
+            width: 1366,
+            height: 768,
+            command: vec!["cat".into()],
+            ..auto()
+        };
+        // rpicam and synthetic deliver the configured size (libcamera may align it).
+        for kind in [SourceKind::Rpicam, SourceKind::Synthetic] {
+            let l = SourceSpec::resolve_in(&cfg(kind), &p)
+                .unwrap()
+                .frame_limits();
+            assert_eq!((l.max_width, l.max_height), (1408, 768), "{kind:?}");
+        }
+        // A V4L2 driver may round to another size; a command or a file is anything.
+        for kind in [SourceKind::V4l2, SourceKind::Command] {
+            let l = SourceSpec::resolve_in(&cfg(kind), &p)
+                .unwrap()
+                .frame_limits();
+            assert_eq!(l, ipc::jpeg::FrameLimits::default(), "{kind:?}");
+        }
     }
 
     #[tokio::test]
@@ -487,7 +578,8 @@ mod tests {
         }
         let mut sizes = Vec::new();
         while let Some(frame) = splitter.next_frame() {
-            sizes.push(jpeg_size(frame).unwrap());
+            let h = ipc::jpeg::inspect(frame).unwrap();
+            sizes.push((h.width, h.height));
         }
         assert_eq!(sizes, [(32, 24), (64, 48), (96, 64)]);
         assert_eq!(splitter.stats().garbage_bytes, 0, "notes.txt not read");
@@ -495,16 +587,6 @@ mod tests {
         std::fs::write(empty.path().join("x.png"), "").unwrap();
         let err = FileInput::open(empty.path()).unwrap_err();
         assert!(err.to_string().contains("no .jpg/.jpeg"), "{err}");
-    }
-
-    #[test]
-    fn size_from_a_real_jpeg() {
-        let mut scene = crate::synthetic::Scene::new(Script::default(), 200, 120);
-        let mut out = Vec::new();
-        scene.render_jpeg(std::time::Duration::ZERO, &mut out);
-        assert_eq!(jpeg_size(&out), Some((200, 120)));
-        assert_eq!(jpeg_size(&out[..20]), None);
-        assert_eq!(jpeg_size(b"\xFF\xD8garbage"), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use capture_svc::synthetic::{Scene, Script};
-use ipc::announce::{CameraState, ClientConfig, ClientEvent, FrameClient};
+use ipc::announce::{CameraState, ClientConfig, ClientEvent, FrameClient, Hello};
 
 const BIN: &str = env!("CARGO_BIN_EXE_capture-svc");
 const READY: Duration = Duration::from_secs(20);
@@ -253,7 +253,7 @@ fn print_config_shows_flags_over_the_file() {
     let cfg = dir.path().join("mecam.toml");
     std::fs::write(
         &cfg,
-        "[capture]\nfps = 12\nwidth = 320\npassword = \"hunter2\"\n",
+        "[capture]\nfps = 12\nwidth = 320\npassword = \"hunter2\"\nurl = \"http://admin:hunter3@cam.local/video\"\n",
     )
     .unwrap();
     let out = Command::new(BIN)
@@ -268,6 +268,8 @@ fn print_config_shows_flags_over_the_file() {
     assert!(text.contains("fps = 12"), "{text}");
     assert!(text.contains("width = 800"), "{text}");
     assert!(!text.contains("hunter2"), "password not printed: {text}");
+    assert!(!text.contains("hunter3"), "nor the URL's: {text}");
+    assert!(text.contains("http://admin:***@cam.local/video"), "{text}");
 }
 
 #[test]
@@ -439,8 +441,10 @@ fn fake_rpicam_stall_crash_garbage_refuse_all_recovered() {
             matches!(e, ClientEvent::Frame(_))
         });
         assert!(frames(&ev) >= 1);
+        // State lines are throttled per kind (one restarting line per 10 s, then the
+        // latest held back): the crash may follow the stall's restart within that interval.
         assert!(
-            svc.wait_log("fake camera crashed", Duration::from_secs(5)),
+            svc.wait_log("fake camera crashed", Duration::from_secs(20)),
             "stderr tail in the log"
         );
     }
@@ -470,7 +474,7 @@ fn fake_rpicam_stall_crash_garbage_refuse_all_recovered() {
             "kept retrying"
         );
         assert!(
-            svc.wait_log("no cameras available", Duration::from_secs(5)),
+            svc.wait_log("no cameras available", Duration::from_secs(20)),
             "refusal reason logged"
         );
         set_mode(&ctl, "stream");
@@ -683,15 +687,30 @@ fn command_source_with_truncated_frames() {
     );
 }
 
-/// A one-connection-at-a-time MJPEG HTTP camera on 127.0.0.1 needing basic auth.
+/// How a test HTTP camera answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HttpMode {
+    /// HTTP/1.0, a close-delimited multipart body.
+    Mjpeg10,
+    /// HTTP/1.1 with a chunked multipart body.
+    Chunked11,
+    /// Bytes that are not HTTP at all.
+    Garbage,
+    /// A response head far over any bound.
+    HugeHead,
+}
+
+/// A one-connection-at-a-time MJPEG HTTP camera on `bind` (`127.0.0.1:0`, `[::1]:0`) needing
+/// basic auth (admin:secret); it serves at most 6 connections, so its thread ends.
 fn http_camera(
+    bind: &str,
+    mode: HttpMode,
     frame: Vec<u8>,
     frames: usize,
 ) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind(bind).unwrap();
     let addr = listener.local_addr().unwrap();
     let h = std::thread::spawn(move || {
-        // Serves a bounded number of connections, so the thread ends.
         for _ in 0..6 {
             let Ok((mut s, _)) = listener.accept() else {
                 return;
@@ -699,27 +718,68 @@ fn http_camera(
             s.set_read_timeout(Some(Duration::from_secs(5))).ok();
             let mut req = vec![0u8; 4096];
             let n = s.read(&mut req).unwrap_or(0);
-            let req = String::from_utf8_lossy(&req[..n]);
-            // admin:secret
-            if !req.contains("Authorization: Basic YWRtaW46c2VjcmV0") {
+            // admin:secret; header names are case-insensitive.
+            let authorized = String::from_utf8_lossy(&req[..n]).lines().any(|l| {
+                l.split_once(':').is_some_and(|(name, value)| {
+                    name.eq_ignore_ascii_case("authorization")
+                        && value.trim() == "Basic YWRtaW46c2VjcmV0"
+                })
+            });
+            match mode {
+                HttpMode::Garbage => {
+                    let _ = s.write_all(b"\x00\x01SSH-2.0-nonsense\r\n\r\n\xff\xd8");
+                    continue;
+                }
+                HttpMode::HugeHead => {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
+                    for i in 0..20_000 {
+                        if s.write_all(format!("X-Pad-{i}: {}\r\n", "a".repeat(20)).as_bytes())
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                HttpMode::Mjpeg10 | HttpMode::Chunked11 => {}
+            }
+            if !authorized {
                 let _ = s.write_all(b"HTTP/1.0 401 Unauthorized\r\n\r\n");
                 continue;
             }
-            let _ = s.write_all(
-                b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n",
-            );
+            let chunked = mode == HttpMode::Chunked11;
+            let head: &[u8] = if chunked {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+            } else {
+                b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+            };
+            let _ = s.write_all(head);
             for _ in 0..frames {
-                let head = format!(
+                let mut part = format!(
                     "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
                     frame.len()
-                );
-                if s.write_all(head.as_bytes()).is_err()
-                    || s.write_all(&frame).is_err()
-                    || s.write_all(b"\r\n").is_err()
-                {
+                )
+                .into_bytes();
+                part.extend_from_slice(&frame);
+                part.extend_from_slice(b"\r\n");
+                if chunked {
+                    // Two chunks per part, so a frame spans chunk boundaries.
+                    let (a, b) = part.split_at(part.len() / 3);
+                    let mut out = Vec::new();
+                    for c in [a, b] {
+                        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                        out.extend_from_slice(c);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    part = out;
+                }
+                if s.write_all(&part).is_err() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(30));
+            }
+            if chunked {
+                let _ = s.write_all(b"0\r\n\r\n");
             }
         }
     });
@@ -728,7 +788,7 @@ fn http_camera(
 
 #[test]
 fn http_source_with_basic_auth_and_reconnect() {
-    let (addr, _server) = http_camera(jpeg(200, 100, 0), 5);
+    let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 5);
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@{addr}/stream");
     let svc = Svc::start(
@@ -750,7 +810,7 @@ fn http_source_with_basic_auth_and_reconnect() {
 #[test]
 fn a_healthy_http_camera_logs_no_warning_about_its_multipart_headers() {
     // 250 frames 30 ms apart: one connection streams past a STATUS_PERIOD (5 s).
-    let (addr, _server) = http_camera(jpeg(200, 100, 0), 250);
+    let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 250);
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@{addr}/stream");
     let svc = Svc::start(
@@ -776,7 +836,7 @@ fn a_healthy_http_camera_logs_no_warning_about_its_multipart_headers() {
 
 #[test]
 fn http_source_wrong_password_says_so() {
-    let (addr, _server) = http_camera(jpeg(200, 100, 0), 5);
+    let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 5);
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:wrong@{addr}/stream");
     let svc = Svc::start(dir, &["--source", "http", "--url", &url], &[]);
@@ -946,4 +1006,516 @@ fn endless_garbage_from_the_camera_is_survived() {
         .unwrap();
     // The splitter's buffer is slot capacity + 64 KiB; a growing buffer would be gigabytes.
     assert!(rss_kib < 64 * 1024, "RSS {rss_kib} KiB");
+}
+
+/// The headers of a JPEG claiming `width`x`height` (frame marker `sof`, one sampling byte per
+/// component, `scan_components` in the first scan), a little entropy-coded data and EOI: what
+/// a hostile camera sends to make a decoder allocate for the whole claimed image.
+fn crafted_jpeg(sof: u8, width: u16, height: u16, sampling: &[u8], scan_components: u8) -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8];
+    b.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x06, b'J', b'F', b'I', b'F']);
+    let n = sampling.len() as u8;
+    b.extend_from_slice(&[0xFF, sof]);
+    b.extend_from_slice(&(8 + 3 * u16::from(n)).to_be_bytes());
+    b.push(8);
+    b.extend_from_slice(&height.to_be_bytes());
+    b.extend_from_slice(&width.to_be_bytes());
+    b.push(n);
+    for (i, &hv) in sampling.iter().enumerate() {
+        b.extend_from_slice(&[i as u8 + 1, hv, 0]);
+    }
+    b.extend_from_slice(&[0xFF, 0xDA]);
+    b.extend_from_slice(&(6 + 2 * u16::from(scan_components)).to_be_bytes());
+    b.push(scan_components);
+    for i in 0..scan_components {
+        b.extend_from_slice(&[i + 1, 0]);
+    }
+    b.extend_from_slice(&[0, 63, 0]);
+    b.extend_from_slice(&[0x12; 4000]);
+    b.extend_from_slice(&[0xFF, 0xD9]);
+    b
+}
+
+/// A real progressive JPEG (jpeg-encoder) of 3000x3000 grey: 9 Mpx, within every size limit,
+/// but a decoder must buffer its 18 MB of coefficients whole.
+fn real_progressive_jpeg() -> Vec<u8> {
+    let (w, h) = (3000u16, 3000u16);
+    let pixels: Vec<u8> = (0..usize::from(w) * usize::from(h))
+        .map(|i| ((i % 3000) / 12 + (i / 3000) / 24) as u8)
+        .collect();
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 50);
+    enc.set_progressive(true);
+    enc.encode(&pixels, w, h, jpeg_encoder::ColorType::Luma)
+        .unwrap();
+    let header = ipc::jpeg::inspect(&out).unwrap();
+    assert_eq!(
+        header.coding,
+        ipc::jpeg::Coding::Progressive,
+        "really progressive"
+    );
+    out
+}
+
+/// Subscribes and collects frames (with their bytes) until `n` came or the time is up.
+fn watch_frames(
+    socket: &Path,
+    timeout: Duration,
+    n: usize,
+) -> Vec<(ipc::region::FrameMeta, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = FrameClient::new(ClientConfig::new(socket, "capture-test"));
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while let Ok(ev) = tokio::time::timeout_at(deadline, client.next(&mut buf)).await {
+            if let ClientEvent::Frame(m) = ev {
+                got.push((m, buf.clone()));
+                if got.len() >= n {
+                    break;
+                }
+            }
+        }
+        got
+    })
+}
+
+/// The `name N` counts of a STATUS line's `rejected (...)` part.
+fn status_count(status: &str, name: &str) -> Option<u64> {
+    let (_, rest) = status.split_once(&format!("{name} "))?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The last STATUS line among `got`.
+fn last_status(got: &[String]) -> Option<String> {
+    got.iter()
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("STATUS=")))
+        .next_back()
+        .map(str::to_owned)
+}
+
+#[test]
+fn hostile_frames_between_good_ones_are_never_published_and_are_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, notify) = notify_socket(dir.path());
+    let notify_s = notify.display().to_string();
+    let frames_dir = dir.path().join("frames");
+    std::fs::create_dir(&frames_dir).unwrap();
+    let good: Vec<Vec<u8>> = (0..5).map(|t| jpeg(160, 120, t * 1000)).collect();
+    let yuv420 = [0x22, 0x11, 0x11];
+    let hostile: [(&str, Vec<u8>); 5] = [
+        // The 8192x8192 progressive frame that sent motion-svc to 390 MiB.
+        ("too_large", crafted_jpeg(0xC2, 8192, 8192, &yuv420, 1)),
+        // Sequential but in several scans: buffered whole, 72 MiB of coefficients.
+        (
+            "too_much_memory",
+            crafted_jpeg(0xC0, 4096, 3072, &[0x11, 0x11, 0x11], 1),
+        ),
+        ("too_much_memory", real_progressive_jpeg()),
+        ("not_jpeg", vec![0xFF, 0xD8, 0xFF, 0xD9]),
+        ("unsupported", crafted_jpeg(0xC0, 0, 480, &yuv420, 3)),
+    ];
+    for (i, g) in good.iter().enumerate() {
+        std::fs::write(frames_dir.join(format!("{i}a.jpg")), g).unwrap();
+        std::fs::write(frames_dir.join(format!("{i}b.jpg")), &hostile[i].1).unwrap();
+    }
+    // A camera that never exits: every frame a little apart, so a subscriber sees them all.
+    let script = dir.path().join("camera.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "while :; do for f in {}/*.jpg; do cat \"$f\"; sleep 0.04; done; done\n",
+            frames_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mecam.toml"),
+        format!(
+            "[capture]\nsource = \"command\"\ncommand = [\"sh\", \"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let svc = Svc::start(dir, &[], &[("NOTIFY_SOCKET", &notify_s)]);
+    let seen = watch_frames(&svc.socket(), Duration::from_secs(30), 25);
+    assert!(
+        seen.len() >= 25,
+        "good frames keep flowing: {} seen",
+        seen.len()
+    );
+    for (m, bytes) in &seen {
+        assert_eq!(
+            (m.width, m.height),
+            (160, 120),
+            "a hostile frame was published: {m:?}"
+        );
+        assert!(good.contains(bytes), "only the good frames: {m:?}");
+    }
+    // Counted by reason, in STATUS (every 5 s), exact, and the camera never restarted.
+    let mut status = String::new();
+    let ok = poll(Duration::from_secs(20), || {
+        if let Some(s) = last_status(&notifications(&sock, Duration::from_millis(200))) {
+            status = s;
+        }
+        ["too_large", "too_much_memory", "not_jpeg", "unsupported"]
+            .iter()
+            .all(|k| status_count(&status, k).is_some_and(|n| n >= 1))
+    });
+    assert!(ok, "every reason counted in STATUS: {status:?}");
+    assert!(status.contains(" 0 restarts"), "{status}");
+    let tm = status_count(&status, "too_much_memory").unwrap();
+    let tl = status_count(&status, "too_large").unwrap();
+    // Two of the five hostile frames per pass need too much memory, one is too large.
+    assert!(tm >= 2 * tl - 2 && tm <= 2 * tl + 2, "{status}");
+    // The journal line names the reason, once per interval (not once per frame).
+    let log = svc.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("frame refused"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    assert!(lines.len() <= 3, "throttled: {lines:#?}");
+    assert!(log.contains("8192x8192"), "{log}");
+}
+
+#[test]
+fn a_frame_larger_than_the_configured_rpicam_size_is_refused() {
+    // The fake camera sends 320x240 frames; rpicam was asked for 160x120.
+    let (dir, _ctl, env) = fake_camera();
+    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "rpicam",
+            "--width",
+            "160",
+            "--height",
+            "120",
+            "--stall-timeout-ms",
+            "1000",
+        ],
+        &env,
+    );
+    // Nothing is ever published; the stall that follows says why.
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        matches!(e, ClientEvent::State(CameraState::Restarting { .. }))
+    });
+    assert_eq!(
+        frames(&ev),
+        0,
+        "published: {:?}",
+        ev.iter().take(5).collect::<Vec<_>>()
+    );
+    let reason = ev
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::State(CameraState::Restarting { reason }) => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    assert!(reason.contains("refused"), "{reason}");
+    assert!(
+        svc.wait_log("320x240 is larger than the camera", Duration::from_secs(10)),
+        "{}",
+        svc.log_text()
+    );
+}
+
+#[test]
+fn http_camera_on_ipv6_loopback_with_basic_auth() {
+    let (addr, _server) = http_camera("[::1]:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 5);
+    assert!(addr.is_ipv6());
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://admin:secret@[::1]:{}/stream", addr.port());
+    let svc = Svc::start(
+        dir,
+        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
+        &[],
+    );
+    let mut n = 0;
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
+        n >= 8
+    });
+    assert!(n >= 8, "frames from [::1], across reconnects: {ev:?}");
+    let Some(ClientEvent::Connected(hello)) = ev.first() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(hello.source, format!("http:[::1]:{}/stream", addr.port()));
+    assert!(!svc.log_text().contains("secret"), "{}", svc.log_text());
+}
+
+#[test]
+fn http_camera_with_a_chunked_body_streams() {
+    let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Chunked11, jpeg(200, 100, 0), 5);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://admin:secret@{addr}/stream");
+    let svc = Svc::start(
+        dir,
+        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
+        &[],
+    );
+    let mut n = 0;
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
+        n >= 3
+    });
+    assert!(n >= 3, "{ev:?}");
+}
+
+#[test]
+fn an_http_camera_answering_garbage_or_a_huge_head_fails_with_the_reason_and_few_lines() {
+    for (mode, says) in [
+        (HttpMode::Garbage, "not usable HTTP"),
+        (HttpMode::HugeHead, "response head over"),
+    ] {
+        let (addr, server) = http_camera("127.0.0.1:0", mode, Vec::new(), 0);
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("http://admin:secret@{addr}/stream");
+        let svc = Svc::start(
+            dir,
+            &[
+                "--source",
+                "http",
+                "--url",
+                &url,
+                "--backoff-min-ms",
+                "10",
+                "--backoff-max-ms",
+                "20",
+            ],
+            &[],
+        );
+        let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+            matches!(e, ClientEvent::State(CameraState::Failed { reason }) if reason.contains(says))
+                || matches!(e, ClientEvent::Connected(h) if matches!(&h.state, CameraState::Failed { reason } if reason.contains(says)))
+        });
+        assert_eq!(frames(&ev), 0, "{mode:?}");
+        assert!(
+            svc.wait_log(says, Duration::from_secs(10)),
+            "{mode:?}: {}",
+            svc.log_text()
+        );
+        // The server answers 6 times, 10-20 ms apart, then refuses connections: each failure
+        // changes the state's reason, yet the failed lines are throttled.
+        assert!(
+            poll(Duration::from_secs(20), || server.is_finished()),
+            "{mode:?}: the camera was asked 6 times"
+        );
+        let log = svc.log_text();
+        let failed = log.lines().filter(|l| l.contains("camera failed")).count();
+        assert!(failed <= 2, "{mode:?}: {failed} lines:\n{log}");
+    }
+}
+
+#[test]
+fn with_no_camera_found_it_fails_loudly_keeps_looking_and_uses_a_camera_plugged_in_later() {
+    // No source configured, and nothing where capture looks: no rpicam-vid on the search
+    // path, no /dev/video* node. "ffmpeg" is the fake camera (it writes 320x240 JPEGs).
+    let (dir, ctl, env) = fake_camera();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    for d in ["empty-bin", "dev", "sys"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    let fake = dir.path().join("bin/rpicam-vid");
+    std::fs::write(
+        dir.path().join("mecam.toml"),
+        format!("[capture]\nffmpeg_program = \"{}\"\n", fake.display()),
+    )
+    .unwrap();
+    let (sock, notify) = notify_socket(dir.path());
+    let notify_s = notify.display().to_string();
+    env.extend(watchdog_env(&notify_s));
+    let dev = dir.path().join("dev");
+    let sys = dir.path().join("sys");
+    let args = [
+        "--camera-search-path".to_owned(),
+        dir.path().join("empty-bin").display().to_string(),
+        "--camera-dev-dir".to_owned(),
+        dev.display().to_string(),
+        "--camera-sysfs-dir".to_owned(),
+        sys.display().to_string(),
+        "--backoff-min-ms".to_owned(),
+        "50".to_owned(),
+        "--backoff-max-ms".to_owned(),
+        "300".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let svc = Svc::start(dir, &args, &env);
+
+    // Failed with the reason, never a made-up picture.
+    let ev = watch(&svc.socket(), Duration::from_secs(3), |_| false);
+    assert_eq!(frames(&ev), 0, "no frame without a camera: {ev:?}");
+    let failed_reason = ev.iter().find_map(|e| match e {
+        ClientEvent::Connected(Hello {
+            state: CameraState::Failed { reason },
+            ..
+        })
+        | ClientEvent::State(CameraState::Failed { reason }) => Some(reason.clone()),
+        _ => None,
+    });
+    let reason = failed_reason.unwrap_or_else(|| panic!("failed state: {ev:?}"));
+    assert!(
+        reason.starts_with("no camera found") && reason.contains("[capture] source"),
+        "{reason}"
+    );
+    // The watchdog keeps being pinged while it looks (every 50-300 ms), and STATUS says failed.
+    let got = notifications(&sock, Duration::from_secs(6));
+    assert!(
+        got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "pings while looking: {got:?}"
+    );
+    assert!(got.iter().any(|m| m.contains("STATUS=failed")), "{got:?}");
+    // One clear journal line for all those looks.
+    let log = svc.log_text();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("no camera found"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("synthetic"), "{log}");
+    assert!(fake_pids(&ctl).is_empty(), "no camera program started yet");
+
+    // A USB camera is plugged in: found on a later look, and streams.
+    std::fs::create_dir(sys.join("video0")).unwrap();
+    std::fs::write(sys.join("video0/name"), "USB Camera\n").unwrap();
+    std::fs::write(dev.join("video0"), "").unwrap();
+    let ev = watch(
+        &svc.socket(),
+        Duration::from_secs(20),
+        |e| matches!(e, ClientEvent::Frame(m) if m.width == 320),
+    );
+    assert!(frames(&ev) >= 1, "{ev:?}");
+    let args = std::fs::read_to_string(ctl.with_extension("log")).unwrap();
+    assert!(
+        args.contains("-f v4l2") && args.contains(&dev.join("video0").display().to_string()),
+        "{args}"
+    );
+    let ev = watch(&svc.socket(), Duration::from_secs(10), |e| {
+        matches!(e, ClientEvent::Connected(_))
+    });
+    assert!(
+        matches!(ev.first(), Some(ClientEvent::Connected(h)) if h.source.starts_with("v4l2:")),
+        "{ev:?}"
+    );
+    assert!(svc.wait_log("found a camera", Duration::from_secs(5)));
+}
+
+#[test]
+fn a_camera_flooding_bad_data_gets_a_few_log_lines_and_exact_counters() {
+    // One burst: 100 times a 160x120 frame, junk, a frame cut off by the next one, and a
+    // 120x160 frame (the size flips every frame). Then the command exits, and the long
+    // backoff keeps it from running again during the test.
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, notify) = notify_socket(dir.path());
+    let notify_s = notify.display().to_string();
+    let (a, b) = (jpeg(160, 120, 0), jpeg(120, 160, 0));
+    let mut data = Vec::new();
+    for _ in 0..100 {
+        data.extend_from_slice(&a);
+        data.extend_from_slice(b"junk");
+        data.extend_from_slice(&a[..a.len() / 2]);
+        data.extend_from_slice(&b);
+    }
+    let file = dir.path().join("burst.bin");
+    std::fs::write(&file, &data).unwrap();
+    let cmd = format!("cat {}", file.display());
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "command",
+            "--command",
+            &cmd,
+            "--backoff-min-ms",
+            "60000",
+            "--backoff-max-ms",
+            "60000",
+        ],
+        &[("NOTIFY_SOCKET", &notify_s)],
+    );
+    let mut status = String::new();
+    let ok = poll(Duration::from_secs(20), || {
+        if let Some(s) = last_status(&notifications(&sock, Duration::from_millis(200))) {
+            status = s;
+        }
+        status.contains("200 frames")
+    });
+    assert!(ok, "{status:?}");
+    assert!(status.contains(" 100 dropped"), "exact: {status}");
+    assert!(
+        svc.wait_log("400 garbage bytes", Duration::from_secs(15)),
+        "exact garbage count: {}",
+        svc.log_text()
+    );
+    let log = svc.log_text();
+    for (what, line) in [
+        ("size changes", "frame size is now"),
+        ("drops", "frames dropped"),
+        ("garbage", "garbage bytes"),
+    ] {
+        let n = log.lines().filter(|l| l.contains(line)).count();
+        assert!((1..=2).contains(&n), "{what}: {n} lines\n{log}");
+    }
+}
+
+#[test]
+fn an_http_camera_that_never_answers_times_out_and_its_connection_is_closed() {
+    // Accepts, reads the request, never answers; tells when capture closes the connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let accepted = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let mut buf = [0u8; 4096];
+        // Until EOF (capture closed it) or the 30 s read timeout.
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(_) => break false,
+            }
+        };
+        let _ = tx.send((closed, accepted.elapsed()));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/stream");
+    let svc = Svc::start(
+        dir,
+        &[
+            "--source",
+            "http",
+            "--url",
+            &url,
+            "--backoff-min-ms",
+            "60000",
+            "--backoff-max-ms",
+            "60000",
+        ],
+        &[],
+    );
+    let (closed, after) = rx.recv_timeout(Duration::from_secs(40)).unwrap();
+    println!("capture closed the silent camera's connection after {after:?}");
+    assert!(closed, "the connection was left open");
+    assert!(
+        svc.wait_log("no answer within 10s", Duration::from_secs(10)),
+        "{}",
+        svc.log_text()
+    );
+    server.join().unwrap();
 }
