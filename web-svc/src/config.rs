@@ -18,6 +18,9 @@ pub const MIN_REQUEST_TIMEOUT_S: f64 = 1.0;
 /// Highest `request_timeout_s`.
 pub const MAX_REQUEST_TIMEOUT_S: f64 = 300.0;
 
+/// Largest `max_tracked_clients` accepted: the table is scanned for its stalest entry when
+/// a new address comes and it is full.
+pub const MAX_TRACKED_CLIENTS_LIMIT: usize = 65_536;
 /// Longest login backoff accepted (a day).
 pub const MAX_LOGIN_BACKOFF_S: f64 = 24.0 * 3600.0;
 
@@ -144,6 +147,11 @@ impl WebConfig {
     }
 
     fn validate_login(&self) -> Result<(), String> {
+        if self.max_tracked_clients > MAX_TRACKED_CLIENTS_LIMIT {
+            return Err(format!(
+                "[web] max_tracked_clients must be at most {MAX_TRACKED_CLIENTS_LIMIT}"
+            ));
+        }
         if self.login_free_failures == 0 || self.login_slow_after_failures_per_min == 0 {
             return Err("[web] login_free_failures and login_slow_after_failures_per_min must be at least 1".into());
         }

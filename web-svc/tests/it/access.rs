@@ -582,6 +582,24 @@ fn bad_config_and_bad_passwords_are_refused_at_start_naming_the_problem() {
     assert!(!ok && err.contains("request_timeout_s"), "{err}");
     let (ok, err) = run("[web]\ntls_cert = \"/x.pem\"\n");
     assert!(!ok && err.contains("tls_key"), "{err}");
+    for (bad, key) in [
+        ("login_free_failures = 0", "login_free_failures"),
+        ("login_backoff_first_s = 0.5", "login_backoff_first_s"),
+        (
+            "login_backoff_first_s = 60\nlogin_backoff_max_s = 30",
+            "login_backoff_max_s",
+        ),
+        (
+            "login_slow_after_failures_per_min = 0",
+            "login_slow_after_failures_per_min",
+        ),
+        ("max_tracked_clients = 1000000", "max_tracked_clients"),
+        // The keys of the old one-counter limiter are refused by name.
+        ("login_attempts_per_min = 30", "login_attempts_per_min"),
+    ] {
+        let (ok, err) = run(&format!("[web]\n{bad}\n"));
+        assert!(!ok && err.contains(key), "{bad}: {err}");
+    }
     let (ok, _) = run("[web]\nmax_streams = 3\n");
     assert!(ok);
     let mut c = std::process::Command::new(crate::harness::bin())
