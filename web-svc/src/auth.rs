@@ -209,11 +209,24 @@ impl PasswordStore {
             dir: self.dir.clone(),
             reason: e.to_string(),
         };
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        // Read on every logged-in request: a FIFO or device in its place must not hang it
+        // (opening a FIFO blocks), nor a huge file cost much.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(unreadable(std::io::Error::other("not a regular file")));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(unreadable(e)),
-        };
+        }
+        let mut bytes = Vec::new();
+        match std::fs::File::open(&path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 4096), &mut bytes))
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unreadable(e)),
+        }
         let invalid = || PasswordFileError::Invalid {
             path: path.clone(),
             dir: self.dir.clone(),
@@ -907,6 +920,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PasswordStore::new(dir.path());
         let file = dir.path().join(PASSWORD_FILE);
+        // A FIFO in its place is refused without opening it (opening would block).
+        nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = store.load().unwrap_err();
+        assert!(matches!(e, PasswordFileError::Unreadable { .. }), "{e}");
+        std::fs::remove_file(&file).unwrap();
         std::fs::create_dir(&file).unwrap();
         let e = store.load().unwrap_err();
         assert!(matches!(e, PasswordFileError::Unreadable { .. }), "{e}");
