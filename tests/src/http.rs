@@ -93,11 +93,16 @@ pub fn login(addr: SocketAddr, user: &str, password: &str) -> anyhow::Result<Str
         urlencode(user),
         urlencode(password)
     );
+    // web-svc refuses a state change without its own Origin, as a browser would send it.
+    let origin = format!("http://{addr}");
     let resp = request(
         addr,
         "POST",
         "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", &origin),
+        ],
         form.as_bytes(),
     )?;
     anyhow::ensure!(

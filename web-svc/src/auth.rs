@@ -1,15 +1,17 @@
 //! Who may look: the admin password (an argon2 hash in a 0600 file in the state directory),
 //! browser sessions (a bounded in-memory table of random tokens that expire), HTTP Basic for
-//! API clients, and the login rate limiter (bounded per-address table plus an overall cap).
+//! API clients, the login rate limiter (per address or IPv6 /64, exponential backoff, in a
+//! bounded table) and the global ceiling on password checks, which slows, never refuses, a
+//! fresh address.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -27,8 +29,6 @@ pub const SESSION_COOKIE: &str = "mecam_session";
 /// How long a verified Basic credential is remembered, so Home Assistant polling a snapshot
 /// does not cost an argon2 hash per request.
 pub const BASIC_CACHE_TTL: Duration = Duration::from_secs(600);
-/// Window of the login rate limiter.
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Why a password could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -198,26 +198,35 @@ impl PasswordStore {
         self.dir.join(PASSWORD_FILE)
     }
 
-    /// The stored hash and the file's modification time, or `None` if there is no password
-    /// file.
+    /// The stored hash, or `None` if there is no password file.
     ///
     /// # Errors
     /// The file exists but cannot be read, or holds no argon2id hash.
-    pub fn load(&self) -> Result<Option<(String, SystemTime)>, PasswordFileError> {
+    pub fn load(&self) -> Result<Option<String>, PasswordFileError> {
         let path = self.path();
         let unreadable = |e: std::io::Error| PasswordFileError::Unreadable {
             path: path.clone(),
             dir: self.dir.clone(),
             reason: e.to_string(),
         };
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        // Read on every logged-in request: a FIFO or device in its place must not hang it
+        // (opening a FIFO blocks), nor a huge file cost much.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(unreadable(std::io::Error::other("not a regular file")));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(unreadable(e)),
-        };
-        let mtime = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map_err(unreadable)?;
+        }
+        let mut bytes = Vec::new();
+        match std::fs::File::open(&path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 4096), &mut bytes))
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unreadable(e)),
+        }
         let invalid = || PasswordFileError::Invalid {
             path: path.clone(),
             dir: self.dir.clone(),
@@ -227,14 +236,7 @@ impl PasswordStore {
         if !PasswordHash::new(hash).is_ok_and(|h| h.algorithm.as_str() == "argon2id") {
             return Err(invalid());
         }
-        Ok(Some((hash.to_owned(), mtime)))
-    }
-
-    /// The password file's modification time (a cheap `stat`), `None` without a password.
-    pub fn mtime(&self) -> Option<SystemTime> {
-        std::fs::metadata(self.path())
-            .and_then(|m| m.modified())
-            .ok()
+        Ok(Some(hash.to_owned()))
     }
 
     /// Stores `password`, replacing any old one (`set-password`).
@@ -315,8 +317,8 @@ pub struct Sessions {
     max: usize,
     ttl: Duration,
     table: Mutex<HashMap<String, Instant>>,
-    /// The password file's time when the sessions were made: a new password ends them all.
-    password_stamp: Mutex<Option<SystemTime>>,
+    /// The password hash the sessions were made under: a new password ends them all.
+    password: Mutex<Option<String>>,
 }
 
 impl Sessions {
@@ -326,19 +328,20 @@ impl Sessions {
             max,
             ttl,
             table: Mutex::new(HashMap::with_capacity(max)),
-            password_stamp: Mutex::new(None),
+            password: Mutex::new(None),
         }
     }
 
-    /// Ends every session if the password changed since `stamp` was last seen (a
-    /// `set-password` while running logs everyone out).
-    pub fn password_is(&self, stamp: Option<SystemTime>) {
-        let mut s = self.password_stamp.lock().expect("stamp lock");
-        if *s != stamp {
+    /// Ends every session if the password hash changed since it was last seen (a
+    /// `set-password` while running logs everyone out, whatever the file's time says).
+    /// `None`: no usable password.
+    pub fn password_is(&self, hash: Option<&str>) {
+        let mut s = self.password.lock().expect("password lock");
+        if s.as_deref() != hash {
             if s.is_some() {
                 self.clear();
             }
-            *s = stamp;
+            *s = hash.map(str::to_owned);
         }
     }
 
@@ -399,103 +402,454 @@ impl Sessions {
     }
 }
 
-#[derive(Debug)]
-struct Window {
-    start: Instant,
-    count: u32,
+/// Who a login attempt counts against: an IPv4 address, or an IPv6 /64 (one home network, or
+/// one host's many privacy addresses, which it can change at will). An IPv4-mapped IPv6
+/// address (`::ffff:a.b.c.d`, from a dual-stack listener) is its IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// One IPv4 address.
+    V4(Ipv4Addr),
+    /// An IPv6 /64: the address with its low 64 bits cleared.
+    V6Net(Ipv6Addr),
 }
 
-impl Window {
-    fn current(&mut self, now: Instant) -> &mut u32 {
-        if now.duration_since(self.start) >= RATE_WINDOW {
-            self.start = now;
-            self.count = 0;
+impl ClientKey {
+    /// The key of `ip`.
+    pub fn of(ip: IpAddr) -> ClientKey {
+        match ip.to_canonical() {
+            IpAddr::V4(a) => ClientKey::V4(a),
+            IpAddr::V6(a) => {
+                ClientKey::V6Net(Ipv6Addr::from(u128::from(a) & !u128::from(u64::MAX)))
+            }
         }
-        &mut self.count
     }
 }
 
-/// Login rate limiter: failures per client address, and attempts overall, per minute.
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientKey::V4(a) => write!(f, "{a}"),
+            ClientKey::V6Net(a) => write!(f, "{a}/64"),
+        }
+    }
+}
+
+/// An address that has not failed for this long starts afresh (its failures are forgotten).
+pub const FORGET_FAILURES_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// What a client is told to wait when it already has as many checks under way as it may.
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// The login limiter's settings (from `[web]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoginPolicy {
+    /// Wrong passwords an address may try before it has to wait.
+    pub free_failures: u32,
+    /// The first wait after those; it doubles with each further failure.
+    pub backoff_first: Duration,
+    /// The longest wait.
+    pub backoff_max: Duration,
+    /// Addresses remembered; past it the stalest entry is forgotten.
+    pub max_clients: usize,
+    /// Failures a minute (all addresses together) past which checks for addresses that
+    /// already failed are spaced out to this many a minute.
+    pub slow_after_per_min: u32,
+}
+
+impl LoginPolicy {
+    /// How long an address with `failures` failures waits after its last one.
+    pub fn backoff(&self, failures: u32) -> Option<Duration> {
+        let over = failures.checked_sub(self.free_failures)?;
+        let factor = 1u32 << over.min(24);
+        Some(
+            self.backoff_first
+                .saturating_mul(factor)
+                .min(self.backoff_max),
+        )
+    }
+
+    /// The spacing of checks for addresses that already failed while the global ceiling is
+    /// reached.
+    pub fn slow_spacing(&self) -> Duration {
+        Duration::from_secs(60) / self.slow_after_per_min.max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    /// Checks admitted and not yet decided.
+    pending: u32,
+    last_failure: Option<Instant>,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+struct LimiterState {
+    clients: HashMap<ClientKey, Entry>,
+    /// A leaky bucket of failures, all addresses together: +1 per failure, draining at
+    /// `slow_after_per_min` a minute; the global slowing is on while it holds that many.
+    level: f64,
+    level_at: Instant,
+    evictions: u64,
+}
+
+/// Which queue an admitted check waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// An address with no failure and nothing under way: checked as soon as a hash is free,
+    /// never slowed by what other addresses do.
+    Fresh,
+    /// An address that failed before, or has a check under way: one such check at a time,
+    /// spaced out while the global ceiling is reached.
+    Suspect,
+}
+
+/// Login rate limiter: per client address (per /64 for IPv6) a few free failures, then an
+/// exponential backoff, in a table of at most `max_clients` addresses; and a global ceiling
+/// on failures that slows checks for addresses that already failed, never refusing an
+/// address that did not.
+///
+/// It answers before anything looks at the password (no cache), so a limited client
+/// learns nothing about its guess.
 #[derive(Debug)]
 pub struct RateLimiter {
-    per_client: u32,
-    overall: u32,
-    max_clients: usize,
-    state: Mutex<(HashMap<IpAddr, Window>, Window)>,
+    policy: LoginPolicy,
+    state: Mutex<LimiterState>,
 }
 
 impl RateLimiter {
-    /// Allows `per_client` failures per address and `overall` attempts per minute, tracking at
-    /// most `max_clients` addresses.
-    pub fn new(per_client: u32, overall: u32, max_clients: usize) -> RateLimiter {
+    /// A limiter with `policy`.
+    pub fn new(policy: LoginPolicy) -> RateLimiter {
         RateLimiter {
-            per_client,
-            overall,
-            max_clients,
-            state: Mutex::new((
-                HashMap::with_capacity(max_clients),
-                Window {
-                    start: Instant::now(),
-                    count: 0,
-                },
-            )),
+            policy,
+            state: Mutex::new(LimiterState {
+                clients: HashMap::with_capacity(policy.max_clients),
+                level: 0.0,
+                level_at: Instant::now(),
+                evictions: 0,
+            }),
         }
     }
 
-    /// Takes one attempt for `ip`; `Err(retry_after)` when it must be refused unchecked.
+    /// The policy.
+    pub fn policy(&self) -> &LoginPolicy {
+        &self.policy
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
+        // Every update below leaves the table consistent at each step.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Admits one check for `ip` now; see [`RateLimiter::admit_at`].
     ///
     /// # Errors
-    /// The client or everyone is over the limit; the duration says when to try again.
-    pub fn attempt(&self, ip: IpAddr) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut g = self.state.lock().expect("limiter lock");
-        let (clients, overall) = &mut *g;
-        if let Some(w) = clients.get_mut(&ip) {
-            if *w.current(now) >= self.per_client {
-                return Err(RATE_WINDOW.saturating_sub(now.duration_since(w.start)));
-            }
-        }
-        let total = overall.current(now);
-        if *total >= self.overall {
-            return Err(RATE_WINDOW.saturating_sub(now.duration_since(overall.start)));
-        }
-        *total += 1;
-        Ok(())
+    /// The address must wait (how long).
+    pub fn admit(&self, ip: IpAddr) -> Result<Attempt<'_>, Duration> {
+        self.admit_at(ip, Instant::now())
     }
 
-    /// Records a failed attempt from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut g = self.state.lock().expect("limiter lock");
-        let clients = &mut g.0;
-        if !clients.contains_key(&ip) && clients.len() >= self.max_clients {
-            clients.retain(|_, w| now.duration_since(w.start) < RATE_WINDOW);
-            if clients.len() >= self.max_clients {
-                let oldest = clients.iter().min_by_key(|(_, w)| w.start).map(|(k, _)| *k);
-                if let Some(k) = oldest {
-                    clients.remove(&k);
-                }
+    /// Admits one check for `ip` at `now`, in a [`Lane`]; the returned [`Attempt`] must be
+    /// told the outcome (dropped undecided, it only frees its place).
+    ///
+    /// # Errors
+    /// The address is in its backoff, or already has as many checks under way as it may
+    /// fail: it must wait this long, and nothing looks at its password.
+    pub fn admit_at(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Duration> {
+        let key = ClientKey::of(ip);
+        let mut st = self.lock();
+        if st.clients.get(&key).is_some_and(|e| {
+            e.pending == 0
+                && e.last_failure
+                    .is_some_and(|t| now.saturating_duration_since(t) >= FORGET_FAILURES_AFTER)
+        }) {
+            st.clients.remove(&key);
+        }
+        if !st.clients.contains_key(&key) {
+            Self::make_room(&mut st, self.policy.max_clients);
+        }
+        let e = st.clients.entry(key).or_insert(Entry {
+            failures: 0,
+            pending: 0,
+            last_failure: None,
+            last_seen: now,
+        });
+        e.last_seen = now;
+        if let (Some(last), Some(wait)) = (e.last_failure, self.policy.backoff(e.failures)) {
+            let until = last + wait;
+            if now < until {
+                return Err(until - now);
             }
         }
-        let w = clients.entry(ip).or_insert(Window {
-            start: now,
-            count: 0,
+        let allowance = self.policy.free_failures.saturating_sub(e.failures).max(1);
+        if e.pending >= allowance {
+            return Err(BUSY_RETRY);
+        }
+        let lane = if e.failures == 0 && e.pending == 0 {
+            Lane::Fresh
+        } else {
+            Lane::Suspect
+        };
+        e.pending += 1;
+        Ok(Attempt {
+            limiter: self,
+            key,
+            lane,
+            decided: false,
+            hashing: false,
+        })
+    }
+
+    /// Forgets the stalest address when the table is full.
+    fn make_room(st: &mut LimiterState, max: usize) {
+        while st.clients.len() >= max.max(1) {
+            let stalest = st
+                .clients
+                .iter()
+                .min_by_key(|(_, e)| e.last_seen)
+                .map(|(k, _)| *k);
+            match stalest {
+                Some(k) => {
+                    st.clients.remove(&k);
+                    st.evictions += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn decide(&self, key: ClientKey, failed_at: Option<Instant>) {
+        let mut st = self.lock();
+        let Some(now) = failed_at else {
+            // A right password: the address starts afresh.
+            st.clients.remove(&key);
+            return;
+        };
+        let per_sec = f64::from(self.policy.slow_after_per_min) / 60.0;
+        let drained = now.saturating_duration_since(st.level_at).as_secs_f64() * per_sec;
+        st.level = (st.level - drained).max(0.0) + 1.0;
+        st.level_at = now;
+        if !st.clients.contains_key(&key) {
+            // Forgotten while its check ran (the table was full): it is remembered again.
+            Self::make_room(&mut st, self.policy.max_clients);
+        }
+        let e = st.clients.entry(key).or_insert(Entry {
+            failures: 0,
+            pending: 1,
+            last_failure: None,
+            last_seen: now,
         });
-        *w.current(now) += 1;
+        e.failures = e.failures.saturating_add(1);
+        e.pending = e.pending.saturating_sub(1);
+        e.last_failure = Some(now);
+        e.last_seen = now;
+    }
+
+    fn abandon(&self, key: ClientKey) {
+        let mut st = self.lock();
+        if let Some(e) = st.clients.get_mut(&key) {
+            e.pending = e.pending.saturating_sub(1);
+            if e.pending == 0 && e.failures == 0 {
+                st.clients.remove(&key);
+            }
+        }
+    }
+
+    /// Whether the global ceiling is reached at `now`: failures (all addresses together)
+    /// came faster than `slow_after_per_min` for long enough.
+    pub fn slowing_at(&self, now: Instant) -> bool {
+        let st = self.lock();
+        let per_sec = f64::from(self.policy.slow_after_per_min) / 60.0;
+        let drained = now.saturating_duration_since(st.level_at).as_secs_f64() * per_sec;
+        st.level - drained >= f64::from(self.policy.slow_after_per_min)
+    }
+
+    /// Whether the global ceiling is reached now.
+    pub fn slowing(&self) -> bool {
+        self.slowing_at(Instant::now())
     }
 
     /// Addresses tracked now.
     pub fn tracked(&self) -> usize {
-        self.state.lock().expect("limiter lock").0.len()
+        self.lock().clients.len()
+    }
+
+    /// Addresses forgotten because the table was full, ever.
+    pub fn evictions(&self) -> u64 {
+        self.lock().evictions
+    }
+}
+
+/// One admitted check: tell it the outcome with [`Attempt::succeeded`] or
+/// [`Attempt::failed`]. Dropped undecided (the client hung up) it frees its place and counts
+/// nothing if no hash had started, and counts as a failure if one had: hanging up mid-check
+/// must not be a way to have passwords hashed without failures counted.
+#[derive(Debug)]
+#[must_use = "an attempt is decided, or dropped to free its place"]
+pub struct Attempt<'a> {
+    limiter: &'a RateLimiter,
+    key: ClientKey,
+    lane: Lane,
+    decided: bool,
+    hashing: bool,
+}
+
+impl Attempt<'_> {
+    /// The queue this check waits in.
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+
+    /// The client's key (for the log).
+    pub fn key(&self) -> ClientKey {
+        self.key
+    }
+
+    /// A hash of the password starts: from now on, dropped undecided counts as a failure.
+    pub fn hashing(&mut self) {
+        self.hashing = true;
+    }
+
+    /// The password was right: the address starts afresh.
+    pub fn succeeded(mut self) {
+        self.decided = true;
+        self.limiter.decide(self.key, None);
+    }
+
+    /// The password was wrong (at `now`).
+    pub fn failed_at(mut self, now: Instant) {
+        self.decided = true;
+        self.limiter.decide(self.key, Some(now));
+    }
+
+    /// The password was wrong.
+    pub fn failed(self) {
+        self.failed_at(Instant::now());
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        match (self.decided, self.hashing) {
+            (true, _) => {}
+            (false, true) => self.limiter.decide(self.key, Some(Instant::now())),
+            (false, false) => self.limiter.abandon(self.key),
+        }
+    }
+}
+
+/// Password hashes computed at once (the argon2 work area is one, reused).
+pub const MAX_CONCURRENT_CHECKS: usize = 1;
+/// Longest a check for an address that already failed waits for its turn (less if a quarter
+/// of the request timeout is less, so the answer comes well within it); then it is answered
+/// "too many attempts" without a check.
+pub const SUSPECT_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// The global ceiling on password checks: at most [`MAX_CONCURRENT_CHECKS`] hashes at once
+/// (others wait in turn), and checks for addresses that already failed go one at a time,
+/// spaced [`LoginPolicy::slow_spacing`] apart while the limiter says the ceiling is
+/// reached. A fresh address only ever waits for the hash in progress and other fresh ones.
+#[derive(Debug)]
+pub struct Checker {
+    hashes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// When the next check of the suspect lane may start; the lock is the lane (tokio's
+    /// mutex is fair: first come, first served).
+    suspects: tokio::sync::Mutex<tokio::time::Instant>,
+    checks: std::sync::atomic::AtomicU64,
+    suspect_wait: Duration,
+}
+
+impl Checker {
+    /// A checker whose suspects wait at most `suspect_wait` (and never more than
+    /// [`SUSPECT_WAIT_MAX`]) for their turn: less than the request timeout, so a slowed
+    /// client gets "too many attempts", not a timeout.
+    pub fn new(suspect_wait: Duration) -> Checker {
+        Checker {
+            hashes: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CHECKS)),
+            suspects: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            checks: std::sync::atomic::AtomicU64::new(0),
+            suspect_wait: suspect_wait.min(SUSPECT_WAIT_MAX),
+        }
+    }
+
+    /// Checks `password` against `hash` for `attempt` (in its lane) and tells it the
+    /// outcome. `None`: a suspect waited its longest without its turn, so nothing was
+    /// checked.
+    pub async fn check(
+        &self,
+        limiter: &RateLimiter,
+        mut attempt: Attempt<'_>,
+        hash: &str,
+        password: &str,
+    ) -> Option<bool> {
+        let ok = match attempt.lane() {
+            Lane::Fresh => {
+                let permit = self.hashes.clone().acquire_owned().await.ok()?;
+                attempt.hashing();
+                self.hash(permit, hash, password).await
+            }
+            Lane::Suspect => {
+                let (mut next, permit) = tokio::time::timeout(self.suspect_wait, async {
+                    let next = self.suspects.lock().await;
+                    tokio::time::sleep_until(*next).await;
+                    let permit = self.hashes.clone().acquire_owned().await;
+                    (next, permit)
+                })
+                .await
+                .ok()?;
+                attempt.hashing();
+                let ok = self.hash(permit.ok()?, hash, password).await;
+                let now = tokio::time::Instant::now();
+                *next = if !ok && limiter.slowing() {
+                    now + limiter.policy().slow_spacing()
+                } else {
+                    now
+                };
+                ok
+            }
+        };
+        if ok {
+            attempt.succeeded();
+        } else {
+            attempt.failed();
+        }
+        Some(ok)
+    }
+
+    /// One argon2 check on a blocking thread. The permit goes with the hash, so a client
+    /// that hangs up mid-check frees nothing before the hash is done.
+    async fn hash(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        hash: &str,
+        password: &str,
+    ) -> bool {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (hash, password) = (hash.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify(&hash, &password)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Password hashes computed, ever.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 /// Remembers the last verified Basic credential as a keyed hash (never the password), tied to
-/// the password file's modification time, for [`BASIC_CACHE_TTL`].
+/// the password hash it was verified against, for [`BASIC_CACHE_TTL`]. Asked only after the
+/// limiter admitted the client.
 #[derive(Debug)]
 pub struct BasicCache {
     key: std::collections::hash_map::RandomState,
-    last: Mutex<Option<(u64, SystemTime, Instant)>>,
+    last: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Default for BasicCache {
@@ -508,23 +862,23 @@ impl Default for BasicCache {
 }
 
 impl BasicCache {
-    fn fingerprint(&self, password: &str) -> u64 {
-        self.key.hash_one(password)
+    fn fingerprint(&self, password: &str, hash: &str) -> u64 {
+        self.key.hash_one((password, hash))
     }
 
-    /// Whether `password` was verified recently against the file of `mtime`.
-    pub fn hit(&self, password: &str, mtime: SystemTime) -> bool {
-        let fp = self.fingerprint(password);
+    /// Whether `password` was verified recently against `hash`.
+    pub fn hit(&self, password: &str, hash: &str) -> bool {
+        let fp = self.fingerprint(password, hash);
         self.last
             .lock()
             .expect("cache lock")
-            .is_some_and(|(f, m, at)| f == fp && m == mtime && at.elapsed() < BASIC_CACHE_TTL)
+            .is_some_and(|(f, at)| f == fp && at.elapsed() < BASIC_CACHE_TTL)
     }
 
-    /// Remembers a verified password.
-    pub fn remember(&self, password: &str, mtime: SystemTime) {
-        let fp = self.fingerprint(password);
-        *self.last.lock().expect("cache lock") = Some((fp, mtime, Instant::now()));
+    /// Remembers `password`, verified against `hash`.
+    pub fn remember(&self, password: &str, hash: &str) {
+        let fp = self.fingerprint(password, hash);
+        *self.last.lock().expect("cache lock") = Some((fp, Instant::now()));
     }
 }
 
@@ -548,12 +902,12 @@ mod tests {
             store.set_if_absent("another one"),
             Err(PasswordError::AlreadySet)
         ));
-        let (hash, _) = store.load().unwrap().unwrap();
+        let hash = store.load().unwrap().unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify(&hash, "correct horse"));
         assert!(!verify(&hash, "correct horsf"));
         store.set("another one").unwrap();
-        assert!(verify(&store.load().unwrap().unwrap().0, "another one"));
+        assert!(verify(&store.load().unwrap().unwrap(), "another one"));
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
@@ -566,6 +920,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PasswordStore::new(dir.path());
         let file = dir.path().join(PASSWORD_FILE);
+        // A FIFO in its place is refused without opening it (opening would block).
+        nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = store.load().unwrap_err();
+        assert!(matches!(e, PasswordFileError::Unreadable { .. }), "{e}");
+        std::fs::remove_file(&file).unwrap();
         std::fs::create_dir(&file).unwrap();
         let e = store.load().unwrap_err();
         assert!(matches!(e, PasswordFileError::Unreadable { .. }), "{e}");
@@ -632,27 +991,178 @@ mod tests {
         assert!(!short.check(&t));
     }
 
+    fn policy() -> LoginPolicy {
+        LoginPolicy {
+            free_failures: 3,
+            backoff_first: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(900),
+            max_clients: 4,
+            slow_after_per_min: 10,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn limiter_blocks_a_client_and_everyone_and_stays_bounded() {
-        let l = RateLimiter::new(3, 10, 4);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
+    fn an_ipv6_64_is_one_client_and_mapped_ipv4_is_ipv4() {
+        let a = ClientKey::of(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"));
+        assert_eq!(a, ClientKey::of(ip("2001:db8:1:2::1")));
+        assert_eq!(a, ClientKey::of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert_ne!(a, ClientKey::of(ip("2001:db8:1:3::1")));
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        assert_eq!(
+            ClientKey::of(ip("::ffff:192.0.2.7")),
+            ClientKey::of(ip("192.0.2.7"))
+        );
+        assert_ne!(
+            ClientKey::of(ip("192.0.2.7")),
+            ClientKey::of(ip("192.0.2.8"))
+        );
+        // And the limiter counts a /64 as one client: failures from many of its addresses
+        // add up.
+        let l = RateLimiter::new(policy());
+        let t0 = Instant::now();
+        for i in 0..3 {
+            l.admit_at(ip(&format!("2001:db8:1:2::{i}")), t0)
+                .unwrap()
+                .failed_at(t0);
+        }
+        assert!(l.admit_at(ip("2001:db8:1:2:dead::beef"), t0).is_err());
+        assert!(l.admit_at(ip("2001:db8:1:3::1"), t0).is_ok());
+    }
+
+    #[test]
+    fn an_address_waits_longer_after_each_failure_past_the_free_ones() {
+        let l = RateLimiter::new(policy());
+        let a = ip("10.0.0.1");
+        let mut now = Instant::now();
         for _ in 0..3 {
-            l.attempt(a).unwrap();
-            l.failed(a);
+            l.admit_at(a, now).unwrap().failed_at(now);
         }
-        assert!(
-            l.attempt(a).is_err(),
-            "fourth failure in a minute is refused"
-        );
-        for i in 0..100u8 {
-            let ip: IpAddr = [10, 0, 1, i].into();
-            let _ = l.attempt(ip);
-            l.failed(ip);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let wait = l
+                .admit_at(a, now)
+                .expect_err("limited after the free failures");
+            waits.push(wait.as_secs());
+            // Just before the end of the wait: still limited; at its end: one more check.
+            assert!(
+                l.admit_at(a, now + wait - Duration::from_millis(1))
+                    .is_err()
+            );
+            now += wait;
+            l.admit_at(a, now).unwrap().failed_at(now);
         }
-        assert!(l.tracked() <= 4);
+        assert_eq!(waits, [30, 60, 120, 240, 480, 900, 900, 900]);
+        // Another address is not affected; a right password starts the address afresh.
+        assert!(l.admit_at(ip("10.0.0.2"), now).is_ok());
+        now += Duration::from_secs(900);
+        l.admit_at(a, now).unwrap().succeeded();
+        for _ in 0..3 {
+            l.admit_at(a, now).unwrap().failed_at(now);
+        }
+        assert_eq!(l.admit_at(a, now).unwrap_err(), Duration::from_secs(30));
+        // A day without failing forgets them.
+        assert!(l.admit_at(a, now + FORGET_FAILURES_AFTER).is_ok());
+    }
+
+    #[test]
+    fn checks_under_way_count_against_the_allowance_and_a_dropped_one_frees_its_place() {
+        let l = RateLimiter::new(policy());
+        let a = ip("10.0.0.1");
+        let now = Instant::now();
+        let first = l.admit_at(a, now).unwrap();
+        assert_eq!(first.lane(), Lane::Fresh);
+        let second = l.admit_at(a, now).unwrap();
+        assert_eq!(second.lane(), Lane::Suspect, "one under way already");
+        let third = l.admit_at(a, now).unwrap();
+        // Three free failures: a fourth at once could be a fourth failure.
+        assert_eq!(l.admit_at(a, now).unwrap_err(), BUSY_RETRY);
+        drop(third);
+        let third = l.admit_at(a, now).unwrap();
+        first.failed_at(now);
+        second.failed_at(now);
+        third.failed_at(now);
+        assert!(l.admit_at(a, now).is_err(), "three failures: backoff");
+        // An address that only ever hung up before its check leaves nothing behind.
+        drop(l.admit_at(ip("10.0.0.9"), now).unwrap());
+        assert_eq!(l.tracked(), 1);
+        // Hanging up once the hash started counts as a failure.
+        let b = ip("10.0.0.10");
+        for _ in 0..3 {
+            l.admit_at(b, now).unwrap().hashing();
+        }
+        assert!(l.admit_at(b, now).is_err(), "three hung-up checks: backoff");
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_forgets_the_stalest_address() {
+        let l = RateLimiter::new(policy());
+        let t0 = Instant::now();
+        let limited = ip("10.0.0.1");
+        for _ in 0..3 {
+            l.admit_at(limited, t0).unwrap().failed_at(t0);
+        }
+        for i in 0..100u32 {
+            let at = t0 + Duration::from_millis(u64::from(i) + 1);
+            // The limited address keeps coming back, so it is never the stalest.
+            assert!(l.admit_at(limited, at).is_err(), "{i}");
+            let other = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+            l.admit_at(other, at).unwrap().failed_at(at);
+            assert!(l.tracked() <= 4, "{} tracked", l.tracked());
+        }
+        assert_eq!(l.tracked(), 4);
+        assert!(l.evictions() >= 96);
         assert!(
-            l.attempt("10.9.9.9".parse().unwrap()).is_err(),
-            "overall cap reached"
+            l.admit_at(limited, t0 + Duration::from_secs(1)).is_err(),
+            "the address seen last was kept"
         );
+    }
+
+    #[test]
+    fn the_global_ceiling_turns_on_past_its_rate_and_drains() {
+        let l = RateLimiter::new(policy());
+        let t0 = Instant::now();
+        for i in 0..9u8 {
+            l.admit_at(IpAddr::from([10, 2, 0, i]), t0)
+                .unwrap()
+                .failed_at(t0);
+        }
+        assert!(!l.slowing_at(t0), "nine failures, ceiling ten a minute");
+        l.admit_at(ip("10.2.1.1"), t0).unwrap().failed_at(t0);
+        assert!(l.slowing_at(t0), "ten failures at once");
+        assert!(
+            !l.slowing_at(t0 + Duration::from_secs(1)),
+            "it drains at ten a minute"
+        );
+        assert_eq!(policy().slow_spacing(), Duration::from_secs(6));
+        // A new address is admitted, in the fresh lane, while the ceiling is reached.
+        let fresh = l.admit_at(ip("192.168.1.10"), t0).unwrap();
+        assert_eq!(fresh.lane(), Lane::Fresh);
+    }
+
+    #[test]
+    fn the_basic_cache_is_keyed_on_the_hash_too() {
+        let c = BasicCache::default();
+        c.remember("pw", "$argon2id$one");
+        assert!(c.hit("pw", "$argon2id$one"));
+        assert!(!c.hit("pw", "$argon2id$two"), "another hash, same password");
+        assert!(!c.hit("pw2", "$argon2id$one"));
+    }
+
+    #[test]
+    fn sessions_end_when_the_hash_changes_whatever_the_file_time() {
+        let s = Sessions::new(3, Duration::from_secs(60));
+        s.password_is(Some("$argon2id$one"));
+        let t = s.create();
+        s.password_is(Some("$argon2id$one"));
+        assert!(s.check(&t));
+        s.password_is(Some("$argon2id$two"));
+        assert!(!s.check(&t));
+        let t = s.create();
+        s.password_is(None);
+        assert!(!s.check(&t), "no usable password: every session ends");
     }
 }

@@ -18,6 +18,12 @@ pub const MIN_REQUEST_TIMEOUT_S: f64 = 1.0;
 /// Highest `request_timeout_s`.
 pub const MAX_REQUEST_TIMEOUT_S: f64 = 300.0;
 
+/// Largest `max_tracked_clients` accepted: the table is scanned for its stalest entry when
+/// a new address comes and it is full.
+pub const MAX_TRACKED_CLIENTS_LIMIT: usize = 65_536;
+/// Longest login backoff accepted (a day).
+pub const MAX_LOGIN_BACKOFF_S: f64 = 24.0 * 3600.0;
+
 /// `[web]` in the config file. Flags override `listen`, `events_dir` and `state_dir`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,11 +50,8 @@ pub struct WebConfig {
     pub max_sessions: usize,
     /// A session ends this many seconds after login.
     pub session_ttl_s: u64,
-    /// Failed logins allowed per client address per minute.
-    pub login_failures_per_client_per_min: u32,
-    /// Login attempts (any client) allowed per minute, a cap against address-spraying.
-    pub login_attempts_per_min: u32,
-    /// Client addresses tracked by the login limiter; past it the oldest entry is forgotten.
+    /// Client addresses (IPv6: /64s) tracked by the login limiter; past it the stalest entry
+    /// is forgotten.
     pub max_tracked_clients: usize,
     /// Largest request body accepted, in bytes (forms only; nothing uploads).
     pub max_body_bytes: usize,
@@ -60,6 +63,15 @@ pub struct WebConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Wrong passwords a client address (IPv6: a /64) may try before it has to wait.
+    pub login_free_failures: u32,
+    /// The first wait after those, in seconds; it doubles with each further failure.
+    pub login_backoff_first_s: f64,
+    /// The longest wait, in seconds.
+    pub login_backoff_max_s: f64,
+    /// Failed logins a minute, all addresses together, past which checks for addresses that
+    /// already failed are spaced out to this many a minute (fresh addresses are not slowed).
+    pub login_slow_after_failures_per_min: u32,
 }
 
 impl Default for WebConfig {
@@ -74,14 +86,16 @@ impl Default for WebConfig {
             request_timeout_s: 10.0,
             max_sessions: 32,
             session_ttl_s: 7 * 24 * 3600,
-            login_failures_per_client_per_min: 5,
-            login_attempts_per_min: 30,
             max_tracked_clients: 256,
             max_body_bytes: 16 * 1024,
             events_per_page: 20,
             max_events_listed: 10_000,
             tls_cert: None,
             tls_key: None,
+            login_free_failures: 5,
+            login_backoff_first_s: 30.0,
+            login_backoff_max_s: 900.0,
+            login_slow_after_failures_per_min: 30,
         }
     }
 }
@@ -126,13 +140,44 @@ impl WebConfig {
         if self.session_ttl_s < 60 {
             return Err("[web] session_ttl_s must be at least 60".into());
         }
-        if self.login_failures_per_client_per_min == 0 || self.login_attempts_per_min == 0 {
-            return Err("[web] login_failures_per_client_per_min and login_attempts_per_min must be at least 1".into());
-        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("[web] tls_cert and tls_key must be given together".into());
         }
+        self.validate_login()
+    }
+
+    fn validate_login(&self) -> Result<(), String> {
+        if self.max_tracked_clients > MAX_TRACKED_CLIENTS_LIMIT {
+            return Err(format!(
+                "[web] max_tracked_clients must be at most {MAX_TRACKED_CLIENTS_LIMIT}"
+            ));
+        }
+        if self.login_free_failures == 0 || self.login_slow_after_failures_per_min == 0 {
+            return Err("[web] login_free_failures and login_slow_after_failures_per_min must be at least 1".into());
+        }
+        let (first, max) = (self.login_backoff_first_s, self.login_backoff_max_s);
+        if !(first.is_finite() && (1.0..=MAX_LOGIN_BACKOFF_S).contains(&first)) {
+            return Err(format!(
+                "[web] login_backoff_first_s must be between 1 and {MAX_LOGIN_BACKOFF_S}"
+            ));
+        }
+        if !(max.is_finite() && (first..=MAX_LOGIN_BACKOFF_S).contains(&max)) {
+            return Err(format!(
+                "[web] login_backoff_max_s must be between login_backoff_first_s and {MAX_LOGIN_BACKOFF_S}"
+            ));
+        }
         Ok(())
+    }
+
+    /// The login limiter's settings.
+    pub fn login_policy(&self) -> crate::auth::LoginPolicy {
+        crate::auth::LoginPolicy {
+            free_failures: self.login_free_failures,
+            backoff_first: Duration::from_secs_f64(self.login_backoff_first_s),
+            backoff_max: Duration::from_secs_f64(self.login_backoff_max_s),
+            max_clients: self.max_tracked_clients,
+            slow_after_per_min: self.login_slow_after_failures_per_min,
+        }
     }
 
     /// `viewer_timeout_s` as a duration.

@@ -45,6 +45,7 @@ pub async fn run(
     let feeder = tokio::spawn(fanout::Feeder::new(hub.clone()).run(client, async move {
         let _ = feeder_stop.wait_for(|s| *s).await;
     }));
+    let log_flusher = tokio::spawn(web::flush_outsider_logs_until(state.shutdown_rx()));
     let st = state.clone();
     let signal = tokio::spawn(async move {
         shutdown.await;
@@ -66,5 +67,6 @@ pub async fn run(
     signal.abort();
     state.begin_shutdown();
     let _ = feeder.await;
+    let _ = log_flusher.await;
     Ok(())
 }

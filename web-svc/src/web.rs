@@ -1,4 +1,5 @@
-//! The router: shared state, the access rules (login, Basic, Origin), and every handler.
+//! The router: shared state, the access rules (login, Basic, the login limiter, same-origin
+//! state changes), and every handler.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -14,10 +15,13 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use base64::Engine as _;
+use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 use serde::Deserialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
-use crate::auth::{self, BasicCache, PasswordStore, RateLimiter, SESSION_COOKIE, Sessions};
+use crate::auth::{
+    self, BasicCache, Checker, ClientKey, PasswordStore, RateLimiter, SESSION_COOKIE, Sessions,
+};
 use crate::config::WebConfig;
 use crate::events::{AviFrames, EventError, EventStore};
 use crate::fanout::{BOUNDARY, Hub};
@@ -46,8 +50,10 @@ pub struct Inner {
     sessions: Sessions,
     limiter: RateLimiter,
     basic: BasicCache,
+    checker: Checker,
+    /// State changes refused by the same-origin rule.
+    cross_site_refused: std::sync::atomic::AtomicU64,
     events: EventStore,
-    verify_gate: Semaphore,
     shutdown_tx: watch::Sender<bool>,
     tls: bool,
     /// Whether the current password-file error was logged (logged once, not per request).
@@ -70,14 +76,11 @@ impl AppState {
                 config.max_sessions,
                 Duration::from_secs(config.session_ttl_s),
             ),
-            limiter: RateLimiter::new(
-                config.login_failures_per_client_per_min,
-                config.login_attempts_per_min,
-                config.max_tracked_clients,
-            ),
+            limiter: RateLimiter::new(config.login_policy()),
             basic: BasicCache::default(),
+            checker: Checker::new(config.request_timeout() / 4),
+            cross_site_refused: std::sync::atomic::AtomicU64::new(0),
             events: EventStore::new(&config.events_dir, config.max_events_listed),
-            verify_gate: Semaphore::new(1),
             shutdown_tx: watch::channel(false).0,
             tls,
             password_error_logged: std::sync::atomic::AtomicBool::new(false),
@@ -99,9 +102,9 @@ impl AppState {
                 logged.store(false, Ordering::Relaxed);
                 Password::Unset
             }
-            Ok(Some((hash, mtime))) => {
+            Ok(Some(hash)) => {
                 logged.store(false, Ordering::Relaxed);
-                Password::Set(hash, mtime)
+                Password::Set(hash)
             }
             Err(e) => {
                 if !logged.swap(true, Ordering::Relaxed) {
@@ -119,14 +122,25 @@ impl AppState {
 }
 
 /// The admin password, as the password file says.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Password {
     /// No password file: first-visit setup is open.
     Unset,
-    /// The hash and the file's modification time.
-    Set(String, std::time::SystemTime),
+    /// The hash.
+    Set(String),
     /// The file exists but cannot be used (logged); nobody can log in, setup stays shut.
     Broken,
+}
+
+impl Password {
+    /// The hash, if there is a usable one: sessions and the Basic cache are tied to it, so
+    /// any new password ends them, whatever the file's time says.
+    pub fn hash(&self) -> Option<&str> {
+        match self {
+            Password::Set(h) => Some(h),
+            Password::Unset | Password::Broken => None,
+        }
+    }
 }
 
 /// What clients are told while the password file cannot be used.
@@ -188,7 +202,7 @@ pub fn app(state: AppState) -> Router {
         .route("/login", get(login_page).post(login))
         .route("/setup", get(setup_page).post(setup))
         .merge(protected)
-        .layer(middleware::from_fn(check_origin))
+        .layer(middleware::from_fn_with_state(state.clone(), check_origin))
         .layer(DefaultBodyLimit::max(state.0.config.max_body_bytes))
         .with_state(state)
 }
@@ -263,41 +277,97 @@ enum Check {
     Ok,
     Wrong,
     Limited(Duration),
-    NoPassword,
-    Broken,
 }
 
-async fn check_password(state: &AppState, ip: IpAddr, user: &str, password: &str) -> Check {
+/// Failed logins (one line per interval, with a count of the others).
+static FAILED_LOGIN_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+/// Clients refused by the login limiter.
+static LIMITED_LOGIN_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+/// State changes refused by the same-origin rule.
+static CROSS_SITE_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// Logs, once the interval has passed, how many outsider-triggered lines of this module were
+/// held back since the last one; [`crate::run`] calls it periodically.
+pub fn flush_outsider_logs() {
+    if let Some(n) = FAILED_LOGIN_LOG.flush() {
+        tracing::warn!(held_back = n, "{n} more failed logins");
+    }
+    if let Some(n) = LIMITED_LOGIN_LOG.flush() {
+        tracing::warn!(held_back = n, "{n} more logins refused by the rate limiter");
+    }
+    if let Some(n) = CROSS_SITE_LOG.flush() {
+        tracing::warn!(held_back = n, "{n} more cross-site requests refused");
+    }
+}
+
+/// Calls [`flush_outsider_logs`] every [`OUTSIDER_LOG_INTERVAL`] until `shutdown` turns true.
+pub async fn flush_outsider_logs_until(mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(OUTSIDER_LOG_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            _ = tick.tick() => flush_outsider_logs(),
+        }
+    }
+    flush_outsider_logs();
+}
+
+/// How a password came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The login form (makes a session; never remembered).
+    Form,
+    /// HTTP Basic (remembered in the [`BasicCache`], so polling costs no hash per request).
+    Basic,
+}
+
+/// Checks a password for a client at `ip`. The limiter answers first, before any cache or
+/// hash looks at the password: a limited client gets the same answer whatever it sent.
+async fn check_password(
+    state: &AppState,
+    hash: &str,
+    ip: IpAddr,
+    via: Via,
+    (user, pw): (&str, &str),
+) -> Check {
     let s = &state.0;
-    let (hash, mtime) = match state.password() {
-        Password::Set(hash, mtime) => (hash, mtime),
-        Password::Unset => return Check::NoPassword,
-        Password::Broken => return Check::Broken,
-    };
-    if user == auth::ADMIN_USER && s.basic.hit(password, mtime) {
-        return Check::Ok;
-    }
-    if let Err(retry) = s.limiter.attempt(ip) {
+    let limited = |retry: Duration| {
         s.hub.metrics.login_limited.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%ip, "login refused by the rate limiter");
-        return Check::Limited(retry);
-    }
-    let ok = if user == auth::ADMIN_USER {
-        let _permit = s.verify_gate.acquire().await;
-        let pw = password.to_owned();
-        tokio::task::spawn_blocking(move || auth::verify(&hash, &pw))
-            .await
-            .unwrap_or(false)
-    } else {
+        if let Some(held_back) = LIMITED_LOGIN_LOG.check() {
+            let client = ClientKey::of(ip);
+            tracing::warn!(%client, held_back, "login refused by the rate limiter");
+        }
+        Check::Limited(retry)
+    };
+    let attempt = match s.limiter.admit(ip) {
+        Ok(a) => a,
+        Err(retry) => return limited(retry),
+    };
+    let ok = if user != auth::ADMIN_USER {
+        attempt.failed();
         false
+    } else if via == Via::Basic && s.basic.hit(pw, hash) {
+        attempt.succeeded();
+        true
+    } else {
+        match s.checker.check(&s.limiter, attempt, hash, pw).await {
+            Some(ok) => ok,
+            None => return limited(s.limiter.policy().slow_spacing()),
+        }
     };
     if ok {
-        s.basic.remember(password, mtime);
+        if via == Via::Basic {
+            s.basic.remember(pw, hash);
+        }
         Check::Ok
     } else {
-        s.limiter.failed(ip);
         s.hub.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%ip, user, "failed login");
+        if let Some(held_back) = FAILED_LOGIN_LOG.check() {
+            let client = ClientKey::of(ip);
+            // The name is the client's: quoted and cut, so it cannot forge log lines.
+            let user: String = user.chars().take(64).collect();
+            tracing::warn!(%client, user = ?user, held_back, "failed login");
+        }
         Check::Wrong
     }
 }
@@ -338,21 +408,25 @@ fn is_page(method: &Method, path: &str) -> bool {
 }
 
 async fn require_login(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    state.0.sessions.password_is(state.0.passwords.mtime());
+    let password = state.password();
+    state.0.sessions.password_is(password.hash());
     if session_token(req.headers()).is_some_and(|t| state.0.sessions.check(&t)) {
         return next.run(req).await;
     }
     if let Some((user, pw)) = basic_credentials(req.headers()) {
-        let ip = client_ip(&req);
-        return match check_password(&state, ip, &user, &pw).await {
+        let hash = match &password {
+            Password::Set(hash) => hash,
+            Password::Unset => return unauthorized(),
+            Password::Broken => return password_broken(false),
+        };
+        return match check_password(&state, hash, client_ip(&req), Via::Basic, (&user, &pw)).await {
             Check::Ok => next.run(req).await,
             Check::Limited(retry) => too_many(retry),
-            Check::Broken => password_broken(false),
-            Check::Wrong | Check::NoPassword => unauthorized(),
+            Check::Wrong => unauthorized(),
         };
     }
     if is_page(req.method(), req.uri().path()) {
-        let to = match state.password() {
+        let to = match password {
             Password::Unset => "/setup",
             Password::Set(..) | Password::Broken => "/login",
         };
@@ -361,44 +435,113 @@ async fn require_login(State(state): State<AppState>, req: Request, next: Next) 
     unauthorized()
 }
 
+/// What a limited client gets, whatever password it sent (only `Retry-After` varies, with
+/// the time).
 fn too_many(retry: Duration) -> Response {
-    let secs = retry.as_secs().max(1).to_string();
+    let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
     (
         StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, secs)],
+        [(header::RETRY_AFTER, secs.to_string())],
         Html(pages::login(Some(
-            "Too many attempts; wait a minute and try again.",
+            "Too many attempts from your address; wait as long as Retry-After says (it doubles with each wrong password) and try again.",
         ))),
     )
         .into_response()
 }
 
-/// Refuses state-changing requests whose `Origin` (or `Sec-Fetch-Site`) says another site.
-async fn check_origin(req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+/// Why a state change was refused by the same-origin rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrossSite {
+    /// Neither `Origin` nor `Referer`.
+    NoOrigin,
+    /// `Origin` (or, without one, `Referer`) names another site.
+    Foreign,
+    /// The request has no `Host` to compare with.
+    NoHost,
+}
+
+/// `scheme://host[:port]` of `url`, lower-cased, without the scheme's default port.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(normal_origin(scheme, authority))
+}
+
+fn normal_origin(scheme: &str, authority: &str) -> String {
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = authority.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => "",
+    };
+    let authority = match authority.strip_suffix(default) {
+        Some(a) if !default.is_empty() => a,
+        _ => &authority,
+    };
+    format!("{scheme}://{authority}")
+}
+
+/// The same-origin rule for a state change: its `Origin`, or, when the browser sent none, its
+/// `Referer`, must be this server as the request reached it: its own `Host`, and the scheme
+/// it is served with.
+///
+/// # Errors
+/// Why the request is not same-origin.
+pub fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri, tls: bool) -> Result<(), CrossSite> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .filter(|h| !h.is_empty())
+        .ok_or(CrossSite::NoHost)?;
+    let expected = normal_origin(if tls { "https" } else { "http" }, host);
+    let claimed = match (headers.get(header::ORIGIN), headers.get(header::REFERER)) {
+        (Some(origin), _) => origin,
+        (None, Some(referer)) => referer,
+        (None, None) => return Err(CrossSite::NoOrigin),
+    };
+    let claimed = claimed.to_str().ok().and_then(origin_of);
+    if claimed.as_deref() == Some(expected.as_str()) {
+        Ok(())
+    } else {
+        Err(CrossSite::Foreign)
+    }
+}
+
+/// Refuses every state change (any method but GET and HEAD: forms, logout, delete, login and
+/// setup included, whether authenticated by cookie or Basic, which browsers replay
+/// cross-site) that is not same-origin; see [`same_origin`].
+async fn check_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
     }
-    let h = req.headers();
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
-    let cross = match h.get(header::ORIGIN).map(|v| v.to_str()) {
-        Some(Ok(origin)) => {
-            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-            origin_host.is_none() || origin_host != host
-        }
-        Some(Err(_)) => true,
-        None => h
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes() == b"cross-site"),
+    let Err(why) = same_origin(req.headers(), req.uri(), state.0.tls) else {
+        return next.run(req).await;
     };
-    if cross {
-        tracing::warn!(method = %req.method(), path = req.uri().path(), "cross-site request refused");
-        return (
-            StatusCode::FORBIDDEN,
-            "cross-site request refused: the Origin does not match this server\n",
-        )
-            .into_response();
+    state.0.cross_site_refused.fetch_add(1, Ordering::Relaxed);
+    if let Some(held_back) = CROSS_SITE_LOG.check() {
+        let client = ClientKey::of(client_ip(&req));
+        tracing::warn!(method = %req.method(), path = req.uri().path(), %client, ?why, held_back, "cross-site request refused");
     }
-    next.run(req).await
+    let scheme = if state.0.tls { "https" } else { "http" };
+    let what = match why {
+        CrossSite::NoOrigin => "it carries neither Origin nor Referer",
+        CrossSite::Foreign => "its Origin (or Referer) names another site",
+        CrossSite::NoHost => "it has no Host header",
+    };
+    (
+        StatusCode::FORBIDDEN,
+        format!(
+            "refused: a state change (POST, DELETE) must come from this server's own pages, and {what}. \
+             Browsers send Origin by themselves; API clients send it too, naming the address they use: \
+             curl -H 'Origin: {scheme}://HOST:PORT' ...\n"
+        ),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -424,8 +567,8 @@ fn session_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
     .expect("cookie is ASCII")
 }
 
-fn logged_in(state: &AppState) -> Response {
-    state.0.sessions.password_is(state.0.passwords.mtime());
+fn logged_in(state: &AppState, hash: &str) -> Response {
+    state.0.sessions.password_is(Some(hash));
     let token = state.0.sessions.create();
     let mut resp = Redirect::to("/").into_response();
     resp.headers_mut().insert(
@@ -442,13 +585,16 @@ async fn login(
 ) -> Response {
     let ip = addr.map_or(IpAddr::from([127, 0, 0, 1]), |a| a.0.0.ip());
     let user = form.username.as_deref().unwrap_or(auth::ADMIN_USER);
-    match check_password(&state, ip, user, &form.password).await {
+    let hash = match state.password() {
+        Password::Set(hash) => hash,
+        Password::Unset => return Redirect::to("/setup").into_response(),
+        Password::Broken => return password_broken(true),
+    };
+    match check_password(&state, &hash, ip, Via::Form, (user, &form.password)).await {
         Check::Ok => {
             tracing::info!(%ip, "logged in");
-            logged_in(&state)
+            logged_in(&state, &hash)
         }
-        Check::NoPassword => Redirect::to("/setup").into_response(),
-        Check::Broken => password_broken(true),
         Check::Limited(retry) => too_many(retry),
         Check::Wrong => (
             StatusCode::UNAUTHORIZED,
@@ -505,10 +651,13 @@ async fn setup(State(state): State<AppState>, Form(form): Form<SetupForm>) -> Re
     let store = state.0.passwords.clone();
     let result = tokio::task::spawn_blocking(move || store.set_if_absent(&form.password)).await;
     match result {
-        Ok(Ok(())) => {
-            tracing::info!("admin password set on first visit");
-            logged_in(&state)
-        }
+        Ok(Ok(())) => match state.password() {
+            Password::Set(hash) => {
+                tracing::info!("admin password set on first visit");
+                logged_in(&state, &hash)
+            }
+            Password::Unset | Password::Broken => password_broken(true),
+        },
         Ok(Err(auth::PasswordError::Broken(_))) => password_broken(true),
         Ok(Err(auth::PasswordError::AlreadySet)) => (
             StatusCode::CONFLICT,
@@ -971,6 +1120,30 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "counter",
         "Logins refused by the rate limiter.",
         l(&m.login_limited),
+    );
+    put(
+        "login_password_checks_total",
+        "counter",
+        "Password hashes computed (logins and Basic credentials not remembered).",
+        state.0.checker.checks(),
+    );
+    put(
+        "login_global_slowing",
+        "gauge",
+        "1 while failed logins come faster than the global ceiling: addresses that already failed are slowed.",
+        u64::from(state.0.limiter.slowing()),
+    );
+    put(
+        "login_tracked_clients",
+        "gauge",
+        "Client addresses (IPv6: /64s) the login limiter remembers.",
+        state.0.limiter.tracked() as u64,
+    );
+    put(
+        "cross_site_refused_total",
+        "counter",
+        "State changes refused because their Origin or Referer was missing or foreign.",
+        state.0.cross_site_refused.load(Ordering::Relaxed),
     );
     put(
         "frame_pool_misses_total",

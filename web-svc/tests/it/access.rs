@@ -2,8 +2,10 @@
 //! requests.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use mecam_system_tests::http;
 
@@ -33,6 +35,68 @@ fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
+/// The origin a browser sends for pages of `web`.
+fn origin(web: &Web) -> String {
+    format!("http://{}", web.addr)
+}
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+/// One request (`Connection: close`) from the local address `from`: all of 127/8 is loopback
+/// on Linux, so each of 127.0.0.2, 127.0.0.3, ... is another client to the server.
+fn request_from(
+    from: IpAddr,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> http::Response {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let mut s = rt
+        .block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::new(from, 0))?;
+            sock.connect(to).await?.into_std()
+        })
+        .unwrap_or_else(|e| panic!("connecting from {from} to {to}: {e}"));
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(http::IO_TIMEOUT)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} {path} from {from}: {e}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {path} from {from}: no response head in {raw:?}"));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    http::Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
 /// Waits until the only open connection is the probe's own (the readiness probe's has
 /// finished closing).
 fn no_other_connection(web: &Web) {
@@ -60,6 +124,8 @@ fn every_route_but_login_and_healthz_needs_a_login() {
     let dirs = Dirs::new("");
     set_password(&dirs, PW);
     let web = Web::start(&dirs);
+    // Same-origin, so that state changes meet the login rule (not the same-origin one).
+    let o = origin(&web);
     // The router is built from this table, so no route can be missed here.
     for (method, pattern) in web_svc::web::PROTECTED_ROUTES {
         let path = &pattern.replace("{id}", "20261124T182900Z-0001");
@@ -67,7 +133,7 @@ fn every_route_but_login_and_healthz_needs_a_login() {
             !path.contains('{'),
             "{pattern}: a parameter the walk cannot fill"
         );
-        let r = http::request(web.addr, method, path, &[], b"").unwrap();
+        let r = http::request(web.addr, method, path, &[("Origin", &o)], b"").unwrap();
         match r.status {
             401 => assert!(
                 r.header("www-authenticate")
@@ -79,7 +145,14 @@ fn every_route_but_login_and_healthz_needs_a_login() {
         }
         // A wrong Basic password is refused the same way.
         let auth = basic("admin", "wrong password");
-        let r = http::request(web.addr, method, path, &[("Authorization", &auth)], b"").unwrap();
+        let r = http::request(
+            web.addr,
+            method,
+            path,
+            &[("Authorization", &auth), ("Origin", &o)],
+            b"",
+        )
+        .unwrap();
         assert!(
             matches!(r.status, 401 | 429),
             "{method} {path} with a wrong password: {}",
@@ -97,7 +170,8 @@ fn first_visit_sets_the_password_once_then_sessions_and_logout_work() {
     let r = http::get(web.addr, "/", None).unwrap();
     assert_eq!((r.status, r.header("location")), (303, Some("/setup")));
     let form = format!("password={}&confirm={}", "first+pass+123", "first+pass+123");
-    let ct = [("Content-Type", "application/x-www-form-urlencoded")];
+    let o = origin(&web);
+    let ct = [FORM, ("Origin", o.as_str())];
     let r = http::request(web.addr, "POST", "/setup", &ct, form.as_bytes()).unwrap();
     assert_eq!(r.status, 303);
     let cookie = r.header("set-cookie").unwrap().to_owned();
@@ -121,7 +195,14 @@ fn first_visit_sets_the_password_once_then_sessions_and_logout_work() {
     let status: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert!(status["camera"]["state"].is_string());
     // Logout ends the session on the server: the old cookie no longer works.
-    let r = http::request(web.addr, "POST", "/logout", &[("Cookie", &session)], b"").unwrap();
+    let r = http::request(
+        web.addr,
+        "POST",
+        "/logout",
+        &[("Cookie", &session), ("Origin", &o)],
+        b"",
+    )
+    .unwrap();
     assert_eq!(r.status, 303);
     assert_eq!(
         http::get(web.addr, "/api/status", Some(&session))
@@ -144,40 +225,51 @@ fn first_visit_sets_the_password_once_then_sessions_and_logout_work() {
 
 #[test]
 fn a_thousand_wrong_passwords_change_nothing_but_the_log() {
-    let dirs = Dirs::new("login_failures_per_client_per_min = 5\nlogin_attempts_per_min = 30");
+    let dirs = Dirs::new("login_free_failures = 5\nlogin_backoff_first_s = 30");
     set_password(&dirs, PW);
     let web = Web::start(&dirs);
     let session = http::login(web.addr, "admin", PW).unwrap();
     let rss_before = web.rss_kib();
-    let mut limited = 0;
+    let o = origin(&web);
+    let (mut wrong, mut limited) = (0u32, 0u32);
+    let start = Instant::now();
     for i in 0..1000 {
         let form = format!("username=admin&password=guess{i}");
         let r = http::request(
             web.addr,
             "POST",
             "/login",
-            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &[FORM, ("Origin", &o)],
             form.as_bytes(),
         )
         .unwrap();
-        assert!(
-            matches!(r.status, 401 | 429),
-            "wrong password answered {}",
-            r.status
-        );
-        if r.status == 429 {
-            assert!(r.header("retry-after").is_some());
-            limited += 1;
+        match r.status {
+            401 => wrong += 1,
+            429 => {
+                assert!(r.header("retry-after").is_some());
+                limited += 1;
+            }
+            s => panic!("wrong password answered {s}"),
         }
     }
-    assert_eq!(limited, 995, "only the per-client allowance was checked");
+    let took = start.elapsed();
+    println!("1000 guesses in {took:?}: {wrong} checked, {limited} limited");
+    // Five free, then one more per backoff (30 s, 60 s, ...) that ran out during the loop.
+    assert!(wrong >= 5, "{wrong} checked");
+    assert!(
+        u64::from(wrong) <= 5 + took.as_secs() / 30 + 1,
+        "{wrong} checked in {took:?}"
+    );
     let m = http::get(web.addr, "/metrics", Some(&session))
         .unwrap()
         .text();
-    assert_eq!(metric(&m, "mecam_web_login_failures_total"), Some(5.0));
+    assert_eq!(
+        metric(&m, "mecam_web_login_failures_total"),
+        Some(f64::from(wrong))
+    );
     assert_eq!(
         metric(&m, "mecam_web_login_rate_limited_total"),
-        Some(995.0)
+        Some(f64::from(limited))
     );
     // The session from before still works, the service is alive, memory did not grow much.
     assert_eq!(
@@ -192,7 +284,19 @@ fn a_thousand_wrong_passwords_change_nothing_but_the_log() {
         rss_before,
         web.rss_kib()
     );
-    assert!(web.log().contains("failed login"));
+    // One line per interval, then a count: not a thousand lines.
+    let log = web.log();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count() as u64;
+    let most = took.as_secs() / 10 + 2;
+    assert!(
+        (1..=most).contains(&lines("failed login")),
+        "{} failed-login lines in {took:?}",
+        lines("failed login")
+    );
+    assert!(
+        (1..=most).contains(&lines("refused by the rate limiter")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -257,20 +361,14 @@ fn malformed_requests_get_clear_4xx_and_are_survived() {
     );
     assert_eq!(raw(web.addr, huge_header.as_bytes()) / 100, 4);
     let big = vec![b'a'; 100_000];
-    let r = http::request(
-        web.addr,
-        "POST",
-        "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        &big,
-    )
-    .unwrap();
+    let o = origin(&web);
+    let r = http::request(web.addr, "POST", "/login", &[FORM, ("Origin", &o)], &big).unwrap();
     assert_eq!(r.status, 413);
     let r = http::request(
         web.addr,
         "POST",
         "/login",
-        &[("Content-Type", "text/plain")],
+        &[("Content-Type", "text/plain"), ("Origin", &o)],
         b"x",
     )
     .unwrap();
@@ -357,6 +455,8 @@ fn tls_from_the_config_serves_https_with_secure_cookies() {
         healthy.starts_with("HTTP/1.1 200")
     });
     let login = curl(&[
+        "-H",
+        &format!("Origin: {base}"),
         "-d",
         &format!("username=admin&password={}", PW.replace(' ', "+")),
         &format!("{base}/login"),
@@ -435,7 +535,6 @@ fn set_password_while_running_ends_every_session() {
             .status,
         200
     );
-    std::thread::sleep(Duration::from_millis(20)); // a distinct file time
     set_password(&dirs, "a brand new password");
     assert_eq!(
         http::get(web.addr, "/api/status", Some(&session))
@@ -483,6 +582,24 @@ fn bad_config_and_bad_passwords_are_refused_at_start_naming_the_problem() {
     assert!(!ok && err.contains("request_timeout_s"), "{err}");
     let (ok, err) = run("[web]\ntls_cert = \"/x.pem\"\n");
     assert!(!ok && err.contains("tls_key"), "{err}");
+    for (bad, key) in [
+        ("login_free_failures = 0", "login_free_failures"),
+        ("login_backoff_first_s = 0.5", "login_backoff_first_s"),
+        (
+            "login_backoff_first_s = 60\nlogin_backoff_max_s = 30",
+            "login_backoff_max_s",
+        ),
+        (
+            "login_slow_after_failures_per_min = 0",
+            "login_slow_after_failures_per_min",
+        ),
+        ("max_tracked_clients = 1000000", "max_tracked_clients"),
+        // The keys of the old one-counter limiter are refused by name.
+        ("login_attempts_per_min = 30", "login_attempts_per_min"),
+    ] {
+        let (ok, err) = run(&format!("[web]\n{bad}\n"));
+        assert!(!ok && err.contains(key), "{bad}: {err}");
+    }
     let (ok, _) = run("[web]\nmax_streams = 3\n");
     assert!(ok);
     let mut c = std::process::Command::new(crate::harness::bin())
@@ -513,7 +630,7 @@ fn stalled_request_bodies_are_closed_after_the_request_timeout() {
         .map(|_| {
             let mut s = TcpStream::connect(web.addr).unwrap();
             s.write_all(
-                b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\npassword=",
+                b"POST /login HTTP/1.1\r\nHost: x\r\nOrigin: http://x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\npassword=",
             )
             .unwrap();
             s
@@ -608,7 +725,15 @@ fn a_password_file_that_cannot_be_used_is_a_clear_error_and_never_reopens_setup(
         let r = http::get(web.addr, "/setup", None).unwrap();
         assert_ne!(r.status, 200, "{broken}: the setup form is offered");
         let form = "password=attacker+pass&confirm=attacker+pass";
-        let r = http::request(web.addr, "POST", "/setup", &ct, form.as_bytes()).unwrap();
+        let o = origin(&web);
+        let r = http::request(
+            web.addr,
+            "POST",
+            "/setup",
+            &with(ct[0], &[("Origin", &o)]),
+            form.as_bytes(),
+        )
+        .unwrap();
         assert!(r.status >= 400, "{broken}: setup answered {}", r.status);
         assert!(http::login(web.addr, "admin", "attacker pass").is_err());
         // The login page and Basic clients are told what is wrong.
@@ -635,4 +760,362 @@ fn a_password_file_that_cannot_be_used_is_a_clear_error_and_never_reopens_setup(
             _ => assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello\n"),
         }
     }
+}
+
+/// A login form post of `password` from `from`, with this server's Origin.
+fn login_from(web: &Web, from: IpAddr, password: &str) -> http::Response {
+    let form = format!("username=admin&password={}", password.replace(' ', "+"));
+    let o = origin(web);
+    request_from(
+        from,
+        web.addr,
+        "POST",
+        "/login",
+        &[FORM, ("Origin", &o)],
+        form.as_bytes(),
+    )
+}
+
+#[test]
+fn a_limited_client_learns_nothing_even_while_basic_is_cached() {
+    // A long first wait, so that the client is still limited at the end however slow the
+    // machine.
+    let dirs = Dirs::new("login_backoff_first_s = 600");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let ha: IpAddr = [127, 0, 0, 2].into();
+    let attacker: IpAddr = [127, 0, 0, 3].into();
+    let right = basic("admin", PW);
+    let status = |from, auth: &str| {
+        request_from(
+            from,
+            web.addr,
+            "GET",
+            "/api/status",
+            &[("Authorization", auth)],
+            b"",
+        )
+    };
+    // Home Assistant polls with the right password: the credential is remembered.
+    assert_eq!(status(ha, &right).status, 200);
+    let mut limited = None;
+    for i in 0..50 {
+        let r = status(attacker, &basic("admin", &format!("guess {i}")));
+        match r.status {
+            401 => {}
+            429 => {
+                limited = Some(r);
+                break;
+            }
+            s => panic!("a wrong guess answered {s}"),
+        }
+        assert_eq!(status(ha, &right).status, 200, "Home Assistant polls on");
+    }
+    let limited = limited.expect("50 wrong guesses from one address were never limited");
+    let checks = |from| {
+        let r = request_from(
+            from,
+            web.addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &right)],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        metric(&r.text(), "mecam_web_login_password_checks_total")
+    };
+    let checks_before = checks(ha);
+    let form_limited = login_from(&web, attacker, "yet another guess");
+    assert_eq!(form_limited.status, 429);
+    for round in 0..20 {
+        // The right password gets exactly what a wrong one gets, with the cache warm.
+        let r = status(attacker, &right);
+        assert_eq!(
+            (r.status, r.text()),
+            (429, limited.text()),
+            "round {round}: the right password over Basic while limited"
+        );
+        let r = status(attacker, &basic("admin", &format!("more {round}")));
+        assert_eq!((r.status, r.text()), (429, limited.text()));
+        let r = login_from(&web, attacker, PW);
+        assert_eq!(
+            (r.status, r.text()),
+            (429, form_limited.text()),
+            "round {round}: the right password in the form while limited"
+        );
+        assert!(r.header("set-cookie").is_none());
+        assert_eq!(status(ha, &right).status, 200, "Home Assistant polls on");
+    }
+    assert_eq!(
+        checks(ha),
+        checks_before,
+        "no password was checked for a limited client"
+    );
+    assert!(checks_before.is_some());
+}
+
+#[test]
+fn many_addresses_failing_do_not_lock_the_owner_out_of_a_fresh_address() {
+    // Slowing from ten failures a minute: the ten addresses' first guesses reach it.
+    let dirs = Dirs::new("login_slow_after_failures_per_min = 10");
+    set_password(&dirs, PW);
+    let web = Arc::new(Web::start(&dirs));
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Ten addresses guess at once, eight guesses each: more failures than the global ceiling
+    // allows in a minute, so the global slowing is on.
+    let attackers: Vec<_> = (2..12u8)
+        .map(|i| {
+            let (web, stop) = (web.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let from: IpAddr = [127, 0, 0, i].into();
+                let mut answers = Vec::new();
+                for g in 0..8 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    answers.push(login_from(&web, from, &format!("guess {i} {g}")).status);
+                }
+                answers
+            })
+        })
+        .collect();
+    // Until the global slowing is on (or, without one, many attempts were refused).
+    let mut m = String::new();
+    crate::harness::poll(Duration::from_secs(120), "the global slowing", || {
+        m = http::get(web.addr, "/metrics", Some(&session))
+            .unwrap()
+            .text();
+        metric(&m, "mecam_web_login_global_slowing") == Some(1.0)
+            || metric(&m, "mecam_web_login_rate_limited_total").unwrap_or(0.0) >= 30.0
+    });
+    println!(
+        "failures {:?}, limited {:?}",
+        metric(&m, "mecam_web_login_failures_total"),
+        metric(&m, "mecam_web_login_rate_limited_total")
+    );
+    // The owner, from an address that never failed, logs in while the attack goes on.
+    let start = Instant::now();
+    let r = login_from(&web, [127, 0, 0, 200].into(), PW);
+    println!(
+        "the owner logged in after {:?} under attack",
+        start.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(r.status, 303, "the owner was refused: {}", r.text());
+    assert!(r.header("set-cookie").is_some());
+    for a in attackers {
+        let answers = a.join().unwrap();
+        assert!(
+            answers.iter().all(|s| matches!(s, 401 | 429)),
+            "{answers:?}"
+        );
+    }
+    // And again from another fresh address (Home Assistant's, say) over Basic.
+    let r = request_from(
+        [127, 0, 0, 201].into(),
+        web.addr,
+        "GET",
+        "/api/status",
+        &[("Authorization", &basic("admin", PW))],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        metric(&m, "mecam_web_login_global_slowing"),
+        Some(1.0),
+        "the global ceiling was not reached; the test proves nothing"
+    );
+}
+
+/// `first` followed by `rest`.
+fn with<'a>(first: (&'a str, &'a str), rest: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![first];
+    h.extend_from_slice(rest);
+    h
+}
+
+#[test]
+fn state_changes_need_a_same_origin_origin_or_referer() {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let here = origin(&web);
+    let foreign = "http://evil.example";
+    let same_referer = format!("{here}/events?page=1");
+    let foreign_referer = format!("{foreign}/{}/", web.addr);
+    let bad: [&[(&str, &str)]; 6] = [
+        &[],
+        &[("Origin", foreign)],
+        &[("Origin", "null")],
+        &[("Referer", &foreign_referer)],
+        &[("Origin", foreign), ("Referer", &same_referer)],
+        &[("Origin", &here.replace("http:", "https:"))],
+    ];
+    let good: [&[(&str, &str)]; 2] = [&[("Origin", &here)], &[("Referer", &same_referer)]];
+
+    // Cookie: logout.
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    for extra in bad {
+        let r = http::request(
+            web.addr,
+            "POST",
+            "/logout",
+            &with(("Cookie", &session), extra),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 403, "logout with {extra:?}");
+        assert!(r.text().contains("Origin"), "{}", r.text());
+        assert_eq!(
+            http::get(web.addr, "/api/status", Some(&session))
+                .unwrap()
+                .status,
+            200,
+            "the session survived {extra:?}"
+        );
+    }
+    for extra in good {
+        let session = http::login(web.addr, "admin", PW).unwrap();
+        let r = http::request(
+            web.addr,
+            "POST",
+            "/logout",
+            &with(("Cookie", &session), extra),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 303, "logout with {extra:?}");
+        assert_eq!(
+            http::get(web.addr, "/api/status", Some(&session))
+                .unwrap()
+                .status,
+            401
+        );
+    }
+
+    // Basic: delete (of an event that does not exist: past the rule it is a 404).
+    let auth = basic("admin", PW);
+    let path = "/api/events/20261124T182900Z-0001";
+    for extra in bad {
+        let r = http::request(
+            web.addr,
+            "DELETE",
+            path,
+            &with(("Authorization", &auth), extra),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 403, "Basic delete with {extra:?}");
+    }
+    for extra in good {
+        let r = http::request(
+            web.addr,
+            "DELETE",
+            path,
+            &with(("Authorization", &auth), extra),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 404, "Basic delete with {extra:?}");
+    }
+
+    // The login form itself: the right password without a same origin gets no session.
+    let form = format!("username=admin&password={}", PW.replace(' ', "+"));
+    for extra in bad {
+        let r = http::request(
+            web.addr,
+            "POST",
+            "/login",
+            &with(FORM, extra),
+            form.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 403, "login with {extra:?}");
+        assert!(r.header("set-cookie").is_none());
+    }
+    for extra in good {
+        let r = http::request(
+            web.addr,
+            "POST",
+            "/login",
+            &with(FORM, extra),
+            form.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 303, "login with {extra:?}");
+    }
+    assert!(web.log().contains("cross-site"), "{}", web.log());
+
+    // First-visit setup, on a camera without a password.
+    let fresh = Dirs::new("");
+    let web = Web::start(&fresh);
+    let form = "password=first+pass+123&confirm=first+pass+123";
+    for extra in bad {
+        let r = http::request(
+            web.addr,
+            "POST",
+            "/setup",
+            &with(FORM, extra),
+            form.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 403, "setup with {extra:?}");
+        assert!(!fresh.state().join("admin.argon2").exists());
+    }
+    let here = origin(&web);
+    let r = http::request(
+        web.addr,
+        "POST",
+        "/setup",
+        &[FORM, ("Origin", &here)],
+        form.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 303);
+}
+
+#[test]
+fn a_new_password_with_the_same_file_time_still_ends_sessions_and_basic() {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    let old = basic("admin", PW);
+    let status = |auth: &str| {
+        http::request(
+            web.addr,
+            "GET",
+            "/api/status",
+            &[("Authorization", auth)],
+            b"",
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(status(&old), 200, "Basic is remembered");
+    let file = dirs.state().join("admin.argon2");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    set_password(&dirs, "a brand new password");
+    // A change within the same file-time tick, or a restored time (a backup put back).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+    assert_eq!(
+        http::get(web.addr, "/api/status", Some(&session))
+            .unwrap()
+            .status,
+        401,
+        "the session outlived the password"
+    );
+    assert_eq!(
+        status(&old),
+        401,
+        "the remembered Basic password still works"
+    );
+    assert_eq!(status(&basic("admin", "a brand new password")), 200);
 }

@@ -203,5 +203,24 @@ fn a_real_browser_logs_in_and_sees_the_live_image_change() {
     poll(Duration::from_secs(30), "the status line", || {
         cdp.eval("document.getElementById('cam').textContent") == json!("streaming")
     });
+    // The logout form (a cookie-authenticated POST) passes the same-origin rule: the browser
+    // sends its Origin.
+    cdp.eval("document.querySelector('form[action=\"/logout\"]').submit(); true");
+    poll(
+        Duration::from_secs(30),
+        "the login page after logout",
+        || {
+            cdp.eval("document.readyState === 'complete' && location.pathname === '/login'")
+                == json!(true)
+        },
+    );
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("http://{}/", web.addr)}),
+    );
+    poll(Duration::from_secs(30), "the session to be over", || {
+        cdp.eval("document.readyState === 'complete' && location.pathname === '/login'")
+            == json!(true)
+    });
     drop(browser);
 }

@@ -170,7 +170,8 @@ fn events_are_listed_played_downloaded_and_deleted() {
     }
 
     // Delete: refused while recording, works otherwise (form and API).
-    let cookie = [("Cookie", session.as_str())];
+    let origin = format!("http://{}", web.addr);
+    let cookie = [("Cookie", session.as_str()), ("Origin", origin.as_str())];
     let r = http::request(
         web.addr,
         "DELETE",
