@@ -1,20 +1,32 @@
-//! The accept loop: bounded connections, optional TLS, HTTP/1.1 with header limits, the
-//! per-connection watchdog (a stalled viewer, a request body that never comes, an answer
-//! nobody reads), and graceful shutdown that never waits on a viewer.
+//! The accept loop: bounded connections (in all, and per client address with the oldest idle
+//! one evicted to make room for a newcomer), optional TLS, HTTP/1.1 with a tight head-read
+//! timeout and header limits, the per-connection watchdog (a stalled viewer, a request body
+//! that never comes, an answer nobody reads), and graceful shutdown that never waits on a
+//! viewer.
+//!
+//! Slow clients: a connection is *idle* while no request of it is being served (it is still
+//! in its TLS handshake, waiting for or trickling a request head, or an idle keep-alive). A
+//! client address (an IPv6 client's /64) holds at most `max_connections_per_client`; past it,
+//! its own oldest idle connection is closed for the newcomer. At `max_connections`, the oldest
+//! idle connection of anyone is closed for the newcomer. Only when nothing is idle (streams,
+//! downloads and requests in flight, each under its own time limit) is the newcomer refused.
+//! So a flood of slow connections, from one address or many, never shuts out a new client.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
@@ -24,13 +36,51 @@ use crate::web::ClientAddr;
 
 /// Largest request head (request line plus headers) in bytes; more gets an error.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Time for the TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight (streams end at once, and so does any
 /// connection whose socket is full).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How often each connection checks whether its stream is stalled.
 pub const WATCH_PERIOD: Duration = Duration::from_millis(250);
+/// Evicted connections still closing (each closes at its task's next turn); while this many
+/// are, a newcomer that would need another eviction is refused instead, so open sockets stay
+/// under `max_connections` plus this.
+pub const MAX_CLOSING: usize = 64;
+
+// Every line below can be triggered by a network client: one line per interval, then a count.
+static ACCEPT_FAILED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static REFUSED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static EVICTED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static TLS_FAILED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static CONN_ERROR: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static TIMED_OUT: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static STALLED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static DEAF: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static FULL_AT_SHUTDOWN: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// The throttled lines of this module and what each counts, for the periodic summary.
+static THROTTLED: [(&LogThrottle, &str); 9] = [
+    (&ACCEPT_FAILED, "accept failures"),
+    (&REFUSED, "connections refused"),
+    (&EVICTED, "idle connections evicted"),
+    (&TLS_FAILED, "failed TLS handshakes"),
+    (&CONN_ERROR, "connections ended with an error"),
+    (&TIMED_OUT, "requests timed out"),
+    (&STALLED, "stalled viewers dropped"),
+    (&DEAF, "clients reading nothing dropped"),
+    (&FULL_AT_SHUTDOWN, "full sockets closed at shutdown"),
+];
+
+/// Logs one summary line per throttled kind that held lines back (called every interval).
+fn flush_throttled() {
+    for (t, what) in &THROTTLED {
+        if let Some(n) = t.flush() {
+            tracing::info!(
+                held_back = n,
+                "{n} more {what} not logged in the last interval"
+            );
+        }
+    }
+}
 
 /// Loads a TLS acceptor from PEM files.
 ///
@@ -75,9 +125,242 @@ pub fn tls_acceptor(
 pub struct Timeouts {
     /// A stream or download whose socket takes nothing this long is dropped.
     pub viewer: Duration,
-    /// Time for a request head, and again for its body and the start of the answer; an
-    /// answer (not a stream) whose socket takes nothing this long is dropped.
+    /// Time for a request's body and the start of its answer; an answer (not a stream) whose
+    /// socket takes nothing this long is dropped.
     pub request: Duration,
+    /// Time for the TLS handshake, and for each request head (counted from when the server
+    /// starts waiting for it, so it also ends an idle keep-alive).
+    pub head: Duration,
+}
+
+/// The connection bounds, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once (not counting evicted ones still closing).
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 client's /64).
+    pub max_per_client: usize,
+}
+
+/// The address a per-client bound counts by: an IPv4 address (also when written as an
+/// IPv4-mapped IPv6 one), or the /64 of an IPv6 one (one host usually holds a whole /64).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+fn now_ms() -> u64 {
+    ipc::service::monotonic_ns() / 1_000_000
+}
+
+/// One connection's record in the table, shared with its task and its requests.
+#[derive(Debug)]
+struct Slot {
+    /// Requests being served (head read, answer not yet fully sent); idle at 0.
+    in_flight: AtomicUsize,
+    /// Monotonic ms since which it has been idle (its accept, or its last answer's end).
+    idle_since_ms: AtomicU64,
+    /// Told when the connection is evicted: its task closes it.
+    evict: Notify,
+}
+
+/// Marks its connection busy while a request is served: from its head until its answer's
+/// body is dropped (sent in full, or the connection ended).
+#[derive(Debug)]
+struct Busy(Arc<Slot>);
+
+impl Busy {
+    fn start(slot: &Arc<Slot>) -> Busy {
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(slot.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // Relaxed: the idle state is a hint for choosing whom to evict, read under the table
+        // lock; a request that starts just as its connection is evicted is closed with it.
+        self.0.idle_since_ms.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    peer: SocketAddr,
+    key: IpAddr,
+    slot: Arc<Slot>,
+    /// Evicted and closing: no longer counted against either bound.
+    evicted: bool,
+}
+
+/// The open connections: at most `max_connections` counted ones plus [`MAX_CLOSING`]
+/// evicted ones closing; `per_client` has one entry per client address with a counted one.
+#[derive(Debug, Default)]
+struct Table {
+    next_id: u64,
+    entries: HashMap<u64, Entry>,
+    per_client: HashMap<IpAddr, usize>,
+    counted: usize,
+    closing: usize,
+}
+
+impl Table {
+    /// The oldest idle counted connection, of `key` only if given.
+    fn oldest_idle(&self, key: Option<IpAddr>) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| {
+                !e.evicted
+                    && key.is_none_or(|k| e.key == k)
+                    && e.slot.in_flight.load(Ordering::Relaxed) == 0
+            })
+            .min_by_key(|(id, e)| (e.slot.idle_since_ms.load(Ordering::Relaxed), **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// Evicts `id`: it stops counting now and its task closes it.
+    fn evict(&mut self, id: u64) -> SocketAddr {
+        let e = self
+            .entries
+            .get_mut(&id)
+            .expect("evicting a listed connection");
+        e.evicted = true;
+        e.slot.evict.notify_one();
+        let (peer, key) = (e.peer, e.key);
+        self.uncount(key);
+        self.closing += 1;
+        peer
+    }
+
+    fn uncount(&mut self, key: IpAddr) {
+        self.counted -= 1;
+        if let Some(n) = self.per_client.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&key);
+            }
+        }
+    }
+}
+
+/// Why a newcomer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Its address holds its limit, none of them idle.
+    Client,
+    /// Every connection is busy.
+    Full,
+    /// Too many evicted connections are still closing.
+    Closing,
+}
+
+/// The connection table with its bounds; [`Connections::admit`] decides for each newcomer.
+#[derive(Debug)]
+struct Connections {
+    limits: Limits,
+    table: Mutex<Table>,
+    /// Its `connections` gauge is set under the table lock, so it is never stale.
+    hub: Arc<Hub>,
+}
+
+/// A counted connection; dropping it (its task ends) frees its place.
+#[derive(Debug)]
+struct Admitted {
+    table: Arc<Connections>,
+    id: u64,
+    slot: Arc<Slot>,
+}
+
+impl Connections {
+    fn new(limits: Limits, hub: Arc<Hub>) -> Arc<Connections> {
+        Arc::new(Connections {
+            limits,
+            table: Mutex::new(Table::default()),
+            hub,
+        })
+    }
+
+    fn publish(&self, t: &Table) {
+        self.hub
+            .metrics
+            .connections
+            .store(t.counted, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // Every update below keeps the table consistent before anything that could panic.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a newcomer from `peer`, evicting an idle connection if a bound is reached (its
+    /// own address's oldest first); the evicted peers are returned for the log.
+    fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<(Admitted, Vec<SocketAddr>), Refusal> {
+        let key = client_key(peer.ip());
+        let per_client = self.limits.max_per_client.min(self.limits.max_connections);
+        let mut t = self.lock();
+        let mut evicted = Vec::new();
+        if t.per_client.get(&key).copied().unwrap_or(0) >= per_client {
+            if t.closing >= MAX_CLOSING {
+                return Err(Refusal::Closing);
+            }
+            let id = t.oldest_idle(Some(key)).ok_or(Refusal::Client)?;
+            evicted.push(t.evict(id));
+        }
+        if t.counted >= self.limits.max_connections {
+            if t.closing >= MAX_CLOSING {
+                return Err(Refusal::Closing);
+            }
+            let id = t.oldest_idle(None).ok_or(Refusal::Full)?;
+            evicted.push(t.evict(id));
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        let slot = Arc::new(Slot {
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(now_ms()),
+            evict: Notify::new(),
+        });
+        t.entries.insert(
+            id,
+            Entry {
+                peer,
+                key,
+                slot: slot.clone(),
+                evicted: false,
+            },
+        );
+        *t.per_client.entry(key).or_insert(0) += 1;
+        t.counted += 1;
+        self.publish(&t);
+        Ok((
+            Admitted {
+                table: self.clone(),
+                id,
+                slot,
+            },
+            evicted,
+        ))
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut t = self.table.lock();
+        if let Some(e) = t.entries.remove(&self.id) {
+            if e.evicted {
+                t.closing -= 1;
+            } else {
+                t.uncount(e.key);
+            }
+        }
+        self.table.publish(&t);
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true, then waits for the connections.
@@ -86,53 +369,94 @@ pub async fn serve(
     router: Router,
     hub: Arc<Hub>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    max_connections: usize,
+    limits: Limits,
     timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let table = Connections::new(limits, hub.clone());
     let mut tasks = JoinSet::new();
+    let mut summary = tokio::time::interval(OUTSIDER_LOG_INTERVAL);
     loop {
         while tasks.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
+            _ = summary.tick() => {
+                flush_throttled();
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    if let Some(held_back) = ACCEPT_FAILED.check() {
+                        tracing::warn!(error = %e, held_back, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            hub.metrics
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, max_connections, "too many connections; closing a new one");
-            drop(tcp);
-            continue;
+        let admitted = match table.admit(peer) {
+            Ok((admitted, evicted)) => {
+                hub.metrics
+                    .connections_evicted
+                    .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+                if let Some(victim) = evicted.first()
+                    && let Some(held_back) = EVICTED.check()
+                {
+                    tracing::info!(%victim, %peer, held_back, "evicted the oldest idle connection to make room for a new client");
+                }
+                admitted
+            }
+            Err(why) => {
+                hub.metrics
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(held_back) = REFUSED.check() {
+                    let why = match why {
+                        Refusal::Client => {
+                            "this client address holds [web] max_connections_per_client, none idle"
+                        }
+                        Refusal::Full => "[web] max_connections reached, none idle",
+                        Refusal::Closing => "too many evicted connections still closing",
+                    };
+                    tracing::warn!(%peer, held_back, max_connections = limits.max_connections, max_per_client = limits.max_per_client, "refused a connection: {why}");
+                }
+                drop(tcp);
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let (router, hub, tls, shutdown) =
             (router.clone(), hub.clone(), tls.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let _permit = permit;
-            hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
+            let slot = admitted.slot.clone();
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let handshake = tokio::time::timeout(timeouts.head, acceptor.accept(tcp));
+                    let io = tokio::select! {
+                        r = handshake => r,
+                        () = slot.evict.notified() => return,
+                    };
+                    match io {
                         Ok(Ok(io)) => {
-                            connection(io, peer, router, &hub, timeouts, shutdown).await;
+                            connection(io, peer, router, &hub, &slot, timeouts, shutdown).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            if let Some(held_back) = TLS_FAILED.check() {
+                                tracing::info!(%peer, error = %e, held_back, "TLS handshake failed");
+                            }
+                        }
+                        Err(_) => {
+                            if let Some(held_back) = TLS_FAILED.check() {
+                                tracing::info!(%peer, held_back, "TLS handshake timed out");
+                            }
+                        }
                     }
                 }
-                None => connection(tcp, peer, router, &hub, timeouts, shutdown).await,
+                None => connection(tcp, peer, router, &hub, &slot, timeouts, shutdown).await,
             }
-            hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(admitted);
         });
     }
     drop(listener);
@@ -149,6 +473,7 @@ pub async fn serve(
             }
         }
     }
+    flush_throttled();
 }
 
 /// The answer to a request whose body (or handler) took longer than the request timeout.
@@ -162,19 +487,47 @@ fn request_timed_out() -> axum::response::Response {
         .into_response()
 }
 
+/// An answer's body that keeps its connection marked busy until it is dropped.
+struct Tracked {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 async fn connection<I>(
     io: I,
     peer: SocketAddr,
     router: Router,
     hub: &Hub,
+    slot: &Arc<Slot>,
     timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let watch = Arc::new(ConnWatch::default());
-    let w = watch.clone();
+    let (w, s) = (watch.clone(), slot.clone());
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let busy = Busy::start(&s);
         req.extensions_mut().insert(ClientAddr(peer));
         req.extensions_mut().insert(w.clone());
         let answer = router.clone().oneshot(req);
@@ -182,18 +535,22 @@ async fn connection<I>(
         // this, under the viewer timeout. On time-out hyper closes the connection, since
         // the body was not read to its end.
         async move {
-            match tokio::time::timeout(timeouts.request, answer).await {
-                Ok(r) => r,
+            let response = match tokio::time::timeout(timeouts.request, answer).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(never)) => match never {},
                 Err(_) => {
-                    tracing::info!(%peer, timeout_s = timeouts.request.as_secs_f64(), "request timed out (body or answer too slow); closing its connection");
-                    Ok(request_timed_out())
+                    if let Some(held_back) = TIMED_OUT.check() {
+                        tracing::info!(%peer, timeout_s = timeouts.request.as_secs_f64(), held_back, "request timed out (body or answer too slow); closing its connection");
+                    }
+                    request_timed_out()
                 }
-            }
+            };
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, _busy: busy }))
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.request)
+        .header_read_timeout(timeouts.head)
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(Watched::new(io, watch.clone())), service);
     tokio::pin!(conn);
@@ -202,14 +559,19 @@ async fn connection<I>(
     loop {
         tokio::select! {
             r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                if let Err(e) = r
+                    && let Some(held_back) = CONN_ERROR.check()
+                {
+                    tracing::debug!(%peer, error = %e, held_back, "connection ended with an error");
                 }
                 return;
             }
+            () = slot.evict.notified() => return,
             _ = shutdown.wait_for(|s| *s), if closing_at.is_none() => {
                 if watch.write_blocked_for().is_some() {
-                    tracing::info!(%peer, "shutting down: closing a connection whose socket is full");
+                    if let Some(held_back) = FULL_AT_SHUTDOWN.check() {
+                        tracing::info!(%peer, held_back, "shutting down: closing a connection whose socket is full");
+                    }
                     return;
                 }
                 conn.as_mut().graceful_shutdown();
@@ -218,16 +580,22 @@ async fn connection<I>(
             _ = tick.tick() => {
                 if watch.stalled(timeouts.viewer) {
                     hub.metrics.viewers_dropped_stalled.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%peer, timeout_s = timeouts.viewer.as_secs_f64(), "dropping a viewer whose socket took nothing");
+                    if let Some(held_back) = STALLED.check() {
+                        tracing::info!(%peer, timeout_s = timeouts.viewer.as_secs_f64(), held_back, "dropping a viewer whose socket took nothing");
+                    }
                     return;
                 }
                 let blocked = watch.write_blocked_for();
                 if !watch.is_streaming() && blocked.is_some_and(|b| b > timeouts.request) {
-                    tracing::info!(%peer, timeout_s = timeouts.request.as_secs_f64(), "dropping a client that reads nothing of its answer");
+                    if let Some(held_back) = DEAF.check() {
+                        tracing::info!(%peer, timeout_s = timeouts.request.as_secs_f64(), held_back, "dropping a client that reads nothing of its answer");
+                    }
                     return;
                 }
                 if closing_at.is_some() && blocked.is_some() {
-                    tracing::info!(%peer, "shutting down: closing a connection whose socket is full");
+                    if let Some(held_back) = FULL_AT_SHUTDOWN.check() {
+                        tracing::info!(%peer, held_back, "shutting down: closing a connection whose socket is full");
+                    }
                     return;
                 }
                 if closing_at.is_some_and(|t| tokio::time::Instant::now() >= t) {

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::auth::{self, BasicCache, PasswordStore, RateLimiter, SESSION_COOKIE, Sessions};
 use crate::config::WebConfig;
-use crate::events::{AviFrames, EventError, EventStore};
+use crate::events::{AviFrames, EventError, EventFile, EventStore};
 use crate::fanout::{BOUNDARY, Hub};
 use crate::pages;
 use crate::stream::{self, ConnWatch, ViewerSlot};
@@ -679,17 +679,28 @@ async fn event_page(
     Ok(Html(pages::event(&state.0.events.info(&id)?)))
 }
 
+/// Opens `file` of event `id` off the runtime (see [`EventStore::open`]).
+async fn open_event_file(
+    state: &AppState,
+    id: &str,
+    file: EventFile,
+) -> Result<(std::fs::File, u64), WebError> {
+    let (store, id) = (state.0.events.clone(), id.to_owned());
+    Ok(
+        tokio::task::spawn_blocking(move || store.open(&id, file))
+            .await
+            .map_err(|e| WebError::Internal(e.to_string()))??,
+    )
+}
+
 async fn send_file(
-    path: PathBuf,
+    (file, len): (std::fs::File, u64),
     content_type: &'static str,
     download: Option<String>,
     conn: Option<Arc<ConnWatch>>,
 ) -> Result<Response, WebError> {
     use tokio::io::AsyncReadExt as _;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| WebError::Event(EventError::NotFound))?;
-    let len = file.metadata().await.map_err(EventError::Io)?.len();
+    let file = tokio::fs::File::from_std(file);
     let watch = stream::ConnProgress::new(conn);
     let body = futures_util::stream::unfold(Some((file.take(len), watch)), |st| async move {
         let (mut f, watch) = st?;
@@ -726,9 +737,9 @@ async fn event_clip(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, WebError> {
-    let path = state.0.events.file(&id, "clip.avi")?;
+    let file = open_event_file(&state, &id, EventFile::Clip).await?;
     let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
-    send_file(path, "video/x-msvideo", Some(format!("{id}.avi")), conn).await
+    send_file(file, "video/x-msvideo", Some(format!("{id}.avi")), conn).await
 }
 
 async fn event_poster(
@@ -736,9 +747,9 @@ async fn event_poster(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, WebError> {
-    let path = state.0.events.file(&id, "poster.jpg")?;
+    let file = open_event_file(&state, &id, EventFile::Poster).await?;
     let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
-    send_file(path, "image/jpeg", None, conn).await
+    send_file(file, "image/jpeg", None, conn).await
 }
 
 async fn event_play(
@@ -746,10 +757,8 @@ async fn event_play(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, WebError> {
-    let path = state.0.events.file(&id, "clip.avi")?;
-    let avi = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&path).and_then(|f| AviFrames::new(std::io::BufReader::new(f)))
-    })
+    let (file, _) = open_event_file(&state, &id, EventFile::Clip).await?;
+    let avi = tokio::task::spawn_blocking(move || AviFrames::new(std::io::BufReader::new(file)))
     .await
     .map_err(|e| WebError::Internal(e.to_string()))?
     .map_err(|e| WebError::BadRequest(format!("the clip cannot be played: {e}")))?;
@@ -957,8 +966,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
     put(
         "connections_refused_total",
         "counter",
-        "Connections refused at accept.",
+        "Connections refused at accept (every one busy).",
         l(&m.connections_refused),
+    );
+    put(
+        "connections_evicted_total",
+        "counter",
+        "Idle connections closed to make room for a new client.",
+        l(&m.connections_evicted),
     );
     put(
         "login_failures_total",

@@ -3,6 +3,8 @@
 
 mod access;
 mod browser;
+mod connections;
 mod events;
 mod harness;
+mod startup;
 mod stream;
