@@ -145,7 +145,9 @@ pub fn open_event_file(folder: &Path, file: EventFile) -> Result<(File, u64), Op
     let dir = nix::fcntl::open(folder, common | OFlag::O_DIRECTORY, Mode::empty()).map_err(io)?;
     let fd = nix::fcntl::openat(&dir, name, common | OFlag::O_NOCTTY, Mode::empty()).map_err(io)?;
     let f = File::from(fd);
-    let meta = f.metadata().map_err(|source| OpenError::Io { name, source })?;
+    let meta = f
+        .metadata()
+        .map_err(|source| OpenError::Io { name, source })?;
     if !meta.is_file() {
         return Err(OpenError::NotRegular {
             name,
@@ -175,7 +177,10 @@ fn log_skipped(folder: &Path, e: &OpenError) {
 /// Sums up skipped event files held back by the throttle (call periodically).
 pub fn flush_skipped_log() {
     if let Some(n) = SKIPPED.flush() {
-        tracing::warn!(held_back = n, "{n} more event files skipped in the last interval");
+        tracing::warn!(
+            held_back = n,
+            "{n} more event files skipped in the last interval"
+        );
     }
 }
 /// Largest JPEG chunk read from a clip; a bigger one ends the replay as corrupt.
@@ -434,6 +439,111 @@ fn read_json(folder: &Path) -> Result<EventJson, String> {
         .read_to_string(&mut text)
         .map_err(|e| format!("event.json unreadable: {e}"))?;
     serde_json::from_str(&text).map_err(|e| format!("event.json is corrupt: {e}"))
+}
+
+/// Whether motion-svc can record into the events directory, as far as web-svc can tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskState {
+    /// `ok`, `missing`, `not-a-directory`, `read-only`, `not-writable`, `full` or `error`.
+    pub state: &'static str,
+    /// Bytes free for unprivileged users on its file system, when known.
+    pub free_bytes: Option<u64>,
+    /// What is wrong and what to do, for the dashboard; `None` when `ok`.
+    pub problem: Option<String>,
+}
+
+impl DiskState {
+    fn bad(state: &'static str, free_bytes: Option<u64>, problem: String) -> DiskState {
+        DiskState {
+            state,
+            free_bytes,
+            problem: Some(format!("Not recording: {problem}")),
+        }
+    }
+}
+
+/// The state of the events directory `dir`: missing, not a directory, on a read-only file
+/// system, not writable, or with less than `min_free` bytes free (`statvfs`). Never opens
+/// anything in it.
+pub fn disk_state(dir: &Path, min_free: u64) -> DiskState {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return DiskState::bad(
+                "not-a-directory",
+                None,
+                format!(
+                    "the events directory {shown} is not a directory; point [web] and [motion] events_dir at one"
+                ),
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return DiskState::bad(
+                "missing",
+                None,
+                format!(
+                    "the events directory {shown} does not exist; is its disk mounted? create it, owned by the service user"
+                ),
+            );
+        }
+        Err(e) => {
+            return DiskState::bad(
+                "error",
+                None,
+                format!("the events directory {shown} cannot be checked: {e}"),
+            );
+        }
+    }
+    let vfs = match statvfs(dir) {
+        Ok(v) => v,
+        Err(e) => {
+            return DiskState::bad(
+                "error",
+                None,
+                format!("the events disk of {shown} cannot be checked: {e}"),
+            );
+        }
+    };
+    // The counts are `c_ulong` on 32-bit targets and u64 here: widen without a lint.
+    let free = (vfs.blocks_available() as u64).saturating_mul(vfs.fragment_size() as u64);
+    if vfs.flags().contains(FsFlags::ST_RDONLY) {
+        return DiskState::bad(
+            "read-only",
+            Some(free),
+            format!(
+                "the events disk ({shown}) is read-only; it may have been remounted read-only after errors: check `dmesg` and the card or disk"
+            ),
+        );
+    }
+    if let Err(e) = nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    ) {
+        return DiskState::bad(
+            "not-writable",
+            Some(free),
+            format!(
+                "the events directory {shown} is not writable ({e}); give it to the service user"
+            ),
+        );
+    }
+    if free < min_free {
+        return DiskState::bad(
+            "full",
+            Some(free),
+            format!(
+                "the events disk is full ({} MiB free); delete old events, or raise [motion] min_free_mib so that older events make room",
+                free / (1024 * 1024)
+            ),
+        );
+    }
+    DiskState {
+        state: "ok",
+        free_bytes: Some(free),
+        problem: None,
+    }
 }
 
 /// Reads the JPEG frames of an MJPEG AVI one by one, without an index: RIFF chunks are walked

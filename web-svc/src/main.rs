@@ -121,9 +121,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
             });
         }
+        // Polled once now so its SIGTERM and SIGINT handlers are in place before READY: a
+        // stop that comes right after READY is a clean shutdown, not a kill.
+        let mut shutdown = Box::pin(service::shutdown_signal());
+        let _ = futures_util::FutureExt::now_or_never(&mut shutdown);
         tracing::info!(%addr, "web-svc ready");
         notifier.ready();
-        web_svc::run(listener, startup, service::shutdown_signal()).await;
+        web_svc::run(listener, startup, shutdown).await;
         notifier.stopping();
         Ok(())
     })

@@ -80,6 +80,7 @@ fn flush_throttled() {
             );
         }
     }
+    crate::events::flush_skipped_log();
 }
 
 /// Loads a TLS acceptor from PEM files.

@@ -529,17 +529,22 @@ async fn setup(State(state): State<AppState>, Form(form): Form<SetupForm>) -> Re
 
 async fn dashboard(State(state): State<AppState>) -> Result<Html<String>, WebError> {
     let store = state.0.events.clone();
-    let latest = tokio::task::spawn_blocking(move || {
-        store
+    let (dir, min_free) = (
+        state.0.config.events_dir.clone(),
+        state.0.config.events_min_free_bytes(),
+    );
+    let (latest, disk) = tokio::task::spawn_blocking(move || {
+        let latest = store
             .ids()
             .iter()
             .take(DASHBOARD_EVENTS)
             .filter_map(|id| store.info(id).ok())
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (latest, crate::events::disk_state(&dir, min_free))
     })
     .await
     .map_err(|e| WebError::Internal(e.to_string()))?;
-    Ok(Html(pages::dashboard(&latest)))
+    Ok(Html(pages::dashboard(&latest, &disk)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -686,11 +691,9 @@ async fn open_event_file(
     file: EventFile,
 ) -> Result<(std::fs::File, u64), WebError> {
     let (store, id) = (state.0.events.clone(), id.to_owned());
-    Ok(
-        tokio::task::spawn_blocking(move || store.open(&id, file))
-            .await
-            .map_err(|e| WebError::Internal(e.to_string()))??,
-    )
+    Ok(tokio::task::spawn_blocking(move || store.open(&id, file))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??)
 }
 
 async fn send_file(
@@ -759,9 +762,9 @@ async fn event_play(
 ) -> Result<Response, WebError> {
     let (file, _) = open_event_file(&state, &id, EventFile::Clip).await?;
     let avi = tokio::task::spawn_blocking(move || AviFrames::new(std::io::BufReader::new(file)))
-    .await
-    .map_err(|e| WebError::Internal(e.to_string()))?
-    .map_err(|e| WebError::BadRequest(format!("the clip cannot be played: {e}")))?;
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(|e| WebError::BadRequest(format!("the clip cannot be played: {e}")))?;
     let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
     let Some(slot) = ViewerSlot::acquire(&state.0.hub, state.0.config.max_streams, conn) else {
         return Ok(busy());
@@ -864,16 +867,26 @@ async fn api_events(
     })))
 }
 
-async fn api_status(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+async fn api_status(
+    State(state): State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, WebError> {
     let s = &state.0;
     let cam = s.hub.status();
     let m = &s.hub.metrics;
     let store = s.events.clone();
-    let recording = tokio::task::spawn_blocking(move || store.recording_now())
-        .await
-        .ok()
-        .flatten();
-    axum::Json(serde_json::json!({
+    let (dir, min_free) = (
+        s.config.events_dir.clone(),
+        s.config.events_min_free_bytes(),
+    );
+    let (recording, disk) = tokio::task::spawn_blocking(move || {
+        (
+            store.recording_now(),
+            crate::events::disk_state(&dir, min_free),
+        )
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?;
+    Ok(axum::Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "camera": {
             "state": cam.state, "reason": cam.reason, "source": cam.source,
@@ -889,7 +902,8 @@ async fn api_status(State(state): State<AppState>) -> axum::Json<serde_json::Val
             "stalled_viewers_dropped": m.viewers_dropped_stalled.load(Ordering::Relaxed),
         },
         "motion": { "active": recording.is_some(), "event": recording },
-    }))
+        "disk": disk,
+    })))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

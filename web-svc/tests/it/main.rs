@@ -4,6 +4,7 @@
 mod access;
 mod browser;
 mod connections;
+mod disk;
 mod events;
 mod harness;
 mod startup;

@@ -84,7 +84,10 @@ fn a_bad_tls_certificate_fails_the_start_before_ready() {
     let (sock, path) = notify_socket(dirs.tmp.path());
     let (got, ok, stderr) = until_exit(spawn(&dirs, &path, "127.0.0.1:0"), &sock);
     assert!(!ok, "web-svc started with a bad certificate:\n{stderr}");
-    assert!(!said_ready(&got), "READY=1 before the certificate was loaded: {got:?}");
+    assert!(
+        !said_ready(&got),
+        "READY=1 before the certificate was loaded: {got:?}"
+    );
     assert!(
         stderr.contains("tls_cert") && stderr.contains(&cert.display().to_string()),
         "the error does not name the certificate:\n{stderr}"
