@@ -706,6 +706,55 @@ mod tests {
     }
 
     #[test]
+    fn event_files_are_opened_only_when_regular_unlinked_and_within_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Json),
+            Err(OpenError::Missing("event.json"))
+        ));
+        // One byte past the bound is refused; at the bound it is read.
+        let max = EventFile::Json.max_bytes() as usize;
+        std::fs::write(folder.join("event.json"), vec![b' '; max + 1]).unwrap();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Json),
+            Err(OpenError::TooBig { .. })
+        ));
+        std::fs::write(folder.join("event.json"), vec![b' '; max]).unwrap();
+        assert_eq!(
+            open_event_file(folder, EventFile::Json).unwrap().1,
+            max as u64
+        );
+        // A symlink, even to a good file, a FIFO and a directory are not opened as files.
+        std::fs::write(dir.path().join("real.jpg"), b"x").unwrap();
+        std::os::unix::fs::symlink("real.jpg", folder.join("poster.jpg")).unwrap();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Poster),
+            Err(OpenError::NotRegular {
+                kind: "symlink",
+                ..
+            })
+        ));
+        nix::unistd::mkfifo(&folder.join("clip.avi"), Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Clip),
+            Err(OpenError::NotRegular { kind: "FIFO", .. })
+        ));
+        std::fs::remove_file(folder.join("event.json")).unwrap();
+        std::fs::create_dir(folder.join("event.json")).unwrap();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Json),
+            Err(OpenError::NotRegular {
+                kind: "directory",
+                ..
+            })
+        ));
+        // A folder that is a symlink is not entered.
+        std::os::unix::fs::symlink(folder, dir.path().join("link")).unwrap();
+        assert!(open_event_file(&dir.path().join("link"), EventFile::Json).is_err());
+    }
+
+    #[test]
     fn damaged_events_are_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let store = EventStore::new(dir.path(), 2);

@@ -670,3 +670,114 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(max_connections: usize, max_per_client: usize) -> Arc<Connections> {
+        Connections::new(
+            Limits {
+                max_connections,
+                max_per_client,
+            },
+            Arc::new(Hub::default()),
+        )
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn clients_are_counted_by_ipv4_address_or_ipv6_slash_64() {
+        let k = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(k("192.0.2.7"), k("::ffff:192.0.2.7"), "mapped IPv4 is IPv4");
+        assert_ne!(k("192.0.2.7"), k("192.0.2.8"));
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), k("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(
+            k("2001:db8:1:2:aaaa::1"),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_is_one_client_and_its_oldest_idle_connection_goes_first() {
+        let t = table(100, 3);
+        let mut held = Vec::new();
+        for i in 1..=3 {
+            let (a, evicted) = t.admit(addr(&format!("[2001:db8::{i}]:1000"))).unwrap();
+            assert!(evicted.is_empty());
+            held.push(a);
+        }
+        // A fourth address of the same /64: the oldest of the three makes room.
+        let (_d, evicted) = t.admit(addr("[2001:db8::ffff]:1000")).unwrap();
+        assert_eq!(evicted, [addr("[2001:db8::1]:1000")]);
+        // Another /64 is another client.
+        let (_e, evicted) = t.admit(addr("[2001:db8:0:1::1]:1000")).unwrap();
+        assert!(evicted.is_empty());
+        // Busy ones are never evicted: with the rest busy, the newcomer is refused.
+        let _busy: Vec<Busy> = held[1..].iter().map(|a| Busy::start(&a.slot)).collect();
+        let (f, evicted) = t.admit(addr("[2001:db8::5]:1000")).unwrap();
+        assert_eq!(
+            evicted,
+            [addr("[2001:db8::ffff]:1000")],
+            "the only idle one"
+        );
+        let _f_busy = Busy::start(&f.slot);
+        assert_eq!(
+            t.admit(addr("[2001:db8::6]:1000")).unwrap_err(),
+            Refusal::Client
+        );
+    }
+
+    #[test]
+    fn at_the_global_bound_the_oldest_idle_of_anyone_goes_and_busy_ones_stay() {
+        let t = table(4, 4);
+        let held: Vec<Admitted> = (1..=4)
+            .map(|i| t.admit(addr(&format!("192.0.2.{i}:1"))).unwrap().0)
+            .collect();
+        // The first becomes busy, then idle again later than the others: it is the youngest.
+        drop(Busy::start(&held[0].slot));
+        held[0]
+            .slot
+            .idle_since_ms
+            .store(now_ms() + 1, Ordering::Relaxed);
+        let (_n, evicted) = t.admit(addr("192.0.2.9:1")).unwrap();
+        assert_eq!(evicted, [addr("192.0.2.2:1")]);
+        let _busy: Vec<Busy> = held.iter().map(|a| Busy::start(&a.slot)).collect();
+        let (m, evicted) = t.admit(addr("192.0.2.10:1")).unwrap();
+        assert_eq!(evicted, [addr("192.0.2.9:1")]);
+        let _also_busy = Busy::start(&m.slot);
+        assert_eq!(t.admit(addr("192.0.2.11:1")).unwrap_err(), Refusal::Full);
+        assert_eq!(t.lock().counted, 4);
+        assert_eq!(t.hub.metrics.connections.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn evicted_connections_still_closing_are_bounded() {
+        let t = table(1, 1);
+        let mut closing = Vec::new();
+        let mut refused = 0;
+        // Every newcomer evicts the one before, whose task (here) never ends.
+        for i in 0..MAX_CLOSING + 10 {
+            match t.admit(addr(&format!("192.0.2.1:{}", 1000 + i))) {
+                Ok((a, _)) => closing.push(a),
+                Err(why) => {
+                    assert_eq!(why, Refusal::Closing);
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(t.lock().closing, MAX_CLOSING);
+        assert_eq!(refused, 9, "past MAX_CLOSING newcomers are refused");
+        // Once they close, a newcomer gets in again.
+        let last = closing.pop().unwrap();
+        drop(closing);
+        assert_eq!(t.lock().closing, 0);
+        drop(last);
+        let _again = t.admit(addr("192.0.2.1:2000")).unwrap();
+        assert_eq!(t.lock().entries.len(), 1);
+    }
+}
