@@ -8,7 +8,8 @@
 //! in its TLS handshake, waiting for or trickling a request head, or an idle keep-alive). A
 //! client address (an IPv6 client's /64) holds at most `max_connections_per_client`; past it,
 //! its own oldest idle connection is closed for the newcomer. At `max_connections`, the oldest
-//! idle connection of anyone is closed for the newcomer. Only when nothing is idle (streams,
+//! idle connection of the address holding the most is closed for the newcomer (see
+//! `Table::victim`). Only when nothing is idle (streams,
 //! downloads and requests in flight, each under its own time limit) is the newcomer refused.
 //! So a flood of slow connections, from one address or many, never shuts out a new client.
 
@@ -212,8 +213,12 @@ struct Table {
 }
 
 impl Table {
-    /// The oldest idle counted connection, of `key` only if given.
-    fn oldest_idle(&self, key: Option<IpAddr>) -> Option<u64> {
+    /// The idle counted connection to evict: of `key` if given, its oldest; otherwise the
+    /// oldest of the client address holding the most connections. So a flood spread over many
+    /// addresses evicts its own connections first, and a new client (one connection at its
+    /// address) is evicted only if every address holds just one and it is the oldest: an
+    /// attacker would need more addresses (IPv6: /64s) than `max_connections`.
+    fn victim(&self, key: Option<IpAddr>) -> Option<u64> {
         self.entries
             .iter()
             .filter(|(_, e)| {
@@ -221,7 +226,14 @@ impl Table {
                     && key.is_none_or(|k| e.key == k)
                     && e.slot.in_flight.load(Ordering::Relaxed) == 0
             })
-            .min_by_key(|(id, e)| (e.slot.idle_since_ms.load(Ordering::Relaxed), **id))
+            .min_by_key(|(id, e)| {
+                let held = self.per_client.get(&e.key).copied().unwrap_or(0);
+                (
+                    std::cmp::Reverse(held),
+                    e.slot.idle_since_ms.load(Ordering::Relaxed),
+                    **id,
+                )
+            })
             .map(|(id, _)| *id)
     }
 
@@ -310,14 +322,14 @@ impl Connections {
             if t.closing >= MAX_CLOSING {
                 return Err(Refusal::Closing);
             }
-            let id = t.oldest_idle(Some(key)).ok_or(Refusal::Client)?;
+            let id = t.victim(Some(key)).ok_or(Refusal::Client)?;
             evicted.push(t.evict(id));
         }
         if t.counted >= self.limits.max_connections {
             if t.closing >= MAX_CLOSING {
                 return Err(Refusal::Closing);
             }
-            let id = t.oldest_idle(None).ok_or(Refusal::Full)?;
+            let id = t.victim(None).ok_or(Refusal::Full)?;
             evicted.push(t.evict(id));
         }
         let id = t.next_id;
@@ -753,6 +765,23 @@ mod tests {
         assert_eq!(t.admit(addr("192.0.2.11:1")).unwrap_err(), Refusal::Full);
         assert_eq!(t.lock().counted, 4);
         assert_eq!(t.hub.metrics.connections.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn at_the_global_bound_the_address_holding_the_most_gives_way_first() {
+        let t = table(4, 4);
+        let _old = t.admit(addr("192.0.2.1:1")).unwrap();
+        let _flood: Vec<Admitted> = (0..3)
+            .map(|i| t.admit(addr(&format!("192.0.2.66:{i}"))).unwrap().0)
+            .collect();
+        // 192.0.2.1 is the oldest, but 192.0.2.66 holds three: its oldest goes.
+        let (_n, evicted) = t.admit(addr("192.0.2.2:1")).unwrap();
+        assert_eq!(evicted, [addr("192.0.2.66:0")]);
+        let (_m, evicted) = t.admit(addr("192.0.2.3:1")).unwrap();
+        assert_eq!(evicted, [addr("192.0.2.66:1")]);
+        // Now every address holds one: the oldest of all goes.
+        let (_k, evicted) = t.admit(addr("192.0.2.4:1")).unwrap();
+        assert_eq!(evicted, [addr("192.0.2.1:1")]);
     }
 
     #[test]
