@@ -43,8 +43,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How often each connection checks whether its stream is stalled.
 pub const WATCH_PERIOD: Duration = Duration::from_millis(250);
 /// Evicted connections still closing (each closes at its task's next turn); while this many
-/// are, a newcomer that would need another eviction is refused instead, so open sockets stay
-/// under `max_connections` plus this.
+/// are, the accept loop waits for one to close (newcomers wait in the listen queue), so open
+/// sockets stay under `max_connections` plus this.
 pub const MAX_CLOSING: usize = 64;
 
 // Every line below can be triggered by a network client: one line per interval, then a count.
@@ -280,6 +280,9 @@ struct Connections {
     table: Mutex<Table>,
     /// Its `connections` gauge is set under the table lock, so it is never stale.
     hub: Arc<Hub>,
+    /// Told when an evicted connection has closed (the accept loop waits for one while
+    /// [`MAX_CLOSING`] are closing).
+    closed: Notify,
 }
 
 /// A counted connection; dropping it (its task ends) frees its place.
@@ -296,6 +299,7 @@ impl Connections {
             limits,
             table: Mutex::new(Table::default()),
             hub,
+            closed: Notify::new(),
         })
     }
 
@@ -368,6 +372,7 @@ impl Drop for Admitted {
         if let Some(e) = t.entries.remove(&self.id) {
             if e.evicted {
                 t.closing -= 1;
+                self.table.closed.notify_one();
             } else {
                 t.uncount(e.key);
             }
@@ -389,8 +394,16 @@ pub async fn serve(
     let table = Connections::new(limits, hub.clone());
     let mut tasks = JoinSet::new();
     let mut summary = tokio::time::interval(OUTSIDER_LOG_INTERVAL);
-    loop {
+    'accept: loop {
         while tasks.try_join_next().is_some() {}
+        // Backpressure: while evicted connections have not closed yet (their tasks have not
+        // run), newcomers wait in the listen queue rather than being refused.
+        while table.lock().closing >= MAX_CLOSING {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break 'accept,
+                () = table.closed.notified() => {}
+            }
+        }
         let (tcp, peer) = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
             _ = summary.tick() => {
