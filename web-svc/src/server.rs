@@ -430,7 +430,7 @@ pub async fn serve(
                 if let Some(victim) = evicted.first()
                     && let Some(held_back) = EVICTED.check()
                 {
-                    tracing::info!(%victim, %peer, held_back, "evicted the oldest idle connection to make room for a new client");
+                    tracing::info!(%victim, %peer, held_back, "evicted an idle connection (the oldest of the client holding the most) to make room for a new one");
                 }
                 admitted
             }
