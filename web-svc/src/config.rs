@@ -30,13 +30,15 @@ pub struct WebConfig {
     pub state_dir: PathBuf,
     /// Live streams served at once; more get `503` with `Retry-After`.
     pub max_streams: usize,
-    /// TCP connections open at once (streams, pages, API); more are closed on accept.
+    /// TCP connections open at once (streams, pages, API). Past it a newcomer takes the place
+    /// of the oldest idle connection (no request being served) of the client address holding
+    /// the most; it is closed on accept only when none is idle.
     pub max_connections: usize,
     /// A viewer whose socket accepts nothing for this many seconds is dropped. At least
     /// [`MIN_VIEWER_TIMEOUT_S`]: a healthy stream only shows progress once a second.
     pub viewer_timeout_s: f64,
-    /// Seconds a client has to send a request head, and again to send its body and have the
-    /// answer started; a page or API answer whose socket takes nothing this long is dropped.
+    /// Seconds a client has to send a request's body and have the answer started (its head has
+    /// `head_timeout_s`); a page or API answer whose socket takes nothing this long is dropped.
     /// A stalled request gets `408` and its connection is closed, so stalled clients cannot
     /// hold every connection slot.
     pub request_timeout_s: f64,

@@ -84,6 +84,46 @@ fn less_free_space_than_the_threshold_is_shown_as_full_with_the_space_left() {
     );
 }
 
+#[test]
+fn an_events_directory_the_service_cannot_write_is_shown() {
+    if !nix::unistd::geteuid().is_root() {
+        mecam_system_tests::skip(
+            "an_events_directory_the_service_cannot_write_is_shown",
+            "needs root, to run web-svc as another user",
+        );
+        return;
+    }
+    use std::os::unix::fs::{PermissionsExt as _, chown};
+    const NOBODY: u32 = 65534;
+    let dirs = Dirs::new("");
+    // The tree readable by the service user; its state directory its own; the events
+    // directory root's, mode 0755: readable, not writable.
+    for d in [
+        dirs.tmp.path().to_owned(),
+        dirs.run(),
+        dirs.events(),
+        dirs.state(),
+    ] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    chown(dirs.state(), Some(NOBODY), Some(NOBODY)).unwrap();
+    chown(dirs.run(), Some(NOBODY), Some(NOBODY)).unwrap();
+    set_password(&dirs, PW);
+    let web = Web::start_as(&dirs, NOBODY, NOBODY);
+    let cookie = http::login(web.addr, "admin", PW).unwrap();
+    let (d, dash) = disk(&web, &cookie);
+    assert_eq!(d["state"], "not-writable", "{d}");
+    assert!(
+        problem(&d).starts_with("Not recording: the events directory")
+            && problem(&d).contains("is not writable"),
+        "{d}"
+    );
+    assert!(dash.contains("is not writable"), "{dash}");
+    // Given to the service user, it is fine.
+    chown(dirs.events(), Some(NOBODY), Some(NOBODY)).unwrap();
+    assert_eq!(disk(&web, &cookie).0["state"], "ok");
+}
+
 /// A tmpfs mounted on `at`, unmounted on drop.
 struct Mount(PathBuf);
 
