@@ -398,7 +398,11 @@ pub async fn serve(
         while tasks.try_join_next().is_some() {}
         // Backpressure: while evicted connections have not closed yet (their tasks have not
         // run), newcomers wait in the listen queue rather than being refused.
-        while table.lock().closing >= MAX_CLOSING {
+        loop {
+            let closing = table.lock().closing;
+            if closing < MAX_CLOSING {
+                break;
+            }
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break 'accept,
                 () = table.closed.notified() => {}
@@ -816,8 +820,16 @@ mod tests {
         assert_eq!(refused, 9, "past MAX_CLOSING newcomers are refused");
         // Once they close, a newcomer gets in again.
         let last = closing.pop().unwrap();
+        assert!(
+            futures_util::FutureExt::now_or_never(t.closed.notified()).is_none(),
+            "nothing closed yet"
+        );
         drop(closing);
         assert_eq!(t.lock().closing, 0);
+        assert!(
+            futures_util::FutureExt::now_or_never(t.closed.notified()).is_some(),
+            "the accept loop is woken when an evicted one closes"
+        );
         drop(last);
         let _again = t.admit(addr("192.0.2.1:2000")).unwrap();
         assert_eq!(t.lock().entries.len(), 1);
