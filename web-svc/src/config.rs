@@ -31,8 +31,8 @@ pub struct WebConfig {
     /// Live streams served at once; more get `503` with `Retry-After`.
     pub max_streams: usize,
     /// TCP connections open at once (streams, pages, API). Past it a newcomer takes the place
-    /// of the oldest idle connection (no request being served) of the client address holding
-    /// the most; it is closed on accept only when none is idle.
+    /// of the connection that has waited longest on its client (a head or a body to come) of
+    /// the client address holding the most; it is closed on accept only when none waits.
     pub max_connections: usize,
     /// A viewer whose socket accepts nothing for this many seconds is dropped. At least
     /// [`MIN_VIEWER_TIMEOUT_S`]: a healthy stream only shows progress once a second.
@@ -63,8 +63,8 @@ pub struct WebConfig {
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// Connections open at once from one client address (an IPv6 client's /64); past it the
-    /// address's own oldest idle connection is closed for the newcomer, or, if none is idle,
-    /// the newcomer is refused. Behind a reverse proxy every client has the proxy's address:
+    /// address's own connection that has waited longest on it is closed for the newcomer, or,
+    /// if none waits, the newcomer is refused. Behind a reverse proxy every client has the proxy's address:
     /// raise it there.
     pub max_connections_per_client: usize,
     /// Seconds a client has for its TLS handshake and for each request head (also how long an

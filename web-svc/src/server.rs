@@ -1,17 +1,18 @@
-//! The accept loop: bounded connections (in all, and per client address with the oldest idle
-//! one evicted to make room for a newcomer), optional TLS, HTTP/1.1 with a tight head-read
-//! timeout and header limits, the per-connection watchdog (a stalled viewer, a request body
-//! that never comes, an answer nobody reads), and graceful shutdown that never waits on a
-//! viewer.
+//! The accept loop: bounded connections (in all, and per client address, with a connection
+//! that waits on its client evicted to make room for a newcomer), optional TLS, HTTP/1.1 with a
+//! tight head-read timeout and header limits, the per-connection watchdog (a stalled viewer, a
+//! request body that never comes, an answer nobody reads), and graceful shutdown that never
+//! waits on a viewer.
 //!
-//! Slow clients: a connection is *idle* while no request of it is being served (it is still
-//! in its TLS handshake, waiting for or trickling a request head, or an idle keep-alive). A
-//! client address (an IPv6 client's /64) holds at most `max_connections_per_client`; past it,
-//! its own oldest idle connection is closed for the newcomer. At `max_connections`, the oldest
-//! idle connection of the address holding the most is closed for the newcomer (see
-//! `Table::victim`). Only when nothing is idle (streams,
-//! downloads and requests in flight, each under its own time limit) is the newcomer refused.
-//! So a flood of slow connections, from one address or many, never shuts out a new client.
+//! Slow clients: a connection *waits on its client* while no request of it is being served (it
+//! is in its TLS handshake, waiting for or trickling a request head, or an idle keep-alive), or
+//! while its request's handler waits for more of the body. A client address (an IPv6 client's
+//! /64) holds at most `max_connections_per_client`; past it, its own connection that has waited
+//! longest is closed for the newcomer. At `max_connections`, the one that has waited longest
+//! of the address holding the most connections is closed for the newcomer (see
+//! `Table::victim`). Only when none waits on its client (streams, downloads, handlers at work,
+//! each under its own time limit) is the newcomer refused. So a flood of slow connections,
+//! from one address or many, never shuts out a new client.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -167,8 +168,71 @@ struct Slot {
     in_flight: AtomicUsize,
     /// Monotonic ms since which it has been idle (its accept, or its last answer's end).
     idle_since_ms: AtomicU64,
+    /// Monotonic ms since which its request's handler has been waiting for more of the body
+    /// from the client; [`NOT_WAITING`] while it is not.
+    body_wait_since_ms: AtomicU64,
     /// Told when the connection is evicted: its task closes it.
     evict: Notify,
+}
+
+const NOT_WAITING: u64 = u64::MAX;
+
+impl Slot {
+    /// Whether the client owes the next move: no request being served (a head to come), or
+    /// a request whose body the handler is waiting for. Since when, if so.
+    fn waiting_on_client_since(&self) -> Option<u64> {
+        // Relaxed: see `Busy::drop`.
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            return Some(self.idle_since_ms.load(Ordering::Relaxed));
+        }
+        let since = self.body_wait_since_ms.load(Ordering::Relaxed);
+        (since != NOT_WAITING).then_some(since)
+    }
+}
+
+/// A request's body, marking its connection as waiting on the client while a read of it
+/// is pending (a body trickled in gives way to a new client like a trickled head).
+struct ClientBody {
+    body: Incoming,
+    slot: Arc<Slot>,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        let wait = &self.slot.body_wait_since_ms;
+        match r {
+            Poll::Pending => {
+                if wait.load(Ordering::Relaxed) == NOT_WAITING {
+                    wait.store(now_ms(), Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(_) => wait.store(NOT_WAITING, Ordering::Relaxed),
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.slot
+            .body_wait_since_ms
+            .store(NOT_WAITING, Ordering::Relaxed);
+    }
 }
 
 /// Marks its connection busy while a request is served: from its head until its answer's
@@ -213,28 +277,23 @@ struct Table {
 }
 
 impl Table {
-    /// The idle counted connection to evict: of `key` if given, its oldest; otherwise the
-    /// oldest of the client address holding the most connections. So a flood spread over many
-    /// addresses evicts its own connections first, and a new client (one connection at its
-    /// address) is evicted only if every address holds just one and it is the oldest: an
-    /// attacker would need more addresses (IPv6: /64s) than `max_connections`.
+    /// The counted connection to evict, among those waiting on their client (see
+    /// `Slot::waiting_on_client_since`: a head or a body to come): of `key` if given, the one
+    /// waiting longest; otherwise the one waiting longest of the client address holding the
+    /// most connections. So a flood spread over many addresses evicts its own connections
+    /// first, and a new client (one connection at its address) is evicted only if every
+    /// address holds just one and it waited longest: an attacker would need more addresses
+    /// (IPv6: /64s) than `max_connections`.
     fn victim(&self, key: Option<IpAddr>) -> Option<u64> {
         self.entries
             .iter()
-            .filter(|(_, e)| {
-                !e.evicted
-                    && key.is_none_or(|k| e.key == k)
-                    && e.slot.in_flight.load(Ordering::Relaxed) == 0
-            })
-            .min_by_key(|(id, e)| {
+            .filter(|(_, e)| !e.evicted && key.is_none_or(|k| e.key == k))
+            .filter_map(|(id, e)| Some((*id, e, e.slot.waiting_on_client_since()?)))
+            .min_by_key(|(id, e, since)| {
                 let held = self.per_client.get(&e.key).copied().unwrap_or(0);
-                (
-                    std::cmp::Reverse(held),
-                    e.slot.idle_since_ms.load(Ordering::Relaxed),
-                    **id,
-                )
+                (std::cmp::Reverse(held), *since, *id)
             })
-            .map(|(id, _)| *id)
+            .map(|(id, _, _)| id)
     }
 
     /// Evicts `id`: it stops counting now and its task closes it.
@@ -265,7 +324,7 @@ impl Table {
 /// Why a newcomer was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    /// Its address holds its limit, none of them idle.
+    /// Its address holds its limit, none of them waiting on it.
     Client,
     /// Every connection is busy.
     Full,
@@ -341,6 +400,7 @@ impl Connections {
         let slot = Arc::new(Slot {
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(now_ms()),
+            body_wait_since_ms: AtomicU64::new(NOT_WAITING),
             evict: Notify::new(),
         });
         t.entries.insert(
@@ -434,7 +494,7 @@ pub async fn serve(
                 if let Some(victim) = evicted.first()
                     && let Some(held_back) = EVICTED.check()
                 {
-                    tracing::info!(%victim, %peer, held_back, "evicted an idle connection (the oldest of the client holding the most) to make room for a new one");
+                    tracing::info!(%victim, %peer, held_back, "evicted a connection waiting on its client (the longest waiting of the client holding the most) to make room for a new one");
                 }
                 admitted
             }
@@ -445,9 +505,9 @@ pub async fn serve(
                 if let Some(held_back) = REFUSED.check() {
                     let why = match why {
                         Refusal::Client => {
-                            "this client address holds [web] max_connections_per_client, none idle"
+                            "this client address holds [web] max_connections_per_client, all busy"
                         }
-                        Refusal::Full => "[web] max_connections reached, none idle",
+                        Refusal::Full => "[web] max_connections reached, all busy",
                         Refusal::Closing => "too many evicted connections still closing",
                     };
                     tracing::warn!(%peer, held_back, max_connections = limits.max_connections, max_per_client = limits.max_per_client, "refused a connection: {why}");
@@ -556,8 +616,10 @@ async fn connection<I>(
 {
     let watch = Arc::new(ConnWatch::default());
     let (w, s) = (watch.clone(), slot.clone());
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = Busy::start(&s);
+        let slot = s.clone();
+        let mut req = req.map(|body| axum::body::Body::new(ClientBody { body, slot }));
         req.extensions_mut().insert(ClientAddr(peer));
         req.extensions_mut().insert(w.clone());
         let answer = router.clone().oneshot(req);

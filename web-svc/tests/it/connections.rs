@@ -67,9 +67,14 @@ fn fresh_get(rt: &tokio::runtime::Runtime, from: Ipv4Addr, to: SocketAddr) -> u1
         .unwrap_or(0)
 }
 
+/// A request head that never ends: its last header line goes on for ever.
+const HEAD: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+/// A request whose body never ends (it announces more than will ever come).
+const BODY: &[u8] = b"POST /login HTTP/1.1\r\nHost: x\r\nOrigin: http://x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\npassword=";
+
 /// A slow-client attacker: keeps `count` connections open from `sources` (round robin), each
-/// trickling a request head one byte at a time and never finishing it; a connection the
-/// server closes is opened again at once.
+/// sending `start` then trickling one more byte at a time and never finishing; a connection
+/// the server closes is opened again at once.
 struct Trickler {
     stop: Arc<AtomicBool>,
     /// Connections opened so far (first ones and re-opened ones).
@@ -80,7 +85,12 @@ struct Trickler {
 }
 
 impl Trickler {
-    fn start(to: SocketAddr, sources: Vec<Ipv4Addr>, count: usize) -> Trickler {
+    fn start(
+        to: SocketAddr,
+        sources: Vec<Ipv4Addr>,
+        count: usize,
+        start: &'static [u8],
+    ) -> Trickler {
         let stop = Arc::new(AtomicBool::new(false));
         let opened = Arc::new(AtomicU64::new(0));
         let rounds = Arc::new(AtomicU64::new(0));
@@ -90,7 +100,7 @@ impl Trickler {
             let open = |i: usize| {
                 let mut s = connect_from(&rt, sources[i % sources.len()], to);
                 op.fetch_add(1, Ordering::Relaxed);
-                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+                let _ = s.write_all(start);
                 s.set_nonblocking(true).unwrap();
                 s
             };
@@ -191,7 +201,7 @@ fn five_hundred_trickling_connections_from_one_address_never_shut_out_a_new_clie
     set_password(&dirs, PW);
     let web = Web::start(&dirs);
     let rt = runtime();
-    let flood = Trickler::start(web.addr, vec![Ipv4Addr::new(127, 0, 0, 1)], 500);
+    let flood = Trickler::start(web.addr, vec![Ipv4Addr::new(127, 0, 0, 1)], 500, HEAD);
     flood.wait_running();
     fresh_requests_all_succeed(&rt, &web, Ipv4Addr::new(127, 0, 0, 2));
     let m = metrics_from(&rt, Ipv4Addr::new(127, 0, 0, 2), &web);
@@ -250,7 +260,7 @@ fn five_hundred_trickling_connections_from_many_addresses_never_shut_out_a_new_c
     // 500 slow connections over 50 addresses, 10 each: under the per-address limit, far over
     // the global one.
     let sources: Vec<Ipv4Addr> = (10..60).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect();
-    let flood = Trickler::start(web.addr, sources, 500);
+    let flood = Trickler::start(web.addr, sources, 500, HEAD);
     flood.wait_running();
     let before = viewer_bytes.load(Ordering::Relaxed);
     fresh_requests_all_succeed(&rt, &web, Ipv4Addr::new(127, 0, 3, 1));
@@ -274,6 +284,27 @@ fn five_hundred_trickling_connections_from_many_addresses_never_shut_out_a_new_c
     drop(flood);
     let _ = viewer.shutdown(std::net::Shutdown::Both);
     reader.join().unwrap();
+}
+
+#[test]
+fn five_hundred_trickling_request_bodies_from_many_addresses_never_shut_out_a_new_client() {
+    // A request whose body the server is waiting for is the client's to finish, like a head:
+    // it gives way to a new client too (a long request timeout, so only eviction helps).
+    let dirs = Dirs::new("max_connections = 64\nrequest_timeout_s = 60");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let rt = runtime();
+    let sources: Vec<Ipv4Addr> = (10..60).map(|i| Ipv4Addr::new(127, 0, 5, i)).collect();
+    let flood = Trickler::start(web.addr, sources, 500, BODY);
+    flood.wait_running();
+    fresh_requests_all_succeed(&rt, &web, Ipv4Addr::new(127, 0, 6, 1));
+    let m = metrics_from(&rt, Ipv4Addr::new(127, 0, 6, 1), &web);
+    let evicted = metric(&m, "mecam_web_connections_evicted_total").unwrap();
+    eprintln!(
+        "{} slow bodies opened, {evicted} evicted",
+        flood.opened.load(Ordering::Relaxed)
+    );
+    assert!(evicted >= 100.0, "{evicted} evicted");
 }
 
 #[test]
@@ -355,8 +386,8 @@ fn connections_past_the_bound_are_refused_only_when_none_is_idle() {
     poll(Duration::from_secs(10), "no other connection", || {
         connections() == Some(1.0)
     });
-    // Busy: two streams and two requests whose body never comes (each from its own
-    // address, so only the global bound counts).
+    // Busy: two streams and two downloads (each from its own address, so only the global
+    // bound counts).
     let mut busy = Vec::new();
     for i in 0..2u8 {
         let mut s = connect_from(&rt, Ipv4Addr::new(127, 0, 4, i + 1), web.addr);
@@ -371,19 +402,22 @@ fn connections_past_the_bound_are_refused_only_when_none_is_idle() {
         assert_eq!(&head, b"HTTP/1.1 200");
         busy.push(s);
     }
+    // Two downloads of a clip bigger than the socket buffers, never read: the server is
+    // writing, not waiting on the client.
+    let clip_dir = dirs.events().join("20261124T182900Z-0001");
+    std::fs::create_dir(&clip_dir).unwrap();
+    std::fs::write(clip_dir.join("clip.avi"), vec![0x55u8; 64 << 20]).unwrap();
     for i in 0..2u8 {
         let mut s = connect_from(&rt, Ipv4Addr::new(127, 0, 4, i + 3), web.addr);
-        // `100 Continue` comes once the handler reads the body: the head is in, the request
-        // is being served (not idle), and its body never comes.
-        s.write_all(
-            b"POST /login HTTP/1.1\r\nHost: x\r\nOrigin: http://x\r\nExpect: 100-continue\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+        write!(
+            s,
+            "GET /events/20261124T182900Z-0001/clip.avi HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n"
         )
         .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut head = [0u8; 12];
         s.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 100");
-        s.write_all(b"password=").unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
         busy.push(s);
     }
     // Every slot is busy: a newcomer is refused (the probe's own connection may still be
