@@ -36,13 +36,15 @@ pub struct WebConfig {
     pub state_dir: PathBuf,
     /// Live streams served at once; more get `503` with `Retry-After`.
     pub max_streams: usize,
-    /// TCP connections open at once (streams, pages, API); more are closed on accept.
+    /// TCP connections open at once (streams, pages, API). Past it a newcomer takes the place
+    /// of the connection that has waited longest on its client (a head or a body to come) of
+    /// the client address holding the most; it is closed on accept only when none waits.
     pub max_connections: usize,
     /// A viewer whose socket accepts nothing for this many seconds is dropped. At least
     /// [`MIN_VIEWER_TIMEOUT_S`]: a healthy stream only shows progress once a second.
     pub viewer_timeout_s: f64,
-    /// Seconds a client has to send a request head, and again to send its body and have the
-    /// answer started; a page or API answer whose socket takes nothing this long is dropped.
+    /// Seconds a client has to send a request's body and have the answer started (its head has
+    /// `head_timeout_s`); a page or API answer whose socket takes nothing this long is dropped.
     /// A stalled request gets `408` and its connection is closed, so stalled clients cannot
     /// hold every connection slot.
     pub request_timeout_s: f64,
@@ -63,6 +65,17 @@ pub struct WebConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Connections open at once from one client address (an IPv6 client's /64); past it the
+    /// address's own connection that has waited longest on it is closed for the newcomer, or,
+    /// if none waits, the newcomer is refused. Behind a reverse proxy every client has the proxy's address:
+    /// raise it there.
+    pub max_connections_per_client: usize,
+    /// Seconds a client has for its TLS handshake and for each request head (also how long an
+    /// idle keep-alive connection stays open). At most `request_timeout_s` counts.
+    pub head_timeout_s: f64,
+    /// Below this many MiB free on the events disk the dashboard and `/api/status` say that
+    /// nothing can be recorded.
+    pub events_min_free_mib: f64,
     /// Wrong passwords a client address (IPv6: a /64) may try before it has to wait.
     pub login_free_failures: u32,
     /// The first wait after those, in seconds; it doubles with each further failure.
@@ -92,6 +105,9 @@ impl Default for WebConfig {
             max_events_listed: 10_000,
             tls_cert: None,
             tls_key: None,
+            max_connections_per_client: 16,
+            head_timeout_s: 5.0,
+            events_min_free_mib: 64.0,
             login_free_failures: 5,
             login_backoff_first_s: 30.0,
             login_backoff_max_s: 900.0,
@@ -143,6 +159,19 @@ impl WebConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("[web] tls_cert and tls_key must be given together".into());
         }
+        if self.max_connections_per_client == 0 {
+            return Err("[web] max_connections_per_client must be at least 1".into());
+        }
+        if !(self.head_timeout_s.is_finite()
+            && (MIN_REQUEST_TIMEOUT_S..=MAX_REQUEST_TIMEOUT_S).contains(&self.head_timeout_s))
+        {
+            return Err(format!(
+                "[web] head_timeout_s must be between {MIN_REQUEST_TIMEOUT_S} and {MAX_REQUEST_TIMEOUT_S}"
+            ));
+        }
+        if !(self.events_min_free_mib.is_finite() && self.events_min_free_mib >= 0.0) {
+            return Err("[web] events_min_free_mib must be a number of MiB, 0 or more".into());
+        }
         self.validate_login()
     }
 
@@ -188,5 +217,15 @@ impl WebConfig {
     /// `request_timeout_s` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout_s)
+    }
+
+    /// `head_timeout_s` as a duration, at most `request_timeout_s`.
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.head_timeout_s.min(self.request_timeout_s))
+    }
+
+    /// `events_min_free_mib` in bytes.
+    pub fn events_min_free_bytes(&self) -> u64 {
+        (self.events_min_free_mib * 1024.0 * 1024.0) as u64
     }
 }

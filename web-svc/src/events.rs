@@ -1,19 +1,188 @@
 //! The event folders `motion-svc` writes: listing (newest first, bounded), reading
-//! `event.json` tolerantly (a half-written or corrupt event is reported as such), resolving
-//! files without ever leaving the events directory, deleting, and reading the JPEG frames of
-//! an MJPEG AVI clip for in-browser replay.
+//! `event.json` tolerantly (a half-written or corrupt event is reported as such), opening
+//! files without ever leaving the events directory or blocking on one that is not a regular
+//! file, deleting, the state of the events disk, and reading the JPEG frames of an MJPEG AVI
+//! clip for in-browser replay.
+//!
+//! Every file read from an event folder is opened with `O_NONBLOCK | O_NOFOLLOW` relative to
+//! the folder's own descriptor (itself opened with `O_NOFOLLOW`), checked to be a regular file
+//! on the opened descriptor, and read up to a size bound: a FIFO, device, socket or directory
+//! in its place, or a symlink, is skipped as if absent (with a throttled log line), never
+//! waited on.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
+use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 /// Longest event id accepted.
 pub const MAX_ID_LEN: usize = 64;
 /// Largest `event.json` read.
 pub const MAX_EVENT_JSON: u64 = 64 * 1024;
+/// Largest `poster.jpg` served.
+pub const MAX_POSTER_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest `clip.avi` served or replayed (an AVI 1.0 file is under 4 GiB).
+pub const MAX_CLIP_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// A `recording` event whose files have not changed for this long is not being recorded
+/// (motion-svc writes every frame as it comes, and ends an event whose camera is gone): it
+/// is shown as `stalled` and can be deleted.
+pub const RECORDING_STALE_AFTER: Duration = Duration::from_secs(120);
+
+/// Event files skipped because they are not regular files, too big or symlinks: a hostile
+/// or broken file can be hit by every request, so one line per interval.
+static SKIPPED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// The files web-svc reads from an event folder, each with its size bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFile {
+    /// `event.json`.
+    Json,
+    /// `poster.jpg`.
+    Poster,
+    /// `clip.avi`.
+    Clip,
+}
+
+impl EventFile {
+    /// The file name in the folder.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventFile::Json => "event.json",
+            EventFile::Poster => "poster.jpg",
+            EventFile::Clip => "clip.avi",
+        }
+    }
+
+    /// The largest size read.
+    pub fn max_bytes(self) -> u64 {
+        match self {
+            EventFile::Json => MAX_EVENT_JSON,
+            EventFile::Poster => MAX_POSTER_BYTES,
+            EventFile::Clip => MAX_CLIP_BYTES,
+        }
+    }
+}
+
+/// Why an event file was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// There is no such file (or folder).
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    /// Something other than a regular file is in its place.
+    #[error("{name} is not a regular file (a {kind}); skipped")]
+    NotRegular {
+        /// The file name.
+        name: &'static str,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// It is larger than its bound.
+    #[error("{name} is {len} bytes, more than the {max} read; skipped")]
+    TooBig {
+        /// The file name.
+        name: &'static str,
+        /// Its size.
+        len: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// Another error opening it.
+    #[error("{name} cannot be opened: {source}")]
+    Io {
+        /// The file name.
+        name: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else if t.is_symlink() {
+        "symlink"
+    } else {
+        "special file"
+    }
+}
+
+/// Opens `file` in `folder` without following a symlink (neither the folder nor the file)
+/// and without blocking (`O_NONBLOCK`: a FIFO opens at once), then checks on the descriptor
+/// that it is a regular file within its size bound. Returns it with its size.
+///
+/// # Errors
+/// See [`OpenError`].
+pub fn open_event_file(folder: &Path, file: EventFile) -> Result<(File, u64), OpenError> {
+    let name = file.name();
+    let io = |e: nix::errno::Errno| match e {
+        nix::errno::Errno::ENOENT => OpenError::Missing(name),
+        nix::errno::Errno::ELOOP => OpenError::NotRegular {
+            name,
+            kind: "symlink",
+        },
+        nix::errno::Errno::ENOTDIR => OpenError::Missing(name),
+        e => OpenError::Io {
+            name,
+            source: e.into(),
+        },
+    };
+    let common = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let dir = nix::fcntl::open(folder, common | OFlag::O_DIRECTORY, Mode::empty()).map_err(io)?;
+    let fd = nix::fcntl::openat(&dir, name, common | OFlag::O_NOCTTY, Mode::empty()).map_err(io)?;
+    let f = File::from(fd);
+    let meta = f
+        .metadata()
+        .map_err(|source| OpenError::Io { name, source })?;
+    if !meta.is_file() {
+        return Err(OpenError::NotRegular {
+            name,
+            kind: file_kind(meta.file_type()),
+        });
+    }
+    if meta.len() > file.max_bytes() {
+        return Err(OpenError::TooBig {
+            name,
+            len: meta.len(),
+            max: file.max_bytes(),
+        });
+    }
+    Ok((f, meta.len()))
+}
+
+/// Logs (throttled) an event file that was skipped for what it is, not for being missing.
+fn log_skipped(folder: &Path, e: &OpenError) {
+    if matches!(e, OpenError::Missing(_)) {
+        return;
+    }
+    if let Some(held_back) = SKIPPED.check() {
+        tracing::warn!(folder = %folder.display(), held_back, "event file skipped: {e}");
+    }
+}
+
+/// Sums up skipped event files held back by the throttle (call periodically).
+pub fn flush_skipped_log() {
+    if let Some(n) = SKIPPED.flush() {
+        tracing::warn!(
+            held_back = n,
+            "{n} more event files skipped in the last interval"
+        );
+    }
+}
 /// Largest JPEG chunk read from a clip; a bigger one ends the replay as corrupt.
 pub const MAX_CLIP_FRAME: u32 = 8 * 1024 * 1024;
 
@@ -27,7 +196,9 @@ pub enum EventError {
     #[error("no such event or file")]
     NotFound,
     /// Deleting an event still being recorded.
-    #[error("the event is still being recorded; delete it when it is complete")]
+    #[error(
+        "the event is being recorded now (motion-svc is still writing it), so it cannot be deleted yet; it can be once motion-svc ends it (when the motion stops, at the latest after [motion] max_event_s); to end it now, stop motion-svc (sudo systemctl stop mecam-motion), which closes it, then delete it"
+    )]
     Recording,
     /// A file system error.
     #[error("events directory: {0}")]
@@ -41,7 +212,8 @@ pub struct EventJson {
     /// The id (not re-serialized: [`EventInfo::id`] is the folder's name).
     #[serde(skip_serializing)]
     pub id: Option<String>,
-    /// `recording`, `complete` or `interrupted` (not re-serialized: see [`EventInfo::state`]).
+    /// `recording`, `complete`, `interrupted` or `failed` (not re-serialized: see
+    /// [`EventInfo::state`]).
     #[serde(skip_serializing)]
     pub state: Option<String>,
     /// Start, ms since the Unix epoch.
@@ -80,7 +252,9 @@ pub struct EventJson {
 pub struct EventInfo {
     /// The folder name.
     pub id: String,
-    /// `recording`, `complete`, `interrupted`, or `corrupt`/`incomplete` when `event.json` is
+    /// `recording`, `complete`, `interrupted`, `failed` (motion-svc could not write it, e.g.
+    /// the disk was full), `stalled` (it says recording, but nothing has been written to it
+    /// for [`RECORDING_STALE_AFTER`]), or `corrupt`/`incomplete` when `event.json` is
     /// unreadable or missing.
     pub state: String,
     /// What is wrong with it, if anything.
@@ -156,16 +330,18 @@ impl EventStore {
         }
     }
 
-    /// A regular file (`name` is one of ours, never from the request) of event `id`.
+    /// Opens `file` of event `id` for reading: a regular file within its size bound, opened
+    /// without blocking or following a symlink (see [`open_event_file`]); anything else in its
+    /// place counts as absent, with a throttled log line.
     ///
     /// # Errors
-    /// Bad id, no such event or file, or a symlink.
-    pub fn file(&self, id: &str, name: &'static str) -> Result<PathBuf, EventError> {
-        let path = self.folder(id)?.join(name);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => Ok(path),
-            _ => Err(EventError::NotFound),
-        }
+    /// Bad id, no such event, or no usable file.
+    pub fn open(&self, id: &str, file: EventFile) -> Result<(File, u64), EventError> {
+        let folder = self.folder(id)?;
+        open_event_file(&folder, file).map_err(|e| {
+            log_skipped(&folder, &e);
+            EventError::NotFound
+        })
     }
 
     /// Reads one event; never fails for a damaged event, it is reported in the result.
@@ -177,15 +353,21 @@ impl EventStore {
         let is_file = |n: &str| {
             std::fs::symlink_metadata(folder.join(n)).is_ok_and(|m| m.is_file() && m.len() > 0)
         };
-        let (state, problem, json) = match read_json(&folder.join("event.json")) {
+        let (state, problem, json) = match read_json(&folder) {
             Ok(j) => {
                 let state = j.state.clone().unwrap_or_else(|| "corrupt".into());
-                let problem = match state.as_str() {
-                    "recording" | "complete" | "interrupted" => None,
+                let mut problem = match state.as_str() {
+                    "recording" | "complete" | "interrupted" | "failed" => None,
                     _ => Some("event.json has no valid state".into()),
                 };
                 let state = if problem.is_some() {
                     "corrupt".into()
+                } else if state == "recording" && is_stale(&folder) {
+                    problem = Some(format!(
+                        "event.json says recording, but nothing has been written to this event for over {} minutes: motion-svc is stopped or stuck (see journalctl -u mecam-motion); it can be deleted",
+                        RECORDING_STALE_AFTER.as_secs() / 60
+                    ));
+                    "stalled".into()
                 } else {
                     state
                 };
@@ -232,13 +414,136 @@ impl EventStore {
     }
 }
 
-fn read_json(path: &Path) -> Result<EventJson, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("event.json unreadable: {e}"))?;
+/// Whether the newest change to `folder`'s recording files is older than
+/// [`RECORDING_STALE_AFTER`] (metadata only: nothing is opened).
+fn is_stale(folder: &Path) -> bool {
+    let newest = ["", "event.json", "clip.avi.part", "clip.avi"]
+        .iter()
+        .filter_map(|n| std::fs::symlink_metadata(folder.join(n)).ok())
+        .filter_map(|m| m.modified().ok())
+        .max();
+    newest.is_some_and(|t| {
+        SystemTime::now()
+            .duration_since(t)
+            .is_ok_and(|age| age > RECORDING_STALE_AFTER)
+    })
+}
+
+fn read_json(folder: &Path) -> Result<EventJson, String> {
+    let (f, _) = open_event_file(folder, EventFile::Json).map_err(|e| {
+        log_skipped(folder, &e);
+        format!("event.json unreadable: {e}")
+    })?;
     let mut text = String::new();
     f.take(MAX_EVENT_JSON)
         .read_to_string(&mut text)
         .map_err(|e| format!("event.json unreadable: {e}"))?;
     serde_json::from_str(&text).map_err(|e| format!("event.json is corrupt: {e}"))
+}
+
+/// Whether motion-svc can record into the events directory, as far as web-svc can tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskState {
+    /// `ok`, `missing`, `not-a-directory`, `read-only`, `not-writable`, `full` or `error`.
+    pub state: &'static str,
+    /// Bytes free for unprivileged users on its file system, when known.
+    pub free_bytes: Option<u64>,
+    /// What is wrong and what to do, for the dashboard; `None` when `ok`.
+    pub problem: Option<String>,
+}
+
+impl DiskState {
+    fn bad(state: &'static str, free_bytes: Option<u64>, problem: String) -> DiskState {
+        DiskState {
+            state,
+            free_bytes,
+            problem: Some(format!("Not recording: {problem}")),
+        }
+    }
+}
+
+/// The state of the events directory `dir`: missing, not a directory, on a read-only file
+/// system, not writable, or with less than `min_free` bytes free (`statvfs`). Never opens
+/// anything in it.
+pub fn disk_state(dir: &Path, min_free: u64) -> DiskState {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return DiskState::bad(
+                "not-a-directory",
+                None,
+                format!(
+                    "the events directory {shown} is not a directory; point [web] and [motion] events_dir at one"
+                ),
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return DiskState::bad(
+                "missing",
+                None,
+                format!(
+                    "the events directory {shown} does not exist; is its disk mounted? create it, owned by the service user"
+                ),
+            );
+        }
+        Err(e) => {
+            return DiskState::bad(
+                "error",
+                None,
+                format!("the events directory {shown} cannot be checked: {e}"),
+            );
+        }
+    }
+    let vfs = match statvfs(dir) {
+        Ok(v) => v,
+        Err(e) => {
+            return DiskState::bad(
+                "error",
+                None,
+                format!("the events disk of {shown} cannot be checked: {e}"),
+            );
+        }
+    };
+    // The counts are `c_ulong` on 32-bit targets and u64 here: widen without a lint.
+    let free = (vfs.blocks_available() as u64).saturating_mul(vfs.fragment_size() as u64);
+    if vfs.flags().contains(FsFlags::ST_RDONLY) {
+        return DiskState::bad(
+            "read-only",
+            Some(free),
+            format!(
+                "the events disk ({shown}) is read-only; it may have been remounted read-only after errors: check `dmesg` and the card or disk"
+            ),
+        );
+    }
+    if let Err(e) = nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    ) {
+        return DiskState::bad(
+            "not-writable",
+            Some(free),
+            format!(
+                "the events directory {shown} is not writable ({e}); give it to the service user"
+            ),
+        );
+    }
+    if free < min_free {
+        return DiskState::bad(
+            "full",
+            Some(free),
+            format!(
+                "the events disk is full ({} MiB free); delete old events, or raise [motion] min_free_mib so that older events make room",
+                free / (1024 * 1024)
+            ),
+        );
+    }
+    DiskState {
+        state: "ok",
+        free_bytes: Some(free),
+        problem: None,
+    }
 }
 
 /// Reads the JPEG frames of an MJPEG AVI one by one, without an index: RIFF chunks are walked
@@ -398,6 +703,55 @@ mod tests {
             assert!(!valid_id(bad), "{bad:?}");
         }
         assert!(valid_id("20261124T182900Z-0001"));
+    }
+
+    #[test]
+    fn event_files_are_opened_only_when_regular_unlinked_and_within_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Json),
+            Err(OpenError::Missing("event.json"))
+        ));
+        // One byte past the bound is refused; at the bound it is read.
+        let max = EventFile::Json.max_bytes() as usize;
+        std::fs::write(folder.join("event.json"), vec![b' '; max + 1]).unwrap();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Json),
+            Err(OpenError::TooBig { .. })
+        ));
+        std::fs::write(folder.join("event.json"), vec![b' '; max]).unwrap();
+        assert_eq!(
+            open_event_file(folder, EventFile::Json).unwrap().1,
+            max as u64
+        );
+        // A symlink, even to a good file, a FIFO and a directory are not opened as files.
+        std::fs::write(dir.path().join("real.jpg"), b"x").unwrap();
+        std::os::unix::fs::symlink("real.jpg", folder.join("poster.jpg")).unwrap();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Poster),
+            Err(OpenError::NotRegular {
+                kind: "symlink",
+                ..
+            })
+        ));
+        nix::unistd::mkfifo(&folder.join("clip.avi"), Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Clip),
+            Err(OpenError::NotRegular { kind: "FIFO", .. })
+        ));
+        std::fs::remove_file(folder.join("event.json")).unwrap();
+        std::fs::create_dir(folder.join("event.json")).unwrap();
+        assert!(matches!(
+            open_event_file(folder, EventFile::Json),
+            Err(OpenError::NotRegular {
+                kind: "directory",
+                ..
+            })
+        ));
+        // A folder that is a symlink is not entered.
+        std::os::unix::fs::symlink(folder, dir.path().join("link")).unwrap();
+        assert!(open_event_file(&dir.path().join("link"), EventFile::Json).is_err());
     }
 
     #[test]

@@ -122,8 +122,10 @@ pub struct Metrics {
     pub streams_refused: AtomicU64,
     /// Connections dropped because their socket took nothing for the viewer timeout.
     pub viewers_dropped_stalled: AtomicU64,
-    /// Connections refused at accept (too many).
+    /// Connections refused at accept (too many, none idle).
     pub connections_refused: AtomicU64,
+    /// Idle connections closed to make room for a new client.
+    pub connections_evicted: AtomicU64,
     /// Open TCP connections (gauge).
     pub connections: AtomicUsize,
     /// Failed logins (form and Basic).

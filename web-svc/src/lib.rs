@@ -15,30 +15,80 @@ pub mod server;
 pub mod stream;
 pub mod web;
 
+use std::path::PathBuf;
+
 use ipc::announce::{ClientConfig, FrameClient, WEB_SVC};
 use tokio::net::TcpListener;
 
 pub use config::WebConfig;
 pub use web::{AppState, app};
 
-/// Serves `state` on `listener` until `shutdown` completes: the fan-out task reads frames
+/// What [`run`] serves, with everything that can fail at start already checked (the state
+/// directory, the password file, the TLS certificate and key), so that the service tells
+/// systemd it is ready only once nothing is left to fail.
+pub struct Startup {
+    state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Startup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Startup")
+            .field("state", &self.state)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Startup {
+    /// Checks the state directory, loads the TLS certificate and key, and reads the password
+    /// file (an unusable one is logged with what to do; the service still starts, and
+    /// answers `503` to logins until it is fixed).
+    ///
+    /// # Errors
+    /// The state directory is missing or not a directory; the TLS certificate or key cannot
+    /// be loaded. Each names the file or key and what to do.
+    pub fn new(config: WebConfig, socket_path: PathBuf) -> anyhow::Result<Startup> {
+        check_state_dir(&config.state_dir)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
+            _ => None,
+        };
+        let state = AppState::new(config, socket_path);
+        let _ = state.password();
+        Ok(Startup { state, tls })
+    }
+
+    /// The shared state (for the binary's watchdog task).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+}
+
+fn check_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!(
+            "[web] state_dir {} is not a directory; point [web] state_dir (or --state-dir) at a directory owned by the service user",
+            dir.display()
+        ),
+        Err(e) => anyhow::bail!(
+            "[web] state_dir {}: {e}; create it, owned by the service user (the unit's StateDirectory= does), or set [web] state_dir (or --state-dir)",
+            dir.display()
+        ),
+    }
+}
+
+/// Serves `startup` on `listener` until `shutdown` completes: the fan-out task reads frames
 /// from the announce socket, streams end at once on shutdown, and `run` returns once every
 /// connection and task is gone.
-///
-/// # Errors
-/// The TLS certificate or key cannot be loaded.
 pub async fn run(
     listener: TcpListener,
-    state: AppState,
+    startup: Startup,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) {
+    let Startup { state, tls } = startup;
     let cfg = &state.0.config;
-    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
-        _ => None,
-    };
-    // Logs now, with what to do, if the password file is there but unusable.
-    let _ = state.password();
     let hub = state.0.hub.clone();
     let client = FrameClient::new(ClientConfig::new(state.0.socket_path.clone(), WEB_SVC));
     let mut feeder_stop = state.shutdown_rx();
@@ -56,10 +106,14 @@ pub async fn run(
         app(state.clone()),
         hub,
         tls,
-        cfg.max_connections,
+        server::Limits {
+            max_connections: cfg.max_connections,
+            max_per_client: cfg.max_connections_per_client,
+        },
         server::Timeouts {
             viewer: cfg.viewer_timeout(),
             request: cfg.request_timeout(),
+            head: cfg.head_timeout(),
         },
         state.shutdown_rx(),
     );
@@ -68,5 +122,4 @@ pub async fn run(
     state.begin_shutdown();
     let _ = feeder.await;
     let _ = log_flusher.await;
-    Ok(())
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ipc::service::{self, CommonArgs, Notifier};
-use web_svc::{AppState, WebConfig, auth::PasswordStore};
+use web_svc::{WebConfig, auth::PasswordStore};
 
 /// mecam web-svc: the logged-in live view, snapshots, events and API.
 #[derive(Debug, Parser)]
@@ -85,22 +85,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Everything that can fail at start comes before READY: the config (above), the state
+    // directory, the password file, the TLS certificate and key, and the bind.
+    let startup = web_svc::Startup::new(config, cli.common.socket_path())?;
+    let listen = startup.state().0.config.listen;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| {
                 format!(
-                    "cannot listen on {}; is another server using it? set [web] listen or --listen",
-                    config.listen
+                    "cannot listen on {listen}; is another server using it? set [web] listen or --listen"
                 )
             })?;
         let addr = listener.local_addr()?;
-        let state = AppState::new(config, cli.common.socket_path());
         let notifier = Notifier;
         if let Some(period) = notifier.watchdog_interval() {
             // Pinged only while the fan-out task turns (it wakes at least every 250 ms) and
             // this runtime schedules tasks; a wedged service is restarted by systemd.
-            let hub = state.0.hub.clone();
+            let hub = startup.state().0.hub.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(period).await;
@@ -119,10 +121,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
             });
         }
+        // Polled once now so its SIGTERM and SIGINT handlers are in place before READY: a
+        // stop that comes right after READY is a clean shutdown, not a kill.
+        let mut shutdown = Box::pin(service::shutdown_signal());
+        let _ = futures_util::FutureExt::now_or_never(&mut shutdown);
         tracing::info!(%addr, "web-svc ready");
         notifier.ready();
-        let r = web_svc::run(listener, state, service::shutdown_signal()).await;
+        web_svc::run(listener, startup, shutdown).await;
         notifier.stopping();
-        r
+        Ok(())
     })
 }

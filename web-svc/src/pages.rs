@@ -1,7 +1,7 @@
 //! HTML pages: small, server-rendered, no external assets, readable on a phone. Every value
 //! from outside (event fields, reasons) goes through [`esc`].
 
-use crate::events::EventInfo;
+use crate::events::{DiskState, EventInfo};
 use crate::offline::format_utc;
 
 /// HTML-escapes `s`.
@@ -111,14 +111,20 @@ pub fn event_card(e: &EventInfo) -> String {
     )
 }
 
-/// The dashboard.
-pub fn dashboard(latest: &[EventInfo]) -> String {
+/// The dashboard; `disk` says whether events can be recorded (a banner when not, kept
+/// current by the status poll).
+pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
     let cards: String = latest.iter().map(event_card).collect();
+    let (hidden, problem) = match &disk.problem {
+        Some(p) => ("", esc(p)),
+        None => (" hidden", String::new()),
+    };
     page(
         "Live",
         true,
         &format!(
-            "<img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
+            "<p class=\"bad\" id=\"disk\"{hidden}><b>{problem}</b></p>\
+             <img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
              <p id=\"status\">camera: <span id=\"cam\">?</span> · <span id=\"fps\">?</span> fps · \
              motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>\
              <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p>\
@@ -126,7 +132,9 @@ pub fn dashboard(latest: &[EventInfo]) -> String {
              document.getElementById('cam').textContent=j.camera.state;\
              document.getElementById('fps').textContent=j.fps.toFixed(1);\
              document.getElementById('motion').textContent=j.motion.active?'MOTION NOW':'none';\
-             document.getElementById('viewers').textContent=j.viewers;}}}}catch(e){{}}}}s();setInterval(s,2000);</script>"
+             document.getElementById('viewers').textContent=j.viewers;\
+             const d=document.getElementById('disk');d.hidden=!j.disk.problem;\
+             d.firstChild.textContent=j.disk.problem||'';}}}}catch(e){{}}}}s();setInterval(s,2000);</script>"
         ),
     )
 }
@@ -191,7 +199,10 @@ pub fn event(e: &EventInfo) -> String {
         .map(|p| format!("<p class=\"bad\">{}</p>", esc(p)))
         .collect::<String>();
     let delete = if e.state == "recording" {
-        "<p>Recording in progress; it can be deleted when it is complete.</p>".into()
+        "<p>Being recorded now, so it cannot be deleted yet: it can be once motion-svc ends it \
+         (when the motion stops, at the latest after <code>[motion] max_event_s</code>). To end it \
+         now, stop motion-svc (<code>sudo systemctl stop mecam-motion</code>), which closes it.</p>"
+            .into()
     } else {
         format!(
             "<form method=\"post\" action=\"/events/{id}/delete\" onsubmit=\"return confirm('Delete this event?')\"><button>Delete</button></form>"

@@ -23,7 +23,7 @@ use crate::auth::{
     self, BasicCache, Checker, ClientKey, PasswordStore, RateLimiter, SESSION_COOKIE, Sessions,
 };
 use crate::config::WebConfig;
-use crate::events::{AviFrames, EventError, EventStore};
+use crate::events::{AviFrames, EventError, EventFile, EventStore};
 use crate::fanout::{BOUNDARY, Hub};
 use crate::pages;
 use crate::stream::{self, ConnWatch, ViewerSlot};
@@ -678,17 +678,22 @@ async fn setup(State(state): State<AppState>, Form(form): Form<SetupForm>) -> Re
 
 async fn dashboard(State(state): State<AppState>) -> Result<Html<String>, WebError> {
     let store = state.0.events.clone();
-    let latest = tokio::task::spawn_blocking(move || {
-        store
+    let (dir, min_free) = (
+        state.0.config.events_dir.clone(),
+        state.0.config.events_min_free_bytes(),
+    );
+    let (latest, disk) = tokio::task::spawn_blocking(move || {
+        let latest = store
             .ids()
             .iter()
             .take(DASHBOARD_EVENTS)
             .filter_map(|id| store.info(id).ok())
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (latest, crate::events::disk_state(&dir, min_free))
     })
     .await
     .map_err(|e| WebError::Internal(e.to_string()))?;
-    Ok(Html(pages::dashboard(&latest)))
+    Ok(Html(pages::dashboard(&latest, &disk)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -828,17 +833,26 @@ async fn event_page(
     Ok(Html(pages::event(&state.0.events.info(&id)?)))
 }
 
+/// Opens `file` of event `id` off the runtime (see [`EventStore::open`]).
+async fn open_event_file(
+    state: &AppState,
+    id: &str,
+    file: EventFile,
+) -> Result<(std::fs::File, u64), WebError> {
+    let (store, id) = (state.0.events.clone(), id.to_owned());
+    Ok(tokio::task::spawn_blocking(move || store.open(&id, file))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??)
+}
+
 async fn send_file(
-    path: PathBuf,
+    (file, len): (std::fs::File, u64),
     content_type: &'static str,
     download: Option<String>,
     conn: Option<Arc<ConnWatch>>,
 ) -> Result<Response, WebError> {
     use tokio::io::AsyncReadExt as _;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| WebError::Event(EventError::NotFound))?;
-    let len = file.metadata().await.map_err(EventError::Io)?.len();
+    let file = tokio::fs::File::from_std(file);
     let watch = stream::ConnProgress::new(conn);
     let body = futures_util::stream::unfold(Some((file.take(len), watch)), |st| async move {
         let (mut f, watch) = st?;
@@ -875,9 +889,9 @@ async fn event_clip(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, WebError> {
-    let path = state.0.events.file(&id, "clip.avi")?;
+    let file = open_event_file(&state, &id, EventFile::Clip).await?;
     let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
-    send_file(path, "video/x-msvideo", Some(format!("{id}.avi")), conn).await
+    send_file(file, "video/x-msvideo", Some(format!("{id}.avi")), conn).await
 }
 
 async fn event_poster(
@@ -885,9 +899,9 @@ async fn event_poster(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, WebError> {
-    let path = state.0.events.file(&id, "poster.jpg")?;
+    let file = open_event_file(&state, &id, EventFile::Poster).await?;
     let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
-    send_file(path, "image/jpeg", None, conn).await
+    send_file(file, "image/jpeg", None, conn).await
 }
 
 async fn event_play(
@@ -895,13 +909,11 @@ async fn event_play(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, WebError> {
-    let path = state.0.events.file(&id, "clip.avi")?;
-    let avi = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&path).and_then(|f| AviFrames::new(std::io::BufReader::new(f)))
-    })
-    .await
-    .map_err(|e| WebError::Internal(e.to_string()))?
-    .map_err(|e| WebError::BadRequest(format!("the clip cannot be played: {e}")))?;
+    let (file, _) = open_event_file(&state, &id, EventFile::Clip).await?;
+    let avi = tokio::task::spawn_blocking(move || AviFrames::new(std::io::BufReader::new(file)))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(|e| WebError::BadRequest(format!("the clip cannot be played: {e}")))?;
     let conn = req.extensions().get::<Arc<ConnWatch>>().cloned();
     let Some(slot) = ViewerSlot::acquire(&state.0.hub, state.0.config.max_streams, conn) else {
         return Ok(busy());
@@ -1004,16 +1016,26 @@ async fn api_events(
     })))
 }
 
-async fn api_status(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+async fn api_status(
+    State(state): State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, WebError> {
     let s = &state.0;
     let cam = s.hub.status();
     let m = &s.hub.metrics;
     let store = s.events.clone();
-    let recording = tokio::task::spawn_blocking(move || store.recording_now())
-        .await
-        .ok()
-        .flatten();
-    axum::Json(serde_json::json!({
+    let (dir, min_free) = (
+        s.config.events_dir.clone(),
+        s.config.events_min_free_bytes(),
+    );
+    let (recording, disk) = tokio::task::spawn_blocking(move || {
+        (
+            store.recording_now(),
+            crate::events::disk_state(&dir, min_free),
+        )
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?;
+    Ok(axum::Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "camera": {
             "state": cam.state, "reason": cam.reason, "source": cam.source,
@@ -1029,7 +1051,8 @@ async fn api_status(State(state): State<AppState>) -> axum::Json<serde_json::Val
             "stalled_viewers_dropped": m.viewers_dropped_stalled.load(Ordering::Relaxed),
         },
         "motion": { "active": recording.is_some(), "event": recording },
-    }))
+        "disk": disk,
+    })))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -1106,8 +1129,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
     put(
         "connections_refused_total",
         "counter",
-        "Connections refused at accept.",
+        "Connections refused at accept (every one busy).",
         l(&m.connections_refused),
+    );
+    put(
+        "connections_evicted_total",
+        "counter",
+        "Idle connections closed to make room for a new client.",
+        l(&m.connections_evicted),
     );
     put(
         "login_failures_total",

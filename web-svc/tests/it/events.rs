@@ -262,3 +262,188 @@ fn a_download_client_that_stops_reading_is_dropped() {
         "the whole file came through ({total} bytes) although the client stalled"
     );
 }
+
+/// Deletes event `id` with the API as a same-origin browser would; the status and body.
+fn delete(web: &Web, cookie: &str, id: &str) -> (u16, String) {
+    let origin = format!("http://{}", web.addr);
+    let r = http::request(
+        web.addr,
+        "DELETE",
+        &format!("/api/events/{id}"),
+        &[("Cookie", cookie), ("Origin", &origin)],
+        b"",
+    )
+    .unwrap();
+    (r.status, r.text())
+}
+
+#[test]
+fn fifos_and_directories_in_event_folders_never_hang_listing_pages_login_or_shutdown() {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let frames = make_frames(3, 160, 120, 10);
+    let ev = dirs.events();
+    let fine = "20261124T182900Z-0001";
+    write_event(&ev, fine, "complete", &frames);
+    // Every file web-svc reads, as a FIFO nobody writes to (an open for reading would wait
+    // for a writer for ever).
+    let fifos = "20261124T183000Z-0002";
+    std::fs::create_dir(ev.join(fifos)).unwrap();
+    for name in ["event.json", "poster.jpg", "clip.avi"] {
+        nix::unistd::mkfifo(
+            &ev.join(fifos).join(name),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+    }
+    // And as directories.
+    let dirs_in = "20261124T183100Z-0003";
+    for name in ["event.json", "poster.jpg", "clip.avi"] {
+        std::fs::create_dir_all(ev.join(dirs_in).join(name)).unwrap();
+    }
+    let mut web = Web::start(&dirs);
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    let c = Some(session.as_str());
+    // More requests than web-svc has blocking threads: none may be left waiting on a FIFO.
+    for round in 0..3 {
+        for path in [
+            "/",
+            "/events",
+            "/api/events",
+            "/api/status",
+            &format!("/events/{fifos}"),
+            &format!("/events/{dirs_in}"),
+            &format!("/api/events/{fifos}"),
+        ] {
+            let r = http::get(web.addr, path, c)
+                .unwrap_or_else(|e| panic!("round {round}: {path}: {e}\n{}", web.log()));
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+        }
+        for id in [fifos, dirs_in] {
+            for file in ["poster.jpg", "clip.avi", "play.mjpg"] {
+                let path = format!("/events/{id}/{file}");
+                let r = http::get(web.addr, &path, c)
+                    .unwrap_or_else(|e| panic!("round {round}: {path}: {e}"));
+                assert_eq!(r.status, 404, "{path}");
+            }
+        }
+    }
+    let listed: serde_json::Value =
+        serde_json::from_slice(&http::get(web.addr, "/api/events", c).unwrap().body).unwrap();
+    let state = |id: &str| {
+        listed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .map(|e| (e["state"].clone(), e["problem"].clone()))
+            .unwrap()
+    };
+    let (st, problem) = state(fifos);
+    assert_eq!(st, "corrupt");
+    assert!(
+        problem
+            .as_str()
+            .unwrap()
+            .contains("not a regular file (a FIFO)"),
+        "{problem}"
+    );
+    let (st, problem) = state(dirs_in);
+    assert_eq!(st, "corrupt");
+    assert!(
+        problem.as_str().unwrap().contains("a directory"),
+        "{problem}"
+    );
+    assert_eq!(state(fine).0, "complete");
+    // The good event is still served whole.
+    let poster = http::get(web.addr, &format!("/events/{fine}/poster.jpg"), c).unwrap();
+    assert_eq!(poster.body, frames[0]);
+    // Logins still work (they need a blocking thread for argon2).
+    http::login(web.addr, "admin", PW).unwrap();
+    // The skipped files are logged, but not once per request.
+    let log = web.log();
+    let skipped = log
+        .lines()
+        .filter(|l| l.contains("event file skipped"))
+        .count();
+    assert!((1..=3).contains(&skipped), "{skipped} lines:\n{log}");
+    // Deleting them works, and shutdown is clean and prompt.
+    assert_eq!(delete(&web, &session, fifos).0, 204);
+    assert_eq!(delete(&web, &session, dirs_in).0, 204);
+    assert!(web.terminate(), "web-svc did not exit cleanly on SIGTERM");
+}
+
+#[test]
+fn failed_interrupted_and_stalled_events_can_be_deleted_and_a_recording_one_says_why_not() {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let frames = make_frames(2, 160, 120, 10);
+    let ev = dirs.events();
+    let (failed, interrupted, stalled, recording) = (
+        "20261124T182900Z-0001",
+        "20261124T183000Z-0002",
+        "20261124T183100Z-0003",
+        "20261124T183200Z-0004",
+    );
+    write_event(&ev, failed, "failed", &frames);
+    write_event(&ev, interrupted, "interrupted", &frames);
+    write_event(&ev, stalled, "recording", &frames);
+    write_event(&ev, recording, "recording", &frames);
+    // "recording", but nothing written to it for ten minutes (motion-svc stopped or stuck).
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    for name in ["", "event.json", "clip.avi", "poster.jpg"] {
+        std::fs::File::options()
+            .read(true)
+            .open(ev.join(stalled).join(name))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let web = Web::start(&dirs);
+    let session = http::login(web.addr, "admin", PW).unwrap();
+    let c = Some(session.as_str());
+    let info = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &http::get(web.addr, &format!("/api/events/{id}"), c)
+                .unwrap()
+                .body,
+        )
+        .unwrap()
+    };
+    assert_eq!(info(failed)["state"], "failed");
+    assert_eq!(info(stalled)["state"], "stalled");
+    assert!(
+        info(stalled)["problem"]
+            .as_str()
+            .unwrap()
+            .contains("motion-svc is stopped or stuck")
+    );
+    assert_eq!(info(recording)["state"], "recording");
+    // Only the event being recorded now counts as motion.
+    let status: serde_json::Value =
+        serde_json::from_slice(&http::get(web.addr, "/api/status", c).unwrap().body).unwrap();
+    assert_eq!(status["motion"]["event"], recording);
+    // Each page offers a delete button but the recording one, which says why.
+    for id in [failed, interrupted, stalled] {
+        let page = http::get(web.addr, &format!("/events/{id}"), c)
+            .unwrap()
+            .text();
+        assert!(page.contains("<button>Delete</button>"), "{id}: {page}");
+    }
+    let page = http::get(web.addr, &format!("/events/{recording}"), c)
+        .unwrap()
+        .text();
+    assert!(!page.contains("<button>Delete</button>"));
+    assert!(page.contains("systemctl stop mecam-motion"), "{page}");
+    let (status, why) = delete(&web, &session, recording);
+    assert_eq!(status, 409);
+    assert!(
+        why.contains("being recorded now") && why.contains("systemctl stop mecam-motion"),
+        "{why}"
+    );
+    assert!(ev.join(recording).exists());
+    for id in [failed, interrupted, stalled] {
+        assert_eq!(delete(&web, &session, id), (204, String::new()), "{id}");
+        assert!(!ev.join(id).exists(), "{id}");
+    }
+}

@@ -250,7 +250,22 @@ pub fn set_password(dirs: &Dirs, password: &str) {
 impl Web {
     /// Starts the service over `dirs` and waits until `/healthz` answers.
     pub fn start(dirs: &Dirs) -> Web {
-        let mut child = Command::new(bin())
+        Web::start_with(dirs, |_| {})
+    }
+
+    /// [`Web::start`] as the user and group `uid`/`gid` (the test must run as root; std drops
+    /// root's supplementary groups when it sets the uid).
+    pub fn start_as(dirs: &Dirs, uid: u32, gid: u32) -> Web {
+        use std::os::unix::process::CommandExt as _;
+        Web::start_with(dirs, |c| {
+            c.uid(uid).gid(gid);
+        })
+    }
+
+    fn start_with(dirs: &Dirs, configure: impl FnOnce(&mut Command)) -> Web {
+        let mut cmd = Command::new(bin());
+        configure(&mut cmd);
+        let mut child = cmd
             .arg("--config")
             .arg(dirs.tmp.path().join("mecam.toml"))
             .arg("--runtime-dir")

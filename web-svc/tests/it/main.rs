@@ -3,6 +3,9 @@
 
 mod access;
 mod browser;
+mod connections;
+mod disk;
 mod events;
 mod harness;
+mod startup;
 mod stream;

@@ -102,7 +102,7 @@ fn a_viewer_reads_100_frames_each_the_published_jpeg() {
 #[test]
 fn two_hundred_viewers_at_once() {
     let s = setup(
-        "max_streams = 220\nmax_connections = 300",
+        "max_streams = 220\nmax_connections = 300\nmax_connections_per_client = 300",
         320,
         240,
         20,
