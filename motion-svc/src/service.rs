@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ipc::announce::{CameraState, ClientConfig, ClientEvent, ClientStats, FrameClient};
+use ipc::jpeg::{FrameLimits, FrameRejected};
 use ipc::service::{Notifier, monotonic_ns};
+use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 
 use crate::analyzer::{Analyzer, FrameInput};
 use crate::config::{MotionConfig, Settings};
@@ -71,17 +73,97 @@ fn spawn_watchdog(
     })
 }
 
+/// Frames refused before decoding (hostile or broken headers) are logged at most once per
+/// interval, with a count of the others.
+static REJECTED_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+/// Frames that failed to decode, likewise.
+static CORRUPT_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// Every [`FrameRejected`] kind, in the order the status line names them.
+const REJECT_KINDS: [&str; 5] = [
+    "too_large",
+    "too_much_memory",
+    "not_jpeg",
+    "truncated",
+    "unsupported",
+];
+
+/// The gate every frame passes before it is decoded or recorded: [`ipc::jpeg::check`]
+/// against the camera's announced geometry ([`FrameLimits::for_camera`]) and the decode
+/// memory budget, with a count per reason.
+#[derive(Debug, Clone)]
+pub struct FrameGate {
+    limits: FrameLimits,
+    rejected: [u64; REJECT_KINDS.len()],
+}
+
+impl Default for FrameGate {
+    fn default() -> Self {
+        FrameGate {
+            limits: FrameLimits::default(),
+            rejected: [0; REJECT_KINDS.len()],
+        }
+    }
+}
+
+impl FrameGate {
+    /// The camera announced `width` x `height` (0 when unknown).
+    pub fn set_camera(&mut self, width: u32, height: u32) {
+        self.limits = FrameLimits::for_camera(width, height);
+    }
+
+    /// The limits frames are checked against.
+    pub fn limits(&self) -> FrameLimits {
+        self.limits
+    }
+
+    /// Checks one frame's headers; a refused frame is counted.
+    ///
+    /// # Errors
+    /// Why the frame must be neither decoded nor recorded.
+    pub fn check(&mut self, jpeg: &[u8]) -> Result<(), FrameRejected> {
+        let r = match ipc::jpeg::check(jpeg, &self.limits) {
+            Ok(_) => return Ok(()),
+            Err(r) => r,
+        };
+        if let Some(i) = REJECT_KINDS.iter().position(|k| *k == r.kind()) {
+            self.rejected[i] += 1;
+        }
+        Err(r)
+    }
+
+    /// Frames refused in all.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// `N rejected`, and the count of each reason seen, e.g.
+    /// `3 rejected (2 too large, 1 too much memory)`.
+    fn describe(&self) -> String {
+        let mut s = format!("{} rejected", self.rejected());
+        let parts: Vec<String> = REJECT_KINDS
+            .iter()
+            .zip(self.rejected)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+            .collect();
+        if !parts.is_empty() {
+            s.push_str(&format!(" ({})", parts.join(", ")));
+        }
+        s
+    }
+}
+
 /// The counters, for `systemctl status` and the periodic log line.
 fn status_text(
     camera_ok: bool,
     events: u64,
     a: &Analyzer,
-    c: ClientStats,
-    r: RecorderStats,
+    (c, r, gate): (ClientStats, RecorderStats, &FrameGate),
 ) -> String {
     let (sel, st) = (a.selection(), a.stats());
     format!(
-        "camera {}; {} frames, {} analysed, {} not due, {} gaps, {} repeated seq, {} duplicate, {} corrupt, {} grey, {} re-learns, {} torn; {events} events, {} clip frames dropped",
+        "camera {}; {} frames, {} analysed, {} not due, {} gaps, {} repeated seq, {} duplicate, {} corrupt, {}, {} grey, {} re-learns, {} torn; {events} events, {} clip frames dropped",
         if camera_ok { "streaming" } else { "away" },
         c.frames,
         sel.analysed,
@@ -90,6 +172,7 @@ fn status_text(
         sel.duplicates,
         st.duplicates,
         st.corrupt + c.corrupt,
+        gate.describe(),
         st.grey,
         st.relearns,
         c.torn,
@@ -102,10 +185,10 @@ fn report_status(
     camera_ok: bool,
     events: u64,
     a: &Analyzer,
-    (c, r): (ClientStats, RecorderStats),
+    (c, r, gate): (ClientStats, RecorderStats, &FrameGate),
     log: bool,
 ) {
-    let text = status_text(camera_ok, events, a, c, r);
+    let text = status_text(camera_ok, events, a, (c, r, gate));
     Notifier.status(&text);
     if !log {
         return;
@@ -119,6 +202,7 @@ fn report_status(
         seq_duplicates = sel.duplicates,
         duplicates = st.duplicates,
         corrupt = st.corrupt + c.corrupt,
+        rejected = gate.rejected(),
         grey = st.grey,
         scene_changes = st.scene_changes,
         relearns = st.relearns,
@@ -221,6 +305,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     tracing::info!(events_dir = %events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
     let mut buf = Vec::new();
+    let mut gate = FrameGate::default();
     let mut generation: Option<u64> = None;
     let mut camera_ok = true;
     let mut current: Option<(String, u64)> = None; // id, start wall ms
@@ -244,8 +329,13 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             if log {
                 last_status_log = tokio::time::Instant::now();
             }
-            let counts = (client.stats(), recorder.stats());
+            let counts = (client.stats(), recorder.stats(), &gate);
             report_status(camera_ok, events, &analyzer, counts, log);
+            for (throttle, what) in [(&REJECTED_LOG, "refused"), (&CORRUPT_LOG, "undecodable")] {
+                if let Some(n) = throttle.flush() {
+                    tracing::warn!(held_back = n, "{n} more {what} frames skipped");
+                }
+            }
             continue;
         };
         let transition = match event {
@@ -259,13 +349,29 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 }
                 generation = Some(hello.generation);
                 frame_size = (hello.width, hello.height);
+                gate.set_camera(hello.width, hello.height);
+                analyzer.set_frame_limits(gate.limits());
                 if !camera_ok {
                     tracing::info!(source = %hello.source, "camera back");
                     camera_ok = true;
                 }
                 analyzer.camera_lost()
             }
-            ClientEvent::Frame(meta) => {
+            ClientEvent::Frame(meta) => 'frame: {
+                // Before anything reads the frame: a hostile header must cost nothing, and a
+                // refused frame goes neither to the analyzer nor into a recording.
+                if let Err(r) = gate.check(&buf) {
+                    if let Some(held_back) = REJECTED_LOG.check() {
+                        tracing::warn!(
+                            seq = meta.seq,
+                            reason = r.kind(),
+                            held_back,
+                            "frame {} refused before decoding: {r}; skipped and counted in the status (is capture-svc the real camera?)",
+                            meta.seq
+                        );
+                    }
+                    break 'frame Transition::None;
+                }
                 frame_size = (meta.width, meta.height);
                 let out = analyzer.offer(FrameInput {
                     seq: meta.seq,
@@ -274,7 +380,14 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                     jpeg: &buf,
                 });
                 if let Some(e) = analyzer.take_error() {
-                    tracing::debug!("frame {} skipped: {e}", meta.seq);
+                    if let Some(held_back) = CORRUPT_LOG.check() {
+                        tracing::warn!(
+                            seq = meta.seq,
+                            held_back,
+                            "frame {} skipped: {e}",
+                            meta.seq
+                        );
+                    }
                 }
                 recorder.frame(
                     &buf,
@@ -370,7 +483,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         let clip = events_dir.join(&id).join(CLIP);
         journal::log_end(&id, analyzer.peak(), &clip, EndReason::Shutdown);
     }
-    let counts = (client.stats(), recorder.stats());
+    let counts = (client.stats(), recorder.stats(), &gate);
     report_status(camera_ok, events, &analyzer, counts, true);
     tokio::task::spawn_blocking(move || recorder.shutdown())
         .await
@@ -444,7 +557,15 @@ mod tests {
             dropped: 3,
             ..RecorderStats::default()
         };
-        let t = status_text(false, 4, &a, c, r);
+        let mut gate = FrameGate::default();
+        gate.set_camera(320, 240);
+        let big = crate::decode::encode_gray(640, 480, &vec![9; 640 * 480], 80).unwrap();
+        assert!(matches!(
+            gate.check(&big),
+            Err(FrameRejected::TooLarge { .. })
+        ));
+        assert!(gate.check(b"garbage").is_err());
+        let t = status_text(false, 4, &a, (c, r, &gate));
         for word in [
             "camera away",
             "7 frames",
@@ -453,6 +574,7 @@ mod tests {
             "gaps",
             "duplicate",
             "corrupt",
+            "2 rejected (1 too large, 1 not jpeg)",
             "grey",
             "re-learns",
             "2 torn",

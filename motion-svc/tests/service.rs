@@ -1,11 +1,12 @@
 //! Integration tests: the real `motion-svc` binary against an in-test camera (a real frame
 //! region and announce server from `ipc`, publishing JPEG frames in real time).
 
+use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipc::announce::{AnnounceServer, Hello, ServerConfig};
@@ -22,7 +23,8 @@ const FPS: u64 = 15;
 #[derive(Clone)]
 struct Script(Arc<AtomicU32>);
 
-fn render(frame: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
+/// Frame `frame` of scene `scene` (a different scene shifts the tiles and their brightness).
+fn render(frame: u64, scene: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
     let mut px = vec![0u8; W * H];
     let mut seed = frame.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     for y in 0..H {
@@ -30,7 +32,8 @@ fn render(frame: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let base = 60.0 + 40.0 * (((x / 16) + (y / 16)) % 3) as f32 + x as f32 * 0.2;
+            let tile = ((x / 16) + (y / 16) + scene as usize) % 3;
+            let base = 60.0 + 40.0 * tile as f32 + x as f32 * 0.2 + 20.0 * (scene % 2) as f32;
             px[y * W + x] = (base + (seed % 5) as f32 - 2.0) as u8;
         }
     }
@@ -45,17 +48,42 @@ fn render(frame: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
     encode_gray(W, H, &px, 80).unwrap()
 }
 
+/// What a camera announces and how large its region's slots are.
+#[derive(Clone, Copy)]
+struct CameraSpec {
+    /// Size in the hello.
+    hello: (u32, u32),
+    /// Region slot capacity.
+    slot: usize,
+    /// A seed for the rendered scene's texture: a different seed is a different scene.
+    scene: u64,
+}
+
+const SMALL_CAMERA: CameraSpec = CameraSpec {
+    hello: (W as u32, H as u32),
+    slot: 256 * 1024,
+    scene: 0,
+};
+
 /// A camera: a region and an announce server, publishing frames at 15 fps from a thread.
+/// Frames pushed to `inject` are published (each once) before the rendered scene resumes.
 struct Camera {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     script: Script,
+    inject: Arc<Mutex<VecDeque<Vec<u8>>>>,
 }
 
 impl Camera {
     fn start(runtime_dir: &Path) -> Camera {
+        Camera::start_spec(runtime_dir, SMALL_CAMERA)
+    }
+
+    fn start_spec(runtime_dir: &Path, spec: CameraSpec) -> Camera {
         let script = Script(Arc::new(AtomicU32::new(0)));
         let s2 = script.clone();
+        let inject = Arc::new(Mutex::new(VecDeque::new()));
+        let inject2 = Arc::clone(&inject);
         let dir = runtime_dir.to_owned();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -65,9 +93,9 @@ impl Camera {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let mut writer = RegionWriter::create(&dir.join("frames"), 256 * 1024).unwrap();
-                let hello =
-                    Hello::streaming(&writer, W as u32, H as u32, FPS as f32, "test-camera");
+                let mut writer = RegionWriter::create(&dir.join("frames"), spec.slot).unwrap();
+                let (hw, hh) = spec.hello;
+                let hello = Hello::streaming(&writer, hw, hh, FPS as f32, "test-camera");
                 let server =
                     AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
                         .unwrap();
@@ -81,10 +109,14 @@ impl Camera {
                 let mut n = 0u64;
                 while !server_task.is_finished() {
                     tick.tick().await;
-                    let jpeg = render(n, s2.0.load(Ordering::Relaxed) == 1, &mut box_x);
+                    let injected = inject2.lock().unwrap().pop_front();
+                    let jpeg = injected.unwrap_or_else(|| {
+                        render(n, spec.scene, s2.0.load(Ordering::Relaxed) == 1, &mut box_x)
+                    });
+                    // The size it announces (the hello follows the frames' announced size).
                     let info = FrameInfo {
-                        width: W as u32,
-                        height: H as u32,
+                        width: hw,
+                        height: hh,
                         format: FrameFormat::Jpeg,
                         mono_ns: ipc::service::monotonic_ns(),
                         wall_ns: ipc::service::wall_ns(),
@@ -103,7 +135,18 @@ impl Camera {
             stop: Some(tx),
             thread: Some(thread),
             script,
+            inject,
         }
+    }
+
+    /// Publishes `frames` next, in order, one per frame period.
+    fn inject(&self, frames: impl IntoIterator<Item = Vec<u8>>) {
+        self.inject.lock().unwrap().extend(frames);
+    }
+
+    /// Frames injected and not yet published.
+    fn injected_pending(&self) -> usize {
+        self.inject.lock().unwrap().len()
     }
 
     fn set_moving(&self, moving: bool) {
@@ -130,6 +173,10 @@ impl Drop for Camera {
 struct Svc {
     child: Child,
     log: PathBuf,
+    /// The notify socket it sends READY and STATUS to (unless the test passed its own).
+    notify: Option<std::os::unix::net::UnixDatagram>,
+    /// The last STATUS line received.
+    status: std::cell::RefCell<String>,
 }
 
 impl Svc {
@@ -140,15 +187,19 @@ impl Svc {
     /// With extra environment; `WATCHDOG_PID` is set to the service's own pid (through a
     /// shell that execs it), as systemd does.
     fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Svc {
-        let log = dir.join(format!(
-            "stderr-{}.log",
-            Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())
-        ));
-        let log = if log.exists() {
-            dir.join("stderr-2.log")
-        } else {
-            log
-        };
+        let n = (1..100)
+            .find(|n| !dir.join(format!("stderr-{n}.log")).exists())
+            .expect("fewer than 100 starts per test");
+        let log = dir.join(format!("stderr-{n}.log"));
+        let mut notify = None;
+        let mut own_env = Vec::new();
+        if !env.iter().any(|(k, _)| *k == "NOTIFY_SOCKET") {
+            let path = dir.join(format!("notify-{n}.sock"));
+            let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+            sock.set_nonblocking(true).unwrap();
+            notify = Some(sock);
+            own_env.push(("NOTIFY_SOCKET", path.display().to_string()));
+        }
         let err = fs::File::create(&log).unwrap();
         let bin = env!("CARGO_BIN_EXE_motion-svc");
         let mut cmd = Command::new("sh");
@@ -156,6 +207,9 @@ impl Svc {
         cmd.envs(env.iter().copied()).env_remove("NOTIFY_SOCKET");
         if let Some((_, v)) = env.iter().find(|(k, _)| *k == "NOTIFY_SOCKET") {
             cmd.env("NOTIFY_SOCKET", v);
+        }
+        for (k, v) in &own_env {
+            cmd.env(k, v);
         }
         cmd.arg("--config")
             .arg(dir.join("none.toml"))
@@ -184,9 +238,70 @@ impl Svc {
         fs::write(dir.join("none.toml"), "[motion]\n").unwrap();
         eprintln!("running {cmd:?}");
         let child = cmd.spawn().unwrap();
-        let svc = Svc { child, log };
+        let svc = Svc {
+            child,
+            log,
+            notify,
+            status: std::cell::RefCell::new(String::new()),
+        };
         svc.wait_log("motion-svc ready", Duration::from_secs(20));
         svc
+    }
+
+    /// The latest STATUS line it sent so far (empty before the first).
+    fn status(&self) -> String {
+        let sock = self
+            .notify
+            .as_ref()
+            .expect("the test owns the notify socket");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if let Some(line) = text.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+                *self.status.borrow_mut() = line.to_string();
+            }
+        }
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the STATUS line satisfies `ok`; returns it.
+    fn wait_status(&self, what: &str, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + limit;
+        loop {
+            let s = self.status();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; last status {s:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `counter` of its STATUS line (the number before the word), 0 before any status.
+    fn counter(&self, counter: &str) -> u64 {
+        status_counter(&self.status(), counter)
+    }
+
+    /// Waits until `counter` has grown by `by` from now: proves frames are being processed.
+    fn wait_counter_grows(&self, counter: &str, by: u64, limit: Duration) -> u64 {
+        let from = self.counter(counter);
+        let s = self.wait_status(&format!("{by} more {counter:?}"), limit, |s| {
+            status_counter(s, counter) >= from + by
+        });
+        status_counter(&s, counter)
+    }
+
+    /// Peak resident memory (VmHWM) of the process, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let text = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
     }
 
     /// The log so far, without terminal colour codes.
@@ -232,6 +347,18 @@ impl Drop for Svc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The number just before ` {counter}` in a STATUS line (0 when absent).
+fn status_counter(status: &str, counter: &str) -> u64 {
+    let Some(i) = status.find(&format!(" {counter}")) else {
+        return 0;
+    };
+    status[..i]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A log file without terminal colour codes.
@@ -551,4 +678,161 @@ fn bad_configuration_is_refused_naming_the_key_and_print_config_works() {
         text.contains("sensitivity = \"high\"") && text.contains("area_pct = 2.5"),
         "{text}"
     );
+}
+
+/// A real progressive JPEG of `side` x `side` grey pixels: a decoder must buffer every
+/// coefficient of it (2 bytes a pixel) whatever the output scale.
+fn progressive_jpeg(side: u16) -> Vec<u8> {
+    let side_px = usize::from(side);
+    // Large smooth tiles: a small file (the attacker's is 787 KB) that still claims the size.
+    let pixels: Vec<u8> = (0..side_px * side_px)
+        .map(|i| ((i / side_px / 256 + i % side_px / 256) % 2) as u8 * 100 + 50)
+        .collect();
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 50);
+    enc.set_progressive(true);
+    enc.encode(&pixels, side, side, jpeg_encoder::ColorType::Luma)
+        .unwrap();
+    out
+}
+
+/// A real sequential (baseline) JPEG of `side` x `side` with three components each in its own
+/// scan (multi-scan): a decoder must buffer the whole image like a progressive one. Every
+/// block is flat (DC difference 0, then end of block), two bits per block with one-symbol
+/// Huffman tables.
+fn multi_scan_jpeg(side: u16) -> Vec<u8> {
+    let mut j = vec![0xFF, 0xD8];
+    // Quantisation table 0: all ones.
+    j.extend_from_slice(&[0xFF, 0xDB, 0, 67, 0]);
+    j.extend_from_slice(&[1; 64]);
+    // Baseline frame header: 8 bits, side x side, three components sampled 1x1, table 0.
+    j.extend_from_slice(&[0xFF, 0xC0, 0, 17, 8]);
+    j.extend_from_slice(&side.to_be_bytes());
+    j.extend_from_slice(&side.to_be_bytes());
+    j.push(3);
+    for c in 1..=3u8 {
+        j.extend_from_slice(&[c, 0x11, 0]);
+    }
+    // DC table 0 and AC table 0, one code each ("0"): category 0, and end of block.
+    for class in [0x00u8, 0x10] {
+        j.extend_from_slice(&[0xFF, 0xC4, 0, 20, class, 1]);
+        j.extend_from_slice(&[0; 15]);
+        j.push(0);
+    }
+    let blocks = usize::from(side).div_ceil(8).pow(2);
+    for c in 1..=3u8 {
+        // One scan per component: Ns = 1, DC/AC tables 0, Ss 0, Se 63, Ah/Al 0.
+        j.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, c, 0x00, 0, 63, 0]);
+        j.extend(std::iter::repeat_n(0u8, blocks * 2 / 8));
+    }
+    j.extend_from_slice(&[0xFF, 0xD9]);
+    j
+}
+
+#[test]
+fn hostile_frames_are_rejected_before_decoding_counted_and_never_recorded() {
+    // The hostile frames first (the 8192x8192 encode takes a while): then the camera, so
+    // that they arrive once the service runs.
+    let progressive = progressive_jpeg(8192);
+    let multi_scan = multi_scan_jpeg(4096);
+    let (h, m) = (
+        ipc::jpeg::inspect(&progressive).unwrap(),
+        ipc::jpeg::inspect(&multi_scan).unwrap(),
+    );
+    assert!(
+        h.buffers_whole_image() && h.coefficient_bytes >= 128 << 20,
+        "{h:?}"
+    );
+    assert!(m.multi_scan && m.coefficient_bytes >= 96 << 20, "{m:?}");
+    let camera = ipc::jpeg::FrameLimits::for_camera(4096, 4096);
+    assert_eq!(
+        ipc::jpeg::check(&multi_scan, &camera).unwrap_err().kind(),
+        "too_much_memory"
+    );
+    eprintln!(
+        "progressive 8192x8192: {} KB; multi-scan 4096x4096: {} KB",
+        progressive.len() / 1024,
+        multi_scan.len() / 1024
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("run")).unwrap();
+    // A camera that announces 4096x4096 (so the multi-scan frame fits its geometry and only
+    // the memory budget stands in its way) and publishes 320x240 frames.
+    let cam = Camera::start_spec(
+        &dir.path().join("run"),
+        CameraSpec {
+            hello: (4096, 4096),
+            slot: 2 << 20,
+            scene: 0,
+        },
+    );
+    let svc = Svc::start(dir.path(), &[]);
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    let before_kib = svc.peak_rss_kib();
+    // Moving: an event is recording while the hostile frames come, so they would be recorded.
+    cam.set_moving(true);
+    wait_for(
+        "an event recording",
+        Duration::from_secs(20),
+        || !events(dir.path()).is_empty(),
+        &|| svc.log(),
+    );
+    const COPIES: usize = 10;
+    for _ in 0..COPIES {
+        cam.inject([progressive.clone(), multi_scan.clone()]);
+    }
+    wait_for(
+        "the hostile frames to be published",
+        Duration::from_secs(30),
+        || cam.injected_pending() == 0,
+        &|| svc.log(),
+    );
+    cam.set_moving(false);
+    // It goes on analysing the camera's frames, and says why it skipped the others.
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    let peak_kib = svc.peak_rss_kib();
+    eprintln!("peak RSS: {before_kib} KiB before the hostile frames, {peak_kib} KiB after");
+    // Decoding either frame would need 96 MiB or more of coefficients alone.
+    assert!(
+        peak_kib < before_kib + 32 * 1024,
+        "peak RSS grew from {before_kib} to {peak_kib} KiB"
+    );
+    let status = svc.status();
+    let too_large = status_counter(&status, "too large");
+    let too_much_memory = status_counter(&status, "too much memory");
+    assert!(
+        too_large > 0
+            && too_much_memory > 0
+            && status_counter(&status, "rejected") == too_large + too_much_memory,
+        "{status}\n{}",
+        svc.log()
+    );
+    let log = svc.log();
+    assert!(log.contains("refused before decoding"), "{log}");
+    // Never restarted: the same process, and one "ready" line.
+    assert_eq!(log.matches("motion-svc ready").count(), 1, "{log}");
+    wait_for(
+        "the event to complete",
+        Duration::from_secs(30),
+        || {
+            events(dir.path())
+                .iter()
+                .all(|e| e.1.state != EventState::Recording)
+        },
+        &|| svc.log(),
+    );
+    // No hostile frame in any clip or poster.
+    for (id, _) in events(dir.path()) {
+        let edir = dir.path().join("events").join(&id);
+        let (_, frames) = motion_svc::avi::read_frames(&edir.join("clip.avi")).unwrap();
+        assert!(!frames.is_empty());
+        for f in frames
+            .iter()
+            .chain([&fs::read(edir.join("poster.jpg")).unwrap()])
+        {
+            let h = ipc::jpeg::inspect(f).unwrap();
+            assert_eq!((h.width, h.height), (W as u32, H as u32), "{id}");
+        }
+    }
+    assert!(svc.terminate().success());
 }
