@@ -15,11 +15,13 @@ use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 
 use crate::analyzer::{Analyzer, FrameInput};
 use crate::config::{MotionConfig, Settings};
-use crate::event::{EndReason, Transition};
+use crate::event::Transition;
 use crate::hooks::{HookConfig, HookKind, Hooks, parse_http_url};
 use crate::journal;
-use crate::recorder::{EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, next_counter};
-use crate::store::{self, CLIP, EventMeta, Limits};
+use crate::recorder::{
+    DiskState, EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, next_counter,
+};
+use crate::store::{self, CLIP, EventMeta, Limits, Recovery};
 
 /// The detection loop turns at least this often, frames or not (a camera outage included):
 /// it refreshes the systemd status and proves to the watchdog that it is alive.
@@ -78,6 +80,30 @@ fn spawn_watchdog(
 static REJECTED_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 /// Frames that failed to decode, likewise.
 static CORRUPT_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// Event folders that recovery skipped (a hostile or damaged file can make thousands).
+static RECOVERY_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// Logs what a crash-recovery pass did: each closed event, and each folder left as it was
+/// (throttled: one line per interval, then a count).
+pub fn log_recovery(r: &Recovery) {
+    for e in &r.recovered {
+        if let Some(held_back) = RECOVERY_LOG.check() {
+            tracing::warn!(event = %e.id, frames = e.frames, held_back, "closed an event interrupted by a crash (state interrupted)");
+        }
+    }
+    for s in &r.skipped {
+        if let Some(held_back) = RECOVERY_LOG.check() {
+            tracing::warn!(event = %s.id, held_back, "crash recovery skipped event folder {}: {}", s.id, s.why);
+        }
+    }
+    if let Some(n) = RECOVERY_LOG.flush() {
+        tracing::warn!(
+            held_back = n,
+            "crash recovery: {n} more folders closed or skipped"
+        );
+    }
+}
 
 /// Every [`FrameRejected`] kind, in the order the status line names them.
 const REJECT_KINDS: [&str; 5] = [
@@ -159,11 +185,15 @@ fn status_text(
     camera_ok: bool,
     events: u64,
     a: &Analyzer,
-    (c, r, gate): (ClientStats, RecorderStats, &FrameGate),
+    (c, r, gate, disk): (ClientStats, RecorderStats, &FrameGate, &DiskState),
 ) -> String {
     let (sel, st) = (a.selection(), a.stats());
+    let disk = match disk {
+        DiskState::Ok => "events disk ok".to_owned(),
+        bad => format!("events disk {}: recording nothing", bad.describe()),
+    };
     format!(
-        "camera {}; {} frames, {} analysed, {} not due, {} gaps, {} repeated seq, {} duplicate, {} corrupt, {}, {} grey, {} re-learns, {} torn; {events} events, {} clip frames dropped",
+        "camera {}; {disk}; {} frames, {} analysed, {} not due, {} gaps, {} repeated seq, {} duplicate, {} corrupt, {}, {} grey, {} re-learns, {} torn; {events} events, {} clip frames dropped",
         if camera_ok { "streaming" } else { "away" },
         c.frames,
         sel.analysed,
@@ -185,10 +215,10 @@ fn report_status(
     camera_ok: bool,
     events: u64,
     a: &Analyzer,
-    (c, r, gate): (ClientStats, RecorderStats, &FrameGate),
+    (c, r, gate, disk): (ClientStats, RecorderStats, &FrameGate, &DiskState),
     log: bool,
 ) {
-    let text = status_text(camera_ok, events, a, (c, r, gate));
+    let text = status_text(camera_ok, events, a, (c, r, gate, disk));
     Notifier.status(&text);
     if !log {
         return;
@@ -245,6 +275,12 @@ fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
     wall / 1_000_000
 }
 
+/// The recorder closed an event: the journal's end record, with its final state.
+fn event_done(done: &EventMeta, events_dir: &std::path::Path) {
+    journal::log_end(done, &events_dir.join(&done.id).join(CLIP));
+    tracing::info!(event = %done.id, frames = done.frames, dropped = done.dropped_frames, "event recorded");
+}
+
 /// Runs until `shutdown` resolves: recovers interrupted events, then detects and records.
 ///
 /// # Errors
@@ -252,15 +288,24 @@ fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
 pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let c = &rc.config;
     let events_dir = c.events_dir.clone();
-    std::fs::create_dir_all(&events_dir).with_context(|| {
-        format!(
-            "cannot create the events directory {}; create it or pass --events-dir",
-            events_dir.display()
-        )
-    })?;
-    for r in store::recover(&events_dir)? {
-        tracing::warn!(event = %r.id, frames = r.frames, "closed an event interrupted by a crash (state interrupted)");
-    }
+    // A full, read-only or broken events disk never stops detection: the recorder says what
+    // is wrong (status line, journal), records nothing, and retries.
+    let recovery_pending = match std::fs::create_dir_all(&events_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| store::recover(&events_dir).map_err(|e| e.to_string()))
+    {
+        Ok(r) => {
+            log_recovery(&r);
+            r.write_errors > 0
+        }
+        Err(e) => {
+            tracing::error!(
+                "events directory {}: {e}; crash recovery runs again once it is usable (create it, or pass --events-dir)",
+                events_dir.display()
+            );
+            true
+        }
+    };
     let mut counter = next_counter(&events_dir);
     let mut recorder = Recorder::start(RecorderConfig {
         events_dir: events_dir.clone(),
@@ -275,6 +320,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         limits: limits(c),
         nominal_fps: 15.0,
         slow_disk: Duration::ZERO,
+        recovery_pending,
     })
     .context("cannot start the writer thread")?;
     let hooks = Hooks::new(HookConfig {
@@ -329,7 +375,8 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             if log {
                 last_status_log = tokio::time::Instant::now();
             }
-            let counts = (client.stats(), recorder.stats(), &gate);
+            let disk = recorder.disk();
+            let counts = (client.stats(), recorder.stats(), &gate, &disk);
             report_status(camera_ok, events, &analyzer, counts, log);
             for (throttle, what) in [(&REJECTED_LOG, "refused"), (&CORRUPT_LOG, "undecodable")] {
                 if let Some(n) = throttle.flush() {
@@ -457,7 +504,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 last_motion,
                 reason,
             } => {
-                if let Some((id, _)) = current.take() {
+                if current.take().is_some() {
                     let peak = analyzer.peak().clone();
                     let last_ns = (last_motion * 1e9) as u64;
                     recorder.end_event(EndInfo {
@@ -468,26 +515,32 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                         boxes: peak.boxes.clone(),
                         reason,
                     });
-                    journal::log_end(&id, &peak, &events_dir.join(&id).join(CLIP), reason);
                 }
             }
         }
         while let Some(done) = recorder.completed() {
-            tracing::info!(event = %done.id, frames = done.frames, dropped = done.dropped_frames, "event recorded");
+            event_done(&done, &events_dir);
             hooks.fire(HookKind::End, &done, &events_dir.join(&done.id));
         }
     }
     notifier.stopping();
     if let Some((id, _)) = current.take() {
         tracing::info!(event = %id, "shutting down during an event: the clip is closed");
-        let clip = events_dir.join(&id).join(CLIP);
-        journal::log_end(&id, analyzer.peak(), &clip, EndReason::Shutdown);
     }
-    let counts = (client.stats(), recorder.stats(), &gate);
+    let disk = recorder.disk();
+    let counts = (client.stats(), recorder.stats(), &gate, &disk);
     report_status(camera_ok, events, &analyzer, counts, true);
-    tokio::task::spawn_blocking(move || recorder.shutdown())
-        .await
-        .ok();
+    // The writer closes the event in progress; its end record follows.
+    if let Ok(recorder) = tokio::task::spawn_blocking(move || {
+        recorder.shutdown();
+        recorder
+    })
+    .await
+    {
+        while let Some(done) = recorder.completed() {
+            event_done(&done, &events_dir);
+        }
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -565,9 +618,10 @@ mod tests {
             Err(FrameRejected::TooLarge { .. })
         ));
         assert!(gate.check(b"garbage").is_err());
-        let t = status_text(false, 4, &a, (c, r, &gate));
+        let t = status_text(false, 4, &a, (c, r, &gate, &DiskState::Full));
         for word in [
             "camera away",
+            "events disk full: recording nothing",
             "7 frames",
             "analysed",
             "not due",

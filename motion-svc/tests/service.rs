@@ -173,10 +173,11 @@ impl Drop for Camera {
 struct Svc {
     child: Child,
     log: PathBuf,
-    /// The notify socket it sends READY and STATUS to (unless the test passed its own).
-    notify: Option<std::os::unix::net::UnixDatagram>,
-    /// The last STATUS line received.
-    status: std::cell::RefCell<String>,
+    /// The last STATUS line received on the notify socket, read by a thread (a notify socket
+    /// nobody reads fills up and blocks the sender), unless the test passed its own socket.
+    status: Option<Arc<Mutex<String>>>,
+    /// Stops the notify reader.
+    stop_notify: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Svc {
@@ -191,13 +192,28 @@ impl Svc {
             .find(|n| !dir.join(format!("stderr-{n}.log")).exists())
             .expect("fewer than 100 starts per test");
         let log = dir.join(format!("stderr-{n}.log"));
-        let mut notify = None;
+        let mut status = None;
+        let stop_notify = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut own_env = Vec::new();
         if !env.iter().any(|(k, _)| *k == "NOTIFY_SOCKET") {
             let path = dir.join(format!("notify-{n}.sock"));
             let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-            sock.set_nonblocking(true).unwrap();
-            notify = Some(sock);
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let latest = Arc::new(Mutex::new(String::new()));
+            let (latest2, stop) = (Arc::clone(&latest), Arc::clone(&stop_notify));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = sock.recv(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if let Some(l) = text.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+                            *latest2.lock().unwrap() = l.to_string();
+                        }
+                    }
+                }
+            });
+            status = Some(latest);
             own_env.push(("NOTIFY_SOCKET", path.display().to_string()));
         }
         let err = fs::File::create(&log).unwrap();
@@ -241,8 +257,8 @@ impl Svc {
         let svc = Svc {
             child,
             log,
-            notify,
-            status: std::cell::RefCell::new(String::new()),
+            status,
+            stop_notify,
         };
         svc.wait_log("motion-svc ready", Duration::from_secs(20));
         svc
@@ -250,18 +266,11 @@ impl Svc {
 
     /// The latest STATUS line it sent so far (empty before the first).
     fn status(&self) -> String {
-        let sock = self
-            .notify
+        let status = self
+            .status
             .as_ref()
             .expect("the test owns the notify socket");
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = sock.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]);
-            if let Some(line) = text.lines().find_map(|l| l.strip_prefix("STATUS=")) {
-                *self.status.borrow_mut() = line.to_string();
-            }
-        }
-        self.status.borrow().clone()
+        status.lock().unwrap().clone()
     }
 
     /// Waits until the STATUS line satisfies `ok`; returns it.
@@ -344,6 +353,7 @@ impl Svc {
 
 impl Drop for Svc {
     fn drop(&mut self) {
+        self.stop_notify.store(true, Ordering::Relaxed);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -438,6 +448,8 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
         },
         &|| svc.log(),
     );
+    // The end record follows once the recorder has closed the event.
+    svc.wait_log("3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e", Duration::from_secs(20));
     let ev = events(dir.path());
     assert_eq!(ev.len(), 1, "{ev:?}");
     let (id, m) = &ev[0];
