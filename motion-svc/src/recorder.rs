@@ -551,8 +551,13 @@ impl Writer {
                 Ok(true) => {}
                 Ok(false) => cur.written_dropped += 1,
                 Err(e) => {
+                    cur.written_dropped += 1;
                     cur.clip_failed("write the clip", &e);
                     self.set_disk(DiskState::from_io(&e));
+                    // The recording ends now, as failed: never left "recording" (which
+                    // nobody may delete) while the disk is full.
+                    let cur = self.current.take().expect("checked");
+                    self.finish(cur, None);
                 }
             }
         } else {
@@ -655,6 +660,11 @@ impl Writer {
                 self.set_disk(DiskState::from_io(&e));
                 cur.clip_failed("write the pre-capture", &e);
             }
+        }
+        if cur.meta.clip_error.is_some() {
+            // Failed before it began: closed now, as failed.
+            self.finish(cur, None);
+            return;
         }
         self.current = Some(cur);
     }
@@ -1071,9 +1081,9 @@ mod tests {
         cur.clip = Some(AviWriter::create(Path::new("/dev/full"), 64, 48, 10.0).unwrap());
         let big = vec![0xab; 100_000];
         w.on_frame(&big, tag(10, Some(1.0)));
+        // The recording ended there, as failed: not left "recording" until the motion ends.
+        assert!(w.current.is_none());
         w.on_frame(&jpeg(11), tag(11, Some(1.0)));
-        let cur = w.current.take().unwrap();
-        w.finish(cur, Some(EndReason::Shutdown));
         let m = done.try_recv().unwrap();
         assert_eq!(m.state, EventState::Failed);
         assert!(
@@ -1085,7 +1095,7 @@ mod tests {
         let (_, frames) = avi::read_frames(&dir.join(CLIP)).unwrap();
         assert_eq!(frames.len(), 10);
         assert_eq!(m.frames, 10);
-        assert_eq!(m.dropped_frames, 1, "the frame after the error is counted");
+        assert_eq!(m.dropped_frames, 1, "the frame that failed is counted");
         assert_eq!(store::read_meta(&dir).unwrap(), m);
     }
 

@@ -97,10 +97,18 @@ pub fn log_recovery(r: &Recovery) {
             tracing::warn!(event = %s.id, held_back, "crash recovery skipped event folder {}: {}", s.id, s.why);
         }
     }
-    if let Some(n) = RECOVERY_LOG.flush() {
+    if !r.recovered.is_empty() || !r.skipped.is_empty() {
         tracing::warn!(
-            held_back = n,
-            "crash recovery: {n} more folders closed or skipped"
+            closed = r.recovered.len(),
+            skipped = r.skipped.len(),
+            "crash recovery: {} interrupted event(s) closed, {} folder(s) left as they were{}",
+            r.recovered.len(),
+            r.skipped.len(),
+            if r.write_errors > 0 {
+                " (some for a write error: tried again when the events disk is writable)"
+            } else {
+                ""
+            }
         );
     }
 }

@@ -251,7 +251,10 @@ impl Svc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err);
-        fs::write(dir.join("none.toml"), "[motion]\n").unwrap();
+        // A test may have written its own configuration there.
+        if !dir.join("none.toml").exists() {
+            fs::write(dir.join("none.toml"), "[motion]\n").unwrap();
+        }
         eprintln!("running {cmd:?}");
         let child = cmd.spawn().unwrap();
         let svc = Svc {
@@ -846,5 +849,319 @@ fn hostile_frames_are_rejected_before_decoding_counted_and_never_recorded() {
             assert_eq!((h.width, h.height), (W as u32, H as u32), "{id}");
         }
     }
+    assert!(svc.terminate().success());
+}
+
+/// Runs the calling test `name` again in a private mount namespace (`unshare --mount`), where
+/// it may mount and remount file systems that vanish with it. Returns true there; in the
+/// caller, false once the test passed in the namespace. Without the means (not root, no
+/// `unshare`) the test is skipped, except under CI where it fails.
+fn in_private_mount_namespace(name: &str) -> bool {
+    const VAR: &str = "MOTION_SVC_TEST_IN_MOUNT_NAMESPACE";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(VAR, name)
+        .stdin(Stdio::null())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{name}: cannot run unshare ({e}); install util-linux"
+            );
+            eprintln!("SKIPPED {name}: cannot run unshare: {e}");
+            return false;
+        }
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    if !out.status.success() && stderr.contains("unshare failed") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name}: no private mount namespace (run the tests as root): {stderr}"
+        );
+        eprintln!("SKIPPED {name}: no private mount namespace (not root?): {stderr}");
+        return false;
+    }
+    eprintln!("--- in a private mount namespace ---\n{stdout}\n{stderr}");
+    assert!(out.status.success(), "{name} failed in its mount namespace");
+    assert!(stdout.contains("1 passed"), "{name} did not run: {stdout}");
+    false
+}
+
+/// Runs `mount` with `args` (inside a private mount namespace).
+fn mount(args: &[&str], target: &Path) {
+    let st = Command::new("mount")
+        .args(args)
+        .arg(target)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount {args:?} {}", target.display());
+}
+
+/// Fills the file system holding `dir` with `dir/filler`; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut f = fs::File::create(&path).unwrap();
+    let chunk = vec![0x5a; 64 * 1024];
+    for _ in 0..100_000 {
+        if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+            break;
+        }
+    }
+    // The last partial pages too.
+    for _ in 0..1000 {
+        if f.write_all(&chunk[..512])
+            .and_then(|()| f.sync_all())
+            .is_err()
+        {
+            break;
+        }
+    }
+    path
+}
+
+/// An event left `recording` by a crash, with a clip of `frames` frames being written.
+fn crashed_event(events: &Path, id: &str, frames: u64) {
+    let dir = events.join(id);
+    fs::create_dir_all(&dir).unwrap();
+    store::write_meta(
+        &dir,
+        &store::EventMeta::new(id.into(), store::parse_id(id).unwrap(), W as u32, H as u32),
+    )
+    .unwrap();
+    let mut w =
+        motion_svc::avi::AviWriter::create(&dir.join("clip.avi.part"), W as u32, H as u32, 15.0)
+            .unwrap();
+    let mut x = 0.0;
+    for i in 0..frames {
+        w.push(&render(i, 0, false, &mut x), i * 66_000_000)
+            .unwrap();
+    }
+    w.flush().unwrap();
+}
+
+fn end_records(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_full_or_read_only_events_disk_never_stops_detection_says_so_and_is_retried() {
+    const NAME: &str =
+        "a_full_or_read_only_events_disk_never_stops_detection_says_so_and_is_retried";
+    if !in_private_mount_namespace(NAME) {
+        return;
+    }
+    let (dir, cam) = setup();
+    let edir = dir.path().join("events");
+    fs::create_dir_all(&edir).unwrap();
+    mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &edir);
+    // What a crash and a hostile hand left behind: an event still "recording", and folders
+    // whose event.json is a FIFO (a blocking open hangs) or a directory.
+    let crashed = "20261124T182900Z-0001";
+    crashed_event(&edir, crashed, 5);
+    let fifo = edir.join("20261124T182901Z-0002");
+    fs::create_dir(&fifo).unwrap();
+    nix::unistd::mkfifo(&fifo.join("event.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let with_dir = edir.join("20261124T182902Z-0003");
+    fs::create_dir_all(with_dir.join("event.json")).unwrap();
+    let filler = fill(&edir);
+    // No storage limits: nothing here is deleted to make room.
+    fs::write(
+        dir.path().join("none.toml"),
+        "[motion]\nmin_free_mib = 0\nmax_total_mib = 0\nmax_age_days = 0\n",
+    )
+    .unwrap();
+
+    // Full: it starts, detects, records nothing and says so.
+    let svc = Svc::start(dir.path(), &[]);
+    svc.wait_status(
+        "the full disk in the status",
+        Duration::from_secs(20),
+        |s| s.contains("events disk full: recording nothing"),
+    );
+    let log = svc.log();
+    assert!(
+        log.contains("events disk") && log.contains("is full"),
+        "{log}"
+    );
+    // One line (throttled) and a summary: the crashed event could not be closed (no room), the
+    // FIFO and the directory are left as they are.
+    assert!(log.contains("crash recovery skipped event folder"), "{log}");
+    assert!(log.contains("3 folder(s) left as they were"), "{log}");
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    cam.set_moving(true);
+    svc.wait_log("motion start", Duration::from_secs(20));
+    cam.set_moving(false);
+    wait_for(
+        "the end record",
+        Duration::from_secs(30),
+        || !end_records(&svc.log()).is_empty(),
+        &|| svc.log(),
+    );
+    let end = end_records(&svc.log()).remove(0);
+    assert!(
+        end.contains("mecam_state=\"failed\"") || end.contains("mecam_state=failed"),
+        "{end}"
+    );
+    assert!(end.contains("write-failed"), "{end}");
+    let ids: Vec<String> = events(dir.path()).into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        ids,
+        vec![crashed.to_string()],
+        "nothing recorded (and the crashed event cannot be closed yet)"
+    );
+    assert_eq!(
+        store::read_meta(&edir.join(crashed)).unwrap().state,
+        EventState::Recording
+    );
+
+    // Room again: noticed, recovery finishes its work, recording resumes.
+    fs::remove_file(&filler).unwrap();
+    svc.wait_status("the disk back", Duration::from_secs(20), |s| {
+        s.contains("events disk ok")
+    });
+    wait_for(
+        "the crashed event to be closed",
+        Duration::from_secs(20),
+        || store::read_meta(&edir.join(crashed)).is_ok_and(|m| m.state == EventState::Interrupted),
+        &|| svc.log(),
+    );
+    assert!(svc.log().contains("writable again"), "{}", svc.log());
+    // What it could not repair is left as it was.
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(fifo.join("event.json"))
+            .unwrap()
+            .file_type()
+    ));
+    assert!(with_dir.join("event.json").is_dir());
+    svc.wait_counter_grows("analysed", 5, Duration::from_secs(30));
+    cam.set_moving(true);
+    wait_for(
+        "a recorded event",
+        Duration::from_secs(30),
+        || events(dir.path()).iter().any(|(id, _)| id != crashed),
+        &|| svc.log(),
+    );
+    cam.set_moving(false);
+    wait_for(
+        "the event to complete",
+        Duration::from_secs(30),
+        || {
+            events(dir.path())
+                .iter()
+                .any(|(id, m)| id != crashed && m.state == EventState::Complete)
+        },
+        &|| svc.log(),
+    );
+
+    // Read-only: the same.
+    mount(&["-o", "remount,ro"], &edir);
+    svc.wait_status(
+        "the read-only disk in the status",
+        Duration::from_secs(20),
+        |s| s.contains("events disk read-only: recording nothing"),
+    );
+    svc.wait_counter_grows("analysed", 5, Duration::from_secs(30));
+    mount(&["-o", "remount,rw"], &edir);
+    svc.wait_status("the disk back", Duration::from_secs(20), |s| {
+        s.contains("events disk ok")
+    });
+    assert!(svc.terminate().success());
+}
+
+#[test]
+fn a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_first() {
+    const NAME: &str =
+        "a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_first";
+    if !in_private_mount_namespace(NAME) {
+        return;
+    }
+    let (dir, cam) = setup();
+    let edir = dir.path().join("events");
+    fs::create_dir_all(&edir).unwrap();
+    mount(&["-t", "tmpfs", "-o", "size=8m", "tmpfs"], &edir);
+    // Four old complete events of 1.5 MiB: 2 MiB free, under the 3 MiB minimum.
+    let old: Vec<String> = (1..=4)
+        .map(|k| format!("2020010{k}T000000Z-0001"))
+        .collect();
+    for id in &old {
+        let d = edir.join(id);
+        fs::create_dir(&d).unwrap();
+        let mut m = store::EventMeta::new(id.clone(), store::parse_id(id).unwrap(), 1, 1);
+        m.state = EventState::Complete;
+        store::write_meta(&d, &m).unwrap();
+        fs::write(d.join("clip.avi"), vec![1u8; 1536 * 1024]).unwrap();
+    }
+    let free_before = store::free_bytes(&edir).unwrap();
+    assert!(free_before < 3 << 20, "{free_before}");
+    fs::write(
+        dir.path().join("none.toml"),
+        "[motion]\nmin_free_mib = 3\nmax_total_mib = 0\nmax_age_days = 0\n",
+    )
+    .unwrap();
+    let svc = Svc::start(dir.path(), &[]);
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    cam.set_moving(true);
+    wait_for(
+        "an event recording",
+        Duration::from_secs(30),
+        || {
+            events(dir.path())
+                .iter()
+                .any(|(_, m)| m.state == EventState::Recording)
+        },
+        &|| svc.log(),
+    );
+    // Room was made before it started: the oldest went, and only as many as needed.
+    let left: Vec<String> = events(dir.path())
+        .into_iter()
+        .filter(|(_, m)| m.state == EventState::Complete)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        !left.contains(&old[0]),
+        "the oldest is kept: {left:?}\n{}",
+        svc.log()
+    );
+    assert!(
+        left.contains(&old[3]),
+        "the newest old event went too: {left:?}"
+    );
+    assert!(store::free_bytes(&edir).unwrap() > free_before);
+    // Now the disk fills under the recording.
+    let filler = fill(&edir);
+    wait_for(
+        "the event to end",
+        Duration::from_secs(60),
+        || !end_records(&svc.log()).is_empty(),
+        &|| svc.log(),
+    );
+    cam.set_moving(false);
+    let end = end_records(&svc.log()).remove(0);
+    assert!(end.contains("write-failed"), "{end}");
+    // Never left "recording": failed, in event.json too (retention made room for it).
+    let rec: Vec<_> = events(dir.path())
+        .into_iter()
+        .filter(|(id, _)| !old.contains(id))
+        .collect();
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert_eq!(rec[0].1.state, EventState::Failed, "{rec:?}");
+    assert_eq!(rec[0].1.end_reason, Some(EndReason::WriteFailed), "{rec:?}");
+    assert!(rec[0].1.clip_error.is_some(), "{rec:?}");
+    fs::remove_file(&filler).unwrap();
     assert!(svc.terminate().success());
 }
