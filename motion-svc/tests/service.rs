@@ -307,6 +307,12 @@ impl Svc {
         status_counter(&s, counter)
     }
 
+    /// Waits until the still scene's background is learned: two seconds of frames analysed
+    /// (the re-learn takes one).
+    fn background_learned(&self) {
+        self.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    }
+
     /// Peak resident memory (VmHWM) of the process, in KiB.
     fn peak_rss_kib(&self) -> u64 {
         let text = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -431,7 +437,7 @@ fn setup() -> (tempfile::TempDir, Camera) {
 fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
     let (dir, cam) = setup();
     let svc = Svc::start(dir.path(), &[]);
-    std::thread::sleep(Duration::from_millis(2500)); // still scene: background learned
+    svc.background_learned();
     cam.set_moving(true);
     wait_for(
         "an event to start",
@@ -439,7 +445,8 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
         || !events(dir.path()).is_empty(),
         &|| svc.log(),
     );
-    std::thread::sleep(Duration::from_millis(2000));
+    // Two seconds of motion (at 5 frames analysed a second).
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
     cam.set_moving(false);
     wait_for(
         "the event to complete",
@@ -494,7 +501,7 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
 fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
     let (dir, cam) = setup();
     let svc = Svc::start(dir.path(), &[]);
-    std::thread::sleep(Duration::from_millis(2500));
+    svc.background_learned();
     cam.set_moving(true);
     wait_for(
         "an event recording",
@@ -506,7 +513,15 @@ fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
         },
         &|| svc.log(),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // Frames reach the clip being written (pre-capture and more) before the kill.
+    let id = events(dir.path())[0].0.clone();
+    let part_path = dir.path().join("events").join(&id).join("clip.avi.part");
+    wait_for(
+        "frames in the clip being written",
+        Duration::from_secs(20),
+        || fs::metadata(&part_path).is_ok_and(|m| m.len() > 64 * 1024),
+        &|| svc.log(),
+    );
     drop(svc); // SIGKILL
     let ev = events(dir.path());
     assert_eq!(ev[0].1.state, EventState::Recording);
@@ -537,16 +552,31 @@ fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
 fn a_camera_outage_is_logged_once_and_is_never_motion() {
     let (dir, mut cam) = setup();
     let svc = Svc::start(dir.path(), &[]);
-    std::thread::sleep(Duration::from_millis(2000));
+    svc.background_learned();
     cam.stop();
     svc.wait_log("camera outage", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(3000));
-    // A new camera (new generation) whose scene is different: re-learned, not motion.
-    let cam2 = Camera::start(&dir.path().join("run"));
+    svc.wait_status("the outage in the status", Duration::from_secs(10), |s| {
+        s.starts_with("camera away")
+    });
+    // A new camera (new generation) showing a different scene: motion-svc reconnects,
+    // re-learns and analyses it, and the different scene is not motion.
+    let cam2 = Camera::start_spec(
+        &dir.path().join("run"),
+        CameraSpec {
+            scene: 1,
+            ..SMALL_CAMERA
+        },
+    );
     cam2.set_moving(false);
-    std::thread::sleep(Duration::from_millis(4000));
+    svc.wait_log("camera back", Duration::from_secs(20));
+    svc.wait_status("the camera streaming again", Duration::from_secs(20), |s| {
+        s.starts_with("camera streaming")
+    });
+    // Four seconds of the new scene analysed: past the re-learn, long enough for an event.
+    svc.wait_counter_grows("analysed", 20, Duration::from_secs(60));
     let log = svc.log();
     assert_eq!(log.matches("camera outage").count(), 1, "{log}");
+    assert!(log.contains("background re-learned"), "{log}");
     assert!(
         events(dir.path()).is_empty(),
         "{:?}\n{log}",
@@ -567,7 +597,7 @@ fn an_event_cut_by_an_outage_or_sigterm_says_so() {
             ev.len() == n && ev[n - 1].1.state == EventState::Recording
         }
     };
-    std::thread::sleep(Duration::from_millis(2500));
+    svc.background_learned();
     cam.set_moving(true);
     wait_for(
         "an event recording",
@@ -587,7 +617,8 @@ fn an_event_cut_by_an_outage_or_sigterm_says_so() {
     assert_eq!(first.end_reason, Some(EndReason::Interrupted), "{first:?}");
 
     let cam = Camera::start(&dir.path().join("run"));
-    std::thread::sleep(Duration::from_millis(3000));
+    svc.wait_log("camera back", Duration::from_secs(20));
+    svc.background_learned();
     cam.set_moving(true);
     wait_for(
         "a second event",
