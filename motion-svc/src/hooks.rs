@@ -15,6 +15,13 @@ use tokio::sync::Semaphore;
 
 use crate::store::EventMeta;
 
+/// Hook lines: a slow or failing webhook endpoint, or a busy scene, must not flood the
+/// journal (one line per interval, then a count).
+static HOOK_SKIPPED_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+static HOOK_FAILED_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+
 /// Hooks running at once, at most.
 pub const MAX_HOOKS_IN_FLIGHT: usize = 4;
 /// Bytes of a webhook response head that are read at most (hyper's smallest read buffer): a
@@ -198,10 +205,13 @@ impl Hooks {
     {
         let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
             self.skipped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                "{what} hook for event {} skipped: {MAX_HOOKS_IN_FLIGHT} hooks still running",
-                kind.as_str()
-            );
+            if let Some(held_back) = HOOK_SKIPPED_LOG.check() {
+                tracing::warn!(
+                    held_back,
+                    "{what} hook for event {} skipped: {MAX_HOOKS_IN_FLIGHT} hooks still running",
+                    kind.as_str()
+                );
+            }
             return;
         };
         let cfg = Arc::clone(&self.config);
@@ -209,7 +219,9 @@ impl Hooks {
         tokio::spawn(async move {
             if let Err(e) = f(cfg).await {
                 failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("{what} hook ({}): {e}", kind.as_str());
+                if let Some(held_back) = HOOK_FAILED_LOG.check() {
+                    tracing::warn!(held_back, "{what} hook ({}): {e}", kind.as_str());
+                }
             }
             drop(permit);
         });

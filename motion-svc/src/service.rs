@@ -81,6 +81,23 @@ static REJECTED_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 /// Frames that failed to decode, likewise.
 static CORRUPT_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 
+/// Camera state changes a peer on the announce socket can repeat at will (a flapping or
+/// fake capture-svc): each kind of line at most once per interval, then a count.
+static CAMERA_RESTART_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static CAMERA_BACK_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static CAMERA_STATE_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static CAMERA_OUTAGE_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// Every throttled line of the detection loop and what it is about, for the summary lines.
+static THROTTLED: [(&LogThrottle, &str); 6] = [
+    (&REJECTED_LOG, "frames refused before decoding"),
+    (&CORRUPT_LOG, "undecodable frames skipped"),
+    (&CAMERA_RESTART_LOG, "capture restarts"),
+    (&CAMERA_BACK_LOG, "camera returns"),
+    (&CAMERA_STATE_LOG, "camera not-streaming states"),
+    (&CAMERA_OUTAGE_LOG, "camera outages"),
+];
+
 /// Event folders that recovery skipped (a hostile or damaged file can make thousands).
 static RECOVERY_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 
@@ -386,9 +403,9 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             let disk = recorder.disk();
             let counts = (client.stats(), recorder.stats(), &gate, &disk);
             report_status(camera_ok, events, &analyzer, counts, log);
-            for (throttle, what) in [(&REJECTED_LOG, "refused"), (&CORRUPT_LOG, "undecodable")] {
+            for (throttle, what) in &THROTTLED {
                 if let Some(n) = throttle.flush() {
-                    tracing::warn!(held_back = n, "{n} more {what} frames skipped");
+                    tracing::warn!(held_back = n, "{n} more {what} (not logged one by one)");
                 }
             }
             continue;
@@ -396,10 +413,13 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         let transition = match event {
             ClientEvent::Connected(hello) => {
                 if generation.is_some_and(|g| g != hello.generation) {
-                    tracing::info!(
-                        generation = hello.generation,
-                        "capture restarted (new region generation): background re-learned"
-                    );
+                    if let Some(held_back) = CAMERA_RESTART_LOG.check() {
+                        tracing::info!(
+                            generation = hello.generation,
+                            held_back,
+                            "capture restarted (new region generation): background re-learned"
+                        );
+                    }
                     recorder.reset();
                 }
                 generation = Some(hello.generation);
@@ -407,7 +427,9 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 gate.set_camera(hello.width, hello.height);
                 analyzer.set_frame_limits(gate.limits());
                 if !camera_ok {
-                    tracing::info!(source = %hello.source, "camera back");
+                    if let Some(held_back) = CAMERA_BACK_LOG.check() {
+                        tracing::info!(source = %hello.source, held_back, "camera back");
+                    }
                     camera_ok = true;
                 }
                 analyzer.camera_lost()
@@ -460,16 +482,21 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             ClientEvent::State(state) => {
                 if state == CameraState::Streaming {
                     if !camera_ok {
-                        tracing::info!("camera streaming again");
+                        if let Some(held_back) = CAMERA_BACK_LOG.check() {
+                            tracing::info!(held_back, "camera streaming again");
+                        }
                         camera_ok = true;
                     }
                     Transition::None
                 } else {
                     if camera_ok || !matches!(state, CameraState::Starting) {
-                        tracing::warn!(
-                            state = state.name(),
-                            "camera not streaming ({state:?}): not motion, background will be re-learned"
-                        );
+                        if let Some(held_back) = CAMERA_STATE_LOG.check() {
+                            tracing::warn!(
+                                state = state.name(),
+                                held_back,
+                                "camera not streaming ({state:?}): not motion, background will be re-learned"
+                            );
+                        }
                     }
                     camera_ok = false;
                     analyzer.camera_lost()
@@ -478,9 +505,12 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             ClientEvent::Heartbeat(_) => Transition::None,
             ClientEvent::Gone { reason } => {
                 if camera_ok {
-                    tracing::warn!(
-                        "camera outage: capture-svc unreachable ({reason}); not motion, waiting for it"
-                    );
+                    if let Some(held_back) = CAMERA_OUTAGE_LOG.check() {
+                        tracing::warn!(
+                            held_back,
+                            "camera outage: capture-svc unreachable ({reason}); not motion, waiting for it"
+                        );
+                    }
                 }
                 camera_ok = false;
                 analyzer.camera_lost()

@@ -25,6 +25,11 @@ pub const CLIP_PART: &str = "clip.avi.part";
 pub const POSTER: &str = "poster.jpg";
 /// At most this many event folders are looked at by one storage pass (oldest first).
 pub const MAX_SCAN: usize = 100_000;
+/// Lines about one event folder that a hostile or damaged file can repeat (a clip that cannot
+/// be repaired, a folder that cannot be deleted): one per interval, then a count.
+static FOLDER_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+
 /// Largest `event.json` read (a real one is under 2 KB): a bigger file is not an event's.
 pub const MAX_META_BYTES: u64 = 64 * 1024;
 
@@ -453,7 +458,9 @@ fn recover_one(dir: &Path, name: &str, start_ms: u64) -> Result<Option<Recovered
                 let _ = fs::remove_file(&part);
             }
             Err(e) => {
-                tracing::warn!(event = %name, "clip of interrupted event left as {CLIP_PART}: {e}");
+                if let Some(held_back) = FOLDER_LOG.check() {
+                    tracing::warn!(event = %name, held_back, "clip of interrupted event left as {CLIP_PART}: {e}");
+                }
             }
         }
     } else if is_regular(&dir.join(CLIP)) {
@@ -576,7 +583,11 @@ pub fn enforce_limits(
                 freed += size;
                 deleted.push(id);
             }
-            Err(e) => tracing::warn!(event = %id, "cannot delete old event: {e}"),
+            Err(e) => {
+                if let Some(held_back) = FOLDER_LOG.check() {
+                    tracing::warn!(event = %id, held_back, "cannot delete old event: {e}");
+                }
+            }
         }
     }
     Ok(deleted)
