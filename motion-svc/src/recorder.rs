@@ -688,7 +688,7 @@ impl Writer {
         if !cur.folder {
             // Nothing was written: report it, failed, with what the end said.
             self.close_meta(&mut cur, 0, reason);
-            let _ = self.done.try_send(cur.meta);
+            self.report_end(cur.meta, &cur.dir);
             return;
         }
         let mut frames = 0;
@@ -724,11 +724,29 @@ impl Writer {
             }
         }
         self.close_meta(&mut cur, frames, reason);
-        if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
-            self.final_meta_failed(&mut cur, &e);
+        // The final event.json is written under its temporary name first, so that the
+        // journal's end record (logged before it becomes visible, as readers of the journal
+        // expect) already knows whether it could be written.
+        match store::prepare_meta(&cur.dir, &cur.meta) {
+            Ok(prepared) => {
+                self.report_end(cur.meta.clone(), &cur.dir);
+                if let Err(e) = prepared.commit() {
+                    self.final_meta_failed(&mut cur, &e);
+                }
+            }
+            Err(e) => {
+                self.final_meta_failed(&mut cur, &e);
+                self.report_end(cur.meta.clone(), &cur.dir);
+            }
         }
-        let _ = self.done.try_send(cur.meta.clone());
         self.enforce_limits(None);
+    }
+
+    /// The event is closed: its journal end record (with its final state), then the report
+    /// to the service (hooks).
+    fn report_end(&self, meta: EventMeta, dir: &Path) {
+        crate::journal::log_end(&meta, &dir.join(CLIP));
+        let _ = self.done.try_send(meta);
     }
 
     /// The final `event.json` could not be written: make room and try once more, else keep

@@ -300,9 +300,8 @@ fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
     wall / 1_000_000
 }
 
-/// The recorder closed an event: the journal's end record, with its final state.
-fn event_done(done: &EventMeta, events_dir: &std::path::Path) {
-    journal::log_end(done, &events_dir.join(&done.id).join(CLIP));
+/// The recorder closed an event (it has written the journal's end record).
+fn event_done(done: &EventMeta) {
     tracing::info!(event = %done.id, frames = done.frames, dropped = done.dropped_frames, "event recorded");
 }
 
@@ -557,7 +556,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
         }
         while let Some(done) = recorder.completed() {
-            event_done(&done, &events_dir);
+            event_done(&done);
             hooks.fire(HookKind::End, &done, &events_dir.join(&done.id));
         }
     }
@@ -576,7 +575,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     .await
     {
         while let Some(done) = recorder.completed() {
-            event_done(&done, &events_dir);
+            event_done(&done);
         }
     }
     if let Some(w) = watchdog {

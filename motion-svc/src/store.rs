@@ -319,13 +319,49 @@ pub fn read_state(dir: &Path) -> Option<String> {
 }
 
 fn write_bytes_atomic(dir: &Path, text: &[u8]) -> Result<(), StoreError> {
+    prepare_bytes(dir, text)?.commit()
+}
+
+/// An `event.json` written and synced under its temporary name, not yet renamed into place.
+#[derive(Debug)]
+#[must_use = "commit() puts it in place"]
+pub struct PreparedMeta {
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl PreparedMeta {
+    /// Renames it into place.
+    ///
+    /// # Errors
+    /// The rename failed (the temporary file is left for recovery to remove).
+    pub fn commit(self) -> Result<(), StoreError> {
+        fs::rename(&self.tmp, &self.dest).map_err(io_err("cannot rename", &self.tmp))
+    }
+}
+
+fn prepare_bytes(dir: &Path, text: &[u8]) -> Result<PreparedMeta, StoreError> {
     use std::io::Write as _;
     let tmp = dir.join("event.json.tmp");
     let mut f = fs::File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
     f.write_all(text)
         .and_then(|()| f.sync_all())
         .map_err(io_err("cannot write", &tmp))?;
-    fs::rename(&tmp, dir.join(META)).map_err(io_err("cannot rename", &tmp))
+    Ok(PreparedMeta {
+        tmp,
+        dest: dir.join(META),
+    })
+}
+
+/// Writes `event.json.tmp` and syncs it; [`PreparedMeta::commit`] renames it into place.
+///
+/// # Errors
+/// A create or write error (a full disk shows here).
+pub fn prepare_meta(dir: &Path, meta: &EventMeta) -> Result<PreparedMeta, StoreError> {
+    prepare_bytes(
+        dir,
+        &serde_json::to_vec_pretty(meta).expect("EventMeta serialises"),
+    )
 }
 
 /// What recovery did to one folder.
