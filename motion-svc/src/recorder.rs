@@ -1155,6 +1155,66 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_probe_tells_a_usable_disk_from_a_broken_one() {
+        let d = tempfile::tempdir().unwrap();
+        // Missing: created.
+        assert_eq!(probe_disk(&d.path().join("events"), 0), DiskState::Ok);
+        assert!(d.path().join("events").is_dir());
+        // A file where the directory should be.
+        std::fs::write(d.path().join("file"), b"x").unwrap();
+        assert!(matches!(
+            probe_disk(&d.path().join("file"), 0),
+            DiskState::Broken(_)
+        ));
+        // Less free than asked for.
+        assert_eq!(probe_disk(d.path(), u64::MAX), DiskState::Full);
+    }
+
+    #[test]
+    fn unwritable_final_metadata_is_kept_up_to_its_bound_and_reported_failed() {
+        let d = tempfile::tempdir().unwrap();
+        let (pool_tx, _pool) = sync_channel(1);
+        let (done_tx, done) = sync_channel(MAX_PENDING_META * 2);
+        let mut w = Writer::new(config(d.path()), pool_tx, done_tx, Arc::default());
+        for k in 0..MAX_PENDING_META + 3 {
+            let id = format!("20261124T1829{:02}Z-0001", k % 60);
+            // A folder that is gone (as if the disk failed under it): nothing can be written.
+            let cur = Current {
+                meta: meta(&id),
+                dir: d.path().join("gone").join(&id),
+                folder: true,
+                clip: None,
+                ending_at_ns: None,
+                peak: f32::MIN,
+                written_dropped: 0,
+                dropped_before: 0,
+                last_frame: Instant::now(),
+            };
+            w.finish(cur, Some(EndReason::Quiet));
+            let m = done.try_recv().unwrap();
+            assert_eq!(
+                (m.state, m.end_reason),
+                (EventState::Failed, Some(EndReason::WriteFailed))
+            );
+            assert!(m.clip_error.unwrap().contains("event.json"));
+        }
+        assert_eq!(w.pending_meta.len(), MAX_PENDING_META);
+        // The disk comes back: what is kept is written.
+        std::fs::create_dir_all(d.path().join("gone")).unwrap();
+        for (dir, _) in &w.pending_meta {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        w.write_pending_meta();
+        assert!(w.pending_meta.is_empty());
+        let written = std::fs::read_dir(d.path().join("gone"))
+            .unwrap()
+            .flatten()
+            .filter(|e| store::read_meta(&e.path()).is_ok_and(|m| m.state == EventState::Failed))
+            .count();
+        assert_eq!(written, MAX_PENDING_META);
+    }
+
+    #[test]
     fn shutdown_mid_event_closes_the_clip() {
         let d = tempfile::tempdir().unwrap();
         let mut r = Recorder::start(config(d.path())).unwrap();
