@@ -158,9 +158,13 @@ impl Default for FrameGate {
 }
 
 impl FrameGate {
-    /// The camera announced `width` x `height` (0 when unknown).
-    pub fn set_camera(&mut self, width: u32, height: u32) {
-        self.limits = FrameLimits::for_camera(width, height);
+    /// The camera announced `width` x `height` (0 when unknown). Returns whether that changed
+    /// the limits.
+    pub fn set_camera(&mut self, width: u32, height: u32) -> bool {
+        let limits = FrameLimits::for_camera(width, height);
+        let changed = limits != self.limits;
+        self.limits = limits;
+        changed
     }
 
     /// The limits frames are checked against.
@@ -434,6 +438,11 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 analyzer.camera_lost()
             }
             ClientEvent::Frame(meta) => 'frame: {
+                // capture-svc announces each frame's size as well as the hello's (a camera may
+                // change resolution): the JPEG may be no larger than what was announced.
+                if gate.set_camera(meta.width, meta.height) {
+                    analyzer.set_frame_limits(gate.limits());
+                }
                 // Before anything reads the frame: a hostile header must cost nothing, and a
                 // refused frame goes neither to the analyzer nor into a recording.
                 if let Err(r) = gate.check(&buf) {
