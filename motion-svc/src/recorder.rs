@@ -1055,10 +1055,11 @@ mod tests {
             assert!(Instant::now() < deadline, "the event never started");
             std::thread::sleep(Duration::from_millis(5));
         }
-        // From the clip's creation to the sleep on frame 0 the writer only scans an empty
-        // folder: it is asleep well before this.
-        std::thread::sleep(Duration::from_millis(200));
+        // Frame 0 is next in the channel, ahead of every message sent from now on: the
+        // writer sleeps 2 s on it before it can take any of them, so they fill the channel.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while r.stats().control_lost == 0 {
+            assert!(Instant::now() < deadline, "the channel never filled");
             r.reset();
         }
         r.frame(&jpeg(1), tag(1, None));
