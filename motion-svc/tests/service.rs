@@ -951,6 +951,15 @@ fn mount(args: &[&str], target: &Path) {
     assert!(st.success(), "mount {args:?} {}", target.display());
 }
 
+/// Unmounts its path when dropped (before the test's temporary directory is removed).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Fills the file system holding `dir` with `dir/filler`; returns its path.
 fn fill(dir: &Path) -> PathBuf {
     use std::io::Write as _;
@@ -1012,6 +1021,7 @@ fn a_full_or_read_only_events_disk_never_stops_detection_says_so_and_is_retried(
     let edir = dir.path().join("events");
     fs::create_dir_all(&edir).unwrap();
     mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &edir);
+    let _mounted = Mounted(edir.clone());
     // What a crash and a hostile hand left behind: an event still "recording", and folders
     // whose event.json is a FIFO (a blocking open hangs) or a directory.
     let crashed = "20261124T182900Z-0001";
@@ -1137,6 +1147,7 @@ fn a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_
     let edir = dir.path().join("events");
     fs::create_dir_all(&edir).unwrap();
     mount(&["-t", "tmpfs", "-o", "size=8m", "tmpfs"], &edir);
+    let _mounted = Mounted(edir.clone());
     // Four old complete events of 1.5 MiB: 2 MiB free, under the 3 MiB minimum.
     let old: Vec<String> = (1..=4)
         .map(|k| format!("2020010{k}T000000Z-0001"))
