@@ -1219,3 +1219,43 @@ fn a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_
     fs::remove_file(&filler).unwrap();
     assert!(svc.terminate().success());
 }
+
+#[test]
+fn an_unusable_events_directory_never_stops_detection_and_is_retried() {
+    let (dir, cam) = setup();
+    // A file where the events directory should be: it cannot be created.
+    let edir = dir.path().join("events");
+    fs::write(&edir, b"not a directory").unwrap();
+    let svc = Svc::start(dir.path(), &[]);
+    svc.wait_status(
+        "the unusable disk in the status",
+        Duration::from_secs(20),
+        |s| s.contains("events disk unusable") && s.contains("recording nothing"),
+    );
+    svc.background_learned();
+    cam.set_moving(true);
+    svc.wait_log("motion start", Duration::from_secs(20));
+    cam.set_moving(false);
+    wait_for(
+        "the end record",
+        Duration::from_secs(30),
+        || !end_records(&svc.log()).is_empty(),
+        &|| svc.log(),
+    );
+    assert!(end_records(&svc.log())[0].contains("write-failed"));
+    // Fixed: noticed, and recording works again.
+    fs::remove_file(&edir).unwrap();
+    svc.wait_status("the disk back", Duration::from_secs(20), |s| {
+        s.contains("events disk ok")
+    });
+    svc.background_learned();
+    cam.set_moving(true);
+    wait_for(
+        "a recorded event",
+        Duration::from_secs(30),
+        || !events(dir.path()).is_empty(),
+        &|| svc.log(),
+    );
+    cam.set_moving(false);
+    assert!(svc.terminate().success());
+}
