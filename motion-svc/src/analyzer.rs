@@ -133,6 +133,12 @@ impl Analyzer {
         self.tracker.active()
     }
 
+    /// Frames are decoded only within `limits` (the camera's announced geometry and the
+    /// memory budget); see [`LumaDecoder::set_limits`].
+    pub fn set_frame_limits(&mut self, limits: ipc::jpeg::FrameLimits) {
+        self.decoder.set_limits(limits);
+    }
+
     /// The last decode error, taken (for logging once).
     pub fn take_error(&mut self) -> Option<String> {
         self.last_error.take()

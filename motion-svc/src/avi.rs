@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// Frames per clip at most; frames past it are dropped (and counted by the caller). At 30 fps
@@ -265,8 +266,17 @@ pub enum RepairError {
 /// # Errors
 /// [`RepairError`]; the file is left untouched when it is not ours.
 pub fn repair(path: &Path) -> Result<usize, RepairError> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-    let len = file.metadata()?.len();
+    // O_NONBLOCK and a regular file only: a FIFO or device put in its place never blocks us.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(RepairError::NotOurs);
+    }
+    let len = meta.len();
     let mut head = [0u8; HEADER_LEN as usize];
     if len < HEADER_LEN || file.read_exact(&mut head).is_err() {
         return Err(RepairError::NotOurs);

@@ -6,15 +6,12 @@
 //! shrinking it, which is what the pure-Rust decoders we measured have to do (see
 //! `benches/analysis.rs` and the README for the figures).
 
+use ipc::jpeg::{FrameLimits, FrameRejected};
 use turbojpeg::{Decompressor, Image, PixelFormat, ScalingFactor};
 
 /// Analysis images are at least this wide: the decoder picks the smallest scale that keeps
 /// the width at or above it (1/8 for 640x480 and up).
 pub const MIN_ANALYSIS_WIDTH: usize = 64;
-
-/// Frames larger than this in either dimension are refused (a corrupt header claiming
-/// 60000x60000 must not make us allocate gigabytes).
-pub const MAX_SOURCE_DIMENSION: usize = 8192;
 
 /// A greyscale image, one byte per pixel, rows packed without padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,16 +41,10 @@ pub enum DecodeError {
     /// libjpeg-turbo refused the data (corrupt, truncated, not a JPEG).
     #[error("not a decodable JPEG ({0}); the frame is skipped")]
     Corrupt(String),
-    /// The header claims a size we refuse to allocate for.
-    #[error(
-        "JPEG claims {width}x{height}, over the {MAX_SOURCE_DIMENSION} pixel limit; the frame is skipped"
-    )]
-    TooLarge {
-        /// Claimed width.
-        width: usize,
-        /// Claimed height.
-        height: usize,
-    },
+    /// Its headers ask for more than [`FrameLimits`] allow (size, or the memory a progressive
+    /// or multi-scan image needs): refused before libjpeg-turbo sees it.
+    #[error("{0}; the frame is skipped")]
+    Rejected(FrameRejected),
     /// The decoder itself could not be created (out of memory).
     #[error("cannot create a JPEG decoder: {0}")]
     Init(String),
@@ -61,10 +52,16 @@ pub enum DecodeError {
 
 /// Turns JPEG frames into small luma images, reusing one output buffer (no allocation per
 /// frame once the geometry is known).
+///
+/// Every frame is checked with [`ipc::jpeg::check`] against its [`FrameLimits`] before
+/// libjpeg-turbo reads it: libjpeg buffers every coefficient of a progressive or multi-scan
+/// image whatever the output scale, so an unchecked 8192x8192 progressive frame costs
+/// 128 MiB or more.
 pub struct LumaDecoder {
     decompressor: Decompressor,
     image: LumaImage,
     source: (usize, usize),
+    limits: FrameLimits,
 }
 
 impl std::fmt::Debug for LumaDecoder {
@@ -96,7 +93,14 @@ impl LumaDecoder {
             decompressor,
             image: LumaImage::default(),
             source: (0, 0),
+            limits: FrameLimits::default(),
         })
+    }
+
+    /// Frames are checked against `limits` from now on (the camera's announced geometry,
+    /// [`FrameLimits::for_camera`]); the default is [`FrameLimits::default`].
+    pub fn set_limits(&mut self, limits: FrameLimits) {
+        self.limits = limits;
     }
 
     /// Size of the last decoded source frame (full resolution).
@@ -107,19 +111,14 @@ impl LumaDecoder {
     /// Decodes `jpeg` to a reduced-scale luma image, valid until the next call.
     ///
     /// # Errors
-    /// [`DecodeError::Corrupt`] for data libjpeg-turbo rejects (including truncated frames),
-    /// [`DecodeError::TooLarge`] for absurd header sizes.
+    /// [`DecodeError::Rejected`] for headers over the limits (nothing is decoded),
+    /// [`DecodeError::Corrupt`] for data libjpeg-turbo rejects (including truncated frames).
     pub fn decode(&mut self, jpeg: &[u8]) -> Result<&LumaImage, DecodeError> {
+        ipc::jpeg::check(jpeg, &self.limits).map_err(DecodeError::Rejected)?;
         let header = self
             .decompressor
             .read_header(jpeg)
             .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-        if header.width > MAX_SOURCE_DIMENSION || header.height > MAX_SOURCE_DIMENSION {
-            return Err(DecodeError::TooLarge {
-                width: header.width,
-                height: header.height,
-            });
-        }
         let scale = scale_for(header.width);
         let scaled = header.scaled(scale);
         self.decompressor
@@ -234,13 +233,30 @@ mod tests {
         let mut d = LumaDecoder::new().unwrap();
         assert!(matches!(
             d.decode(b"not a jpeg at all"),
-            Err(DecodeError::Corrupt(_))
+            Err(DecodeError::Rejected(FrameRejected::NotJpeg))
         ));
         assert!(d.decode(&[]).is_err());
         let jpeg = encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
         assert!(d.decode(&jpeg[..jpeg.len() / 2]).is_err());
         // And the decoder still works afterwards.
         assert_eq!(d.decode(&jpeg).unwrap().width, 80);
+    }
+
+    #[test]
+    fn frames_over_the_limits_are_refused_before_decoding() {
+        let mut d = LumaDecoder::new().unwrap();
+        let small = encode_gray(640, 480, &vec![100; 640 * 480], 80).unwrap();
+        d.set_limits(FrameLimits::for_camera(320, 240));
+        assert!(matches!(
+            d.decode(&small),
+            Err(DecodeError::Rejected(FrameRejected::TooLarge { .. }))
+        ));
+        d.set_limits(FrameLimits::for_camera(640, 480));
+        assert_eq!(d.decode(&small).unwrap().width, 80);
+        assert!(matches!(
+            d.decode(b"\xff\xd8\xff"),
+            Err(DecodeError::Rejected(FrameRejected::Truncated))
+        ));
     }
 
     #[test]

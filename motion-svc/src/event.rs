@@ -32,6 +32,9 @@ pub enum EndReason {
     Shutdown,
     /// motion-svc died during the event (SIGKILL, power loss): closed on the next start.
     Crash,
+    /// The recording could not be written (full, read-only or failing events disk): the
+    /// event's state is `failed`.
+    WriteFailed,
 }
 
 impl EndReason {
@@ -43,6 +46,7 @@ impl EndReason {
             EndReason::Interrupted => "camera-interrupted",
             EndReason::Shutdown => "shutdown",
             EndReason::Crash => "crash",
+            EndReason::WriteFailed => "write-failed",
         }
     }
 }

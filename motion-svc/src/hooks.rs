@@ -10,61 +10,78 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper::Uri;
 use tokio::sync::Semaphore;
 
 use crate::store::EventMeta;
 
+/// Hook lines: a slow or failing webhook endpoint, or a busy scene, must not flood the
+/// journal (one line per interval, then a count).
+static HOOK_SKIPPED_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+static HOOK_FAILED_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+
 /// Hooks running at once, at most.
 pub const MAX_HOOKS_IN_FLIGHT: usize = 4;
-/// Bytes of a webhook response that are read (the status line is all we need).
-pub const MAX_RESPONSE_BYTES: usize = 4096;
+/// Bytes of a webhook response head that are read at most (hyper's smallest read buffer): a
+/// longer head is an error. The response body is never read.
+pub const MAX_RESPONSE_BYTES: usize = 8192;
 
 /// A parsed `http://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
-    /// Host name or address.
+    /// Host name or address to connect to (an IPv6 address without its brackets).
     pub host: String,
     /// Port.
     pub port: u16,
     /// Path and query, starting with `/`.
     pub path: String,
+    /// The `Host` header: the URL's authority as written.
+    pub authority: String,
 }
 
-/// Parses `http://host[:port][/path]`.
+/// Parses `http://host[:port][/path]` with `http::Uri` (IPv6 literals included:
+/// `http://[::1]:8123/hook`).
 ///
 /// # Errors
 /// A message saying what is wrong (https is not supported: put a local proxy in front).
 pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("{url:?}: only http:// URLs are supported (use a local proxy for https)")
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty()
-        || authority.contains('@')
-        || path.chars().any(|c| c.is_control() || c == ' ')
-    {
-        return Err(format!("{url:?}: expected http://host[:port]/path"));
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?}: {e}; expected http://host[:port]/path"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{url:?}: only http:// URLs are supported (use a local proxy for https)"
+        ));
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
-        ),
-        _ => (authority, 80),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?}: no host; expected http://host[:port]/path"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{url:?}: user names in the URL are not supported; expected http://host[:port]/path"
+        ));
+    }
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
+    let has_port = authority.as_str().len() > authority.host().len();
+    if has_port && authority.port_u16().is_none() {
+        return Err(format!(
+            "{url:?}: bad port; expected http://host[:port]/path"
+        ));
+    }
     Ok(HttpUrl {
         host: host.to_string(),
-        port,
-        path: path.to_string(),
+        port: authority.port_u16().unwrap_or(80),
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        authority: authority.as_str().to_string(),
     })
 }
 
@@ -188,10 +205,13 @@ impl Hooks {
     {
         let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
             self.skipped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                "{what} hook for event {} skipped: {MAX_HOOKS_IN_FLIGHT} hooks still running",
-                kind.as_str()
-            );
+            if let Some(held_back) = HOOK_SKIPPED_LOG.check() {
+                tracing::warn!(
+                    held_back,
+                    "{what} hook for event {} skipped: {MAX_HOOKS_IN_FLIGHT} hooks still running",
+                    kind.as_str()
+                );
+            }
             return;
         };
         let cfg = Arc::clone(&self.config);
@@ -199,7 +219,9 @@ impl Hooks {
         tokio::spawn(async move {
             if let Err(e) = f(cfg).await {
                 failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("{what} hook ({}): {e}", kind.as_str());
+                if let Some(held_back) = HOOK_FAILED_LOG.check() {
+                    tracing::warn!(held_back, "{what} hook ({}): {e}", kind.as_str());
+                }
             }
             drop(permit);
         });
@@ -274,42 +296,43 @@ pub async fn run_command(
     }
 }
 
+/// One POST with hyper's HTTP/1 client over a fresh connection; the status code.
 async fn post_once(url: &HttpUrl, kind: HookKind, body: &[u8]) -> Result<u16, String> {
-    let mut s = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+    use hyper::header;
+    let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Mecam-Event: {}\r\nConnection: close\r\nUser-Agent: mecam-motion-svc\r\n\r\n",
-        url.path,
-        url.host,
-        url.port,
-        body.len(),
-        kind.as_str()
-    );
-    s.write_all(head.as_bytes())
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_RESPONSE_BYTES)
+        .handshake::<_, String>(hyper_util::rt::TokioIo::new(stream))
         .await
-        .map_err(|e| format!("send: {e}"))?;
-    s.write_all(body).await.map_err(|e| format!("send: {e}"))?;
-    let mut buf = [0u8; MAX_RESPONSE_BYTES];
-    let mut n = 0;
-    while n < buf.len() {
-        let k = s
-            .read(&mut buf[n..])
-            .await
-            .map_err(|e| format!("receive: {e}"))?;
-        if k == 0 || buf[..n + k].windows(2).any(|w| w == b"\r\n") {
-            n += k;
-            break;
-        }
-        n += k;
+        .map_err(|e| format!("connect: {e}"))?;
+    let body = String::from_utf8(body.to_vec()).map_err(|e| format!("body: {e}"))?;
+    let req = hyper::Request::post(url.path.as_str())
+        .header(header::HOST, url.authority.as_str())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, "mecam-motion-svc")
+        .header(header::CONNECTION, "close")
+        .header("x-mecam-event", kind.as_str())
+        .body(body)
+        .map_err(|e| format!("request: {e}"))?;
+    // The connection is driven here, not in a task of its own: when the caller's timeout
+    // drops this future, the socket goes with it.
+    tokio::pin!(conn);
+    let response = sender.send_request(req);
+    tokio::pin!(response);
+    let response = tokio::select! {
+        biased;
+        r = &mut response => r,
+        c = &mut conn => match c {
+            // The connection is done (the server closed it): the response, if any, is there.
+            Ok(()) => response.await,
+            Err(e) => return Err(format!("receive: {e}")),
+        },
     }
-    let line = String::from_utf8_lossy(&buf[..n]);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| "no HTTP status line in the response".to_string())?;
-    Ok(status)
+    .map_err(|e| format!("send: {e}"))?;
+    // The body is never read: the status is all a hook needs.
+    Ok(response.status().as_u16())
 }
 
 /// POSTs `body` to `url`, retrying failures up to `attempts` times in all.
@@ -348,6 +371,7 @@ pub async fn post_with_retries(
 mod tests {
     use super::*;
     use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn meta() -> EventMeta {
         EventMeta {
@@ -360,13 +384,103 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_and_other_valid_urls_parse() {
+        let u = parse_http_url("http://[::1]/hook").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 80, "/hook")
+        );
+        let u = parse_http_url("http://[::1]:8123/api/webhook/x?y=1").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 8123, "/api/webhook/x?y=1")
+        );
+        assert!(parse_http_url("http://[::1/").is_err());
+        assert!(parse_http_url("http://h/a b").is_err());
+    }
+
+    #[tokio::test]
+    async fn webhook_delivers_to_an_ipv6_loopback_address() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&req).contains("}") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        let url = parse_http_url(&format!("http://[::1]:{port}/hook")).unwrap();
+        post_with_retries(
+            &url,
+            HookKind::End,
+            b"{\"id\":1}",
+            1,
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        let req = server.await.unwrap();
+        assert!(req.starts_with("POST /hook HTTP/1.1\r\n"), "{req}");
+        assert!(
+            req.to_ascii_lowercase()
+                .contains(&format!("host: [::1]:{port}\r\n")),
+            "{req}"
+        );
+        assert!(
+            req.to_ascii_lowercase().contains("x-mecam-event: end"),
+            "{req}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_head_over_the_bound_is_an_error_not_a_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nX-Pad: ").await;
+            // An endless header: the client must give up at its bound.
+            let pad = vec![b'a'; 64 * 1024];
+            for _ in 0..1024 {
+                if s.write_all(&pad).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let url = parse_http_url(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let e = post_with_retries(
+            &url,
+            HookKind::End,
+            b"{}",
+            1,
+            Duration::from_secs(20),
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap_err();
+        assert!(!e.to_string().contains("no answer within"), "{e}");
+    }
+
+    #[test]
     fn urls() {
         assert_eq!(
             parse_http_url("http://127.0.0.1:8080/hook?x=1").unwrap(),
             HttpUrl {
                 host: "127.0.0.1".into(),
                 port: 8080,
-                path: "/hook?x=1".into()
+                path: "/hook?x=1".into(),
+                authority: "127.0.0.1:8080".into(),
             }
         );
         assert_eq!(parse_http_url("http://example.org").unwrap().port, 80);
@@ -485,7 +599,11 @@ mod tests {
                     if let Some(i) = text.find("\r\n\r\n") {
                         let len: usize = text
                             .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(str::to_owned)
+                            })
                             .unwrap()
                             .trim()
                             .parse()

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use crate::analyzer::Peak;
-use crate::event::EndReason;
+use crate::store::EventMeta;
 
 /// `MESSAGE_ID` of a motion start record.
 pub const START_MESSAGE_ID: &str = "8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081";
@@ -34,18 +34,41 @@ pub fn log_start(id: &str, peak: &Peak, clip: &Path) {
     );
 }
 
-/// Logs a motion end.
-pub fn log_end(id: &str, peak: &Peak, clip: &Path, reason: EndReason) {
-    let (score, area_pct, boxes) = (peak.score, peak.area_pct, &peak.boxes);
-    let reason = reason.as_str();
-    tracing::info!(
-        message_id = END_MESSAGE_ID,
-        mecam_event_id = id,
-        mecam_score = format_args!("{score:.2}"),
-        mecam_area_pct = format_args!("{area_pct:.2}"),
-        mecam_boxes = %boxes_text(boxes),
-        mecam_clip = %clip.display(),
-        mecam_end_reason = reason,
-        "motion end: event {id}, peak area {area_pct:.1}% ({reason})"
-    );
+/// Logs a motion end, once the recorder has closed the event: `mecam_state` says whether it
+/// was recorded (`complete`) or not (`failed`, with `mecam_error` saying why), and
+/// `mecam_end_reason` why it ended (`write-failed` when the disk let it down).
+pub fn log_end(meta: &EventMeta, clip: &Path) {
+    let (id, score, area_pct) = (&meta.id, meta.peak_score, meta.peak_area_pct);
+    let reason = meta.end_reason.map_or("unknown", |r| r.as_str());
+    let state = serde_json::to_value(meta.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let error = meta.clip_error.as_deref().unwrap_or("");
+    if error.is_empty() {
+        tracing::info!(
+            message_id = END_MESSAGE_ID,
+            mecam_event_id = %id,
+            mecam_score = format_args!("{score:.2}"),
+            mecam_area_pct = format_args!("{area_pct:.2}"),
+            mecam_boxes = %boxes_text(&meta.boxes),
+            mecam_clip = %clip.display(),
+            mecam_end_reason = reason,
+            mecam_state = %state,
+            "motion end: event {id}, peak area {area_pct:.1}% ({reason})"
+        );
+    } else {
+        tracing::error!(
+            message_id = END_MESSAGE_ID,
+            mecam_event_id = %id,
+            mecam_score = format_args!("{score:.2}"),
+            mecam_area_pct = format_args!("{area_pct:.2}"),
+            mecam_boxes = %boxes_text(&meta.boxes),
+            mecam_clip = %clip.display(),
+            mecam_end_reason = reason,
+            mecam_state = %state,
+            mecam_error = error,
+            "motion end: event {id}, peak area {area_pct:.1}% ({reason}): {state}, {error}"
+        );
+    }
 }

@@ -9,9 +9,9 @@
 //! capacity that frames can never fill.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,78 @@ pub const DONE_QUEUE: usize = 16;
 pub const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(600);
 /// An ending clip with no frames for this long is closed anyway.
 const CLOSE_AFTER_SILENCE: Duration = Duration::from_secs(2);
+/// How often the writer looks at the events disk (free space, read-only, writable), frames
+/// or not: a disk that comes back is noticed within this.
+pub const DISK_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Below this much free space (after the storage limits made room) no event is recorded.
+pub const MIN_FREE_TO_RECORD: u64 = 1024 * 1024;
+/// Final `event.json` files that could not be written (full disk), kept to write again when
+/// the disk comes back, at most (the oldest is given up, logged).
+pub const MAX_PENDING_META: usize = 16;
+
+/// Changes of the events disk's state are logged once per change, and at most once per
+/// interval if it flaps (then with a count).
+static DISK_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+
+/// What the events disk allows, as the writer last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DiskState {
+    /// Writable, with room.
+    #[default]
+    Ok,
+    /// No space left (after the storage limits deleted what they may).
+    Full,
+    /// Mounted read-only.
+    ReadOnly,
+    /// Anything else: missing, not a directory, no permission, I/O errors.
+    Broken(String),
+}
+
+impl DiskState {
+    /// The state an I/O error on the events disk shows.
+    pub fn from_io(e: &std::io::Error) -> DiskState {
+        match e.raw_os_error() {
+            Some(n) if n == nix::errno::Errno::ENOSPC as i32 => DiskState::Full,
+            Some(n) if n == nix::errno::Errno::EDQUOT as i32 => DiskState::Full,
+            Some(n) if n == nix::errno::Errno::EROFS as i32 => DiskState::ReadOnly,
+            _ => DiskState::Broken(e.to_string()),
+        }
+    }
+
+    /// For the status line and the journal.
+    pub fn describe(&self) -> String {
+        match self {
+            DiskState::Ok => "ok".into(),
+            DiskState::Full => "full".into(),
+            DiskState::ReadOnly => "read-only".into(),
+            DiskState::Broken(why) => format!("unusable ({why})"),
+        }
+    }
+}
+
+/// Looks at the events disk without writing to it: the directory exists (it is created if
+/// not), the file system is not read-only, has `min_free` bytes free, and the directory is
+/// writable.
+pub fn probe_disk(events_dir: &Path, min_free: u64) -> DiskState {
+    if let Err(e) = std::fs::create_dir_all(events_dir) {
+        return DiskState::from_io(&e);
+    }
+    match nix::sys::statvfs::statvfs(events_dir) {
+        Err(e) => return DiskState::Broken(e.to_string()),
+        Ok(s) if s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) => {
+            return DiskState::ReadOnly;
+        }
+        Ok(_) if store::free_bytes(events_dir).is_some_and(|f| f < min_free) => {
+            return DiskState::Full;
+        }
+        Ok(_) => {}
+    }
+    match nix::unistd::access(events_dir, nix::unistd::AccessFlags::W_OK) {
+        Ok(()) => DiskState::Ok,
+        Err(e) => DiskState::from_io(&std::io::Error::from(e)),
+    }
+}
 
 /// Recorder settings.
 #[derive(Debug, Clone)]
@@ -56,6 +128,9 @@ pub struct RecorderConfig {
     pub nominal_fps: f64,
     /// Test only: a pause per written frame, to simulate a slow disk. Zero in the product.
     pub slow_disk: Duration,
+    /// The start's crash recovery could not write everything (read-only or full disk): the
+    /// writer runs it again once the disk is writable.
+    pub recovery_pending: bool,
 }
 
 impl RecorderConfig {
@@ -130,6 +205,8 @@ pub struct Recorder {
     /// `stats.dropped`, shared with the writer so that it counts the frames dropped while
     /// a clip is open (post-capture included) into that event's metadata.
     dropped: Arc<AtomicU64>,
+    /// The events disk as the writer last saw it.
+    disk: Arc<Mutex<DiskState>>,
 }
 
 impl Recorder {
@@ -148,7 +225,9 @@ impl Recorder {
         let (done_tx, done) = sync_channel(DONE_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let pool_back = pool_tx.clone();
-        let writer = Writer::new(config, pool_tx, done_tx, dropped.clone());
+        let mut writer = Writer::new(config, pool_tx, done_tx, dropped.clone());
+        let disk = Arc::clone(&writer.disk_shared);
+        writer.check_disk();
         let thread = std::thread::Builder::new()
             .name("motion-writer".into())
             .spawn(move || writer.run(rx))?;
@@ -160,7 +239,13 @@ impl Recorder {
             pool_back,
             stats: RecorderStats::default(),
             dropped,
+            disk,
         })
+    }
+
+    /// The events disk as the writer last saw it.
+    pub fn disk(&self) -> DiskState {
+        self.disk.lock().expect("disk state poisoned").clone()
     }
 
     /// Counters.
@@ -251,6 +336,8 @@ impl Drop for Recorder {
 struct Current {
     meta: EventMeta,
     dir: PathBuf,
+    /// The event folder exists (false: nothing of this event is written).
+    folder: bool,
     clip: Option<AviWriter>,
     ending_at_ns: Option<u64>,
     peak: f32,
@@ -264,7 +351,7 @@ impl Current {
     /// The clip cannot be written on: keep what is on disk (repaired when the event is
     /// finished), mark the event, and drop the rest of its frames (counted).
     fn clip_failed(&mut self, what: &str, e: &std::io::Error) {
-        tracing::error!(event = %self.meta.id, "cannot {what}: {e}; the clip stops here and the event will be marked interrupted");
+        tracing::error!(event = %self.meta.id, "cannot {what}: {e}; the clip stops here and the event will be marked failed");
         self.clip = None;
         self.meta
             .clip_error
@@ -281,6 +368,12 @@ struct Writer {
     poster: Vec<u8>,
     last_storage_check: Instant,
     dropped: Arc<AtomicU64>,
+    disk: DiskState,
+    disk_shared: Arc<Mutex<DiskState>>,
+    last_disk_check: Instant,
+    recovery_pending: bool,
+    /// Final metadata that could not be written: (folder, metadata), written again later.
+    pending_meta: std::collections::VecDeque<(PathBuf, EventMeta)>,
 }
 
 impl Writer {
@@ -302,6 +395,7 @@ impl Writer {
             config.pre_capture_s,
             config.start_delay_s,
         );
+        let recovery_pending = config.recovery_pending;
         Writer {
             config,
             ring,
@@ -311,6 +405,98 @@ impl Writer {
             poster: Vec::new(),
             last_storage_check: Instant::now(),
             dropped,
+            disk: DiskState::Ok,
+            disk_shared: Arc::default(),
+            last_disk_check: Instant::now(),
+            recovery_pending,
+            pending_meta: std::collections::VecDeque::with_capacity(MAX_PENDING_META),
+        }
+    }
+
+    /// Records what the events disk allows now; a change is logged (throttled).
+    fn set_disk(&mut self, state: DiskState) {
+        if state == self.disk {
+            return;
+        }
+        let was_ok = self.disk == DiskState::Ok;
+        *self.disk_shared.lock().expect("disk state poisoned") = state.clone();
+        self.disk = state;
+        if let Some(held_back) = DISK_LOG.check() {
+            if self.disk == DiskState::Ok {
+                tracing::info!(
+                    held_back,
+                    "events disk {} writable again: recording resumes",
+                    self.config.events_dir.display()
+                );
+            } else {
+                tracing::error!(
+                    held_back,
+                    disk = %self.disk.describe(),
+                    "events disk {} is {}: recording nothing until it is writable again (motion is still detected and logged); free space or fix the disk",
+                    self.config.events_dir.display(),
+                    self.disk.describe()
+                );
+            }
+        }
+        if !was_ok && self.disk == DiskState::Ok {
+            self.recovery_pending = true;
+        }
+    }
+
+    /// Looks at the disk now (after making room when the limits say so).
+    fn check_disk(&mut self) {
+        self.last_disk_check = Instant::now();
+        let min_free = MIN_FREE_TO_RECORD;
+        let state = probe_disk(&self.config.events_dir, min_free);
+        self.set_disk(state);
+    }
+
+    /// The periodic work, frames or not: the disk check, metadata and recovery left over from
+    /// a bad disk, the storage limits.
+    fn maintenance(&mut self) {
+        if self.last_disk_check.elapsed() >= DISK_CHECK_EVERY {
+            self.check_disk();
+            if self.disk == DiskState::Ok {
+                self.write_pending_meta();
+                if self.recovery_pending && self.current.is_none() {
+                    self.recover();
+                }
+            }
+        }
+        // During a long event too (it is kept): a nearly full disk gets room before it fills.
+        if self.last_storage_check.elapsed() > STORAGE_CHECK_EVERY {
+            self.enforce_limits(None);
+        }
+    }
+
+    fn write_pending_meta(&mut self) {
+        while let Some((dir, meta)) = self.pending_meta.front() {
+            match store::write_meta(dir, meta) {
+                Ok(()) => {
+                    tracing::info!(event = %meta.id, "event.json written now that the disk is back");
+                    self.pending_meta.pop_front();
+                }
+                Err(_) if !dir.is_dir() => {
+                    // The folder was deleted meanwhile: nothing left to write into.
+                    self.pending_meta.pop_front();
+                }
+                Err(e) => {
+                    if let Some(held_back) = DISK_LOG.check() {
+                        tracing::warn!(event = %meta.id, held_back, "event.json still cannot be written: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn recover(&mut self) {
+        match store::recover(&self.config.events_dir) {
+            Ok(r) => {
+                crate::service::log_recovery(&r);
+                self.recovery_pending = r.write_errors > 0;
+            }
+            Err(e) => tracing::warn!("crash recovery: {e}"),
         }
     }
 
@@ -327,6 +513,7 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => self.on_idle(),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            self.maintenance();
         }
         // Shutdown: close what is open, with the frames we have.
         if let Some(cur) = self.current.take() {
@@ -340,9 +527,6 @@ impl Writer {
                 let cur = self.current.take().expect("checked");
                 self.finish(cur, None);
             }
-        }
-        if self.current.is_none() && self.last_storage_check.elapsed() > STORAGE_CHECK_EVERY {
-            self.enforce_limits(None);
         }
     }
 
@@ -372,11 +556,40 @@ impl Writer {
             match clip.push(jpeg, tag.mono_ns) {
                 Ok(true) => {}
                 Ok(false) => cur.written_dropped += 1,
-                Err(e) => cur.clip_failed("write the clip", &e),
+                Err(e) => {
+                    cur.written_dropped += 1;
+                    cur.clip_failed("write the clip", &e);
+                    self.set_disk(DiskState::from_io(&e));
+                    // The recording ends now, as failed: never left "recording" (which
+                    // nobody may delete) while the disk is full.
+                    let cur = self.current.take().expect("checked");
+                    self.finish(cur, None);
+                }
             }
         } else {
             cur.written_dropped += 1;
         }
+    }
+
+    /// An event that is not recorded at all (`why`): it is still reported when it ends, as
+    /// failed, so that the journal's end record says so.
+    fn not_recorded(&mut self, meta: EventMeta, dir: PathBuf, dropped_before: u64, why: String) {
+        tracing::error!(event = %meta.id, "event not recorded: {why}");
+        let mut meta = meta;
+        meta.clip = None;
+        meta.clip_error = Some(why);
+        self.poster.clear();
+        self.current = Some(Current {
+            meta,
+            dir,
+            folder: false,
+            clip: None,
+            ending_at_ns: None,
+            peak: f32::MIN,
+            written_dropped: 0,
+            dropped_before,
+            last_frame: Instant::now(),
+        });
     }
 
     fn on_start(&mut self, mut meta: EventMeta, first_ns: u64, dropped_before: u64) {
@@ -385,17 +598,30 @@ impl Writer {
             self.finish(cur, None);
         }
         let dir = self.config.events_dir.join(&meta.id);
-        if let Err(e) = std::fs::create_dir_all(&self.config.events_dir)
-            .and_then(|()| std::fs::create_dir(&dir))
-        {
-            tracing::error!(event = %meta.id, "cannot create event folder {}: {e}; this event is not recorded", dir.display());
-            return;
+        // Room first (the storage limits, free space included), then a look at the disk.
+        self.enforce_limits(None);
+        self.check_disk();
+        if self.disk != DiskState::Ok {
+            let why = format!("events disk {}", self.disk.describe());
+            return self.not_recorded(meta, dir, dropped_before, why);
+        }
+        if let Err(e) = std::fs::create_dir(&dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                self.set_disk(DiskState::from_io(&e));
+            }
+            let why = format!("cannot create event folder {}: {e}", dir.display());
+            return self.not_recorded(meta, dir, dropped_before, why);
         }
         // event.json first, so that a reader never finds a clip without metadata.
         meta.clip = Some(CLIP.to_string());
         meta.state = EventState::Recording;
         if let Err(e) = store::write_meta(&dir, &meta) {
-            tracing::error!(event = %meta.id, "{e}");
+            let store::StoreError::Io { source, .. } = &e;
+            self.set_disk(DiskState::from_io(source));
+            // Nothing of it is on disk: the empty folder goes, the event is not recorded.
+            let _ = std::fs::remove_file(dir.join("event.json.tmp"));
+            let _ = std::fs::remove_dir(&dir);
+            return self.not_recorded(meta, dir, dropped_before, e.to_string());
         }
         let clip = AviWriter::create(
             &dir.join(CLIP_PART),
@@ -407,6 +633,7 @@ impl Writer {
         let mut cur = Current {
             meta,
             dir,
+            folder: true,
             clip: None,
             ending_at_ns: None,
             peak: f32::MIN,
@@ -417,6 +644,7 @@ impl Writer {
         match clip {
             Ok(c) => cur.clip = Some(c),
             Err(e) => {
+                self.set_disk(DiskState::from_io(&e));
                 cur.clip_failed("create the clip", &e);
                 cur.meta.clip = None;
                 if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
@@ -437,13 +665,16 @@ impl Writer {
                 }
             }
             if let Err(e) = result.and_then(|()| clip.flush()) {
+                self.set_disk(DiskState::from_io(&e));
                 cur.clip_failed("write the pre-capture", &e);
             }
         }
-        let id = cur.meta.id.clone();
+        if cur.meta.clip_error.is_some() {
+            // Failed before it began: closed now, as failed.
+            self.finish(cur, None);
+            return;
+        }
         self.current = Some(cur);
-        // A long event on a nearly full disk: make room now, not only when it ends.
-        self.enforce_limits(Some(&id));
     }
 
     fn on_end(&mut self, info: EndInfo) {
@@ -462,6 +693,12 @@ impl Writer {
     /// Closes the clip, writes the poster and the final `event.json`. `reason` is why the
     /// event ended when no end was received (shutdown).
     fn finish(&mut self, mut cur: Current, reason: Option<EndReason>) {
+        if !cur.folder {
+            // Nothing was written: report it, failed, with what the end said.
+            self.close_meta(&mut cur, 0, reason);
+            self.report_end(cur.meta, &cur.dir);
+            return;
+        }
         let mut frames = 0;
         if let Some(clip) = cur.clip.take() {
             match clip.finish() {
@@ -488,9 +725,66 @@ impl Writer {
                 .and_then(|()| std::fs::rename(&tmp, cur.dir.join(POSTER)))
             {
                 Ok(()) => cur.meta.poster = Some(POSTER.into()),
-                Err(e) => tracing::error!(event = %cur.meta.id, "cannot write poster: {e}"),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    tracing::error!(event = %cur.meta.id, "cannot write poster: {e}");
+                }
             }
         }
+        self.close_meta(&mut cur, frames, reason);
+        // The final event.json is written under its temporary name first, so that the
+        // journal's end record (logged before it becomes visible, as readers of the journal
+        // expect) already knows whether it could be written.
+        match store::prepare_meta(&cur.dir, &cur.meta) {
+            Ok(prepared) => {
+                self.report_end(cur.meta.clone(), &cur.dir);
+                if let Err(e) = prepared.commit() {
+                    self.final_meta_failed(&mut cur, &e);
+                }
+            }
+            Err(e) => {
+                self.final_meta_failed(&mut cur, &e);
+                self.report_end(cur.meta.clone(), &cur.dir);
+            }
+        }
+        self.enforce_limits(None);
+    }
+
+    /// The event is closed: its journal end record (with its final state), then the report
+    /// to the service (hooks).
+    fn report_end(&self, meta: EventMeta, dir: &Path) {
+        crate::journal::log_end(&meta, &dir.join(CLIP));
+        let _ = self.done.try_send(meta);
+    }
+
+    /// The final `event.json` could not be written: make room and try once more, else keep
+    /// it to write when the disk comes back. The event is reported failed either way.
+    fn final_meta_failed(&mut self, cur: &mut Current, e: &store::StoreError) {
+        tracing::error!(event = %cur.meta.id, "{e}; the event is marked failed");
+        let store::StoreError::Io { source, .. } = e;
+        self.set_disk(DiskState::from_io(source));
+        let _ = std::fs::remove_file(cur.dir.join("event.json.tmp"));
+        cur.meta.state = EventState::Failed;
+        cur.meta.end_reason = Some(EndReason::WriteFailed);
+        cur.meta
+            .clip_error
+            .get_or_insert_with(|| format!("cannot write event.json: {e}"));
+        self.enforce_limits(Some(&cur.meta.id.clone()));
+        if store::write_meta(&cur.dir, &cur.meta).is_ok() {
+            return;
+        }
+        let _ = std::fs::remove_file(cur.dir.join("event.json.tmp"));
+        if self.pending_meta.len() >= MAX_PENDING_META {
+            if let Some((_, lost)) = self.pending_meta.pop_front() {
+                tracing::error!(event = %lost.id, "gave up writing its event.json ({MAX_PENDING_META} waiting): the next start marks it interrupted");
+            }
+        }
+        self.pending_meta
+            .push_back((cur.dir.clone(), cur.meta.clone()));
+    }
+
+    /// The final fields of `cur.meta`: end, frames, drops, state and reason.
+    fn close_meta(&self, cur: &mut Current, frames: usize, reason: Option<EndReason>) {
         if cur.meta.end_unix_ms.is_none() {
             let now = store::now_unix_ms();
             cur.meta.end_unix_ms = Some(now);
@@ -505,17 +799,13 @@ impl Writer {
         if cur.meta.end_reason.is_none() {
             cur.meta.end_reason = reason;
         }
-        // A clip that stops short of its event is not complete.
-        cur.meta.state = if cur.meta.clip_error.is_none() {
-            EventState::Complete
+        // A recording that could not be written ends as failed, and says so.
+        if cur.meta.clip_error.is_none() {
+            cur.meta.state = EventState::Complete;
         } else {
-            EventState::Interrupted
-        };
-        if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
-            tracing::error!(event = %cur.meta.id, "{e}");
+            cur.meta.state = EventState::Failed;
+            cur.meta.end_reason = Some(EndReason::WriteFailed);
         }
-        let _ = self.done.try_send(cur.meta.clone());
-        self.enforce_limits(None);
     }
 
     fn enforce_limits(&mut self, keep: Option<&str>) {
@@ -608,6 +898,7 @@ mod tests {
             },
             nominal_fps: 10.0,
             slow_disk: Duration::ZERO,
+            recovery_pending: false,
         }
     }
 
@@ -772,10 +1063,11 @@ mod tests {
             assert!(Instant::now() < deadline, "the event never started");
             std::thread::sleep(Duration::from_millis(5));
         }
-        // From the clip's creation to the sleep on frame 0 the writer only scans an empty
-        // folder: it is asleep well before this.
-        std::thread::sleep(Duration::from_millis(200));
+        // Frame 0 is next in the channel, ahead of every message sent from now on: the
+        // writer sleeps 2 s on it before it can take any of them, so they fill the channel.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while r.stats().control_lost == 0 {
+            assert!(Instant::now() < deadline, "the channel never filled");
             r.reset();
         }
         r.frame(&jpeg(1), tag(1, None));
@@ -816,21 +1108,21 @@ mod tests {
         cur.clip = Some(AviWriter::create(Path::new("/dev/full"), 64, 48, 10.0).unwrap());
         let big = vec![0xab; 100_000];
         w.on_frame(&big, tag(10, Some(1.0)));
+        // The recording ended there, as failed: not left "recording" until the motion ends.
+        assert!(w.current.is_none());
         w.on_frame(&jpeg(11), tag(11, Some(1.0)));
-        let cur = w.current.take().unwrap();
-        w.finish(cur, Some(EndReason::Shutdown));
         let m = done.try_recv().unwrap();
-        assert_eq!(m.state, EventState::Interrupted);
+        assert_eq!(m.state, EventState::Failed);
         assert!(
             m.clip_error.as_deref().unwrap().contains("write the clip"),
             "{m:?}"
         );
-        assert_eq!(m.end_reason, Some(EndReason::Shutdown));
+        assert_eq!(m.end_reason, Some(EndReason::WriteFailed));
         assert!(!dir.join(CLIP_PART).exists());
         let (_, frames) = avi::read_frames(&dir.join(CLIP)).unwrap();
         assert_eq!(frames.len(), 10);
         assert_eq!(m.frames, 10);
-        assert_eq!(m.dropped_frames, 1, "the frame after the error is counted");
+        assert_eq!(m.dropped_frames, 1, "the frame that failed is counted");
         assert_eq!(store::read_meta(&dir).unwrap(), m);
     }
 
@@ -869,6 +1161,67 @@ mod tests {
             r.completed().is_none(),
             "deleted while the new event is recording"
         );
+    }
+
+    #[test]
+    fn the_disk_probe_tells_a_usable_disk_from_a_broken_one() {
+        let d = tempfile::tempdir().unwrap();
+        // Missing: created.
+        assert_eq!(probe_disk(&d.path().join("events"), 0), DiskState::Ok);
+        assert!(d.path().join("events").is_dir());
+        // A file where the directory should be.
+        std::fs::write(d.path().join("file"), b"x").unwrap();
+        assert!(matches!(
+            probe_disk(&d.path().join("file"), 0),
+            DiskState::Broken(_)
+        ));
+        // Less free than asked for.
+        assert_eq!(probe_disk(d.path(), u64::MAX), DiskState::Full);
+    }
+
+    #[test]
+    fn unwritable_final_metadata_is_kept_up_to_its_bound_and_reported_failed() {
+        let d = tempfile::tempdir().unwrap();
+        let (pool_tx, _pool) = sync_channel(1);
+        let (done_tx, done) = sync_channel(MAX_PENDING_META * 2);
+        let mut w = Writer::new(config(d.path()), pool_tx, done_tx, Arc::default());
+        for k in 0..MAX_PENDING_META + 3 {
+            let id = format!("20261124T1829{:02}Z-0001", k % 60);
+            // A folder that is gone (as if the disk failed under it): nothing can be written.
+            let cur = Current {
+                meta: meta(&id),
+                dir: d.path().join("gone").join(&id),
+                folder: true,
+                clip: None,
+                ending_at_ns: None,
+                peak: f32::MIN,
+                written_dropped: 0,
+                dropped_before: 0,
+                last_frame: Instant::now(),
+            };
+            w.finish(cur, Some(EndReason::Quiet));
+            let m = done.try_recv().unwrap();
+            assert_eq!(
+                (m.state, m.end_reason),
+                (EventState::Failed, Some(EndReason::WriteFailed))
+            );
+            assert!(m.clip_error.unwrap().contains("event.json"));
+        }
+        assert_eq!(w.pending_meta.len(), MAX_PENDING_META);
+        // The disk comes back: what is kept is written.
+        std::fs::create_dir_all(d.path().join("gone")).unwrap();
+        // ... except for the first, whose folder the user deleted meanwhile: given up.
+        for (dir, _) in w.pending_meta.iter().skip(1) {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        w.write_pending_meta();
+        assert!(w.pending_meta.is_empty());
+        let written = std::fs::read_dir(d.path().join("gone"))
+            .unwrap()
+            .flatten()
+            .filter(|e| store::read_meta(&e.path()).is_ok_and(|m| m.state == EventState::Failed))
+            .count();
+        assert_eq!(written, MAX_PENDING_META - 1);
     }
 
     #[test]

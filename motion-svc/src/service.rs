@@ -9,15 +9,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ipc::announce::{CameraState, ClientConfig, ClientEvent, ClientStats, FrameClient, MOTION_SVC};
+use ipc::jpeg::{FrameLimits, FrameRejected};
 use ipc::service::{Notifier, monotonic_ns};
+use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 
 use crate::analyzer::{Analyzer, FrameInput};
 use crate::config::{MotionConfig, Settings};
-use crate::event::{EndReason, Transition};
+use crate::event::Transition;
 use crate::hooks::{HookConfig, HookKind, Hooks, parse_http_url};
 use crate::journal;
-use crate::recorder::{EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, next_counter};
-use crate::store::{self, CLIP, EventMeta, Limits};
+use crate::recorder::{
+    DiskState, EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, next_counter,
+};
+use crate::store::{self, CLIP, EventMeta, Limits, Recovery};
 
 /// The detection loop turns at least this often, frames or not (a camera outage included):
 /// it refreshes the systemd status and proves to the watchdog that it is alive.
@@ -71,17 +75,154 @@ fn spawn_watchdog(
     })
 }
 
+/// Frames refused before decoding (hostile or broken headers) are logged at most once per
+/// interval, with a count of the others.
+static REJECTED_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+/// Frames that failed to decode, likewise.
+static CORRUPT_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// Camera state changes a peer on the announce socket can repeat at will (a flapping or
+/// fake capture-svc): each kind of line at most once per interval, then a count.
+static CAMERA_RESTART_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static CAMERA_BACK_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static CAMERA_STATE_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+static CAMERA_OUTAGE_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// Every throttled line of the detection loop and what it is about, for the summary lines.
+static THROTTLED: [(&LogThrottle, &str); 6] = [
+    (&REJECTED_LOG, "frames refused before decoding"),
+    (&CORRUPT_LOG, "undecodable frames skipped"),
+    (&CAMERA_RESTART_LOG, "capture restarts"),
+    (&CAMERA_BACK_LOG, "camera returns"),
+    (&CAMERA_STATE_LOG, "camera not-streaming states"),
+    (&CAMERA_OUTAGE_LOG, "camera outages"),
+];
+
+/// Event folders that recovery skipped (a hostile or damaged file can make thousands).
+static RECOVERY_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// Logs what a crash-recovery pass did: each closed event, and each folder left as it was
+/// (throttled: one line per interval, then a count).
+pub fn log_recovery(r: &Recovery) {
+    for e in &r.recovered {
+        if let Some(held_back) = RECOVERY_LOG.check() {
+            tracing::warn!(event = %e.id, frames = e.frames, held_back, "closed an event interrupted by a crash (state interrupted)");
+        }
+    }
+    for s in &r.skipped {
+        if let Some(held_back) = RECOVERY_LOG.check() {
+            tracing::warn!(event = %s.id, held_back, "crash recovery skipped event folder {}: {}", s.id, s.why);
+        }
+    }
+    if !r.recovered.is_empty() || !r.skipped.is_empty() {
+        tracing::warn!(
+            closed = r.recovered.len(),
+            skipped = r.skipped.len(),
+            "crash recovery: {} interrupted event(s) closed, {} folder(s) left as they were{}",
+            r.recovered.len(),
+            r.skipped.len(),
+            if r.write_errors > 0 {
+                " (some for a write error: tried again when the events disk is writable)"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// Every [`FrameRejected`] kind, in the order the status line names them.
+const REJECT_KINDS: [&str; 5] = [
+    "too_large",
+    "too_much_memory",
+    "not_jpeg",
+    "truncated",
+    "unsupported",
+];
+
+/// The gate every frame passes before it is decoded or recorded: [`ipc::jpeg::check`]
+/// against the camera's announced geometry ([`FrameLimits::for_camera`]) and the decode
+/// memory budget, with a count per reason.
+#[derive(Debug, Clone)]
+pub struct FrameGate {
+    limits: FrameLimits,
+    rejected: [u64; REJECT_KINDS.len()],
+}
+
+impl Default for FrameGate {
+    fn default() -> Self {
+        FrameGate {
+            limits: FrameLimits::default(),
+            rejected: [0; REJECT_KINDS.len()],
+        }
+    }
+}
+
+impl FrameGate {
+    /// The camera announced `width` x `height` (0 when unknown). Returns whether that changed
+    /// the limits.
+    pub fn set_camera(&mut self, width: u32, height: u32) -> bool {
+        let limits = FrameLimits::for_camera(width, height);
+        let changed = limits != self.limits;
+        self.limits = limits;
+        changed
+    }
+
+    /// The limits frames are checked against.
+    pub fn limits(&self) -> FrameLimits {
+        self.limits
+    }
+
+    /// Checks one frame's headers; a refused frame is counted.
+    ///
+    /// # Errors
+    /// Why the frame must be neither decoded nor recorded.
+    pub fn check(&mut self, jpeg: &[u8]) -> Result<(), FrameRejected> {
+        let r = match ipc::jpeg::check(jpeg, &self.limits) {
+            Ok(_) => return Ok(()),
+            Err(r) => r,
+        };
+        if let Some(i) = REJECT_KINDS.iter().position(|k| *k == r.kind()) {
+            self.rejected[i] += 1;
+        }
+        Err(r)
+    }
+
+    /// Frames refused in all.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// `N rejected`, and the count of each reason seen, e.g.
+    /// `3 rejected (2 too large, 1 too much memory)`.
+    fn describe(&self) -> String {
+        let mut s = format!("{} rejected", self.rejected());
+        let parts: Vec<String> = REJECT_KINDS
+            .iter()
+            .zip(self.rejected)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+            .collect();
+        if !parts.is_empty() {
+            s.push_str(&format!(" ({})", parts.join(", ")));
+        }
+        s
+    }
+}
+
 /// The counters, for `systemctl status` and the periodic log line.
 fn status_text(
     camera_ok: bool,
     events: u64,
     a: &Analyzer,
-    c: ClientStats,
-    r: RecorderStats,
+    (c, r, gate, disk): (ClientStats, RecorderStats, &FrameGate, &DiskState),
 ) -> String {
     let (sel, st) = (a.selection(), a.stats());
+    let disk = match disk {
+        DiskState::Ok => "events disk ok".to_owned(),
+        bad => format!("events disk {}: recording nothing", bad.describe()),
+    };
     format!(
-        "camera {}; {} frames, {} analysed, {} not due, {} gaps, {} repeated seq, {} duplicate, {} corrupt, {} grey, {} re-learns, {} torn; {events} events, {} clip frames dropped",
+        "camera {}; {disk}; {} frames, {} analysed, {} not due, {} gaps, {} repeated seq, {} duplicate, {} corrupt, {}, {} grey, {} re-learns, {} torn; {events} events, {} clip frames dropped",
         if camera_ok { "streaming" } else { "away" },
         c.frames,
         sel.analysed,
@@ -90,6 +231,7 @@ fn status_text(
         sel.duplicates,
         st.duplicates,
         st.corrupt + c.corrupt,
+        gate.describe(),
         st.grey,
         st.relearns,
         c.torn,
@@ -102,10 +244,10 @@ fn report_status(
     camera_ok: bool,
     events: u64,
     a: &Analyzer,
-    (c, r): (ClientStats, RecorderStats),
+    (c, r, gate, disk): (ClientStats, RecorderStats, &FrameGate, &DiskState),
     log: bool,
 ) {
-    let text = status_text(camera_ok, events, a, c, r);
+    let text = status_text(camera_ok, events, a, (c, r, gate, disk));
     Notifier.status(&text);
     if !log {
         return;
@@ -119,6 +261,7 @@ fn report_status(
         seq_duplicates = sel.duplicates,
         duplicates = st.duplicates,
         corrupt = st.corrupt + c.corrupt,
+        rejected = gate.rejected(),
         grey = st.grey,
         scene_changes = st.scene_changes,
         relearns = st.relearns,
@@ -161,6 +304,11 @@ fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
     wall / 1_000_000
 }
 
+/// The recorder closed an event (it has written the journal's end record).
+fn event_done(done: &EventMeta) {
+    tracing::info!(event = %done.id, frames = done.frames, dropped = done.dropped_frames, "event recorded");
+}
+
 /// Runs until `shutdown` resolves: recovers interrupted events, then detects and records.
 ///
 /// # Errors
@@ -168,15 +316,24 @@ fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
 pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let c = &rc.config;
     let events_dir = c.events_dir.clone();
-    std::fs::create_dir_all(&events_dir).with_context(|| {
-        format!(
-            "cannot create the events directory {}; create it or pass --events-dir",
-            events_dir.display()
-        )
-    })?;
-    for r in store::recover(&events_dir)? {
-        tracing::warn!(event = %r.id, frames = r.frames, "closed an event interrupted by a crash (state interrupted)");
-    }
+    // A full, read-only or broken events disk never stops detection: the recorder says what
+    // is wrong (status line, journal), records nothing, and retries.
+    let recovery_pending = match std::fs::create_dir_all(&events_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| store::recover(&events_dir).map_err(|e| e.to_string()))
+    {
+        Ok(r) => {
+            log_recovery(&r);
+            r.write_errors > 0
+        }
+        Err(e) => {
+            tracing::error!(
+                "events directory {}: {e}; crash recovery runs again once it is usable (create it, or pass --events-dir)",
+                events_dir.display()
+            );
+            true
+        }
+    };
     let mut counter = next_counter(&events_dir);
     let mut recorder = Recorder::start(RecorderConfig {
         events_dir: events_dir.clone(),
@@ -191,6 +348,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         limits: limits(c),
         nominal_fps: 15.0,
         slow_disk: Duration::ZERO,
+        recovery_pending,
     })
     .context("cannot start the writer thread")?;
     let hooks = Hooks::new(HookConfig {
@@ -221,6 +379,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     tracing::info!(events_dir = %events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
     let mut buf = Vec::new();
+    let mut gate = FrameGate::default();
     let mut generation: Option<u64> = None;
     let mut camera_ok = true;
     let mut current: Option<(String, u64)> = None; // id, start wall ms
@@ -244,28 +403,60 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             if log {
                 last_status_log = tokio::time::Instant::now();
             }
-            let counts = (client.stats(), recorder.stats());
+            let disk = recorder.disk();
+            let counts = (client.stats(), recorder.stats(), &gate, &disk);
             report_status(camera_ok, events, &analyzer, counts, log);
+            for (throttle, what) in &THROTTLED {
+                if let Some(n) = throttle.flush() {
+                    tracing::warn!(held_back = n, "{n} more {what} (not logged one by one)");
+                }
+            }
             continue;
         };
         let transition = match event {
             ClientEvent::Connected(hello) => {
                 if generation.is_some_and(|g| g != hello.generation) {
-                    tracing::info!(
-                        generation = hello.generation,
-                        "capture restarted (new region generation): background re-learned"
-                    );
+                    if let Some(held_back) = CAMERA_RESTART_LOG.check() {
+                        tracing::info!(
+                            generation = hello.generation,
+                            held_back,
+                            "capture restarted (new region generation): background re-learned"
+                        );
+                    }
                     recorder.reset();
                 }
                 generation = Some(hello.generation);
                 frame_size = (hello.width, hello.height);
+                gate.set_camera(hello.width, hello.height);
+                analyzer.set_frame_limits(gate.limits());
                 if !camera_ok {
-                    tracing::info!(source = %hello.source, "camera back");
+                    if let Some(held_back) = CAMERA_BACK_LOG.check() {
+                        tracing::info!(source = %hello.source, held_back, "camera back");
+                    }
                     camera_ok = true;
                 }
                 analyzer.camera_lost()
             }
-            ClientEvent::Frame(meta) => {
+            ClientEvent::Frame(meta) => 'frame: {
+                // capture-svc announces each frame's size as well as the hello's (a camera may
+                // change resolution): the JPEG may be no larger than what was announced.
+                if gate.set_camera(meta.width, meta.height) {
+                    analyzer.set_frame_limits(gate.limits());
+                }
+                // Before anything reads the frame: a hostile header must cost nothing, and a
+                // refused frame goes neither to the analyzer nor into a recording.
+                if let Err(r) = gate.check(&buf) {
+                    if let Some(held_back) = REJECTED_LOG.check() {
+                        tracing::warn!(
+                            seq = meta.seq,
+                            reason = r.kind(),
+                            held_back,
+                            "frame {} refused before decoding: {r}; skipped and counted in the status (is capture-svc the real camera?)",
+                            meta.seq
+                        );
+                    }
+                    break 'frame Transition::None;
+                }
                 frame_size = (meta.width, meta.height);
                 let out = analyzer.offer(FrameInput {
                     seq: meta.seq,
@@ -274,7 +465,14 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                     jpeg: &buf,
                 });
                 if let Some(e) = analyzer.take_error() {
-                    tracing::debug!("frame {} skipped: {e}", meta.seq);
+                    if let Some(held_back) = CORRUPT_LOG.check() {
+                        tracing::warn!(
+                            seq = meta.seq,
+                            held_back,
+                            "frame {} skipped: {e}",
+                            meta.seq
+                        );
+                    }
                 }
                 recorder.frame(
                     &buf,
@@ -292,16 +490,21 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             ClientEvent::State(state) => {
                 if state == CameraState::Streaming {
                     if !camera_ok {
-                        tracing::info!("camera streaming again");
+                        if let Some(held_back) = CAMERA_BACK_LOG.check() {
+                            tracing::info!(held_back, "camera streaming again");
+                        }
                         camera_ok = true;
                     }
                     Transition::None
                 } else {
                     if camera_ok || !matches!(state, CameraState::Starting) {
-                        tracing::warn!(
-                            state = state.name(),
-                            "camera not streaming ({state:?}): not motion, background will be re-learned"
-                        );
+                        if let Some(held_back) = CAMERA_STATE_LOG.check() {
+                            tracing::warn!(
+                                state = state.name(),
+                                held_back,
+                                "camera not streaming ({state:?}): not motion, background will be re-learned"
+                            );
+                        }
                     }
                     camera_ok = false;
                     analyzer.camera_lost()
@@ -310,9 +513,12 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             ClientEvent::Heartbeat(_) => Transition::None,
             ClientEvent::Gone { reason } => {
                 if camera_ok {
-                    tracing::warn!(
-                        "camera outage: capture-svc unreachable ({reason}); not motion, waiting for it"
-                    );
+                    if let Some(held_back) = CAMERA_OUTAGE_LOG.check() {
+                        tracing::warn!(
+                            held_back,
+                            "camera outage: capture-svc unreachable ({reason}); not motion, waiting for it"
+                        );
+                    }
                 }
                 camera_ok = false;
                 analyzer.camera_lost()
@@ -344,7 +550,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 last_motion,
                 reason,
             } => {
-                if let Some((id, _)) = current.take() {
+                if current.take().is_some() {
                     let peak = analyzer.peak().clone();
                     let last_ns = (last_motion * 1e9) as u64;
                     recorder.end_event(EndInfo {
@@ -355,26 +561,32 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                         boxes: peak.boxes.clone(),
                         reason,
                     });
-                    journal::log_end(&id, &peak, &events_dir.join(&id).join(CLIP), reason);
                 }
             }
         }
         while let Some(done) = recorder.completed() {
-            tracing::info!(event = %done.id, frames = done.frames, dropped = done.dropped_frames, "event recorded");
+            event_done(&done);
             hooks.fire(HookKind::End, &done, &events_dir.join(&done.id));
         }
     }
     notifier.stopping();
     if let Some((id, _)) = current.take() {
         tracing::info!(event = %id, "shutting down during an event: the clip is closed");
-        let clip = events_dir.join(&id).join(CLIP);
-        journal::log_end(&id, analyzer.peak(), &clip, EndReason::Shutdown);
     }
-    let counts = (client.stats(), recorder.stats());
+    let disk = recorder.disk();
+    let counts = (client.stats(), recorder.stats(), &gate, &disk);
     report_status(camera_ok, events, &analyzer, counts, true);
-    tokio::task::spawn_blocking(move || recorder.shutdown())
-        .await
-        .ok();
+    // The writer closes the event in progress; its end record follows.
+    if let Ok(recorder) = tokio::task::spawn_blocking(move || {
+        recorder.shutdown();
+        recorder
+    })
+    .await
+    {
+        while let Some(done) = recorder.completed() {
+            event_done(&done);
+        }
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -444,15 +656,25 @@ mod tests {
             dropped: 3,
             ..RecorderStats::default()
         };
-        let t = status_text(false, 4, &a, c, r);
+        let mut gate = FrameGate::default();
+        gate.set_camera(320, 240);
+        let big = crate::decode::encode_gray(640, 480, &vec![9; 640 * 480], 80).unwrap();
+        assert!(matches!(
+            gate.check(&big),
+            Err(FrameRejected::TooLarge { .. })
+        ));
+        assert!(gate.check(b"garbage").is_err());
+        let t = status_text(false, 4, &a, (c, r, &gate, &DiskState::Full));
         for word in [
             "camera away",
+            "events disk full: recording nothing",
             "7 frames",
             "analysed",
             "not due",
             "gaps",
             "duplicate",
             "corrupt",
+            "2 rejected (1 too large, 1 not jpeg)",
             "grey",
             "re-learns",
             "2 torn",

@@ -5,7 +5,8 @@
 //! `event.json.tmp` and renamed), `clip.avi` (written as `clip.avi.part`) and `poster.jpg`.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,13 @@ pub const CLIP_PART: &str = "clip.avi.part";
 pub const POSTER: &str = "poster.jpg";
 /// At most this many event folders are looked at by one storage pass (oldest first).
 pub const MAX_SCAN: usize = 100_000;
+/// Lines about one event folder that a hostile or damaged file can repeat (a clip that cannot
+/// be repaired, a folder that cannot be deleted): one per interval, then a count.
+static FOLDER_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+
+/// Largest `event.json` read (a real one is under 2 KB): a bigger file is not an event's.
+pub const MAX_META_BYTES: u64 = 64 * 1024;
 
 /// Event state in `event.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +43,10 @@ pub enum EventState {
     Complete,
     /// Cut off by a crash or power loss, closed on the next start.
     Interrupted,
+    /// The recording could not be written (full, read-only or failing disk): `end_reason` is
+    /// `write-failed` and `clip_error` says what failed; the clip, if any, holds what was
+    /// written before.
+    Failed,
 }
 
 /// The contents of `event.json`.
@@ -222,23 +234,134 @@ pub fn create_event_dir(
 /// # Errors
 /// A write or rename error.
 pub fn write_meta(dir: &Path, meta: &EventMeta) -> Result<(), StoreError> {
-    use std::io::Write as _;
-    let tmp = dir.join("event.json.tmp");
-    let text = serde_json::to_vec_pretty(meta).expect("EventMeta serialises");
-    let mut f = fs::File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-    f.write_all(&text)
-        .and_then(|()| f.sync_all())
-        .map_err(io_err("cannot write", &tmp))?;
-    fs::rename(&tmp, dir.join(META)).map_err(io_err("cannot rename", &tmp))
+    write_bytes_atomic(
+        dir,
+        &serde_json::to_vec_pretty(meta).expect("EventMeta serialises"),
+    )
 }
 
-/// Reads `event.json`.
+/// Opens `path` for reading only if it is a regular file, without ever blocking: `O_NONBLOCK`
+/// (a FIFO opens at once instead of waiting for a writer), then the opened file's type is
+/// checked (a directory, FIFO or device is refused).
 ///
 /// # Errors
-/// Missing or unreadable file; `InvalidData` for bad JSON.
+/// The open error, or `InvalidData` naming the file's type.
+pub fn open_regular(path: &Path) -> io::Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let kind = f.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(f);
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else {
+        "not a regular file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} is {what}", path.display()),
+    ))
+}
+
+/// Reads a regular file of at most `max` bytes (see [`open_regular`]).
+///
+/// # Errors
+/// As [`open_regular`], a read error, or `InvalidData` when the file is larger than `max`.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    open_regular(path)?.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", path.display()),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Reads `event.json` as the full schema.
+///
+/// # Errors
+/// Missing, special or unreadable file; `InvalidData` for bad JSON or another schema.
 pub fn read_meta(dir: &Path) -> io::Result<EventMeta> {
-    let text = fs::read(dir.join(META))?;
+    let text = read_regular(&dir.join(META), MAX_META_BYTES)?;
     serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads `event.json` as any JSON object (older or partial schemas included).
+///
+/// # Errors
+/// As [`read_regular`]; `InvalidData` when it is not a JSON object.
+pub fn read_meta_value(dir: &Path) -> io::Result<serde_json::Map<String, serde_json::Value>> {
+    let text = read_regular(&dir.join(META), MAX_META_BYTES)?;
+    match serde_json::from_slice(&text) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "event.json is not a JSON object",
+        )),
+        Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    }
+}
+
+/// The `state` of the event in `dir`, as written, if its `event.json` can be read at all.
+pub fn read_state(dir: &Path) -> Option<String> {
+    read_meta_value(dir)
+        .ok()?
+        .get("state")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn write_bytes_atomic(dir: &Path, text: &[u8]) -> Result<(), StoreError> {
+    prepare_bytes(dir, text)?.commit()
+}
+
+/// An `event.json` written and synced under its temporary name, not yet renamed into place.
+#[derive(Debug)]
+#[must_use = "commit() puts it in place"]
+pub struct PreparedMeta {
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl PreparedMeta {
+    /// Renames it into place.
+    ///
+    /// # Errors
+    /// The rename failed (the temporary file is left for recovery to remove).
+    pub fn commit(self) -> Result<(), StoreError> {
+        fs::rename(&self.tmp, &self.dest).map_err(io_err("cannot rename", &self.tmp))
+    }
+}
+
+fn prepare_bytes(dir: &Path, text: &[u8]) -> Result<PreparedMeta, StoreError> {
+    use std::io::Write as _;
+    let tmp = dir.join("event.json.tmp");
+    let mut f = fs::File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
+    f.write_all(text)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("cannot write", &tmp))?;
+    Ok(PreparedMeta {
+        tmp,
+        dest: dir.join(META),
+    })
+}
+
+/// Writes `event.json.tmp` and syncs it; [`PreparedMeta::commit`] renames it into place.
+///
+/// # Errors
+/// A create or write error (a full disk shows here).
+pub fn prepare_meta(dir: &Path, meta: &EventMeta) -> Result<PreparedMeta, StoreError> {
+    prepare_bytes(
+        dir,
+        &serde_json::to_vec_pretty(meta).expect("EventMeta serialises"),
+    )
 }
 
 /// What recovery did to one folder.
@@ -250,13 +373,43 @@ pub struct Recovered {
     pub frames: usize,
 }
 
-/// Closes every event left `recording` (or without metadata) by a crash: repairs the clip
-/// when possible, marks the event `interrupted`, removes temporary files.
+/// A folder recovery left as it was, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    /// The event id.
+    pub id: String,
+    /// Why (an unreadable or unparseable `event.json`, a special file, a write error).
+    pub why: String,
+}
+
+/// What one recovery pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovery {
+    /// Events closed as `interrupted`.
+    pub recovered: Vec<Recovered>,
+    /// Folders left exactly as they were (their data is never destroyed).
+    pub skipped: Vec<Skipped>,
+    /// Skipped because of a write error (full or read-only disk): worth another pass when
+    /// the disk comes back.
+    pub write_errors: usize,
+}
+
+/// A regular file (not followed if a symlink) at `path`.
+fn is_regular(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Closes every event left `recording` by a crash: repairs the clip when possible and marks
+/// the event `interrupted` by patching those fields into what was read (unknown and missing
+/// fields stay as they were). A folder without `event.json` gets one. Anything else is never
+/// rewritten: an `event.json` that cannot be read or parsed, or that is a directory or FIFO,
+/// is left exactly as it is and reported in [`Recovery::skipped`]; nothing blocks (special
+/// files are never opened for a blocking read).
 ///
 /// # Errors
-/// The events directory cannot be listed. Problems with one folder are logged and skipped.
-pub fn recover(events_dir: &Path) -> Result<Vec<Recovered>, StoreError> {
-    let mut out = Vec::new();
+/// The events directory cannot be listed.
+pub fn recover(events_dir: &Path) -> Result<Recovery, StoreError> {
+    let mut out = Recovery::default();
     let entries = match fs::read_dir(events_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
@@ -267,60 +420,114 @@ pub fn recover(events_dir: &Path) -> Result<Vec<Recovered>, StoreError> {
         let Some(start_ms) = parse_id(&name) else {
             continue;
         };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let dir = entry.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let meta = read_meta(&dir).ok();
-        if matches!(&meta, Some(m) if m.state != EventState::Recording) {
-            let _ = fs::remove_file(dir.join("event.json.tmp"));
-            continue;
-        }
-        let mut meta = meta.unwrap_or_else(|| EventMeta::new(name.clone(), start_ms, 0, 0));
-        let part = dir.join(CLIP_PART);
-        let mut frames = 0;
-        let mut end_ms = None;
-        if part.exists() {
-            end_ms = fs::metadata(&part)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as u64);
-            match avi::repair(&part) {
-                Ok(n) => {
-                    frames = n;
-                    if fs::rename(&part, dir.join(CLIP)).is_ok() {
-                        meta.clip = Some(CLIP.into());
-                    }
-                }
-                Err(avi::RepairError::Empty) => {
-                    let _ = fs::remove_file(&part);
-                    meta.clip = None;
-                }
-                Err(e) => {
-                    tracing::warn!(event = %name, "clip of interrupted event left as {}: {e}", CLIP_PART);
-                    meta.clip = None;
-                }
+        match recover_one(&dir, &name, start_ms) {
+            Ok(Some(r)) => out.recovered.push(r),
+            Ok(None) => {}
+            Err(RecoverError::Skip(why)) => out.skipped.push(Skipped { id: name, why }),
+            Err(RecoverError::Write(e)) => {
+                out.write_errors += 1;
+                out.skipped.push(Skipped {
+                    id: name,
+                    why: e.to_string(),
+                });
             }
-        } else if dir.join(CLIP).exists() {
-            frames = meta.frames as usize;
-        } else {
-            meta.clip = None;
         }
-        for tmp in ["event.json.tmp", "poster.jpg.tmp"] {
-            let _ = fs::remove_file(dir.join(tmp));
-        }
-        meta.poster = dir.join(POSTER).exists().then(|| POSTER.into());
-        meta.state = EventState::Interrupted;
-        meta.end_reason.get_or_insert(EndReason::Crash);
-        meta.frames = frames as u64;
-        let end = end_ms.unwrap_or(meta.start_unix_ms).max(meta.start_unix_ms);
-        meta.end_unix_ms = Some(end);
-        meta.duration_s = (end - meta.start_unix_ms) as f64 / 1000.0;
-        write_meta(&dir, &meta)?;
-        out.push(Recovered { id: name, frames });
     }
     Ok(out)
+}
+
+enum RecoverError {
+    Skip(String),
+    Write(StoreError),
+}
+
+fn recover_one(dir: &Path, name: &str, start_ms: u64) -> Result<Option<Recovered>, RecoverError> {
+    use serde_json::{Value, json};
+    let mut meta = match read_meta_value(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.join(META).exists() => {
+            // No metadata at all (a crash right after the folder was made): one is written.
+            let Value::Object(m) = json!(EventMeta::new(name.to_owned(), start_ms, 0, 0)) else {
+                unreachable!("EventMeta is an object")
+            };
+            m
+        }
+        Err(e) => {
+            return Err(RecoverError::Skip(format!(
+                "{META} cannot be read ({e}): left as it is"
+            )));
+        }
+    };
+    if meta.get("state").and_then(Value::as_str) != Some("recording") {
+        if is_regular(&dir.join("event.json.tmp")) {
+            let _ = fs::remove_file(dir.join("event.json.tmp"));
+        }
+        return Ok(None);
+    }
+    let start_ms = meta
+        .get("start_unix_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(start_ms);
+    let part = dir.join(CLIP_PART);
+    let mut frames = meta.get("frames").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let mut end_ms = None;
+    let mut clip = None;
+    if is_regular(&part) {
+        end_ms = fs::metadata(&part)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
+        frames = 0;
+        match avi::repair(&part) {
+            Ok(n) => {
+                frames = n;
+                fs::rename(&part, dir.join(CLIP))
+                    .map_err(|e| RecoverError::Write(io_err("cannot rename", &part)(e)))?;
+                clip = Some(CLIP);
+            }
+            Err(avi::RepairError::Empty) => {
+                let _ = fs::remove_file(&part);
+            }
+            Err(e) => {
+                if let Some(held_back) = FOLDER_LOG.check() {
+                    tracing::warn!(event = %name, held_back, "clip of interrupted event left as {CLIP_PART}: {e}");
+                }
+            }
+        }
+    } else if is_regular(&dir.join(CLIP)) {
+        clip = Some(CLIP);
+    } else {
+        frames = 0;
+    }
+    for tmp in ["event.json.tmp", "poster.jpg.tmp"] {
+        if is_regular(&dir.join(tmp)) {
+            let _ = fs::remove_file(dir.join(tmp));
+        }
+    }
+    let end = end_ms.unwrap_or(start_ms).max(start_ms);
+    meta.insert("state".into(), json!(EventState::Interrupted));
+    if meta.get("end_reason").is_none_or(Value::is_null) {
+        meta.insert("end_reason".into(), json!(EndReason::Crash));
+    }
+    meta.insert("frames".into(), json!(frames));
+    meta.insert("clip".into(), json!(clip));
+    meta.insert(
+        "poster".into(),
+        json!(is_regular(&dir.join(POSTER)).then_some(POSTER)),
+    );
+    meta.insert("end_unix_ms".into(), json!(end));
+    meta.insert("duration_s".into(), json!((end - start_ms) as f64 / 1000.0));
+    let text = serde_json::to_vec_pretty(&meta).expect("a JSON map serialises");
+    write_bytes_atomic(dir, &text).map_err(RecoverError::Write)?;
+    Ok(Some(Recovered {
+        id: name.to_owned(),
+        frames,
+    }))
 }
 
 /// Storage limits.
@@ -384,20 +591,26 @@ pub fn enforce_limits(
     let mut total: u64 = events.iter().map(|e| e.2).sum();
     let mut deleted = Vec::new();
     let mut freed = 0u64;
+    let free_at_start = if limits.min_free_bytes > 0 {
+        free()
+    } else {
+        None
+    };
     for (id, start, size) in events {
         let too_old = limits.max_age_ms > 0 && now_ms.saturating_sub(start) > limits.max_age_ms;
         let too_big = limits.max_total_bytes > 0 && total > limits.max_total_bytes;
-        let too_full =
-            limits.min_free_bytes > 0 && free().is_some_and(|f| f + freed < limits.min_free_bytes);
+        // Measured again after each deletion (a file system frees at once); the estimate
+        // from the sizes deleted counts when the measure lags behind.
+        let too_full = free_at_start.is_some_and(|at_start| {
+            free().unwrap_or(0).max(at_start + freed) < limits.min_free_bytes
+        });
         if !(too_old || too_big || too_full) {
             // Oldest first: once the oldest fits every limit, newer ones do too (except age,
             // which is monotonic in the same order).
             break;
         }
         let dir = events_dir.join(&id);
-        if keep == Some(id.as_str())
-            || read_meta(&dir).is_ok_and(|m| m.state == EventState::Recording)
-        {
+        if keep == Some(id.as_str()) || read_state(&dir).as_deref() == Some("recording") {
             continue;
         }
         match fs::remove_dir_all(&dir) {
@@ -406,7 +619,11 @@ pub fn enforce_limits(
                 freed += size;
                 deleted.push(id);
             }
-            Err(e) => tracing::warn!(event = %id, "cannot delete old event: {e}"),
+            Err(e) => {
+                if let Some(held_back) = FOLDER_LOG.check() {
+                    tracing::warn!(event = %id, held_back, "cannot delete old event: {e}");
+                }
+            }
         }
     }
     Ok(deleted)
@@ -494,7 +711,7 @@ mod tests {
         .unwrap();
         let (id3, _) = create_event_dir(d.path(), 1_700_000_000_000, &mut c).unwrap();
 
-        let mut rec = recover(d.path()).unwrap();
+        let mut rec = recover(d.path()).unwrap().recovered;
         rec.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(
             rec,
@@ -523,7 +740,122 @@ mod tests {
             EventState::Interrupted
         );
         // Idempotent.
-        assert!(recover(d.path()).unwrap().is_empty());
+        assert_eq!(recover(d.path()).unwrap(), Recovery::default());
+    }
+
+    /// Runs `f` on another thread and fails if it does not return within 20 s (a blocking
+    /// open of a FIFO would hang for ever).
+    fn without_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("blocked on a special file")
+    }
+
+    #[test]
+    fn recovery_patches_only_the_fields_of_a_recording_event_and_keeps_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = 0;
+        // An older schema: no boxes, frames, clip, poster, width, end_reason...; and a field
+        // this version does not know.
+        let (id, dir) = create_event_dir(d.path(), 1_700_000_000_000, &mut c).unwrap();
+        let old = format!(
+            r#"{{"id":"{id}","state":"recording","start_unix_ms":1700000000000,"peak_score":4.5,"note":"kept by a newer version"}}"#
+        );
+        fs::write(dir.join(META), &old).unwrap();
+        let mut w = avi::AviWriter::create(&dir.join(CLIP_PART), 64, 48, 10.0).unwrap();
+        let jpeg = crate::decode::encode_gray(64, 48, &[9; 64 * 48], 70).unwrap();
+        for i in 0..2 {
+            w.push(&jpeg, i).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        // A partial file of a finished event: not recording, so never rewritten.
+        let (_, done_dir) = create_event_dir(d.path(), 1_700_000_000_000, &mut c).unwrap();
+        let partial = br#"{"state":"complete","peak_score":1}"#;
+        fs::write(done_dir.join(META), partial).unwrap();
+
+        let r = recover(d.path()).unwrap();
+        assert_eq!(
+            r.recovered,
+            vec![Recovered {
+                id: id.clone(),
+                frames: 2
+            }]
+        );
+        assert!(r.skipped.is_empty(), "{r:?}");
+        let v = read_meta_value(&dir).unwrap();
+        assert_eq!(v["state"], "interrupted");
+        assert_eq!(v["end_reason"], "crash");
+        assert_eq!(v["note"], "kept by a newer version");
+        assert_eq!(v["peak_score"], 4.5);
+        assert_eq!(v["frames"], 2);
+        assert_eq!(v["clip"], CLIP);
+        assert!(
+            v.get("boxes").is_none(),
+            "a missing field is not invented: {v:?}"
+        );
+        assert_eq!(fs::read(done_dir.join(META)).unwrap(), partial);
+    }
+
+    #[test]
+    fn recovery_leaves_garbage_and_special_files_exactly_as_they_are_and_never_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = 0;
+        let mut folder = || create_event_dir(d.path(), 1_700_000_000_000, &mut c).unwrap();
+        let (garbage_id, garbage) = folder();
+        let junk = b"{\"state\": \"recording\", \x00\xff not json";
+        fs::write(garbage.join(META), junk).unwrap();
+        fs::write(garbage.join(CLIP_PART), b"RIFF....").unwrap();
+        let (not_object_id, not_object) = folder();
+        fs::write(not_object.join(META), b"[\"recording\"]").unwrap();
+        let (dir_id, with_dir) = folder();
+        fs::create_dir(with_dir.join(META)).unwrap();
+        let (fifo_id, with_fifo) = folder();
+        nix::unistd::mkfifo(&with_fifo.join(META), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // A recording event whose clip is a FIFO: the event is closed, the FIFO left alone.
+        let (fifo_clip_id, fifo_clip) = folder();
+        write_meta(&fifo_clip, &meta(&fifo_clip_id, EventState::Recording)).unwrap();
+        nix::unistd::mkfifo(&fifo_clip.join(CLIP_PART), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (huge_id, huge) = folder();
+        fs::write(huge.join(META), vec![b' '; MAX_META_BYTES as usize + 1]).unwrap();
+
+        let root = d.path().to_owned();
+        let r = without_blocking(move || recover(&root).unwrap());
+        let mut skipped: Vec<&str> = r.skipped.iter().map(|s| s.id.as_str()).collect();
+        skipped.sort_unstable();
+        let mut expected = vec![
+            garbage_id.as_str(),
+            not_object_id.as_str(),
+            dir_id.as_str(),
+            fifo_id.as_str(),
+            huge_id.as_str(),
+        ];
+        expected.sort_unstable();
+        assert_eq!(skipped, expected, "{r:?}");
+        assert_eq!(r.write_errors, 0);
+        assert_eq!(fs::read(garbage.join(META)).unwrap(), junk);
+        assert!(garbage.join(CLIP_PART).exists(), "its clip is kept too");
+        assert!(with_dir.join(META).is_dir());
+        assert!(
+            fs::symlink_metadata(with_fifo.join(META))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert_eq!(r.recovered.len(), 1, "{r:?}");
+        let m = read_meta(&fifo_clip).unwrap();
+        assert_eq!((m.state, m.clip), (EventState::Interrupted, None));
+        // The storage pass does not block on them either.
+        let root = d.path().to_owned();
+        let limits = Limits {
+            max_total_bytes: 1,
+            max_age_ms: 0,
+            min_free_bytes: 0,
+        };
+        without_blocking(move || enforce_limits(&root, limits, None, 0, &|| None).unwrap());
     }
 
     #[test]
@@ -591,6 +923,33 @@ mod tests {
         };
         let deleted =
             enforce_limits(d.path(), limits, None, 1_700_000_010_000, &|| Some(0)).unwrap();
+        assert_eq!(deleted, vec![ids[0].clone(), ids[1].clone()]);
+        // A file system that reports the freed space at once: the same two, not more (the
+        // freed bytes are not counted twice) and not fewer.
+        let d = tempfile::tempdir().unwrap();
+        let mut ids = Vec::new();
+        for k in 0..4u64 {
+            let mut c = 0;
+            let (id, dir) =
+                create_event_dir(d.path(), 1_700_000_000_000 + k * 1000, &mut c).unwrap();
+            write_meta(&dir, &meta(&id, EventState::Complete)).unwrap();
+            fs::write(dir.join(CLIP), vec![0u8; 100_000]).unwrap();
+            ids.push(id);
+        }
+        let root = d.path().to_owned();
+        let free = move || {
+            let used: u64 = fs::read_dir(&root)
+                .unwrap()
+                .flatten()
+                .map(|e| dir_size(&e.path()))
+                .sum();
+            Some(460_000u64.saturating_sub(used))
+        };
+        let limits = Limits {
+            min_free_bytes: 250_000,
+            ..limits
+        };
+        let deleted = enforce_limits(d.path(), limits, None, 1_700_000_010_000, &free).unwrap();
         assert_eq!(deleted, vec![ids[0].clone(), ids[1].clone()]);
         assert!(free_bytes(d.path()).is_some());
     }

@@ -1,11 +1,12 @@
 //! Integration tests: the real `motion-svc` binary against an in-test camera (a real frame
 //! region and announce server from `ipc`, publishing JPEG frames in real time).
 
+use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipc::announce::{AnnounceServer, Hello, ServerConfig};
@@ -22,7 +23,8 @@ const FPS: u64 = 15;
 #[derive(Clone)]
 struct Script(Arc<AtomicU32>);
 
-fn render(frame: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
+/// Frame `frame` of scene `scene` (a different scene shifts the tiles and their brightness).
+fn render(frame: u64, scene: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
     let mut px = vec![0u8; W * H];
     let mut seed = frame.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     for y in 0..H {
@@ -30,7 +32,8 @@ fn render(frame: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let base = 60.0 + 40.0 * (((x / 16) + (y / 16)) % 3) as f32 + x as f32 * 0.2;
+            let tile = ((x / 16) + (y / 16) + scene as usize) % 3;
+            let base = 60.0 + 40.0 * tile as f32 + x as f32 * 0.2 + 20.0 * (scene % 2) as f32;
             px[y * W + x] = (base + (seed % 5) as f32 - 2.0) as u8;
         }
     }
@@ -45,17 +48,42 @@ fn render(frame: u64, moving: bool, box_x: &mut f32) -> Vec<u8> {
     encode_gray(W, H, &px, 80).unwrap()
 }
 
+/// What a camera announces and how large its region's slots are.
+#[derive(Clone, Copy)]
+struct CameraSpec {
+    /// Size in the hello.
+    hello: (u32, u32),
+    /// Region slot capacity.
+    slot: usize,
+    /// A seed for the rendered scene's texture: a different seed is a different scene.
+    scene: u64,
+}
+
+const SMALL_CAMERA: CameraSpec = CameraSpec {
+    hello: (W as u32, H as u32),
+    slot: 256 * 1024,
+    scene: 0,
+};
+
 /// A camera: a region and an announce server, publishing frames at 15 fps from a thread.
+/// Frames pushed to `inject` are published (each once) before the rendered scene resumes.
 struct Camera {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     script: Script,
+    inject: Arc<Mutex<VecDeque<Vec<u8>>>>,
 }
 
 impl Camera {
     fn start(runtime_dir: &Path) -> Camera {
+        Camera::start_spec(runtime_dir, SMALL_CAMERA)
+    }
+
+    fn start_spec(runtime_dir: &Path, spec: CameraSpec) -> Camera {
         let script = Script(Arc::new(AtomicU32::new(0)));
         let s2 = script.clone();
+        let inject = Arc::new(Mutex::new(VecDeque::new()));
+        let inject2 = Arc::clone(&inject);
         let dir = runtime_dir.to_owned();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -65,9 +93,9 @@ impl Camera {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let mut writer = RegionWriter::create(&dir.join("frames"), 256 * 1024).unwrap();
-                let hello =
-                    Hello::streaming(&writer, W as u32, H as u32, FPS as f32, "test-camera");
+                let mut writer = RegionWriter::create(&dir.join("frames"), spec.slot).unwrap();
+                let (hw, hh) = spec.hello;
+                let hello = Hello::streaming(&writer, hw, hh, FPS as f32, "test-camera");
                 let server =
                     AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
                         .unwrap();
@@ -81,10 +109,14 @@ impl Camera {
                 let mut n = 0u64;
                 while !server_task.is_finished() {
                     tick.tick().await;
-                    let jpeg = render(n, s2.0.load(Ordering::Relaxed) == 1, &mut box_x);
+                    let injected = inject2.lock().unwrap().pop_front();
+                    let jpeg = injected.unwrap_or_else(|| {
+                        render(n, spec.scene, s2.0.load(Ordering::Relaxed) == 1, &mut box_x)
+                    });
+                    // The size it announces (the hello follows the frames' announced size).
                     let info = FrameInfo {
-                        width: W as u32,
-                        height: H as u32,
+                        width: hw,
+                        height: hh,
                         format: FrameFormat::Jpeg,
                         mono_ns: ipc::service::monotonic_ns(),
                         wall_ns: ipc::service::wall_ns(),
@@ -103,7 +135,18 @@ impl Camera {
             stop: Some(tx),
             thread: Some(thread),
             script,
+            inject,
         }
+    }
+
+    /// Publishes `frames` next, in order, one per frame period.
+    fn inject(&self, frames: impl IntoIterator<Item = Vec<u8>>) {
+        self.inject.lock().unwrap().extend(frames);
+    }
+
+    /// Frames injected and not yet published.
+    fn injected_pending(&self) -> usize {
+        self.inject.lock().unwrap().len()
     }
 
     fn set_moving(&self, moving: bool) {
@@ -130,6 +173,11 @@ impl Drop for Camera {
 struct Svc {
     child: Child,
     log: PathBuf,
+    /// The last STATUS line received on the notify socket, read by a thread (a notify socket
+    /// nobody reads fills up and blocks the sender), unless the test passed its own socket.
+    status: Option<Arc<Mutex<String>>>,
+    /// Stops the notify reader.
+    stop_notify: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Svc {
@@ -140,15 +188,34 @@ impl Svc {
     /// With extra environment; `WATCHDOG_PID` is set to the service's own pid (through a
     /// shell that execs it), as systemd does.
     fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Svc {
-        let log = dir.join(format!(
-            "stderr-{}.log",
-            Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())
-        ));
-        let log = if log.exists() {
-            dir.join("stderr-2.log")
-        } else {
-            log
-        };
+        let n = (1..100)
+            .find(|n| !dir.join(format!("stderr-{n}.log")).exists())
+            .expect("fewer than 100 starts per test");
+        let log = dir.join(format!("stderr-{n}.log"));
+        let mut status = None;
+        let stop_notify = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut own_env = Vec::new();
+        if !env.iter().any(|(k, _)| *k == "NOTIFY_SOCKET") {
+            let path = dir.join(format!("notify-{n}.sock"));
+            let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let latest = Arc::new(Mutex::new(String::new()));
+            let (latest2, stop) = (Arc::clone(&latest), Arc::clone(&stop_notify));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = sock.recv(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if let Some(l) = text.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+                            *latest2.lock().unwrap() = l.to_string();
+                        }
+                    }
+                }
+            });
+            status = Some(latest);
+            own_env.push(("NOTIFY_SOCKET", path.display().to_string()));
+        }
         let err = fs::File::create(&log).unwrap();
         let bin = env!("CARGO_BIN_EXE_motion-svc");
         let mut cmd = Command::new("sh");
@@ -156,6 +223,9 @@ impl Svc {
         cmd.envs(env.iter().copied()).env_remove("NOTIFY_SOCKET");
         if let Some((_, v)) = env.iter().find(|(k, _)| *k == "NOTIFY_SOCKET") {
             cmd.env("NOTIFY_SOCKET", v);
+        }
+        for (k, v) in &own_env {
+            cmd.env(k, v);
         }
         cmd.arg("--config")
             .arg(dir.join("none.toml"))
@@ -181,12 +251,75 @@ impl Svc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err);
-        fs::write(dir.join("none.toml"), "[motion]\n").unwrap();
+        // A test may have written its own configuration there.
+        if !dir.join("none.toml").exists() {
+            fs::write(dir.join("none.toml"), "[motion]\n").unwrap();
+        }
         eprintln!("running {cmd:?}");
         let child = cmd.spawn().unwrap();
-        let svc = Svc { child, log };
+        let svc = Svc {
+            child,
+            log,
+            status,
+            stop_notify,
+        };
         svc.wait_log("motion-svc ready", Duration::from_secs(20));
         svc
+    }
+
+    /// The latest STATUS line it sent so far (empty before the first).
+    fn status(&self) -> String {
+        let status = self
+            .status
+            .as_ref()
+            .expect("the test owns the notify socket");
+        status.lock().unwrap().clone()
+    }
+
+    /// Waits until the STATUS line satisfies `ok`; returns it.
+    fn wait_status(&self, what: &str, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + limit;
+        loop {
+            let s = self.status();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; last status {s:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `counter` of its STATUS line (the number before the word), 0 before any status.
+    fn counter(&self, counter: &str) -> u64 {
+        status_counter(&self.status(), counter)
+    }
+
+    /// Waits until `counter` has grown by `by` from now: proves frames are being processed.
+    fn wait_counter_grows(&self, counter: &str, by: u64, limit: Duration) -> u64 {
+        let from = self.counter(counter);
+        let s = self.wait_status(&format!("{by} more {counter:?}"), limit, |s| {
+            status_counter(s, counter) >= from + by
+        });
+        status_counter(&s, counter)
+    }
+
+    /// Waits until the still scene's background is learned: two seconds of frames analysed
+    /// (the re-learn takes one).
+    fn background_learned(&self) {
+        self.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    }
+
+    /// Peak resident memory (VmHWM) of the process, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let text = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
     }
 
     /// The log so far, without terminal colour codes.
@@ -229,9 +362,22 @@ impl Svc {
 
 impl Drop for Svc {
     fn drop(&mut self) {
+        self.stop_notify.store(true, Ordering::Relaxed);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The number just before ` {counter}` in a STATUS line (0 when absent).
+fn status_counter(status: &str, counter: &str) -> u64 {
+    let Some(i) = status.find(&format!(" {counter}")) else {
+        return 0;
+    };
+    status[..i]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A log file without terminal colour codes.
@@ -291,7 +437,7 @@ fn setup() -> (tempfile::TempDir, Camera) {
 fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
     let (dir, cam) = setup();
     let svc = Svc::start(dir.path(), &[]);
-    std::thread::sleep(Duration::from_millis(2500)); // still scene: background learned
+    svc.background_learned();
     cam.set_moving(true);
     wait_for(
         "an event to start",
@@ -299,7 +445,8 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
         || !events(dir.path()).is_empty(),
         &|| svc.log(),
     );
-    std::thread::sleep(Duration::from_millis(2000));
+    // Two seconds of motion (at 5 frames analysed a second).
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
     cam.set_moving(false);
     wait_for(
         "the event to complete",
@@ -311,6 +458,8 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
         },
         &|| svc.log(),
     );
+    // The end record follows once the recorder has closed the event.
+    svc.wait_log("3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e", Duration::from_secs(20));
     let ev = events(dir.path());
     assert_eq!(ev.len(), 1, "{ev:?}");
     let (id, m) = &ev[0];
@@ -352,7 +501,7 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
 fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
     let (dir, cam) = setup();
     let svc = Svc::start(dir.path(), &[]);
-    std::thread::sleep(Duration::from_millis(2500));
+    svc.background_learned();
     cam.set_moving(true);
     wait_for(
         "an event recording",
@@ -364,7 +513,15 @@ fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
         },
         &|| svc.log(),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // Frames reach the clip being written (pre-capture and more) before the kill.
+    let id = events(dir.path())[0].0.clone();
+    let part_path = dir.path().join("events").join(&id).join("clip.avi.part");
+    wait_for(
+        "frames in the clip being written",
+        Duration::from_secs(20),
+        || fs::metadata(&part_path).is_ok_and(|m| m.len() > 64 * 1024),
+        &|| svc.log(),
+    );
     drop(svc); // SIGKILL
     let ev = events(dir.path());
     assert_eq!(ev[0].1.state, EventState::Recording);
@@ -395,16 +552,31 @@ fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
 fn a_camera_outage_is_logged_once_and_is_never_motion() {
     let (dir, mut cam) = setup();
     let svc = Svc::start(dir.path(), &[]);
-    std::thread::sleep(Duration::from_millis(2000));
+    svc.background_learned();
     cam.stop();
     svc.wait_log("camera outage", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(3000));
-    // A new camera (new generation) whose scene is different: re-learned, not motion.
-    let cam2 = Camera::start(&dir.path().join("run"));
+    svc.wait_status("the outage in the status", Duration::from_secs(10), |s| {
+        s.starts_with("camera away")
+    });
+    // A new camera (new generation) showing a different scene: motion-svc reconnects,
+    // re-learns and analyses it, and the different scene is not motion.
+    let cam2 = Camera::start_spec(
+        &dir.path().join("run"),
+        CameraSpec {
+            scene: 1,
+            ..SMALL_CAMERA
+        },
+    );
     cam2.set_moving(false);
-    std::thread::sleep(Duration::from_millis(4000));
+    svc.wait_log("camera back", Duration::from_secs(20));
+    svc.wait_status("the camera streaming again", Duration::from_secs(20), |s| {
+        s.starts_with("camera streaming")
+    });
+    // Four seconds of the new scene analysed: past the re-learn, long enough for an event.
+    svc.wait_counter_grows("analysed", 20, Duration::from_secs(60));
     let log = svc.log();
     assert_eq!(log.matches("camera outage").count(), 1, "{log}");
+    assert!(log.contains("background re-learned"), "{log}");
     assert!(
         events(dir.path()).is_empty(),
         "{:?}\n{log}",
@@ -425,7 +597,7 @@ fn an_event_cut_by_an_outage_or_sigterm_says_so() {
             ev.len() == n && ev[n - 1].1.state == EventState::Recording
         }
     };
-    std::thread::sleep(Duration::from_millis(2500));
+    svc.background_learned();
     cam.set_moving(true);
     wait_for(
         "an event recording",
@@ -445,7 +617,8 @@ fn an_event_cut_by_an_outage_or_sigterm_says_so() {
     assert_eq!(first.end_reason, Some(EndReason::Interrupted), "{first:?}");
 
     let cam = Camera::start(&dir.path().join("run"));
-    std::thread::sleep(Duration::from_millis(3000));
+    svc.wait_log("camera back", Duration::from_secs(20));
+    svc.background_learned();
     cam.set_moving(true);
     wait_for(
         "a second event",
@@ -551,4 +724,538 @@ fn bad_configuration_is_refused_naming_the_key_and_print_config_works() {
         text.contains("sensitivity = \"high\"") && text.contains("area_pct = 2.5"),
         "{text}"
     );
+}
+
+/// A real progressive JPEG of `side` x `side` grey pixels: a decoder must buffer every
+/// coefficient of it (2 bytes a pixel) whatever the output scale.
+fn progressive_jpeg(side: u16) -> Vec<u8> {
+    let side_px = usize::from(side);
+    // Large smooth tiles: a small file (the attacker's is 787 KB) that still claims the size.
+    let pixels: Vec<u8> = (0..side_px * side_px)
+        .map(|i| ((i / side_px / 256 + i % side_px / 256) % 2) as u8 * 100 + 50)
+        .collect();
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 50);
+    enc.set_progressive(true);
+    enc.encode(&pixels, side, side, jpeg_encoder::ColorType::Luma)
+        .unwrap();
+    out
+}
+
+/// A real sequential (baseline) JPEG of `side` x `side` with three components each in its own
+/// scan (multi-scan): a decoder must buffer the whole image like a progressive one. Every
+/// block is flat (DC difference 0, then end of block), two bits per block with one-symbol
+/// Huffman tables.
+fn multi_scan_jpeg(side: u16) -> Vec<u8> {
+    let mut j = vec![0xFF, 0xD8];
+    // Quantisation table 0: all ones.
+    j.extend_from_slice(&[0xFF, 0xDB, 0, 67, 0]);
+    j.extend_from_slice(&[1; 64]);
+    // Baseline frame header: 8 bits, side x side, three components sampled 1x1, table 0.
+    j.extend_from_slice(&[0xFF, 0xC0, 0, 17, 8]);
+    j.extend_from_slice(&side.to_be_bytes());
+    j.extend_from_slice(&side.to_be_bytes());
+    j.push(3);
+    for c in 1..=3u8 {
+        j.extend_from_slice(&[c, 0x11, 0]);
+    }
+    // DC table 0 and AC table 0, one code each ("0"): category 0, and end of block.
+    for class in [0x00u8, 0x10] {
+        j.extend_from_slice(&[0xFF, 0xC4, 0, 20, class, 1]);
+        j.extend_from_slice(&[0; 15]);
+        j.push(0);
+    }
+    let blocks = usize::from(side).div_ceil(8).pow(2);
+    for c in 1..=3u8 {
+        // One scan per component: Ns = 1, DC/AC tables 0, Ss 0, Se 63, Ah/Al 0.
+        j.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, c, 0x00, 0, 63, 0]);
+        j.extend(std::iter::repeat_n(0u8, blocks * 2 / 8));
+    }
+    j.extend_from_slice(&[0xFF, 0xD9]);
+    j
+}
+
+#[test]
+fn hostile_frames_are_rejected_before_decoding_counted_and_never_recorded() {
+    // The hostile frames first (the 8192x8192 encode takes a while): then the camera, so
+    // that they arrive once the service runs.
+    let progressive = progressive_jpeg(8192);
+    let multi_scan = multi_scan_jpeg(4096);
+    let (h, m) = (
+        ipc::jpeg::inspect(&progressive).unwrap(),
+        ipc::jpeg::inspect(&multi_scan).unwrap(),
+    );
+    assert!(
+        h.buffers_whole_image() && h.coefficient_bytes >= 128 << 20,
+        "{h:?}"
+    );
+    assert!(m.multi_scan && m.coefficient_bytes >= 96 << 20, "{m:?}");
+    let camera = ipc::jpeg::FrameLimits::for_camera(4096, 4096);
+    assert_eq!(
+        ipc::jpeg::check(&multi_scan, &camera).unwrap_err().kind(),
+        "too_much_memory"
+    );
+    eprintln!(
+        "progressive 8192x8192: {} KB; multi-scan 4096x4096: {} KB",
+        progressive.len() / 1024,
+        multi_scan.len() / 1024
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("run")).unwrap();
+    // A camera that announces 4096x4096 (so the multi-scan frame fits its geometry and only
+    // the memory budget stands in its way) and publishes 320x240 frames.
+    let cam = Camera::start_spec(
+        &dir.path().join("run"),
+        CameraSpec {
+            hello: (4096, 4096),
+            slot: 2 << 20,
+            scene: 0,
+        },
+    );
+    let svc = Svc::start(dir.path(), &[]);
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    let before_kib = svc.peak_rss_kib();
+    // Moving: an event is recording while the hostile frames come, so they would be recorded.
+    cam.set_moving(true);
+    wait_for(
+        "an event recording",
+        Duration::from_secs(20),
+        || !events(dir.path()).is_empty(),
+        &|| svc.log(),
+    );
+    const COPIES: usize = 10;
+    for _ in 0..COPIES {
+        cam.inject([
+            progressive.clone(),
+            multi_scan.clone(),
+            b"\xff\xd8 this is no JPEG at all".to_vec(),
+        ]);
+    }
+    wait_for(
+        "the hostile frames to be published",
+        Duration::from_secs(30),
+        || cam.injected_pending() == 0,
+        &|| svc.log(),
+    );
+    cam.set_moving(false);
+    // It goes on analysing the camera's frames, and says why it skipped the others.
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    let peak_kib = svc.peak_rss_kib();
+    eprintln!("peak RSS: {before_kib} KiB before the hostile frames, {peak_kib} KiB after");
+    // Decoding either frame would need 96 MiB or more of coefficients alone.
+    assert!(
+        peak_kib < before_kib + 32 * 1024,
+        "peak RSS grew from {before_kib} to {peak_kib} KiB"
+    );
+    let status = svc.status();
+    let too_large = status_counter(&status, "too large");
+    let too_much_memory = status_counter(&status, "too much memory");
+    let not_jpeg = status_counter(&status, "not jpeg");
+    assert!(
+        too_large > 0
+            && too_much_memory > 0
+            && not_jpeg > 0
+            && status_counter(&status, "rejected") == too_large + too_much_memory + not_jpeg,
+        "{status}\n{}",
+        svc.log()
+    );
+    let log = svc.log();
+    // Logged, but not once per frame: one line per interval, then a count.
+    let lines = log.matches("refused before decoding").count();
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} lines for {} frames:\n{log}",
+        3 * COPIES
+    );
+    // Never restarted: the same process, and one "ready" line.
+    assert_eq!(log.matches("motion-svc ready").count(), 1, "{log}");
+    wait_for(
+        "the event to complete",
+        Duration::from_secs(30),
+        || {
+            events(dir.path())
+                .iter()
+                .all(|e| e.1.state != EventState::Recording)
+        },
+        &|| svc.log(),
+    );
+    // No hostile frame in any clip or poster.
+    for (id, _) in events(dir.path()) {
+        let edir = dir.path().join("events").join(&id);
+        let (_, frames) = motion_svc::avi::read_frames(&edir.join("clip.avi")).unwrap();
+        assert!(!frames.is_empty());
+        for f in frames
+            .iter()
+            .chain([&fs::read(edir.join("poster.jpg")).unwrap()])
+        {
+            let h = ipc::jpeg::inspect(f).unwrap();
+            assert_eq!((h.width, h.height), (W as u32, H as u32), "{id}");
+        }
+    }
+    assert!(svc.terminate().success());
+}
+
+/// Runs the calling test `name` again in a private mount namespace (`unshare --mount`), where
+/// it may mount and remount file systems that vanish with it. Returns true there; in the
+/// caller, false once the test passed in the namespace. Without the means (not root, no
+/// `unshare`) the test is skipped, except under CI where it fails.
+fn in_private_mount_namespace(name: &str) -> bool {
+    const VAR: &str = "MOTION_SVC_TEST_IN_MOUNT_NAMESPACE";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(VAR, name)
+        .stdin(Stdio::null())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{name}: cannot run unshare ({e}); install util-linux"
+            );
+            eprintln!("SKIPPED {name}: cannot run unshare: {e}");
+            return false;
+        }
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    if !out.status.success() && stderr.contains("unshare failed") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name}: no private mount namespace (run the tests as root): {stderr}"
+        );
+        eprintln!("SKIPPED {name}: no private mount namespace (not root?): {stderr}");
+        return false;
+    }
+    eprintln!("--- in a private mount namespace ---\n{stdout}\n{stderr}");
+    assert!(out.status.success(), "{name} failed in its mount namespace");
+    assert!(stdout.contains("1 passed"), "{name} did not run: {stdout}");
+    false
+}
+
+/// Runs `mount` with `args` (inside a private mount namespace).
+fn mount(args: &[&str], target: &Path) {
+    let st = Command::new("mount")
+        .args(args)
+        .arg(target)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount {args:?} {}", target.display());
+}
+
+/// Unmounts its path when dropped (before the test's temporary directory is removed).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `dir` with `dir/filler`; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut f = fs::File::create(&path).unwrap();
+    let chunk = vec![0x5a; 64 * 1024];
+    for _ in 0..100_000 {
+        if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+            break;
+        }
+    }
+    // The last partial pages too.
+    for _ in 0..1000 {
+        if f.write_all(&chunk[..512])
+            .and_then(|()| f.sync_all())
+            .is_err()
+        {
+            break;
+        }
+    }
+    path
+}
+
+/// An event left `recording` by a crash, with a clip of `frames` frames being written.
+fn crashed_event(events: &Path, id: &str, frames: u64) {
+    let dir = events.join(id);
+    fs::create_dir_all(&dir).unwrap();
+    store::write_meta(
+        &dir,
+        &store::EventMeta::new(id.into(), store::parse_id(id).unwrap(), W as u32, H as u32),
+    )
+    .unwrap();
+    let mut w =
+        motion_svc::avi::AviWriter::create(&dir.join("clip.avi.part"), W as u32, H as u32, 15.0)
+            .unwrap();
+    let mut x = 0.0;
+    for i in 0..frames {
+        w.push(&render(i, 0, false, &mut x), i * 66_000_000)
+            .unwrap();
+    }
+    w.flush().unwrap();
+}
+
+fn end_records(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_full_or_read_only_events_disk_never_stops_detection_says_so_and_is_retried() {
+    const NAME: &str =
+        "a_full_or_read_only_events_disk_never_stops_detection_says_so_and_is_retried";
+    if !in_private_mount_namespace(NAME) {
+        return;
+    }
+    let (dir, cam) = setup();
+    let edir = dir.path().join("events");
+    fs::create_dir_all(&edir).unwrap();
+    mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &edir);
+    let _mounted = Mounted(edir.clone());
+    // What a crash and a hostile hand left behind: an event still "recording", and folders
+    // whose event.json is a FIFO (a blocking open hangs) or a directory.
+    let crashed = "20261124T182900Z-0001";
+    crashed_event(&edir, crashed, 5);
+    let fifo = edir.join("20261124T182901Z-0002");
+    fs::create_dir(&fifo).unwrap();
+    nix::unistd::mkfifo(&fifo.join("event.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let with_dir = edir.join("20261124T182902Z-0003");
+    fs::create_dir_all(with_dir.join("event.json")).unwrap();
+    let filler = fill(&edir);
+    // No storage limits: nothing here is deleted to make room.
+    fs::write(
+        dir.path().join("none.toml"),
+        "[motion]\nmin_free_mib = 0\nmax_total_mib = 0\nmax_age_days = 0\n",
+    )
+    .unwrap();
+
+    // Full: it starts, detects, records nothing and says so.
+    let svc = Svc::start(dir.path(), &[]);
+    svc.wait_status(
+        "the full disk in the status",
+        Duration::from_secs(20),
+        |s| s.contains("events disk full: recording nothing"),
+    );
+    let log = svc.log();
+    assert!(
+        log.contains("events disk") && log.contains("is full"),
+        "{log}"
+    );
+    // One line (throttled) and a summary: the crashed event could not be closed (no room), the
+    // FIFO and the directory are left as they are.
+    assert!(log.contains("crash recovery skipped event folder"), "{log}");
+    assert!(log.contains("3 folder(s) left as they were"), "{log}");
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    cam.set_moving(true);
+    svc.wait_log("motion start", Duration::from_secs(20));
+    cam.set_moving(false);
+    wait_for(
+        "the end record",
+        Duration::from_secs(30),
+        || !end_records(&svc.log()).is_empty(),
+        &|| svc.log(),
+    );
+    let end = end_records(&svc.log()).remove(0);
+    assert!(
+        end.contains("mecam_state=\"failed\"") || end.contains("mecam_state=failed"),
+        "{end}"
+    );
+    assert!(end.contains("write-failed"), "{end}");
+    let ids: Vec<String> = events(dir.path()).into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        ids,
+        vec![crashed.to_string()],
+        "nothing recorded (and the crashed event cannot be closed yet)"
+    );
+    assert_eq!(
+        store::read_meta(&edir.join(crashed)).unwrap().state,
+        EventState::Recording
+    );
+
+    // Room again: noticed, recovery finishes its work, recording resumes.
+    fs::remove_file(&filler).unwrap();
+    svc.wait_status("the disk back", Duration::from_secs(20), |s| {
+        s.contains("events disk ok")
+    });
+    wait_for(
+        "the crashed event to be closed",
+        Duration::from_secs(20),
+        || store::read_meta(&edir.join(crashed)).is_ok_and(|m| m.state == EventState::Interrupted),
+        &|| svc.log(),
+    );
+    assert!(svc.log().contains("writable again"), "{}", svc.log());
+    // What it could not repair is left as it was.
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(fifo.join("event.json"))
+            .unwrap()
+            .file_type()
+    ));
+    assert!(with_dir.join("event.json").is_dir());
+    svc.wait_counter_grows("analysed", 5, Duration::from_secs(30));
+    cam.set_moving(true);
+    wait_for(
+        "a recorded event",
+        Duration::from_secs(30),
+        || events(dir.path()).iter().any(|(id, _)| id != crashed),
+        &|| svc.log(),
+    );
+    cam.set_moving(false);
+    wait_for(
+        "the event to complete",
+        Duration::from_secs(30),
+        || {
+            events(dir.path())
+                .iter()
+                .any(|(id, m)| id != crashed && m.state == EventState::Complete)
+        },
+        &|| svc.log(),
+    );
+
+    // Read-only: the same.
+    mount(&["-o", "remount,ro"], &edir);
+    svc.wait_status(
+        "the read-only disk in the status",
+        Duration::from_secs(20),
+        |s| s.contains("events disk read-only: recording nothing"),
+    );
+    svc.wait_counter_grows("analysed", 5, Duration::from_secs(30));
+    mount(&["-o", "remount,rw"], &edir);
+    svc.wait_status("the disk back", Duration::from_secs(20), |s| {
+        s.contains("events disk ok")
+    });
+    assert!(svc.terminate().success());
+}
+
+#[test]
+fn a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_first() {
+    const NAME: &str =
+        "a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_first";
+    if !in_private_mount_namespace(NAME) {
+        return;
+    }
+    let (dir, cam) = setup();
+    let edir = dir.path().join("events");
+    fs::create_dir_all(&edir).unwrap();
+    mount(&["-t", "tmpfs", "-o", "size=8m", "tmpfs"], &edir);
+    let _mounted = Mounted(edir.clone());
+    // Four old complete events of 1.5 MiB: 2 MiB free, under the 3 MiB minimum.
+    let old: Vec<String> = (1..=4)
+        .map(|k| format!("2020010{k}T000000Z-0001"))
+        .collect();
+    for id in &old {
+        let d = edir.join(id);
+        fs::create_dir(&d).unwrap();
+        let mut m = store::EventMeta::new(id.clone(), store::parse_id(id).unwrap(), 1, 1);
+        m.state = EventState::Complete;
+        store::write_meta(&d, &m).unwrap();
+        fs::write(d.join("clip.avi"), vec![1u8; 1536 * 1024]).unwrap();
+    }
+    let free_before = store::free_bytes(&edir).unwrap();
+    assert!(free_before < 3 << 20, "{free_before}");
+    fs::write(
+        dir.path().join("none.toml"),
+        "[motion]\nmin_free_mib = 3\nmax_total_mib = 0\nmax_age_days = 0\n",
+    )
+    .unwrap();
+    let svc = Svc::start(dir.path(), &[]);
+    svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
+    cam.set_moving(true);
+    wait_for(
+        "an event recording",
+        Duration::from_secs(30),
+        || {
+            events(dir.path())
+                .iter()
+                .any(|(_, m)| m.state == EventState::Recording)
+        },
+        &|| svc.log(),
+    );
+    // Room was made before it started: the oldest went, and only as many as needed.
+    let left: Vec<String> = events(dir.path())
+        .into_iter()
+        .filter(|(_, m)| m.state == EventState::Complete)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        !left.contains(&old[0]),
+        "the oldest is kept: {left:?}\n{}",
+        svc.log()
+    );
+    assert!(
+        left.contains(&old[3]),
+        "the newest old event went too: {left:?}"
+    );
+    assert!(store::free_bytes(&edir).unwrap() > free_before);
+    // Now the disk fills under the recording.
+    let filler = fill(&edir);
+    wait_for(
+        "the event to end",
+        Duration::from_secs(60),
+        || !end_records(&svc.log()).is_empty(),
+        &|| svc.log(),
+    );
+    cam.set_moving(false);
+    let end = end_records(&svc.log()).remove(0);
+    assert!(end.contains("write-failed"), "{end}");
+    // Never left "recording": failed, in event.json too (retention made room for it).
+    let rec: Vec<_> = events(dir.path())
+        .into_iter()
+        .filter(|(id, _)| !old.contains(id))
+        .collect();
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert_eq!(rec[0].1.state, EventState::Failed, "{rec:?}");
+    assert_eq!(rec[0].1.end_reason, Some(EndReason::WriteFailed), "{rec:?}");
+    assert!(rec[0].1.clip_error.is_some(), "{rec:?}");
+    fs::remove_file(&filler).unwrap();
+    assert!(svc.terminate().success());
+}
+
+#[test]
+fn an_unusable_events_directory_never_stops_detection_and_is_retried() {
+    let (dir, cam) = setup();
+    // A file where the events directory should be: it cannot be created.
+    let edir = dir.path().join("events");
+    fs::write(&edir, b"not a directory").unwrap();
+    let svc = Svc::start(dir.path(), &[]);
+    svc.wait_status(
+        "the unusable disk in the status",
+        Duration::from_secs(20),
+        |s| s.contains("events disk unusable") && s.contains("recording nothing"),
+    );
+    svc.background_learned();
+    cam.set_moving(true);
+    svc.wait_log("motion start", Duration::from_secs(20));
+    cam.set_moving(false);
+    wait_for(
+        "the end record",
+        Duration::from_secs(30),
+        || !end_records(&svc.log()).is_empty(),
+        &|| svc.log(),
+    );
+    assert!(end_records(&svc.log())[0].contains("write-failed"));
+    // Fixed: noticed, and recording works again.
+    fs::remove_file(&edir).unwrap();
+    svc.wait_status("the disk back", Duration::from_secs(20), |s| {
+        s.contains("events disk ok")
+    });
+    svc.background_learned();
+    cam.set_moving(true);
+    wait_for(
+        "a recorded event",
+        Duration::from_secs(30),
+        || !events(dir.path()).is_empty(),
+        &|| svc.log(),
+    );
+    cam.set_moving(false);
+    assert!(svc.terminate().success());
 }
