@@ -176,11 +176,15 @@ impl IntoResponse for WebError {
             WebError::Event(EventError::NotFound) => StatusCode::NOT_FOUND,
             WebError::Event(EventError::Recording) => StatusCode::CONFLICT,
             WebError::Event(EventError::Io(e)) => {
-                tracing::error!(error = %e, "events directory error");
+                if let Some(held_back) = SERVER_ERROR_LOG.check() {
+                    tracing::error!(error = %e, held_back, "events directory error");
+                }
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             WebError::Internal(e) => {
-                tracing::error!(error = %e, "internal error");
+                if let Some(held_back) = SERVER_ERROR_LOG.check() {
+                    tracing::error!(error = %e, held_back, "internal error");
+                }
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
@@ -285,6 +289,8 @@ static FAILED_LOGIN_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 static LIMITED_LOGIN_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 /// State changes refused by the same-origin rule.
 static CROSS_SITE_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+/// Requests answered 500 (a broken events disk answers every request that touches it so).
+static SERVER_ERROR_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 
 /// Logs, once the interval has passed, how many outsider-triggered lines of this module were
 /// held back since the last one; [`crate::run`] calls it periodically.
@@ -297,6 +303,9 @@ pub fn flush_outsider_logs() {
     }
     if let Some(n) = CROSS_SITE_LOG.flush() {
         tracing::warn!(held_back = n, "{n} more cross-site requests refused");
+    }
+    if let Some(n) = SERVER_ERROR_LOG.flush() {
+        tracing::error!(held_back = n, "{n} more requests answered with an internal error");
     }
 }
 
