@@ -337,6 +337,20 @@ fn web_svc_user_reads_the_region_but_can_never_change_it() {
     )
     .unwrap();
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The two executables, where the other users can surely reach them (the checkout may sit
+    // under a directory they cannot enter).
+    let bin = root.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let reachable = |from: &std::path::Path, name: &str| {
+        let to = bin.join(name);
+        if std::fs::hard_link(from, &to).is_err() {
+            std::fs::copy(from, &to).unwrap();
+        }
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to
+    };
+    let capture_bin = reachable(&capture_bin, "capture-svc");
+    let test_bin = reachable(&std::env::current_exe().unwrap(), "hardening-test");
     let config = root.path().join("mecam.toml");
     std::fs::write(&config, "[capture]\n[motion]\n[web]\n").unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -377,7 +391,7 @@ fn web_svc_user_reads_the_region_but_can_never_change_it() {
     );
 
     // web-svc's user: a reader process that tries everything else too.
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(&test_bin)
         .args([
             "region_child_as_web_user",
             "--exact",
