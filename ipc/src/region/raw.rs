@@ -277,25 +277,19 @@ impl Mapping {
 /// Bytes per machine word: the widest atomic load Rust defines on read-only memory everywhere.
 const WORD: usize = std::mem::size_of::<usize>();
 
-/// A 16-byte SIMD register type every CPU of the target has (SSE2 on x86_64, NEON on
-/// aarch64): the frame bytes are copied in these where there is one.
-#[cfg(target_arch = "x86_64")]
-type Vector = std::arch::x86_64::__m128i;
-#[cfg(target_arch = "aarch64")]
-type Vector = std::arch::aarch64::uint8x16_t;
-
 /// Copies `len` bytes from the shared mapping at `src` to private memory at `dst` with loads
 /// that are defined while another process writes `src`, and about as fast as `memcpy`.
 ///
-/// Where the target has a 16-byte vector register in its baseline (x86_64, aarch64), the bulk
-/// is read with volatile loads of one register each, as the `seqlock` crate does: a volatile
-/// load is emitted exactly once, as written, as one load instruction, and is never assumed to
-/// see a value the compiler knows; whatever it sees is plain bytes (every bit pattern is a
-/// valid vector), and the caller throws a torn copy away. Elsewhere (32-bit ARM, whose
-/// baseline has no NEON), and for what is left, relaxed `AtomicUsize` loads, then `AtomicU8`
-/// loads for the tail, which the Rust memory model defines under a concurrent store. Every
-/// load is a plain load instruction, valid on a read-only page. The loads are not ordered
-/// among themselves: the caller orders the whole copy against the sequence lock with fences.
+/// Where the target has SIMD registers in its baseline (x86_64: SSE2, 16 bytes, or AVX, 32
+/// bytes, when the CPU has it; aarch64: NEON, 16 bytes), the bulk is read with volatile loads
+/// of one register each, as the `seqlock` crate does: a volatile load is emitted exactly once,
+/// as written, as one load instruction, and is never assumed to see a value the compiler
+/// knows; whatever it sees is plain bytes (every bit pattern is a valid vector), and the
+/// caller throws a torn copy away. Elsewhere (32-bit ARM, whose baseline has no NEON), and for
+/// what is left, relaxed `AtomicUsize` loads, then `AtomicU8` loads for the tail, which the
+/// Rust memory model defines under a concurrent store. Every load is a plain load
+/// instruction, valid on a read-only page. The loads are not ordered among themselves: the
+/// caller orders the whole copy against the sequence lock with fences.
 ///
 /// # Safety
 /// - `src..src+len` is inside a live mapping, readable, and `src` is 64-byte aligned; every
@@ -305,45 +299,67 @@ type Vector = std::arch::aarch64::uint8x16_t;
 unsafe fn copy_shared(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     let (src, dst, len) = {
-        // SAFETY: the caller's promises, passed on; the source stays 64-aligned after the
-        // bulk, which is a multiple of 64 bytes.
-        let done = unsafe { copy_vectors(src, dst, len) };
-        // SAFETY: `done <= len`, so both pointers stay inside their ranges.
+        #[cfg(target_arch = "x86_64")]
+        let done = if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the caller's promises, passed on; the CPU has AVX (just checked).
+            unsafe { copy_vectors_avx(src, dst, len) }
+        } else {
+            // SAFETY: the caller's promises, passed on; SSE2 is in x86_64's baseline.
+            unsafe { copy_vectors::<std::arch::x86_64::__m128i>(src, dst, len) }
+        };
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller's promises, passed on; NEON is in aarch64's baseline.
+        let done = unsafe { copy_vectors::<std::arch::aarch64::uint8x16_t>(src, dst, len) };
+        // SAFETY: `done <= len`, so both pointers stay inside their ranges; the source stays
+        // 64-aligned, as the bulk is a multiple of 64 bytes.
         unsafe { (src.add(done), dst.add(done), len - done) }
     };
     // SAFETY: the caller's promises (a 64-aligned source is `usize`-aligned).
     unsafe { copy_words(src, dst, len) }
 }
 
-/// Copies the largest multiple of 64 bytes up to `len` with volatile 16-byte vector loads, four
-/// per step; returns the bytes copied.
+/// [`copy_vectors`] with 32-byte AVX registers.
 ///
 /// # Safety
-/// As [`copy_shared`].
+/// As [`copy_shared`], and the CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn copy_vectors_avx(src: *const u8, dst: *mut u8, len: usize) -> usize {
+    // SAFETY: the caller's promises, passed on; compiled here with AVX enabled.
+    unsafe { copy_vectors::<std::arch::x86_64::__m256i>(src, dst, len) }
+}
+
+/// Copies the largest multiple of four `V`s (a SIMD register type of 16 or 32 bytes) up to
+/// `len` with volatile loads of one `V` each, four per step; returns the bytes copied.
+///
+/// # Safety
+/// As [`copy_shared`], and `V` is a plain SIMD register type the CPU has, at most 64 bytes
+/// wide and aligned to its size.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-unsafe fn copy_vectors(src: *const u8, dst: *mut u8, len: usize) -> usize {
-    const V: usize = std::mem::size_of::<Vector>();
-    const STEP: usize = 4 * V;
-    let steps = len / STEP;
+#[inline(always)]
+unsafe fn copy_vectors<V: Copy>(src: *const u8, dst: *mut u8, len: usize) -> usize {
+    let step = 4 * std::mem::size_of::<V>();
+    let steps = len / step;
     for k in 0..steps {
-        // SAFETY: `src + k * STEP .. + STEP` is inside the source range (`k < len / STEP`) and
-        // 16-aligned (a 64-aligned source, steps of 64), as a `Vector` load needs; each volatile
-        // load reads shared bytes another process may be storing to at that moment, which is
-        // the racy read the sequence lock exists for (see the function's comment), and on a
-        // read-only page it is a plain load. The store goes to this process's own destination,
-        // unaligned (a Vec<u8> is only byte-aligned), inside its range.
+        // SAFETY: `src + k * step .. + step` is inside the source range (`k < len / step`) and
+        // aligned for `V` (a 64-aligned source, steps a multiple of V's size, V's alignment at
+        // most 64); each volatile load reads shared bytes another process may be storing to at
+        // that moment, which is the racy read the sequence lock exists for (see
+        // `copy_shared`), and on a read-only page it is a plain load. The store goes to this
+        // process's own destination, unaligned (a Vec<u8> is only byte-aligned), inside its
+        // range.
         unsafe {
-            let p = src.add(k * STEP).cast::<Vector>();
-            let v: [Vector; 4] = [
+            let p = src.add(k * step).cast::<V>();
+            let v: [V; 4] = [
                 p.read_volatile(),
                 p.add(1).read_volatile(),
                 p.add(2).read_volatile(),
                 p.add(3).read_volatile(),
             ];
-            dst.add(k * STEP).cast::<[Vector; 4]>().write_unaligned(v);
+            dst.add(k * step).cast::<[V; 4]>().write_unaligned(v);
         }
     }
-    steps * STEP
+    steps * step
 }
 
 /// Copies `len` bytes with relaxed `AtomicUsize` loads, then `AtomicU8` loads for the tail.
@@ -382,5 +398,82 @@ unsafe fn copy_words(src: *const u8, dst: *mut u8, len: usize) {
             let byte = (*(src.add(b) as *const AtomicU8)).load(Ordering::Relaxed);
             dst.add(b).write(byte);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every copy path against `copy_from_slice`, including the ones this CPU would not pick
+    //! (SSE2 where it has AVX), for lengths around every word, vector and step boundary, into
+    //! a destination that is not aligned.
+
+    use super::*;
+
+    #[repr(C, align(64))]
+    struct Aligned([u8; 8192]);
+
+    fn check(name: &str, copy: impl Fn(*const u8, *mut u8, usize) -> usize) {
+        let mut src = Box::new(Aligned([0; 8192]));
+        for (i, b) in src.0.iter_mut().enumerate() {
+            *b = (i * 131 + 7) as u8;
+        }
+        for len in [
+            0,
+            1,
+            7,
+            8,
+            9,
+            63,
+            64,
+            65,
+            127,
+            128,
+            129,
+            255,
+            1000,
+            4096 + 13,
+            8192,
+        ] {
+            let mut dst = vec![0u8; len + 1];
+            // Offset by one: the destination is never aligned.
+            let done = copy(src.0.as_ptr(), dst[1..].as_mut_ptr(), len);
+            assert!(done <= len, "{name}: copied {done} of {len}");
+            assert_eq!(
+                dst[1..1 + done],
+                src.0[..done],
+                "{name}: {len} bytes ({done} copied)"
+            );
+        }
+    }
+
+    #[test]
+    fn every_copy_path_copies_exactly() {
+        // SAFETY: (for each call below) the source is a live, 64-aligned buffer of 8192 bytes
+        // and `len <= 8192`; the destination is a distinct Vec with room for `len` bytes.
+        check("copy_shared", |s, d, n| unsafe {
+            copy_shared(s, d, n);
+            n
+        });
+        // SAFETY: as above.
+        check("copy_words", |s, d, n| unsafe {
+            copy_words(s, d, n);
+            n
+        });
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: as above; SSE2 is in x86_64's baseline.
+            check("sse2", |s, d, n| unsafe {
+                copy_vectors::<std::arch::x86_64::__m128i>(s, d, n)
+            });
+            if std::arch::is_x86_feature_detected!("avx") {
+                // SAFETY: as above; the CPU has AVX.
+                check("avx", |s, d, n| unsafe { copy_vectors_avx(s, d, n) });
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above; NEON is in aarch64's baseline.
+        check("neon", |s, d, n| unsafe {
+            copy_vectors::<std::arch::aarch64::uint8x16_t>(s, d, n)
+        });
     }
 }
