@@ -358,6 +358,7 @@ impl RegionWriter {
                 CreateFailure::NoSpace => RegionError::NoSpace {
                     dir: path
                         .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
                         .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
                     needed: size as u64,
                 },
