@@ -792,3 +792,29 @@ fn a_full_file_system_refuses_the_region_at_creation_naming_the_directory_and_si
         "the tmpfs leaked out of the namespace"
     );
 }
+
+#[test]
+fn every_page_of_a_new_region_is_allocated_before_the_first_frame() {
+    use std::os::unix::fs::MetadataExt as _;
+    // On tmpfs as on a disk: a sparse file would get its pages at the first frame, or fail to.
+    for parent in ["/dev/shm", "/tmp"] {
+        let Ok(dir) = tempfile::tempdir_in(parent) else {
+            continue;
+        };
+        let path = dir.path().join("frames");
+        let writer = RegionWriter::create(&path, 256 << 10).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let allocated = meta.blocks() * 512;
+        println!("{parent}: {} bytes, {allocated} allocated", meta.len());
+        assert_eq!(
+            meta.len(),
+            ipc::region::layout::region_size(256 << 10) as u64
+        );
+        assert!(
+            allocated >= meta.len(),
+            "{parent}: only {allocated} of {} bytes allocated: the region is sparse",
+            meta.len()
+        );
+        drop(writer);
+    }
+}
