@@ -10,12 +10,13 @@
 //! (`PROT_READ`) mapping on every target, 32-bit ARM included: relaxed atomic loads of at most
 //! pointer width. So a reader never does an acquire load (on some targets that is a
 //! read-modify-write, which faults on a read-only page) nor a 64-bit atomic load (on armv7,
-//! `ldrexd`, which needs write access): it loads 32-bit words (`AtomicU32`) and frame bytes a
-//! machine word at a time (`AtomicUsize`, then `AtomicU8` for the tail), all relaxed, and its
-//! callers order them with explicit fences. The frame bytes are copied under a sequence lock
-//! (the classic seqlock pattern): a reader may copy bytes the writer is changing at that
-//! moment, but every load is atomic, so that race is defined; the reader then sees the lock
-//! changed and throws the copy away.
+//! `ldrexd`, which needs write access): it loads 32-bit header words (`AtomicU32`), all
+//! relaxed, and its callers order them with explicit fences. The frame bytes are copied under
+//! a sequence lock (the classic seqlock pattern) with loads that are defined while the writer
+//! stores (`copy_shared`: volatile SIMD loads where the target has them, as the `seqlock` crate
+//! does, else relaxed `AtomicUsize` loads, and `AtomicU8` for the tail): a reader may copy
+//! bytes the writer is changing at that moment, then sees the lock changed and throws the copy
+//! away.
 
 use std::fs::File;
 use std::io;
