@@ -6,9 +6,12 @@
 #
 # Installs the binaries from target/release to /usr/local/bin, the units to
 # /etc/systemd/system, a default /etc/mecam/mecam.toml (kept if one exists), a tmpfiles.d
-# entry for /run/mecam, creates the system user `mecam` (in group `video` for the camera),
-# then enables and starts mecam.target. Uninstall keeps /etc/mecam and /var/lib/mecam (your
-# config and recordings) and the user; remove them by hand if you mean to.
+# entry for /run/mecam, creates the system users `mecam-capture` (capture-svc: group `mecam`,
+# plus `video` for the camera; the only user that can write the frame region) and `mecam`
+# (motion-svc and web-svc, group `mecam`), then enables and (re)starts mecam.target. Running
+# it again over an older install (one user `mecam` for all three) moves it to the two users.
+# Uninstall keeps /etc/mecam and /var/lib/mecam (your config and recordings) and the users;
+# remove them by hand if you mean to.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +33,7 @@ uninstall() {
     for b in $bins; do rm -f "$bindir/$b"; done
     rm -f /etc/tmpfiles.d/mecam.conf
     systemctl daemon-reload
-    echo "mecam uninstalled. Kept: /etc/mecam, /var/lib/mecam, user mecam."
+    echo "mecam uninstalled. Kept: /etc/mecam, /var/lib/mecam, users mecam and mecam-capture."
 }
 
 install_all() {
@@ -38,11 +41,27 @@ install_all() {
         [ -x "$root/target/release/$b" ] ||
             die "$root/target/release/$b missing: run 'cargo build --release --workspace --bins' first"
     done
-    if ! getent passwd mecam >/dev/null; then
-        useradd --system --user-group --home-dir /nonexistent --no-create-home \
-            --shell /usr/sbin/nologin mecam
+    # Group mecam: the readers' group. An older install made it with user mecam.
+    getent group mecam >/dev/null || groupadd --system mecam
+    for user in mecam mecam-capture; do
+        if ! getent passwd "$user" >/dev/null; then
+            useradd --system --gid mecam --home-dir /nonexistent --no-create-home \
+                --shell /usr/sbin/nologin "$user"
+        fi
+    done
+    # Only capture-svc opens the camera. An older install put user mecam in video.
+    if getent group video >/dev/null; then
+        usermod -a -G video mecam-capture
+        if id -nG mecam | tr ' ' '\n' | grep -qx video; then gpasswd -d mecam video >/dev/null; fi
     fi
-    if getent group video >/dev/null; then usermod -a -G video mecam; fi
+    # Services of an older install still run as the old user, and their region and socket in
+    # /run/mecam belong to it: stop them and clear the directory (capture-svc makes both anew
+    # at start; nothing else lives there).
+    if systemctl is-active --quiet mecam.target mecam-capture.service mecam-motion.service \
+        mecam-web.service 2>/dev/null; then
+        systemctl stop mecam.target $units
+    fi
+    if [ -d /run/mecam ]; then find /run/mecam -mindepth 1 -delete; fi
 
     install -d -m 0755 "$bindir"
     for b in $bins; do install -m 0755 "$root/target/release/$b" "$bindir/$b"; done
@@ -60,7 +79,8 @@ install_all() {
     install -m 0644 "$here/tmpfiles.conf" /etc/tmpfiles.d/mecam.conf
     systemd-tmpfiles --create /etc/tmpfiles.d/mecam.conf
     systemctl daemon-reload
-    systemctl enable --now mecam.target
+    systemctl enable mecam.target
+    systemctl restart mecam.target
     echo "mecam installed and started. Set the admin password with:"
     echo "  sudo -u mecam $bindir/web-svc set-password --state-dir /var/lib/mecam/web"
 }

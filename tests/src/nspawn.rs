@@ -7,8 +7,9 @@
 //! - The container's first process is `init.sh` (written here), not systemd: on a hybrid
 //!   cgroup layout nspawn mounts the v1 `memory` and `pids` controllers read-only, and systemd
 //!   then silently enforces no `MemoryMax`/`TasksMax`. `init.sh` remounts both read-write
-//!   (`mount -o remount,bind,rw`), lays a minimal `/etc` (users `root` and `mecam`, a machine
-//!   id, the units) and `exec`s `/lib/systemd/systemd`. journald runs inside as usual.
+//!   (`mount -o remount,bind,rw`), lays a minimal `/etc` (users `root`, `mecam` and
+//!   `mecam-capture` as `install.sh` makes them, a machine id, the units, the tmpfiles entry)
+//!   and `exec`s `/lib/systemd/systemd`. journald runs inside as usual.
 //! - Those controllers show the host's whole hierarchy, so two containers' systemds would both
 //!   make `/sys/fs/cgroup/memory/system.slice/mecam-motion.service`: one cgroup, one
 //!   `MemoryMax`, the OOM kill of one test landing in another running beside it. So `init.sh`
@@ -64,11 +65,15 @@ cp -a /mecam-ctl/etc/. /etc/
 exec /lib/systemd/systemd --show-status=no
 "#;
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
-mecam:x:990:990:mecam:/nonexistent:/usr/sbin/nologin\n\
+const PASSWD_ROOT: &str = "root:x:0:0:root:/root:/bin/sh\n\
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+/// The users `install.sh` makes: capture-svc's own, and motion's and web's, one group.
+const PASSWD_MECAM: &str = "mecam:x:990:990:mecam:/nonexistent:/usr/sbin/nologin\n\
+mecam-capture:x:989:990:mecam-capture:/nonexistent:/usr/sbin/nologin\n";
+/// What an older `install.sh` made: one user for all three services.
+const PASSWD_ONE_USER: &str = "mecam:x:990:990:mecam:/nonexistent:/usr/sbin/nologin\n";
 const GROUP: &str =
-    "root:x:0:\nvideo:x:44:mecam\nsystemd-journal:x:101:\nmecam:x:990:\nnogroup:x:65534:\n";
+    "root:x:0:\nvideo:x:44:{video}\nsystemd-journal:x:101:\n{mecam}nogroup:x:65534:\n";
 
 /// Why the nspawn tests cannot run here, if they cannot. `needs_bins`: the test also needs
 /// the three service binaries built.
@@ -126,11 +131,23 @@ pub struct Container {
     cgroups: Vec<PathBuf>,
 }
 
+/// Which mecam users a container's `/etc` has at boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Users {
+    /// `mecam-capture` (in `video`) and `mecam`, group `mecam`: what `install.sh` makes.
+    #[default]
+    Installed,
+    /// None (to test `install.sh`'s useradd).
+    None,
+    /// Only `mecam` (group `mecam`, in `video`): what an older `install.sh` made.
+    OneUser,
+}
+
 /// How to boot a [`Container`] beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct BootOptions {
-    /// Whether `/etc/passwd` has the `mecam` user (false to test `install.sh`'s useradd).
-    pub mecam_user: bool,
+    /// The mecam users in `/etc/passwd` and `/etc/group`.
+    pub users: Users,
     /// More read-only bind mounts: `(host path, container path)`.
     pub binds: Vec<(PathBuf, String)>,
     /// Give the container its own network namespace (loopback only) instead of the host's.
@@ -147,13 +164,7 @@ impl Container {
     /// # Errors
     /// nspawn failed or the boot did not finish within [`BOOT_TIMEOUT`] (console in the error).
     pub fn boot(etc: &EtcFiles) -> anyhow::Result<Container> {
-        Container::boot_with(
-            etc,
-            &BootOptions {
-                mecam_user: true,
-                ..BootOptions::default()
-            },
-        )
+        Container::boot_with(etc, &BootOptions::default())
     }
 
     /// [`Container::boot`] with [`BootOptions`].
@@ -161,30 +172,23 @@ impl Container {
     /// # Errors
     /// nspawn failed or the boot did not finish within [`BOOT_TIMEOUT`] (console in the error).
     pub fn boot_with(etc: &EtcFiles, opts: &BootOptions) -> anyhow::Result<Container> {
-        let mecam_user = opts.mecam_user;
         let ctl = tempfile::Builder::new().prefix("mecam-ns-").tempdir()?;
         let root = ctl.path();
         let etc_dir = root.join("etc");
         std::fs::create_dir_all(etc_dir.join("systemd/system"))?;
         std::fs::write(root.join("init.sh"), INIT_SH)?;
         set_mode(&root.join("init.sh"), 0o755)?;
-        let keep = |text: &str| -> String {
-            text.lines()
-                .filter(|l| mecam_user || !l.starts_with("mecam:"))
-                .map(|l| format!("{l}\n"))
-                .collect()
+        let (passwd, video, mecam_group) = match opts.users {
+            Users::Installed => (PASSWD_MECAM, "mecam-capture", "mecam:x:990:\n"),
+            Users::None => ("", "", ""),
+            Users::OneUser => (PASSWD_ONE_USER, "mecam", "mecam:x:990:\n"),
         };
-        std::fs::write(etc_dir.join("passwd"), keep(PASSWD))?;
+        std::fs::write(etc_dir.join("passwd"), format!("{PASSWD_ROOT}{passwd}"))?;
         std::fs::write(
             etc_dir.join("group"),
-            keep(&GROUP.replace(
-                "video:x:44:mecam",
-                if mecam_user {
-                    "video:x:44:mecam"
-                } else {
-                    "video:x:44:"
-                },
-            )),
+            GROUP
+                .replace("{video}", video)
+                .replace("{mecam}", mecam_group),
         )?;
         // useradd (install.sh) needs the shadow files to exist.
         std::fs::write(etc_dir.join("shadow"), "root:*:19000:0:99999:7:::\n")?;
@@ -637,6 +641,11 @@ impl Mecam {
         for unit in UNITS.iter().copied().chain(["mecam.target"]) {
             etc.push((format!("systemd/system/{unit}"), unit_text(unit)?));
         }
+        // As install.sh does: /run/mecam (capture's) and /var/lib/mecam from boot.
+        etc.push((
+            "tmpfiles.d/mecam.conf".into(),
+            std::fs::read_to_string(crate::bins::systemd_dir().join("tmpfiles.conf"))?,
+        ));
         let extra = [
             (
                 "mecam-capture.service",

@@ -117,16 +117,20 @@ fn unit(name: &str) -> String {
 fn every_service_unit_has_the_required_settings() {
     for name in UNITS {
         let t = unit(name);
+        let user = if name == "mecam-capture.service" {
+            "mecam-capture"
+        } else {
+            "mecam"
+        };
         for (key, want) in [
             ("Type", "notify"),
             ("Restart", "on-failure"),
-            ("User", "mecam"),
+            ("User", user),
+            ("Group", "mecam"),
             ("ProtectSystem", "strict"),
             ("NoNewPrivileges", "yes"),
             ("PrivateTmp", "yes"),
             ("ProtectHome", "yes"),
-            ("RuntimeDirectory", "mecam"),
-            ("RuntimeDirectoryPreserve", "yes"),
         ] {
             assert_eq!(values(&t, key), vec![want], "{name}: {key}");
         }
@@ -231,6 +235,73 @@ fn memory_limits_fit_a_pi_zero_2w() {
             memory_max(u) >= 32 * 1024 * 1024,
             "{u}: MemoryMax too small to run"
         );
+    }
+}
+
+/// `(mode, user, group)` of `/run/mecam` in tmpfiles.conf.
+fn tmpfiles_runtime_dir() -> (u32, String, String) {
+    let tmpfiles = std::fs::read_to_string(bins::systemd_dir().join("tmpfiles.conf")).unwrap();
+    let words: Vec<&str> = tmpfiles
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.len() >= 5 && w[..2] == ["d", "/run/mecam"])
+        .expect("tmpfiles.conf creates /run/mecam");
+    (
+        u32::from_str_radix(words[2], 8).expect("octal mode"),
+        words[3].to_owned(),
+        words[4].to_owned(),
+    )
+}
+
+#[test]
+fn only_capture_owns_and_can_write_the_runtime_directory() {
+    // capture-svc alone writes /run/mecam (the region and the socket): its own user owns the
+    // directory, the readers only share its group, and the group cannot write it.
+    let capture = unit("mecam-capture.service");
+    let capture_user = values(&capture, "User")[0];
+    let capture_group = values(&capture, "Group")[0];
+    let (mode, owner, group) = tmpfiles_runtime_dir();
+    assert_eq!(owner, capture_user, "/run/mecam is not capture-svc's");
+    assert_eq!(
+        group, capture_group,
+        "/run/mecam's group is not capture-svc's"
+    );
+    assert_eq!(
+        mode & 0o027,
+        0,
+        "/run/mecam mode {mode:o}: group may write or others enter"
+    );
+    for (key, want) in [
+        ("RuntimeDirectory", "mecam".to_owned()),
+        ("RuntimeDirectoryMode", format!("{mode:04o}")),
+        ("RuntimeDirectoryPreserve", "yes".to_owned()),
+    ] {
+        assert_eq!(values(&capture, key), vec![want.as_str()], "capture: {key}");
+    }
+    for name in ["mecam-motion.service", "mecam-web.service"] {
+        let t = unit(name);
+        assert_ne!(
+            values(&t, "User"),
+            vec![capture_user],
+            "{name} runs as capture-svc's user: it could write the region"
+        );
+        assert_eq!(
+            values(&t, "Group"),
+            vec![group.as_str()],
+            "{name} is not in /run/mecam's group: it could not read the region"
+        );
+        // systemd would hand a RuntimeDirectory= to this unit's user at each start.
+        for key in ["RuntimeDirectory", "RuntimeDirectoryMode"] {
+            assert!(values(&t, key).is_empty(), "{name} declares {key}=");
+        }
+        for key in ["Wants", "After"] {
+            assert!(
+                values(&t, key)
+                    .iter()
+                    .any(|v| v.split_whitespace().any(|u| u == "mecam-capture.service")),
+                "{name}: no {key}=mecam-capture.service"
+            );
+        }
     }
 }
 

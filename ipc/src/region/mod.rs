@@ -8,6 +8,13 @@
 //! slots means it always writes the slot that is neither the newest nor the one before it: a
 //! reader holding the newest frame's announcement has two frame periods to copy it. A reader
 //! copies, then re-checks the lock; a torn copy is counted and never returned.
+//!
+//! Only the writer can change the region. The file is created mode `0640` (whatever the umask)
+//! in a directory its readers cannot write: readers in the file's group map it, but cannot
+//! write, truncate, unlink or replace it (the units run `capture-svc` as its own user; see
+//! ARCHITECTURE.md). Its pages are reserved when it is created (`posix_fallocate`), so a full
+//! file system fails [`RegionWriter::create`] with [`RegionError::NoSpace`] instead of killing
+//! the writer with SIGBUS at its first frame.
 
 pub mod layout;
 mod raw;
@@ -15,7 +22,7 @@ mod raw;
 use std::cell::Cell;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{Ordering, fence};
 
@@ -23,10 +30,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::Mode;
 
-use layout::{
-    HEADER_SIZE, HeaderField, MAGIC, SlotField, pack_latest, region_size, slot_stride,
-    unpack_latest,
-};
+use layout::{HEADER_SIZE, HeaderField, MAGIC, SlotField, join, region_size, slot_stride, split};
 pub use layout::{LAYOUT_VERSION, MAX_SLOT_CAPACITY, SLOT_COUNT};
 use raw::Mapping;
 
@@ -39,10 +43,19 @@ pub enum FrameFormat {
 }
 
 impl FrameFormat {
-    fn from_code(code: u64) -> Option<FrameFormat> {
-        (code == FrameFormat::Jpeg as u64).then_some(FrameFormat::Jpeg)
+    fn from_code(code: u32) -> Option<FrameFormat> {
+        (code == FrameFormat::Jpeg as u32).then_some(FrameFormat::Jpeg)
     }
 }
+
+/// The region file's permissions: the writer reads and writes, its group (the readers) only
+/// reads, others nothing. Set explicitly after creation, so the umask cannot widen or narrow it.
+pub const REGION_MODE: u32 = 0o640;
+
+/// How often [`RegionReader::read_latest`] retries when the writer is changing the newest
+/// frame's announcement at that moment (it holds that lock for three stores) before it gives
+/// up with [`ReadError::Torn`].
+pub const LATEST_ATTEMPTS: usize = 8;
 
 /// What the writer is told about a frame; the sequence number is the writer's to assign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +109,16 @@ pub enum RegionError {
     InUse {
         /// The region path.
         path: PathBuf,
+    },
+    /// The runtime directory's file system has no room for the region's pages.
+    #[error(
+        "no room for the {needed}-byte frame region in {dir}: its file system is full; free space there (for tmpfs /run: a larger size= or less in it) or lower [capture] slot_capacity"
+    )]
+    NoSpace {
+        /// The directory the region was to be created in.
+        dir: PathBuf,
+        /// The bytes the region needs (header plus three slots).
+        needed: u64,
     },
     /// The file could not be created, sized or mapped.
     #[error(
@@ -225,8 +248,15 @@ pub struct RegionWriter {
     file: Flock<File>,
     map: Mapping,
     generation: u64,
+    slot_capacity: usize,
     next_seq: u64,
     stats: WriterStats,
+}
+
+/// Why building a new region file failed, before it is turned into a [`RegionError`].
+enum CreateFailure {
+    NoSpace,
+    Io(io::Error),
 }
 
 impl RegionWriter {
@@ -234,7 +264,10 @@ impl RegionWriter {
     /// (a stale region from a crashed run, whose readers find out from the new generation).
     ///
     /// The file is built under a temporary name and renamed into place, so a reader never sees
-    /// a half-written header, and readers still mapping an old file keep a valid mapping.
+    /// a half-written header, and readers still mapping an old file keep a valid mapping. It
+    /// gets mode [`REGION_MODE`] whatever the umask, and every page of it is allocated before
+    /// it is published (`posix_fallocate`): on a full file system creation fails here, rather
+    /// than a later frame faulting (SIGBUS) on a page tmpfs cannot supply.
     ///
     /// Every writer holds an exclusive `flock` on its region file for as long as it lives (the
     /// kernel drops it when the process dies, however it dies). A region whose lock is taken
@@ -243,6 +276,7 @@ impl RegionWriter {
     /// # Errors
     /// [`RegionError::Capacity`] for a capacity of zero or above [`MAX_SLOT_CAPACITY`];
     /// [`RegionError::InUse`] when a live writer holds the region at `path`;
+    /// [`RegionError::NoSpace`] when the file system cannot hold the region's pages;
     /// [`RegionError::Io`] when the file cannot be created, sized, mapped or renamed.
     pub fn create(path: &Path, slot_capacity: usize) -> Result<RegionWriter, RegionError> {
         if slot_capacity == 0 || slot_capacity > MAX_SLOT_CAPACITY {
@@ -264,7 +298,7 @@ impl RegionWriter {
         let file = open_file(
             &tmp,
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
-            Mode::from_bits_truncate(0o644),
+            Mode::from_bits_truncate(REGION_MODE),
         )
         .map_err(io_err)?;
         let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
@@ -273,9 +307,21 @@ impl RegionWriter {
         })?;
         let size = region_size(slot_capacity);
         let result = (|| {
-            file.set_len(size as u64)?;
+            // fchmod: the mode given to open was masked by the umask.
+            file.set_permissions(std::fs::Permissions::from_mode(REGION_MODE))
+                .map_err(CreateFailure::Io)?;
+            // Allocates every page now (and sets the size): set_len alone would leave a sparse
+            // file whose pages tmpfs supplies on first touch, or fails to with SIGBUS.
+            nix::fcntl::posix_fallocate(&*file, 0, size as libc::off_t).map_err(|e| {
+                if e == Errno::ENOSPC {
+                    CreateFailure::NoSpace
+                } else {
+                    CreateFailure::Io(io::Error::from(e))
+                }
+            })?;
             let map =
-                Mapping::map_writer(&file, SLOT_COUNT, slot_stride(slot_capacity), slot_capacity)?;
+                Mapping::map_writer(&file, SLOT_COUNT, slot_stride(slot_capacity), slot_capacity)
+                    .map_err(CreateFailure::Io)?;
             let generation = loop {
                 let g: u64 = rand::random();
                 if g != 0 {
@@ -283,39 +329,48 @@ impl RegionWriter {
                 }
             };
             map.set_magic(&MAGIC);
-            map.set_header_u32(
-                HeaderField::LayoutVersion,
-                LAYOUT_VERSION,
-                Ordering::Relaxed,
-            );
-            map.set_header_u32(HeaderField::SlotCount, SLOT_COUNT as u32, Ordering::Relaxed);
-            map.set_header_u64(
-                HeaderField::SlotCapacity,
-                slot_capacity as u64,
-                Ordering::Relaxed,
-            );
-            map.set_header_u64(
-                HeaderField::SlotStride,
-                slot_stride(slot_capacity) as u64,
-                Ordering::Relaxed,
-            );
-            map.set_header_u64(HeaderField::TotalSize, size as u64, Ordering::Relaxed);
-            map.set_header_u64(HeaderField::Latest, 0, Ordering::Relaxed);
-            // Pairs with the Acquire load in `RegionReader::open`: a reader that sees the
-            // generation sees every header field above.
-            map.set_header_u64(HeaderField::Generation, generation, Ordering::Release);
-            std::fs::rename(&tmp, path)?;
+            // Every size fits 32 bits: `layout` asserts it for MAX_SLOT_CAPACITY.
+            for (field, value) in [
+                (HeaderField::LayoutVersion, LAYOUT_VERSION),
+                (HeaderField::SlotCount, SLOT_COUNT as u32),
+                (HeaderField::SlotCapacity, slot_capacity as u32),
+                (HeaderField::SlotStride, slot_stride(slot_capacity) as u32),
+                (HeaderField::TotalSize, size as u32),
+                (HeaderField::LatestLock, 0),
+                (HeaderField::LatestSlot, 0),
+                (HeaderField::LatestSeqLo, 0),
+                (HeaderField::LatestSeqHi, 0),
+            ] {
+                map.set_header(field, value, Ordering::Relaxed);
+            }
+            // Pairs with the Acquire fence after the generation loads in `RegionReader::open`:
+            // a reader that sees the generation sees every header field above. (The rename
+            // below is what really publishes the file; this keeps the header's own contract.)
+            let (lo, hi) = split(generation);
+            map.set_header(HeaderField::GenerationLo, lo, Ordering::Release);
+            map.set_header(HeaderField::GenerationHi, hi, Ordering::Release);
+            std::fs::rename(&tmp, path).map_err(CreateFailure::Io)?;
             Ok((map, generation))
         })();
         let (map, generation) = result.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            io_err(e)
+            match e {
+                CreateFailure::NoSpace => RegionError::NoSpace {
+                    dir: path
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+                    needed: size as u64,
+                },
+                CreateFailure::Io(e) => io_err(e),
+            }
         })?;
         Ok(RegionWriter {
             path: path.to_owned(),
             file,
             map,
             generation,
+            slot_capacity,
             next_seq: 1,
             stats: WriterStats::default(),
         })
@@ -328,12 +383,7 @@ impl RegionWriter {
 
     /// Bytes of frame data each slot holds.
     pub fn slot_capacity(&self) -> usize {
-        self.map_capacity()
-    }
-
-    fn map_capacity(&self) -> usize {
-        self.map
-            .header_u64(HeaderField::SlotCapacity, Ordering::Relaxed) as usize
+        self.slot_capacity
     }
 
     /// Where the region lives.
@@ -352,7 +402,7 @@ impl RegionWriter {
     /// [`PublishError::TooLarge`] if `bytes` is longer than a slot; nothing is written and the
     /// refusal is counted.
     pub fn publish(&mut self, info: &FrameInfo, bytes: &[u8]) -> Result<FrameMeta, PublishError> {
-        let capacity = self.map_capacity();
+        let capacity = self.slot_capacity;
         if bytes.len() > capacity {
             self.stats.too_large += 1;
             return Err(PublishError::TooLarge {
@@ -365,45 +415,59 @@ impl RegionWriter {
         // one before it (seq-2).
         let slot = (seq % SLOT_COUNT as u64) as usize;
         let map = &self.map;
-        let lock = map.slot_u64(slot, SlotField::Lock, Ordering::Relaxed);
-        map.set_slot_u64(
+        let lock = map.slot(slot, SlotField::Lock);
+        map.set_slot(
             slot,
             SlotField::Lock,
             lock.wrapping_add(1) | 1,
             Ordering::Relaxed,
         );
-        // Pairs with the Acquire fence in `RegionReader::read_slot`: a reader whose copy saw any
-        // of the writes below also sees the odd lock value on its re-check.
+        // Pairs with the Acquire fence in `RegionReader::read_slot` before its re-check: a
+        // reader whose copy saw any of the writes below also sees the odd lock value there.
         fence(Ordering::Release);
-        map.set_slot_u64(slot, SlotField::Seq, seq, Ordering::Relaxed);
-        map.set_slot_u64(slot, SlotField::MonoNs, info.mono_ns, Ordering::Relaxed);
-        map.set_slot_u64(slot, SlotField::WallNs, info.wall_ns, Ordering::Relaxed);
-        map.set_slot_u64(
-            slot,
-            SlotField::Geometry,
-            (u64::from(info.width) << 32) | u64::from(info.height),
-            Ordering::Relaxed,
-        );
-        map.set_slot_u64(
-            slot,
-            SlotField::Format,
-            info.format as u64,
-            Ordering::Relaxed,
-        );
-        map.set_slot_u64(slot, SlotField::Len, bytes.len() as u64, Ordering::Relaxed);
+        let (seq_lo, seq_hi) = split(seq);
+        let (mono_lo, mono_hi) = split(info.mono_ns);
+        let (wall_lo, wall_hi) = split(info.wall_ns);
+        for (field, value) in [
+            (SlotField::SeqLo, seq_lo),
+            (SlotField::SeqHi, seq_hi),
+            (SlotField::MonoLo, mono_lo),
+            (SlotField::MonoHi, mono_hi),
+            (SlotField::WallLo, wall_lo),
+            (SlotField::WallHi, wall_hi),
+            (SlotField::Width, info.width),
+            (SlotField::Height, info.height),
+            (SlotField::Format, info.format as u32),
+            // At most MAX_SLOT_CAPACITY (checked above): fits.
+            (SlotField::Len, bytes.len() as u32),
+        ] {
+            map.set_slot(slot, field, value, Ordering::Relaxed);
+        }
         map.write_slot_data(slot, bytes);
-        // Pairs with the Acquire load of the lock in `read_slot`: the even value publishes the
-        // whole slot.
-        map.set_slot_u64(
+        // Pairs with the Acquire fence after the first lock load in `read_slot`: the even
+        // value publishes the whole slot.
+        map.set_slot(
             slot,
             SlotField::Lock,
             (lock | 1).wrapping_add(1),
             Ordering::Release,
         );
-        // Pairs with the Acquire load in `read_latest`.
-        map.set_header_u64(
-            HeaderField::Latest,
-            pack_latest(seq, slot),
+        // The newest frame's announcement, under its own sequence lock (the same protocol).
+        let latest = map.header(HeaderField::LatestLock);
+        map.set_header(
+            HeaderField::LatestLock,
+            latest.wrapping_add(1) | 1,
+            Ordering::Relaxed,
+        );
+        // Pairs with the Acquire fence before the re-check in `read_latest`.
+        fence(Ordering::Release);
+        map.set_header(HeaderField::LatestSlot, slot as u32, Ordering::Relaxed);
+        map.set_header(HeaderField::LatestSeqLo, seq_lo, Ordering::Relaxed);
+        map.set_header(HeaderField::LatestSeqHi, seq_hi, Ordering::Relaxed);
+        // Pairs with the Acquire fence after the first lock load in `read_latest`.
+        map.set_header(
+            HeaderField::LatestLock,
+            (latest | 1).wrapping_add(1),
             Ordering::Release,
         );
         self.next_seq += 1;
@@ -524,41 +588,47 @@ impl RegionReader {
         if magic != MAGIC {
             return Err(OpenError::BadMagic { found: magic });
         }
-        // Pairs with the Release store of the generation in `RegionWriter::create`.
-        let generation = header.header_u64(HeaderField::Generation, Ordering::Acquire);
-        let version = header.header_u32(HeaderField::LayoutVersion, Ordering::Relaxed);
+        // Relaxed loads only: the mapping is read-only (see `raw`).
+        let generation = join(
+            header.header(HeaderField::GenerationLo),
+            header.header(HeaderField::GenerationHi),
+        );
+        // Pairs with the Release stores of the generation in `RegionWriter::create`: having
+        // seen it, the fields written before it are visible below.
+        fence(Ordering::Acquire);
+        let version = header.header(HeaderField::LayoutVersion);
         if version != LAYOUT_VERSION {
             return Err(OpenError::WrongVersion { found: version });
         }
-        let slot_count = header.header_u32(HeaderField::SlotCount, Ordering::Relaxed);
-        let capacity = header.header_u64(HeaderField::SlotCapacity, Ordering::Relaxed);
-        let stride = header.header_u64(HeaderField::SlotStride, Ordering::Relaxed);
-        let total = header.header_u64(HeaderField::TotalSize, Ordering::Relaxed);
+        let slot_count = header.header(HeaderField::SlotCount);
+        let capacity = header.header(HeaderField::SlotCapacity);
+        let stride = header.header(HeaderField::SlotStride);
+        let total = header.header(HeaderField::TotalSize);
         if slot_count as usize != SLOT_COUNT {
             return Err(OpenError::BadGeometry(format!(
                 "{slot_count} slots, expected {SLOT_COUNT}"
             )));
         }
-        if capacity == 0 || capacity > MAX_SLOT_CAPACITY as u64 {
+        if capacity == 0 || capacity as usize > MAX_SLOT_CAPACITY {
             return Err(OpenError::BadGeometry(format!(
                 "slot capacity {capacity} out of range"
             )));
         }
         let capacity = capacity as usize;
-        if stride != slot_stride(capacity) as u64 {
+        if stride as usize != slot_stride(capacity) {
             return Err(OpenError::BadGeometry(format!(
                 "slot stride {stride} does not match capacity {capacity}"
             )));
         }
-        if total != region_size(capacity) as u64 {
+        if total as usize != region_size(capacity) {
             return Err(OpenError::BadGeometry(format!(
                 "total size {total} does not match capacity {capacity}"
             )));
         }
-        if total != len {
+        if u64::from(total) != len {
             return Err(OpenError::SizeMismatch {
                 file: len,
-                header: total,
+                header: u64::from(total),
             });
         }
         if generation == 0 {
@@ -617,15 +687,38 @@ impl RegionReader {
     /// Copies the newest committed frame into `buf` (see [`RegionReader::read_slot`]).
     ///
     /// # Errors
-    /// [`ReadError::Empty`] before the first frame, else as [`RegionReader::read_slot`].
+    /// [`ReadError::Empty`] before the first frame, [`ReadError::Torn`] if the writer was
+    /// changing the newest frame's announcement on each of [`LATEST_ATTEMPTS`] tries, else as
+    /// [`RegionReader::read_slot`].
     pub fn read_latest(&self, buf: &mut Vec<u8>) -> Result<FrameMeta, ReadError> {
-        // Pairs with the Release store of `Latest` in `publish`.
-        let (seq, slot) =
-            unpack_latest(self.map.header_u64(HeaderField::Latest, Ordering::Acquire));
-        if seq == 0 {
-            return Err(ReadError::Empty);
+        let map = &self.map;
+        for _ in 0..LATEST_ATTEMPTS {
+            let before = map.header(HeaderField::LatestLock);
+            // Pairs with the Release store of the even lock value in `publish`: the words
+            // below are at least that announcement's.
+            fence(Ordering::Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let slot = map.header(HeaderField::LatestSlot);
+            let seq = join(
+                map.header(HeaderField::LatestSeqLo),
+                map.header(HeaderField::LatestSeqHi),
+            );
+            // Pairs with the Release fence after the odd lock store in `publish`: if any word
+            // above came from a newer announcement, the lock below has moved on.
+            fence(Ordering::Acquire);
+            if map.header(HeaderField::LatestLock) != before {
+                std::hint::spin_loop();
+                continue;
+            }
+            if seq == 0 {
+                return Err(ReadError::Empty);
+            }
+            return self.read_slot(slot, seq, buf);
         }
-        self.read_slot(slot as u32, seq, buf)
+        Err(self.torn())
     }
 
     /// Copies the frame `seq` from `slot` into `buf`, replacing its contents, if the slot still
@@ -646,29 +739,44 @@ impl RegionReader {
             return Err(self.corrupt(format!("slot {slot} out of range")));
         }
         let map = &self.map;
-        // Pairs with the Release store of the even lock value at the end of `publish`.
-        let before = map.slot_u64(slot, SlotField::Lock, Ordering::Acquire);
+        // Relaxed loads then fences throughout: the mapping is read-only (see `raw`).
+        let before = map.slot(slot, SlotField::Lock);
+        // Pairs with the Release store of the even lock value at the end of `publish`: the
+        // fields and bytes below are at least that frame's.
+        fence(Ordering::Acquire);
         if before & 1 == 1 {
             // The writer is refilling this slot: whatever frame it held is gone.
             self.overwritten.set(self.overwritten.get() + 1);
             return Err(ReadError::Overwritten);
         }
-        let slot_seq = map.slot_u64(slot, SlotField::Seq, Ordering::Relaxed);
-        let len = map.slot_u64(slot, SlotField::Len, Ordering::Relaxed);
-        let geometry = map.slot_u64(slot, SlotField::Geometry, Ordering::Relaxed);
-        let format = map.slot_u64(slot, SlotField::Format, Ordering::Relaxed);
-        let mono_ns = map.slot_u64(slot, SlotField::MonoNs, Ordering::Relaxed);
-        let wall_ns = map.slot_u64(slot, SlotField::WallNs, Ordering::Relaxed);
+        let slot_seq = join(
+            map.slot(slot, SlotField::SeqLo),
+            map.slot(slot, SlotField::SeqHi),
+        );
+        let len = map.slot(slot, SlotField::Len);
+        let width = map.slot(slot, SlotField::Width);
+        let height = map.slot(slot, SlotField::Height);
+        let format = map.slot(slot, SlotField::Format);
+        let mono_ns = join(
+            map.slot(slot, SlotField::MonoLo),
+            map.slot(slot, SlotField::MonoHi),
+        );
+        let wall_ns = join(
+            map.slot(slot, SlotField::WallLo),
+            map.slot(slot, SlotField::WallHi),
+        );
         let unchanged = |map: &Mapping| {
-            // Pairs with the Release fence in `publish` that follows the odd lock store.
+            // Pairs with the Release fence in `publish` that follows the odd lock store: if any
+            // load above saw a write of the next frame, this load sees the lock moved.
             fence(Ordering::Acquire);
-            map.slot_u64(slot, SlotField::Lock, Ordering::Relaxed) == before
+            map.slot(slot, SlotField::Lock) == before
         };
         if slot_seq != seq {
             self.overwritten.set(self.overwritten.get() + 1);
             return Err(ReadError::Overwritten);
         }
-        if len > self.slot_capacity as u64 {
+        let len = len as usize;
+        if len > self.slot_capacity {
             return Err(if unchanged(map) {
                 self.corrupt(format!("length {len} over capacity {}", self.slot_capacity))
             } else {
@@ -682,7 +790,7 @@ impl RegionReader {
                 self.torn()
             });
         };
-        map.read_slot_data(slot, len as usize, buf);
+        map.read_slot_data(slot, len, buf);
         #[cfg(test)]
         tests::after_copy();
         if !unchanged(map) {
@@ -693,12 +801,12 @@ impl RegionReader {
         Ok(FrameMeta {
             seq,
             slot: slot as u32,
-            width: (geometry >> 32) as u32,
-            height: geometry as u32,
+            width,
+            height,
             format,
             mono_ns,
             wall_ns,
-            len: len as usize,
+            len,
         })
     }
 
@@ -764,9 +872,9 @@ mod tests {
         let slot = meta.slot as usize;
         set_hook(Some(Box::new(move || {
             let w = w.borrow();
-            let lock = w.map.slot_u64(slot, SlotField::Lock, Ordering::Relaxed);
+            let lock = w.map.slot(slot, SlotField::Lock);
             w.map
-                .set_slot_u64(slot, SlotField::Lock, lock | 1, Ordering::Release);
+                .set_slot(slot, SlotField::Lock, lock | 1, Ordering::Release);
         })));
         assert_eq!(
             reader.read_slot(meta.slot, meta.seq, &mut buf),
@@ -778,9 +886,9 @@ mod tests {
         // Put the lock back as the writer would on leaving (even, one step on).
         {
             let w = writer.borrow();
-            let lock = w.map.slot_u64(slot, SlotField::Lock, Ordering::Relaxed);
+            let lock = w.map.slot(slot, SlotField::Lock);
             w.map
-                .set_slot_u64(slot, SlotField::Lock, lock + 1, Ordering::Release);
+                .set_slot(slot, SlotField::Lock, lock + 1, Ordering::Release);
         }
 
         // 2. The writer laps the reader during the copy: three publishes later the same slot
