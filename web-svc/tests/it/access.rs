@@ -859,8 +859,10 @@ fn many_addresses_failing_do_not_lock_the_owner_out_of_a_fresh_address() {
     assert!(r.header("set-cookie").is_some());
     for a in attackers {
         let answers = a.join().unwrap();
+        // 408: a guess that waited in the global slowing past the request timeout; like 401
+        // and 429 it tells the attacker nothing.
         assert!(
-            answers.iter().all(|s| matches!(s, 401 | 429)),
+            answers.iter().all(|s| matches!(s, 401 | 408 | 429)),
             "{answers:?}"
         );
     }
