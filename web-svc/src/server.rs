@@ -33,8 +33,8 @@ use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
 use crate::fanout::Hub;
+use crate::routes::ClientAddr;
 use crate::stream::ConnWatch;
-use crate::web::ClientAddr;
 
 /// Largest request head (request line plus headers) in bytes; more gets an error.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
