@@ -149,28 +149,38 @@ pub(super) async fn event_play(
     let Some(slot) = ViewerSlot::acquire(&state.0.hub, state.0.config.max_streams, conn) else {
         return Ok(busy());
     };
-    let shutdown = state.shutdown_rx();
-    struct Replay<R> {
-        avi: Option<AviFrames<R>>,
-        slot: ViewerSlot,
-        shutdown: watch::Receiver<bool>,
-        next_at: Instant,
-        buf: Vec<u8>,
-    }
-    let st = Replay {
+    let replay = Replay {
         avi: Some(avi),
         slot,
-        shutdown,
+        shutdown: state.shutdown_rx(),
         next_at: Instant::now(),
         buf: Vec::new(),
     };
-    let body = futures_util::stream::unfold(st, |mut st| async move {
-        let mut avi = st.avi.take()?;
+    let body = futures_util::stream::unfold(replay, Replay::next_part);
+    Ok(mjpeg_response(Body::from_stream(body)))
+}
+
+/// A clip being replayed to one viewer at its own frame rate.
+struct Replay<R> {
+    avi: Option<AviFrames<R>>,
+    slot: ViewerSlot,
+    shutdown: watch::Receiver<bool>,
+    next_at: Instant,
+    buf: Vec<u8>,
+}
+
+impl<R: std::io::Read + std::io::Seek + Send + 'static> Replay<R> {
+    /// The next frame as a multipart part, when its time comes; `None` at the clip's end, on
+    /// a damaged chunk, or on shutdown.
+    async fn next_part(
+        mut self,
+    ) -> Option<(Result<bytes::Bytes, std::convert::Infallible>, Replay<R>)> {
+        let mut avi = self.avi.take()?;
         tokio::select! {
-            _ = st.shutdown.changed() => return None,
-            () = tokio::time::sleep_until(st.next_at.into()) => {}
+            _ = self.shutdown.changed() => return None,
+            () = tokio::time::sleep_until(self.next_at.into()) => {}
         }
-        let mut buf = std::mem::take(&mut st.buf);
+        let mut buf = std::mem::take(&mut self.buf);
         let (avi, buf, more) = tokio::task::spawn_blocking(move || {
             let more = avi.next_frame(&mut buf).unwrap_or(false);
             (avi, buf, more)
@@ -185,22 +195,18 @@ pub(super) async fn event_play(
         } else {
             avi.us_per_frame.clamp(8_333, 1_000_000)
         };
-        st.next_at += Duration::from_micros(u64::from(us));
+        self.next_at += Duration::from_micros(u64::from(us));
         let mut part = format!(
             "\r\n--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
             buf.len()
         )
         .into_bytes();
         part.extend_from_slice(&buf);
-        st.slot.progress(part.len());
-        st.buf = buf;
-        st.avi = Some(avi);
-        Some((
-            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(part)),
-            st,
-        ))
-    });
-    Ok(mjpeg_response(Body::from_stream(body)))
+        self.slot.progress(part.len());
+        self.buf = buf;
+        self.avi = Some(avi);
+        Some((Ok(bytes::Bytes::from(part)), self))
+    }
 }
 
 pub(super) async fn event_delete_form(
