@@ -20,7 +20,7 @@ pub const SUSPECT_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// The global ceiling on password checks: at most [`MAX_CONCURRENT_CHECKS`] hashes at once
 /// (others wait in turn), and checks for addresses that already failed go one at a time,
-/// spaced [`LoginPolicy::slow_spacing`] apart while the limiter says the ceiling is
+/// spaced [`LoginPolicy::slow_spacing`](super::LoginPolicy::slow_spacing) apart while the limiter says the ceiling is
 /// reached. A fresh address only ever waits for the hash in progress and other fresh ones.
 #[derive(Debug)]
 pub struct Checker {
