@@ -2,8 +2,9 @@
 //! 0.0.4), encoded by `prometheus-client`.
 //!
 //! The values live where they change (the fan-out hub's atomics, the login limiter, the
-//! password checker, the session table): one table (`METRICS`) names each one, its help, its type and
-//! where to read it, and a [`Collector`] reads them all at scrape time. Nothing here counts.
+//! password checker, the session table): one table (`METRICS`) names each one, its help, its
+//! type and where to read it, and a [`Collector`] reads them all at scrape time. Nothing here
+//! counts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
