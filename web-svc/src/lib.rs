@@ -11,9 +11,10 @@ pub mod events;
 pub mod fanout;
 pub mod offline;
 pub mod pages;
+pub mod routes;
 pub mod server;
+pub mod state;
 pub mod stream;
-pub mod web;
 
 use std::path::PathBuf;
 
@@ -21,7 +22,8 @@ use ipc::announce::{ClientConfig, FrameClient, WEB_SVC};
 use tokio::net::TcpListener;
 
 pub use config::WebConfig;
-pub use web::{AppState, app};
+pub use routes::app;
+pub use state::{AppState, Password};
 
 /// What [`run`] serves, with everything that can fail at start already checked (the state
 /// directory, the password file, the TLS certificate and key), so that the service tells
@@ -95,7 +97,7 @@ pub async fn run(
     let feeder = tokio::spawn(fanout::Feeder::new(hub.clone()).run(client, async move {
         let _ = feeder_stop.wait_for(|s| *s).await;
     }));
-    let log_flusher = tokio::spawn(web::flush_outsider_logs_until(state.shutdown_rx()));
+    let log_flusher = tokio::spawn(routes::flush_outsider_logs_until(state.shutdown_rx()));
     let st = state.clone();
     let signal = tokio::spawn(async move {
         shutdown.await;

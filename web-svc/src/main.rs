@@ -3,7 +3,7 @@
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -52,28 +52,10 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::SetPassword { state_dir }) = cli.command {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password from stdin")?;
-        let password = line.trim_end_matches(['\r', '\n']);
-        PasswordStore::new(&state_dir).set(password)?;
-        eprintln!("web-svc: admin password set in {}", state_dir.display());
-        return Ok(());
+    if let Some(Command::SetPassword { state_dir }) = &cli.command {
+        return set_password(state_dir);
     }
-    let mut config: WebConfig = service::load_section(&cli.common, "web")?;
-    if let Some(l) = cli.listen {
-        config.listen = l;
-    }
-    if let Some(d) = cli.events_dir {
-        config.events_dir = d;
-    }
-    if let Some(d) = cli.state_dir {
-        config.state_dir = d;
-    }
-    config.validate().map_err(anyhow::Error::msg)?;
+    let config = config(&cli)?;
     if cli.common.print_config {
         print!("{}", service::render_section("web", &config)?);
         return Ok(());
@@ -100,26 +82,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let notifier = Notifier;
         if let Some(period) = notifier.watchdog_interval() {
-            // Pinged only while the fan-out task turns (it wakes at least every 250 ms) and
-            // this runtime schedules tasks; a wedged service is restarted by systemd.
-            let hub = startup.state().0.hub.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(period).await;
-                    let alive = hub
-                        .metrics
-                        .feeder_alive_ms
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    let now = service::monotonic_ns() / 1_000_000;
-                    if now.saturating_sub(alive) < 5_000 {
-                        notifier.watchdog();
-                    } else {
-                        tracing::warn!(
-                            "the frame fan-out is not turning; not pinging the watchdog"
-                        );
-                    }
-                }
-            });
+            tokio::spawn(ping_watchdog(period, startup.state().0.hub.clone()));
         }
         // Polled once now so its SIGTERM and SIGINT handlers are in place before READY: a
         // stop that comes right after READY is a clean shutdown, not a kill.
@@ -131,4 +94,52 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         notifier.stopping();
         Ok(())
     })
+}
+
+/// `web-svc set-password`: the first line of stdin becomes the admin password.
+fn set_password(state_dir: &Path) -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    PasswordStore::new(state_dir).set(password)?;
+    eprintln!("web-svc: admin password set in {}", state_dir.display());
+    Ok(())
+}
+
+/// The `[web]` section with the flags over it, validated.
+fn config(cli: &Cli) -> anyhow::Result<WebConfig> {
+    let mut config: WebConfig = service::load_section(&cli.common, "web")?;
+    if let Some(l) = cli.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &cli.events_dir {
+        config.events_dir = d.clone();
+    }
+    if let Some(d) = &cli.state_dir {
+        config.state_dir = d.clone();
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+/// Pings the systemd watchdog every `period`, only while the fan-out task turns (it wakes at
+/// least every 250 ms) and this runtime schedules tasks; a wedged service is restarted by
+/// systemd.
+async fn ping_watchdog(period: std::time::Duration, hub: std::sync::Arc<web_svc::fanout::Hub>) {
+    loop {
+        tokio::time::sleep(period).await;
+        let alive = hub
+            .metrics
+            .feeder_alive_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = service::monotonic_ns() / 1_000_000;
+        if now.saturating_sub(alive) < 5_000 {
+            Notifier.watchdog();
+        } else {
+            tracing::warn!("the frame fan-out is not turning; not pinging the watchdog");
+        }
+    }
 }

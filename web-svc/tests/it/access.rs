@@ -127,7 +127,7 @@ fn every_route_but_login_and_healthz_needs_a_login() {
     // Same-origin, so that state changes meet the login rule (not the same-origin one).
     let o = origin(&web);
     // The router is built from this table, so no route can be missed here.
-    for (method, pattern) in web_svc::web::PROTECTED_ROUTES {
+    for (method, pattern) in web_svc::routes::PROTECTED_ROUTES {
         let path = &pattern.replace("{id}", "20261124T182900Z-0001");
         assert!(
             !path.contains('{'),

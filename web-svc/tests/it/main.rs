@@ -7,5 +7,6 @@ mod connections;
 mod disk;
 mod events;
 mod harness;
+mod metrics;
 mod startup;
 mod stream;

@@ -1,0 +1,119 @@
+//! `/metrics` as Prometheus's own tools read it, and as the README documents it.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mecam_system_tests::http;
+
+use crate::harness::{Camera, Dirs, Web, make_frames, poll, set_password};
+
+const PW: &str = "metrics test password";
+
+/// A running web-svc with a live camera and a session, and its `/metrics` text once frames
+/// have flowed (so counters are not all zero).
+fn scrape() -> (String, Option<String>) {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let frames = Arc::new(make_frames(4, 160, 120, 0));
+    let _camera = Camera::start(&dirs.run(), frames, 160, 120, 30.0);
+    let web = Web::start(&dirs);
+    let cookie = http::login(web.addr, "admin", PW).unwrap();
+    poll(Duration::from_secs(20), "a live snapshot", || {
+        http::get(web.addr, "/snapshot.jpg", Some(&cookie)).is_ok_and(|r| r.status == 200)
+    });
+    let r = http::get(web.addr, "/metrics", Some(&cookie)).unwrap();
+    assert_eq!(r.status, 200);
+    (r.text(), r.header("content-type").map(str::to_owned))
+}
+
+/// The metric families of a Prometheus text exposition, from its `# TYPE` lines.
+fn families(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect()
+}
+
+#[test]
+fn metrics_pass_promtool_check_metrics() {
+    let (text, content_type) = scrape();
+    assert_eq!(
+        content_type.as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "the Prometheus text format's content type"
+    );
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            mecam_system_tests::skip(
+                "metrics_pass_promtool_check_metrics",
+                &format!("promtool: {e}; apt-get install -y prometheus"),
+            );
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {} {said}\non:\n{text}",
+        out.status
+    );
+    println!(
+        "promtool check metrics: clean on {} families",
+        families(&text).len()
+    );
+}
+
+#[test]
+fn every_metric_served_is_in_the_readme_with_its_type_and_back() {
+    let (text, _) = scrape();
+    let served = families(&text);
+    let readme = include_str!("../../README.md");
+    // The README's metrics table: "| `mecam_web_NAME` | TYPE | help |".
+    let documented: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `mecam_web_"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once("` | ")?;
+            let kind = rest.split(" |").next()?;
+            Some((format!("mecam_web_{name}"), kind.trim().to_owned()))
+        })
+        .collect();
+    assert_eq!(
+        served, documented,
+        "/metrics serves (left) what the README's metrics table lists (right), in order"
+    );
+    for (name, kind) in &served {
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name}: counters, and only counters, end in _total"
+        );
+        assert!(
+            text.lines().any(|l| l
+                .strip_prefix(name.as_str())
+                .is_some_and(|r| r.starts_with(' '))),
+            "{name} has no sample in\n{text}"
+        );
+    }
+}
