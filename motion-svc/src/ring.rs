@@ -3,8 +3,18 @@
 //!
 //! One byte arena allocated at construction and an index of at most `max_frames` entries;
 //! frames are bounded both by age (seconds) and by bytes. Pushing never allocates.
+//!
+//! The arena is written in full when it is made, so it is resident from the start: zeroed
+//! memory comes from the kernel as pages that are only made resident when first written, and
+//! the ring writes its arena from one end to the other before it wraps, so a lazily backed
+//! arena made resident memory climb for as long as that first pass took (minutes at a low
+//! byte rate: a slow or busy machine, a small scene), which is a leak to any measurement.
 
 use std::collections::VecDeque;
+
+/// What the arena holds before any frame: not zero, so that neither the allocator nor the
+/// compiler can hand out untouched zero pages instead of writing them.
+const ARENA_FILL: u8 = 0xa5;
 
 /// One stored frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +41,10 @@ pub struct FrameRing {
 
 impl FrameRing {
     /// A ring of `bytes` bytes holding at most `max_frames` frames no older than `keep_s`
-    /// seconds behind the newest.
+    /// seconds behind the newest. All `bytes` are resident when it returns.
     pub fn new(bytes: usize, max_frames: usize, keep_s: f64) -> FrameRing {
         FrameRing {
-            arena: vec![0; bytes],
+            arena: vec![ARENA_FILL; bytes],
             entries: VecDeque::with_capacity(max_frames),
             max_frames,
             keep_ns: (keep_s * 1e9) as u64,
@@ -120,6 +130,51 @@ mod tests {
     use super::*;
 
     const S: u64 = 1_000_000_000;
+
+    /// Resident KiB of the mapping of this process that holds `addr` (`/proc/self/smaps`).
+    fn resident_kib_at(addr: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            // A mapping's line starts with its range, `lo-hi`; its fields follow (`Rss: N kB`).
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = first.split_once('-') {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    inside = (lo..hi).contains(&addr);
+                    continue;
+                }
+            }
+            if let Some(kib) = line.strip_prefix("Rss:").filter(|_| inside) {
+                return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn the_arena_is_resident_from_the_start_and_frames_add_nothing() {
+        // Larger than glibc's largest mmap threshold (32 MiB): a mapping of its own, whatever
+        // the other tests of this process allocated and freed before.
+        const BYTES: usize = 40 << 20;
+        let mut r = FrameRing::new(BYTES, 100_000, 1e6);
+        let addr = r.arena.as_ptr() as usize;
+        let at_start = resident_kib_at(addr);
+        assert!(
+            at_start >= (BYTES / 1024) as u64,
+            "{at_start} KiB of the {} KiB arena resident after construction: the rest would \
+             become resident frame by frame, memory rising until the ring first wraps",
+            BYTES / 1024
+        );
+        // Frames through the whole arena twice, as a long soak would.
+        let frame = vec![7u8; 17 * 1024];
+        for i in 0..(2 * BYTES / frame.len()) as u64 {
+            r.push(&frame, i, 0);
+        }
+        assert!(r.bytes() > BYTES / 2, "the frames filled the ring");
+        assert_eq!(resident_kib_at(addr), at_start);
+    }
 
     #[test]
     fn keeps_only_the_last_seconds() {

@@ -28,9 +28,10 @@ pub const WATCH_AFTER: Duration = Duration::from_secs(2);
 /// `RestartSec` of a unit pushed over its `MemoryMax`: long enough that the failed process's
 /// `Result` and `ExecMainStatus` can be read before the restart replaces them.
 pub const RESTART_SEC_OOM: &str = "3s";
-/// motion-svc's limit is lowered to this much above what it uses; its pre-capture ring then
-/// outgrows it within seconds.
-pub const MOTION_OOM_MARGIN: u64 = 4 * 1024 * 1024;
+/// motion-svc's limit for its fault: under the 96 MiB pre-capture ring of
+/// [`motion_oom_options`], which motion-svc writes in full as it starts (so that its memory is
+/// flat from the first frame), and well over what it needs without it.
+pub const MOTION_OOM_LIMIT: u64 = 64 * 1024 * 1024;
 /// web-svc's limit is lowered to this much above its anonymous memory; the 7 MiB of argon2
 /// working memory of the first login then goes over it.
 pub const WEB_OOM_MARGIN: u64 = 3 * 1024 * 1024;
@@ -251,6 +252,18 @@ fn wait_oom(
     t0: Instant,
     limit: u64,
 ) -> anyhow::Result<OomKill> {
+    wait_oom_then(m, unit, before, t0, limit, || Ok(()))
+}
+
+/// [`wait_oom`], with `on_kill` run as soon as the unit waits to restart.
+fn wait_oom_then(
+    m: &Mecam,
+    unit: &str,
+    before: u32,
+    t0: Instant,
+    limit: u64,
+    on_kill: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<OomKill> {
     let props = poll::until(
         &format!("{unit} to fail and wait to restart"),
         DEADLINE,
@@ -265,6 +278,7 @@ fn wait_oom(
         },
     )?;
     let killed_after = t0.elapsed();
+    on_kill()?;
     m.ct.wait_active(unit, before, DEADLINE)?;
     Ok(OomKill {
         t0,
@@ -275,8 +289,8 @@ fn wait_oom(
     })
 }
 
-/// Options for [`motion_over_memory_max`]: 30 fps and a pre-capture ring allowed to grow to
-/// 96 MiB (60 s of frames), and a slow restart.
+/// Options for [`motion_over_memory_max`]: 30 fps, a pre-capture ring of 96 MiB (60 s of
+/// frames), and a slow restart.
 pub fn motion_oom_options() -> MecamOptions {
     MecamOptions {
         config: Some(
@@ -288,17 +302,31 @@ pub fn motion_oom_options() -> MecamOptions {
     }
 }
 
-/// Lower motion-svc's `MemoryMax`, live, to [`MOTION_OOM_MARGIN`] above what it uses now
-/// (run with [`motion_oom_options`]); its pre-capture ring outgrows that and the kernel kills it.
+/// Start motion-svc again (run with [`motion_oom_options`]) with its `MemoryMax` lowered to
+/// [`MOTION_OOM_LIMIT`], under its pre-capture ring: it writes the ring in full as it starts
+/// and the kernel kills it. Its limit is put back as soon as it waits to restart, so its
+/// restart succeeds.
 ///
 /// # Errors
 /// systemctl failed, or it was not killed and restarted within [`DEADLINE`].
 pub fn motion_over_memory_max(m: &Mecam) -> anyhow::Result<OomKill> {
     let before = m.ct.main_pid(MOTION)?;
-    let usage: u64 = m.ct.prop(MOTION, "MemoryCurrent")?.parse()?;
-    let limit = usage + MOTION_OOM_MARGIN;
-    set_memory_max(m, MOTION, limit)?;
-    wait_oom(m, MOTION, before, Instant::now(), limit)
+    let unit_limit = m.ct.prop(MOTION, "MemoryMax")?;
+    // Stopped first: a limit under what a running process holds is refused by cgroup v1.
+    m.ct.run(&["systemctl", "stop", MOTION])?;
+    set_memory_max(m, MOTION, MOTION_OOM_LIMIT)?;
+    let t0 = Instant::now();
+    m.ct.run(&["systemctl", "start", "--no-block", MOTION])?;
+    wait_oom_then(m, MOTION, before, t0, MOTION_OOM_LIMIT, || {
+        m.ct.run(&[
+            "systemctl",
+            "set-property",
+            "--runtime",
+            MOTION,
+            &format!("MemoryMax={unit_limit}"),
+        ])?;
+        Ok(())
+    })
 }
 
 /// Anonymous (non-reclaimable) memory charged to `unit`'s cgroup, bytes (cgroup v1 `rss`).
