@@ -9,13 +9,14 @@
 # Usage: capture-svc/bench/per-frame.sh [FRAMES]   (default 300 a row: 20 s at 15 fps)
 #   PERF=DIR  also record a perf profile of each row's steady state into DIR and print its
 #             top entries (needs perf).
+#   CAPTURE_SVC=PATH  bench that binary instead of this tree's (e.g. a copy of an older build).
 set -euo pipefail
 frames=${1:-300}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cargo build --release -q -p capture-svc --manifest-path "$root/Cargo.toml"
 cargo build --release -q -p capture-svc --example memcpy_floor --manifest-path "$root/Cargo.toml"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
-bin="$target/capture-svc"
+bin="${CAPTURE_SVC:-$target/capture-svc}"
 work=$(mktemp -d /dev/shm/capture-bench.XXXXXX)
 pid=
 cleanup() {
