@@ -4,7 +4,9 @@
 # testsrc2 with noise: 640x480 about 40 KB, 1280x720 about 90 KB) at 15 fps, one write(2) per
 # frame. capture-svc's CPU time is summed over its threads from /proc/PID/task/*/schedstat
 # (nanoseconds) between its first frame and the pacer's last one, and divided by the frames
-# published in between. The floor is one memcpy of a frame (examples/memcpy_floor.rs).
+# published in between. Two floors: one memcpy of a frame (examples/memcpy_floor.rs), and
+# `dd bs=1M` reading the same paced frames from the same kind of pipe (a wake and a read(2) per
+# frame, nothing else), measured the same way.
 #
 # Usage: capture-svc/bench/per-frame.sh [FRAMES]   (default 300 a row: 20 s at 15 fps)
 #   PERF=DIR  also record a perf profile of each row's steady state into DIR and print its
@@ -73,9 +75,22 @@ row() { # w h noise q
   n=$(sed -n 's/.*stopped after \([0-9]*\) frames.*/\1/p' "$work/log" | tail -1)
   local floor
   floor=$("$target/examples/memcpy_floor" "$avg" | awk '{print $2}')
-  awk -v w="$w" -v h="$h" -v avg="$avg" -v n="$n" -v cpu=$((t1 - t0)) -v floor="$floor" 'BEGIN {
-    printf "| %4dx%-4d | %5.1f KB | %6d | %8.1f us | %6.2f us |\n",
-      w, h, avg / 1000, n - 1, cpu / (n - 1) / 1000, floor / 1000 }'
+  # The read floor: dd gets the same frames the same way; its CPU from before the first frame
+  # (the pacer waits a second) to after the last.
+  rm -f "$work/done"
+  python3 "$root/capture-svc/bench/pace.py" "$clip" "$frames" 15 "$work/done" 1 |
+    dd bs=1M of=/dev/null status=none &
+  local dd=$! d0 d1 # ($! of a pipeline: its last command)
+  sleep 0.5
+  d0=$(cpu_ns "$dd")
+  wait_for "$work/done" "" $((frames / 15 + 30))
+  sleep 0.2
+  d1=$(cpu_ns "$dd")
+  wait
+  awk -v w="$w" -v h="$h" -v avg="$avg" -v n="$n" -v cpu=$((t1 - t0)) -v floor="$floor" \
+      -v rd=$((d1 - d0)) -v frames="$frames" 'BEGIN {
+    printf "| %4dx%-4d | %5.1f KB | %6d | %8.1f us | %6.2f us | %7.1f us |\n",
+      w, h, avg / 1000, n - 1, cpu / (n - 1) / 1000, floor / 1000, rd / frames / 1000 }'
   if [ -n "$perfpid" ]; then
     perf report -q -i "$PERF/${w}x${h}.data" --no-children --sort dso,sym --percent-limit 1.5 \
       --stdio -g none 2>/dev/null | sed 's/^/    /' | head -25 >"$PERF/${w}x${h}.top"
@@ -84,8 +99,8 @@ row() { # w h noise q
 
 echo "capture-svc per-frame bench: command source at 15 fps, ${frames} frames a row, $(nproc) cores, $(uname -m)"
 echo
-echo "| size      | frame    | frames | CPU per frame | memcpy floor |"
-echo "| --------- | -------- | ------ | ------------- | ------------ |"
+echo "| size      | frame    | frames | CPU per frame | memcpy floor | read floor (dd) |"
+echo "| --------- | -------- | ------ | ------------- | ------------ | --------------- |"
 row 640 480 11 6
 row 1280 720 12 7
 if [ -n "${PERF:-}" ]; then
