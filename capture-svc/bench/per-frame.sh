@@ -4,9 +4,11 @@
 # testsrc2 with noise: 640x480 about 40 KB, 1280x720 about 90 KB) at 15 fps, one write(2) per
 # frame. capture-svc's CPU time is summed over its threads from /proc/PID/task/*/schedstat
 # (nanoseconds) between its first frame and the pacer's last one, and divided by the frames
-# published in between. Two floors: one memcpy of a frame (examples/memcpy_floor.rs), and
+# published in between. Three floors: one memcpy of a frame (examples/memcpy_floor.rs);
 # `dd bs=1M` reading the same paced frames from the same kind of pipe (a wake and a read(2) per
-# frame, nothing else), measured the same way.
+# frame, nothing else); and examples/tokio_read_floor.rs, the same read through a single-thread
+# tokio runtime's reactor as capture-svc does it (an epoll_wait more per frame, and the
+# runtime). The readers are measured like capture-svc.
 #
 # Usage: capture-svc/bench/per-frame.sh [FRAMES]   (default 300 a row: 20 s at 15 fps)
 #   PERF=DIR  also record a perf profile of each row's steady state into DIR and print its
@@ -16,7 +18,8 @@ set -euo pipefail
 frames=${1:-300}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cargo build --release -q -p capture-svc --manifest-path "$root/Cargo.toml"
-cargo build --release -q -p capture-svc --example memcpy_floor --manifest-path "$root/Cargo.toml"
+cargo build --release -q -p capture-svc --example memcpy_floor --example tokio_read_floor \
+  --manifest-path "$root/Cargo.toml"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 bin="${CAPTURE_SVC:-$target/capture-svc}"
 work=$(mktemp -d /dev/shm/capture-bench.XXXXXX)
@@ -39,6 +42,22 @@ wait_for() { # file pattern seconds (an empty pattern: the file exists)
   echo "timed out waiting for '$2' in $1" >&2
   cat "$1" >&2
   return 1
+}
+
+reader_ns() { # clip command...: CPU ns per frame of a bare reader of the same paced frames,
+  # from before the first frame (the pacer waits a second) to after the last
+  local clip=$1
+  shift
+  rm -f "$work/done"
+  python3 "$root/capture-svc/bench/pace.py" "$clip" "$frames" 15 "$work/done" 1 | "$@" >/dev/null &
+  local reader=$! r0 r1 # ($! of a pipeline: its last command)
+  sleep 0.5
+  r0=$(cpu_ns $reader)
+  wait_for "$work/done" "" $((frames / 15 + 30)) >&2
+  sleep 0.2
+  r1=$(cpu_ns $reader)
+  wait
+  echo $(((r1 - r0) / frames))
 }
 
 row() { # w h noise q
@@ -75,22 +94,13 @@ row() { # w h noise q
   n=$(sed -n 's/.*stopped after \([0-9]*\) frames.*/\1/p' "$work/log" | tail -1)
   local floor
   floor=$("$target/examples/memcpy_floor" "$avg" | awk '{print $2}')
-  # The read floor: dd gets the same frames the same way; its CPU from before the first frame
-  # (the pacer waits a second) to after the last.
-  rm -f "$work/done"
-  python3 "$root/capture-svc/bench/pace.py" "$clip" "$frames" 15 "$work/done" 1 |
-    dd bs=1M of=/dev/null status=none &
-  local dd=$! d0 d1 # ($! of a pipeline: its last command)
-  sleep 0.5
-  d0=$(cpu_ns "$dd")
-  wait_for "$work/done" "" $((frames / 15 + 30))
-  sleep 0.2
-  d1=$(cpu_ns "$dd")
-  wait
+  local dd tokio
+  dd=$(reader_ns "$clip" dd bs=1M of=/dev/null status=none)
+  tokio=$(reader_ns "$clip" "$target/examples/tokio_read_floor")
   awk -v w="$w" -v h="$h" -v avg="$avg" -v n="$n" -v cpu=$((t1 - t0)) -v floor="$floor" \
-      -v rd=$((d1 - d0)) -v frames="$frames" 'BEGIN {
-    printf "| %4dx%-4d | %5.1f KB | %6d | %8.1f us | %6.2f us | %7.1f us |\n",
-      w, h, avg / 1000, n - 1, cpu / (n - 1) / 1000, floor / 1000, rd / frames / 1000 }'
+      -v dd="$dd" -v tokio="$tokio" 'BEGIN {
+    printf "| %4dx%-4d | %5.1f KB | %6d | %8.1f us | %6.2f us | %7.1f us | %7.1f us |\n",
+      w, h, avg / 1000, n - 1, cpu / (n - 1) / 1000, floor / 1000, dd / 1000, tokio / 1000 }'
   if [ -n "$perfpid" ]; then
     perf report -q -i "$PERF/${w}x${h}.data" --no-children --sort dso,sym --percent-limit 1.5 \
       --stdio -g none 2>/dev/null | sed 's/^/    /' | head -25 >"$PERF/${w}x${h}.top"
@@ -99,8 +109,8 @@ row() { # w h noise q
 
 echo "capture-svc per-frame bench: command source at 15 fps, ${frames} frames a row, $(nproc) cores, $(uname -m)"
 echo
-echo "| size      | frame    | frames | CPU per frame | memcpy floor | read floor (dd) |"
-echo "| --------- | -------- | ------ | ------------- | ------------ | --------------- |"
+echo "| size      | frame    | frames | CPU per frame | memcpy floor | read floor: dd | read floor: tokio |"
+echo "| --------- | -------- | ------ | ------------- | ------------ | -------------- | ----------------- |"
 row 640 480 11 6
 row 1280 720 12 7
 if [ -n "${PERF:-}" ]; then
