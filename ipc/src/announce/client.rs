@@ -20,8 +20,8 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::proto::{
-    CameraState, Heartbeat, Hello, Message, MessageReader, PROTOCOL_VERSION, Subscribe,
-    write_message,
+    CameraState, FrameAnnounce, Heartbeat, Hello, Message, MessageReader, PROTOCOL_VERSION,
+    Subscribe, write_message,
 };
 use crate::region::{FrameMeta, ReadError, RegionReader};
 use crate::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
@@ -72,6 +72,15 @@ pub enum ClientEvent {
         /// Why, for the log: the server's own words when it refused.
         reason: String,
     },
+}
+
+/// What [`FrameClient::next_announcement`] reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Announcement {
+    /// A frame was committed to the region; nothing has been copied.
+    Frame(FrameAnnounce),
+    /// Any other event, as [`FrameClient::next`] reports it (never [`ClientEvent::Frame`]).
+    Event(ClientEvent),
 }
 
 /// Counters of a client.
@@ -194,9 +203,26 @@ impl FrameClient {
     /// in flight is resumed by the next call, and a retry delay is kept as a deadline.
     pub async fn next(&mut self, buf: &mut Vec<u8>) -> ClientEvent {
         loop {
+            match self.next_announcement().await {
+                Announcement::Event(event) => return event,
+                Announcement::Frame(announce) => {
+                    if let Some(meta) = self.copy(&announce, buf) {
+                        return ClientEvent::Frame(meta);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the next event like [`FrameClient::next`], but returns a frame announcement
+    /// as it came, copying nothing: for a subscriber that copies a frame only when someone
+    /// will use it ([`FrameClient::copy`], or its own [`RegionReader`] of the region the
+    /// hello names). Cancel-safe like `next`.
+    pub async fn next_announcement(&mut self) -> Announcement {
+        loop {
             let Some(stream) = self.stream.as_mut() else {
                 if let Some(event) = self.connect().await {
-                    return event;
+                    return Announcement::Event(event);
                 }
                 continue;
             };
@@ -210,51 +236,27 @@ impl FrameClient {
                 Err(e) => {
                     self.disconnect();
                     match self.outage(Failure::Other(format!("capture-svc connection lost: {e}"))) {
-                        Some(event) => return event,
+                        Some(event) => return Announcement::Event(event),
                         None => continue,
                     }
                 }
             };
             match message {
-                Message::Frame(announce) => {
-                    let region = self
-                        .region
-                        .as_ref()
-                        .expect("a connected client has a region");
-                    match region.read_slot(announce.slot, announce.seq, buf) {
-                        Ok(meta) => {
-                            self.stats.frames += 1;
-                            return ClientEvent::Frame(meta);
-                        }
-                        Err(ReadError::Torn) => {
-                            self.stats.torn += 1;
-                            self.stats.skipped += 1;
-                        }
-                        Err(ReadError::Overwritten | ReadError::Empty) => self.stats.skipped += 1,
-                        Err(ReadError::Corrupt(why)) => {
-                            self.stats.corrupt += 1;
-                            tracing::warn!(
-                                seq = announce.seq,
-                                why,
-                                "skipping a corrupt frame slot"
-                            );
-                        }
-                    }
-                }
+                Message::Frame(announce) => return Announcement::Frame(announce),
                 Message::CameraState(state) => {
                     if let Some(hello) = self.hello.as_mut() {
                         hello.state = state.clone();
                     }
-                    return ClientEvent::State(state);
+                    return Announcement::Event(ClientEvent::State(state));
                 }
-                Message::Heartbeat(h) => return ClientEvent::Heartbeat(h),
+                Message::Heartbeat(h) => return Announcement::Event(ClientEvent::Heartbeat(h)),
                 Message::Refused(r) => {
                     // Closed by the server, with a reason (replaced by a newer connection under
                     // our name, or a protocol error): back off before coming back.
                     self.disconnect();
                     self.retry_later();
                     if let Some(event) = self.outage(Failure::Refused(r.reason)) {
-                        return event;
+                        return Announcement::Event(event);
                     }
                 }
                 other => {
@@ -262,6 +264,33 @@ impl FrameClient {
                     self.disconnect();
                     self.retry_later();
                 }
+            }
+        }
+    }
+
+    /// Copies the announced frame into `buf` and verifies it, counting it in the stats;
+    /// `None` when it is gone (overwritten or torn, counted as skipped), corrupt, or no region
+    /// is mapped.
+    pub fn copy(&mut self, announce: &FrameAnnounce, buf: &mut Vec<u8>) -> Option<FrameMeta> {
+        let region = self.region.as_ref()?;
+        match region.read_slot(announce.slot, announce.seq, buf) {
+            Ok(meta) => {
+                self.stats.frames += 1;
+                Some(meta)
+            }
+            Err(ReadError::Torn) => {
+                self.stats.torn += 1;
+                self.stats.skipped += 1;
+                None
+            }
+            Err(ReadError::Overwritten | ReadError::Empty) => {
+                self.stats.skipped += 1;
+                None
+            }
+            Err(ReadError::Corrupt(why)) => {
+                self.stats.corrupt += 1;
+                tracing::warn!(seq = announce.seq, why, "skipping a corrupt frame slot");
+                None
             }
         }
     }
