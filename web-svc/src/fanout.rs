@@ -37,11 +37,24 @@ pub const BOUNDARY: &str = "mecamframe";
 pub trait FrameSource: Send {
     /// Waits for the next event; a frame is announced, not copied.
     fn next(&mut self) -> impl Future<Output = Announcement> + Send;
+    /// The next event already received, without waiting; in between, arriving events should
+    /// wake nothing. `None` when there is none, or when waiting is needed (connecting).
+    fn try_next(&mut self) -> Option<Announcement>;
+    /// Whether connected: [`FrameSource::try_next`] only reads an open connection.
+    fn is_connected(&self) -> bool;
 }
 
 impl FrameSource for FrameClient {
     fn next(&mut self) -> impl Future<Output = Announcement> + Send {
         FrameClient::next_announcement(self)
+    }
+
+    fn try_next(&mut self) -> Option<Announcement> {
+        FrameClient::try_next_announcement(self)
+    }
+
+    fn is_connected(&self) -> bool {
+        FrameClient::is_connected(self)
     }
 }
 
@@ -385,11 +398,13 @@ impl Feeder {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let event = if self.hub.metrics.viewers.load(Ordering::Acquire) == 0 {
+            let idle = self.hub.metrics.viewers.load(Ordering::Acquire) == 0;
+            let event = if idle && source.is_connected() {
                 // Nobody watches: no wake-up per frame. What came since the last turn is taken
-                // without waiting, then the task sleeps until the tick or a viewer joins (a
-                // snapshot reads the region's newest frame itself).
-                match futures_util::FutureExt::now_or_never(source.next()) {
+                // without waiting (the connection is parked in between, so announcements
+                // arriving wake no thread), then the task sleeps until the tick or a viewer
+                // joins (a snapshot reads the region's newest frame itself).
+                match source.try_next() {
                     Some(ev) => Some(ev),
                     None => {
                         tokio::select! {
@@ -572,6 +587,12 @@ mod tests {
                 Some(a) => a,
                 None => std::future::pending().await,
             }
+        }
+        fn try_next(&mut self) -> Option<Announcement> {
+            self.0.try_recv().ok()
+        }
+        fn is_connected(&self) -> bool {
+            true
         }
     }
 
