@@ -669,6 +669,14 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) ->
     *shutdown.borrow()
 }
 
+/// Reads the session's bytes and publishes its frames until it ends.
+///
+/// The hot path: per read, one `read(2)` into the splitter's free room (a whole frame when
+/// the camera writes frames whole), the frames it completes, and no allocation, formatting
+/// or tracing unless something is dropped or refused. The stall timer and the shutdown
+/// future live for the whole session instead of being made again per read: the timer is
+/// moved only when it fires with a frame seen since it was set, so a frame costs no timer
+/// work, and the session still stalls exactly `stall` after its last frame.
 async fn pump(
     input: &mut Input,
     splitter: &mut Splitter,
@@ -679,6 +687,10 @@ async fn pump(
 ) -> End {
     let mut last_frame = Instant::now();
     let mut next_tick = tokio::time::Instant::now();
+    let stop = shutdown.wait_for(|s| *s);
+    tokio::pin!(stop);
+    let stalled = tokio::time::sleep_until(tokio::time::Instant::from_std(last_frame + stall));
+    tokio::pin!(stalled);
     loop {
         while let Some(frame) = splitter.next_frame() {
             if let Some(p) = pace {
@@ -689,7 +701,7 @@ async fn pump(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep_until(next_tick) => {}
-                    _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+                    _ = &mut stop => return End::Shutdown,
                 }
             }
             if publisher.publish(frame) {
@@ -697,14 +709,19 @@ async fn pump(
             }
         }
         merge_split_stats(publisher, splitter);
-        let deadline = tokio::time::Instant::from_std(last_frame + stall);
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
-            r = tokio::time::timeout_at(deadline, input.read(splitter.spare())) => match r {
-                Err(_) => return End::Stalled,
-                Ok(Ok(0)) => return End::Eof,
-                Ok(Ok(n)) => splitter.commit(n),
-                Ok(Err(e)) => return End::Error(e),
+            _ = &mut stop => return End::Shutdown,
+            () = &mut stalled => {
+                let deadline = tokio::time::Instant::from_std(last_frame + stall);
+                if deadline <= tokio::time::Instant::now() {
+                    return End::Stalled;
+                }
+                stalled.as_mut().reset(deadline);
+            }
+            r = input.read(splitter.spare()) => match r {
+                Ok(0) => return End::Eof,
+                Ok(n) => splitter.commit(n),
+                Err(e) => return End::Error(e),
             },
         }
     }

@@ -135,12 +135,32 @@ pub async fn run(
         garbage_expected,
         stop_rx.clone(),
     );
-    let capture = run_capture(spec, &cfg, shim, &mut publisher, stop_rx);
+    // The capture loop is a task of its own: a camera's read wakes it alone. Inside the
+    // `join!` below, every frame's wake would poll the signal handler, the announce server and
+    // the status loop beside it. (The runtime has one thread: the task runs on the thread that
+    // spawns the camera processes, as `main` requires.)
+    let capture = tokio::spawn({
+        let cfg = cfg.clone();
+        async move {
+            run_capture(spec, &cfg, shim, &mut publisher, stop_rx).await;
+            publisher
+        }
+    });
+    let capture = async {
+        match capture.await {
+            Ok(publisher) => publisher,
+            // A panic in the capture loop ends the service as it did before it was a task.
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("the capture task did not finish: {e}"),
+            },
+        }
+    };
     let signal = async {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(signal, server_task, status_task, capture);
+    let ((), (), (), publisher) = tokio::join!(signal, server_task, status_task, capture);
     notifier.stopping();
     let region = publisher.into_region();
     let region_path = region.path().to_owned();

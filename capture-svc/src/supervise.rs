@@ -23,6 +23,9 @@ use tokio::process::{Child, ChildStdout, Command};
 
 /// The first argument that makes the `capture-svc` binary act as the exec shim.
 pub const SHIM_ARG: &str = "__mecam-supervised-exec";
+/// What the pipe from a camera process to capture-svc is asked to hold: a whole frame of any
+/// camera (1 MiB, the unprivileged `pipe-max-size` default).
+pub const PIPE_SIZE: i32 = 1 << 20;
 /// Lines of a child's stderr kept for the log.
 pub const STDERR_LINES: usize = 8;
 /// Longest stderr line kept (longer ones are cut).
@@ -143,6 +146,13 @@ impl Supervised {
             .id()
             .ok_or_else(|| std::io::Error::other("child has no pid"))?;
         let stdout = child.stdout.take().expect("stdout piped");
+        // Room for a whole frame in the pipe, so the camera writes it at once and it is read
+        // with one read(2) (with the default 64 KiB a 90 KB frame takes two of each, and two
+        // wakes). The kernel allocates pipe pages only for the bytes in flight. Refused above
+        // /proc/sys/fs/pipe-max-size: the default size works, only with more wakes.
+        if let Err(e) = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+            tracing::debug!(error = %e, size = PIPE_SIZE, "cannot enlarge the camera pipe; keeping the kernel's default");
+        }
         let stderr = StderrTail::default();
         let stderr_task = child.stderr.take().map(|mut err| {
             let tail = stderr.clone();
@@ -257,6 +267,36 @@ mod tests {
         assert!(j.contains("line 99"));
         assert!(!j.contains("line 91 "));
         assert!(j.len() <= STDERR_LINES * (STDERR_LINE_MAX + 3));
+    }
+
+    #[tokio::test]
+    async fn a_whole_large_frame_fits_in_the_camera_pipe_while_nobody_reads() {
+        // 900 KB written at once, as a camera writes a frame: with the kernel's default 64 KiB
+        // pipe the writer would block until capture-svc read it in pieces.
+        let spec = Spawn {
+            argv: [
+                "sh",
+                "-c",
+                "head -c 900000 /dev/zero; echo written >&2; exec sleep 30",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect(),
+            shim: None,
+        };
+        let (child, out) = Supervised::spawn(&spec).unwrap();
+        let size = nix::fcntl::fcntl(&out, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+        assert!(size >= PIPE_SIZE, "pipe holds {size} bytes");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !child.stderr().joined().contains("written") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let tail = child.stderr().joined();
+        child.stop().await;
+        assert!(
+            tail.contains("written"),
+            "the frame did not fit in the pipe: {tail:?}"
+        );
     }
 
     #[tokio::test]

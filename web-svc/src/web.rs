@@ -305,7 +305,10 @@ pub fn flush_outsider_logs() {
         tracing::warn!(held_back = n, "{n} more cross-site requests refused");
     }
     if let Some(n) = SERVER_ERROR_LOG.flush() {
-        tracing::error!(held_back = n, "{n} more requests answered with an internal error");
+        tracing::error!(
+            held_back = n,
+            "{n} more requests answered with an internal error"
+        );
     }
 }
 
