@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use ipc::announce::proto::{Subscribe, encode};
 use ipc::announce::{
-    AnnounceHandle, AnnounceServer, CameraState, ClientConfig, ClientEvent, FrameClient, Hello,
-    MOTION_SVC, Message, PROTOCOL_VERSION, ServerConfig, WEB_SVC,
+    AnnounceHandle, AnnounceServer, Announcement, CameraState, ClientConfig, ClientEvent,
+    FrameClient, Hello, MOTION_SVC, Message, PROTOCOL_VERSION, ServerConfig, WEB_SVC,
 };
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1101,4 +1101,81 @@ async fn another_user_is_kept_out_by_the_mode_and_in_the_group_cannot_take_a_con
     );
     assert!(count(&lines, &format!("uid {NOBODY}")) >= 1);
     server.stop().await;
+}
+
+/// Polls `try_next_announcement` until it gives a frame, for at most 10 s; the client stays
+/// parked in between.
+async fn parked_frame(client: &mut FrameClient) -> ipc::announce::FrameAnnounce {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.try_next_announcement() {
+            Some(Announcement::Frame(a)) => return a,
+            Some(Announcement::Event(ClientEvent::Heartbeat(_) | ClientEvent::State(_))) | None => {
+                assert!(
+                    Instant::now() < end,
+                    "no frame announced to a parked client"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_client_takes_announcements_without_waiting_and_resumes() {
+    let mut server = start(ServerConfig::default());
+    let mut client = connected_client(&server.socket, WEB_SVC).await;
+    assert!(
+        client
+            .try_next_announcement()
+            .is_none_or(|a| !matches!(a, Announcement::Frame(_)))
+    );
+    assert!(client.is_connected(), "parked is still connected");
+    server.publish(1);
+    let a = parked_frame(&mut client).await;
+    assert_eq!(a.seq, 1);
+    let mut buf = Vec::new();
+    assert_eq!(client.copy(&a, &mut buf).map(|m| m.seq), Some(1));
+    assert_eq!(buf, 1u64.to_le_bytes());
+    // Frames announced while parked are all there at the next look, in order.
+    server.publish(2);
+    let mut last = parked_frame(&mut client).await.seq;
+    server.publish(3);
+    while last < 3 {
+        let seq = parked_frame(&mut client).await.seq;
+        assert!(seq > last, "{seq} after {last}");
+        last = seq;
+    }
+    // Back to waiting: the connection is taken back into the reactor.
+    server.publish(4);
+    let seq = loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.next_announcement())
+            .await
+            .expect("an announcement within 10 s")
+        {
+            Announcement::Frame(a) => break a.seq,
+            Announcement::Event(ClientEvent::Heartbeat(_) | ClientEvent::State(_)) => {}
+            Announcement::Event(other) => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(seq, 4);
+    assert_eq!(client.stats().connects, 1, "never reconnected");
+    // A parked client hears the server go away.
+    client.try_next_announcement();
+    server.stop().await;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.try_next_announcement() {
+            Some(Announcement::Event(ClientEvent::Gone { .. })) => break,
+            _ => {
+                assert!(
+                    Instant::now() < end,
+                    "a parked client never saw the server go"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    assert!(!client.is_connected());
 }

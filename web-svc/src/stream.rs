@@ -1,4 +1,5 @@
-//! One viewer's MJPEG body: waits for the newest frame in the hub, writes the shared part
+//! One viewer's MJPEG body: waits for the newest frame in the hub (copied out of the region
+//! for it when it joins, then by the fan-out as each frame comes), writes the shared part
 //! header and JPEG (reference-counted, never copied), re-sends the last live frame after
 //! [`RESEND_AFTER`] without a new one (never a placeholder: new ones come once a second),
 //! honours a per-viewer fps cap, and ends on shutdown.
@@ -149,6 +150,7 @@ impl ViewerSlot {
                 Err(now) => n = now,
             }
         }
+        hub.viewer_joined();
         Some(ViewerSlot {
             hub: hub.clone(),
             conn: ConnProgress::new(conn),
@@ -250,7 +252,12 @@ pub fn live(
                     } => {}
                 }
             }
-            v.fresh = false;
+            if v.fresh {
+                // Nothing is copied while nobody watches: a viewer that joins has the newest
+                // frame copied now, not one from before.
+                v.slot.hub().refresh();
+                v.fresh = false;
+            }
             let Some(frame) = v.rx.borrow_and_update().clone() else {
                 continue;
             };

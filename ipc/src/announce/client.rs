@@ -20,8 +20,8 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::proto::{
-    CameraState, Heartbeat, Hello, Message, MessageReader, PROTOCOL_VERSION, Subscribe,
-    write_message,
+    CameraState, FrameAnnounce, Heartbeat, Hello, Message, MessageReader, PROTOCOL_VERSION,
+    ProtoError, Subscribe, write_message,
 };
 use crate::region::{FrameMeta, ReadError, RegionReader};
 use crate::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
@@ -72,6 +72,15 @@ pub enum ClientEvent {
         /// Why, for the log: the server's own words when it refused.
         reason: String,
     },
+}
+
+/// What [`FrameClient::next_announcement`] reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Announcement {
+    /// A frame was committed to the region; nothing has been copied.
+    Frame(FrameAnnounce),
+    /// Any other event, as [`FrameClient::next`] reports it (never [`ClientEvent::Frame`]).
+    Event(ClientEvent),
 }
 
 /// Counters of a client.
@@ -135,6 +144,9 @@ impl std::fmt::Debug for Connecting {
 pub struct FrameClient {
     config: ClientConfig,
     stream: Option<UnixStream>,
+    /// The connection while parked ([`FrameClient::try_next_announcement`]): out of the
+    /// reactor, so arriving announcements wake no thread.
+    parked: Option<std::os::unix::net::UnixStream>,
     /// `None` only while an attempt in `connecting` has them.
     parts: Option<Parts>,
     connecting: Option<Connecting>,
@@ -154,6 +166,7 @@ impl FrameClient {
             backoff: config.backoff_min,
             config,
             stream: None,
+            parked: None,
             parts: Some(Parts {
                 reader: MessageReader::new(),
                 scratch: Vec::with_capacity(128),
@@ -180,7 +193,7 @@ impl FrameClient {
 
     /// True while connected to the server.
     pub fn is_connected(&self) -> bool {
-        self.stream.is_some()
+        self.stream.is_some() || self.parked.is_some()
     }
 
     /// Counters.
@@ -194,9 +207,38 @@ impl FrameClient {
     /// in flight is resumed by the next call, and a retry delay is kept as a deadline.
     pub async fn next(&mut self, buf: &mut Vec<u8>) -> ClientEvent {
         loop {
+            match self.next_announcement().await {
+                Announcement::Event(event) => return event,
+                Announcement::Frame(announce) => {
+                    if let Some(meta) = self.copy(&announce, buf) {
+                        return ClientEvent::Frame(meta);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the next event like [`FrameClient::next`], but returns a frame announcement
+    /// as it came, copying nothing: for a subscriber that copies a frame only when someone
+    /// will use it ([`FrameClient::copy`], or its own [`RegionReader`] of the region the
+    /// hello names). Cancel-safe like `next`.
+    pub async fn next_announcement(&mut self) -> Announcement {
+        if let Some(parked) = self.parked.take() {
+            match UnixStream::from_std(parked) {
+                Ok(stream) => self.stream = Some(stream),
+                Err(e) => {
+                    self.disconnect();
+                    let why = format!("cannot watch the capture-svc connection: {e}");
+                    if let Some(event) = self.outage(Failure::Other(why)) {
+                        return Announcement::Event(event);
+                    }
+                }
+            }
+        }
+        loop {
             let Some(stream) = self.stream.as_mut() else {
                 if let Some(event) = self.connect().await {
-                    return event;
+                    return Announcement::Event(event);
                 }
                 continue;
             };
@@ -205,63 +247,103 @@ impl FrameClient {
                 .as_mut()
                 .expect("a connected client has its reader")
                 .reader;
-            let message = match reader.read(stream).await {
-                Ok(m) => m,
+            let read = reader.read(stream).await;
+            if let Some(announcement) = self.on_read(read) {
+                return announcement;
+            }
+        }
+    }
+
+    /// Takes the next announcement or event already received, without waiting, and parks the
+    /// connection: it leaves the async reactor, so announcements arriving while nobody asks
+    /// wake no thread (for a subscriber that only looks now and then); the next
+    /// [`FrameClient::next_announcement`] takes it back. `None` when nothing is buffered, or
+    /// when not connected (connecting needs `next_announcement`).
+    pub fn try_next_announcement(&mut self) -> Option<Announcement> {
+        if let Some(stream) = self.stream.take() {
+            match stream.into_std() {
+                Ok(parked) => self.parked = Some(parked),
                 Err(e) => {
                     self.disconnect();
-                    match self.outage(Failure::Other(format!("capture-svc connection lost: {e}"))) {
-                        Some(event) => return event,
-                        None => continue,
-                    }
+                    let why = format!("cannot park the capture-svc connection: {e}");
+                    return self.outage(Failure::Other(why)).map(Announcement::Event);
                 }
-            };
-            match message {
-                Message::Frame(announce) => {
-                    let region = self
-                        .region
-                        .as_ref()
-                        .expect("a connected client has a region");
-                    match region.read_slot(announce.slot, announce.seq, buf) {
-                        Ok(meta) => {
-                            self.stats.frames += 1;
-                            return ClientEvent::Frame(meta);
-                        }
-                        Err(ReadError::Torn) => {
-                            self.stats.torn += 1;
-                            self.stats.skipped += 1;
-                        }
-                        Err(ReadError::Overwritten | ReadError::Empty) => self.stats.skipped += 1,
-                        Err(ReadError::Corrupt(why)) => {
-                            self.stats.corrupt += 1;
-                            tracing::warn!(
-                                seq = announce.seq,
-                                why,
-                                "skipping a corrupt frame slot"
-                            );
-                        }
-                    }
+            }
+        }
+        let stream = self.parked.as_mut()?;
+        let reader = &mut self.parts.as_mut()?.reader;
+        // A non-blocking socket: the read never waits, so one poll settles it.
+        let polled = {
+            let mut parked = NonBlocking(stream);
+            let mut read = std::pin::pin!(reader.read(&mut parked));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            read.as_mut().poll(&mut cx)
+        };
+        match polled {
+            std::task::Poll::Ready(result) => self.on_read(result),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    /// What a read from the connection gives: `None` to read again.
+    fn on_read(&mut self, read: Result<Message, ProtoError>) -> Option<Announcement> {
+        let message = match read {
+            Ok(m) => m,
+            Err(e) => {
+                self.disconnect();
+                let why = format!("capture-svc connection lost: {e}");
+                return self.outage(Failure::Other(why)).map(Announcement::Event);
+            }
+        };
+        match message {
+            Message::Frame(announce) => Some(Announcement::Frame(announce)),
+            Message::CameraState(state) => {
+                if let Some(hello) = self.hello.as_mut() {
+                    hello.state = state.clone();
                 }
-                Message::CameraState(state) => {
-                    if let Some(hello) = self.hello.as_mut() {
-                        hello.state = state.clone();
-                    }
-                    return ClientEvent::State(state);
-                }
-                Message::Heartbeat(h) => return ClientEvent::Heartbeat(h),
-                Message::Refused(r) => {
-                    // Closed by the server, with a reason (replaced by a newer connection under
-                    // our name, or a protocol error): back off before coming back.
-                    self.disconnect();
-                    self.retry_later();
-                    if let Some(event) = self.outage(Failure::Refused(r.reason)) {
-                        return event;
-                    }
-                }
-                other => {
-                    tracing::warn!(message = ?other, "unexpected message from capture-svc, reconnecting");
-                    self.disconnect();
-                    self.retry_later();
-                }
+                Some(Announcement::Event(ClientEvent::State(state)))
+            }
+            Message::Heartbeat(h) => Some(Announcement::Event(ClientEvent::Heartbeat(h))),
+            Message::Refused(r) => {
+                // Closed by the server, with a reason (replaced by a newer connection under
+                // our name, or a protocol error): back off before coming back.
+                self.disconnect();
+                self.retry_later();
+                self.outage(Failure::Refused(r.reason))
+                    .map(Announcement::Event)
+            }
+            other => {
+                tracing::warn!(message = ?other, "unexpected message from capture-svc, reconnecting");
+                self.disconnect();
+                self.retry_later();
+                None
+            }
+        }
+    }
+
+    /// Copies the announced frame into `buf` and verifies it, counting it in the stats;
+    /// `None` when it is gone (overwritten or torn, counted as skipped), corrupt, or no region
+    /// is mapped.
+    pub fn copy(&mut self, announce: &FrameAnnounce, buf: &mut Vec<u8>) -> Option<FrameMeta> {
+        let region = self.region.as_ref()?;
+        match region.read_slot(announce.slot, announce.seq, buf) {
+            Ok(meta) => {
+                self.stats.frames += 1;
+                Some(meta)
+            }
+            Err(ReadError::Torn) => {
+                self.stats.torn += 1;
+                self.stats.skipped += 1;
+                None
+            }
+            Err(ReadError::Overwritten | ReadError::Empty) => {
+                self.stats.skipped += 1;
+                None
+            }
+            Err(ReadError::Corrupt(why)) => {
+                self.stats.corrupt += 1;
+                tracing::warn!(seq = announce.seq, why, "skipping a corrupt frame slot");
+                None
             }
         }
     }
@@ -328,6 +410,7 @@ impl FrameClient {
 
     fn disconnect(&mut self) {
         self.stream = None;
+        self.parked = None;
         if let Some(parts) = self.parts.as_mut() {
             parts.reader.reset();
         }
@@ -408,4 +491,35 @@ async fn exchange(
         )));
     }
     Ok((stream, hello))
+}
+
+/// A parked (non-blocking) connection read without the reactor: `Pending` when no byte is
+/// there, which only a single poll may see ([`FrameClient::try_next_announcement`]).
+struct NonBlocking<'a>(&'a mut std::os::unix::net::UnixStream);
+
+impl tokio::io::AsyncRead for NonBlocking<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read as _;
+        let this = self.get_mut();
+        match this.0.read(buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                std::task::Poll::Ready(Ok(()))
+            }
+            // Nothing yet (or a signal): looked at again on the next call.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                std::task::Poll::Pending
+            }
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
 }

@@ -5,7 +5,7 @@ pub mod client;
 pub mod proto;
 pub mod server;
 
-pub use client::{ClientConfig, ClientEvent, ClientStats, FrameClient};
+pub use client::{Announcement, ClientConfig, ClientEvent, ClientStats, FrameClient};
 pub use proto::{
     CameraState, FrameAnnounce, Heartbeat, Hello, MAX_MESSAGE_LEN, Message, PROTOCOL_VERSION,
     Refused,

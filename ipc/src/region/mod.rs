@@ -684,6 +684,13 @@ impl RegionReader {
         }
     }
 
+    /// Sequence number of the newest committed frame (0 before the first), copying nothing:
+    /// lets a reader that copies on demand tell whether its copy is still the newest.
+    pub fn latest_seq(&self) -> u64 {
+        // Pairs with the Release store of `Latest` in `publish`.
+        unpack_latest(self.map.header_u64(HeaderField::Latest, Ordering::Acquire)).0
+    }
+
     /// Copies the newest committed frame into `buf` (see [`RegionReader::read_slot`]).
     ///
     /// # Errors
