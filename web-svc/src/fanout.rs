@@ -253,8 +253,12 @@ impl Hub {
 
     fn copy_newest(&self, store: &mut Store) {
         // The newest committed frame, whether its announcement has been read yet or not.
+        // A torn read of it (the writer busy announcing each time): keep what is published.
         let newest = match &store.reader {
-            Some(reader) if store.live => reader.latest_seq(),
+            Some(reader) if store.live => match reader.latest_seq() {
+                Ok(seq) => seq,
+                Err(_) => return,
+            },
             _ => return,
         };
         if newest <= store.published {

@@ -686,9 +686,12 @@ impl RegionReader {
 
     /// Sequence number of the newest committed frame (0 before the first), copying nothing:
     /// lets a reader that copies on demand tell whether its copy is still the newest.
-    pub fn latest_seq(&self) -> u64 {
-        // Pairs with the Release store of `Latest` in `publish`.
-        unpack_latest(self.map.header_u64(HeaderField::Latest, Ordering::Acquire)).0
+    ///
+    /// # Errors
+    /// [`ReadError::Torn`] if the writer was changing the newest frame's announcement on each
+    /// of [`LATEST_ATTEMPTS`] tries (counted).
+    pub fn latest_seq(&self) -> Result<u64, ReadError> {
+        self.latest().map(|(_, seq)| seq)
     }
 
     /// Copies the newest committed frame into `buf` (see [`RegionReader::read_slot`]).
@@ -698,6 +701,15 @@ impl RegionReader {
     /// changing the newest frame's announcement on each of [`LATEST_ATTEMPTS`] tries, else as
     /// [`RegionReader::read_slot`].
     pub fn read_latest(&self, buf: &mut Vec<u8>) -> Result<FrameMeta, ReadError> {
+        match self.latest()? {
+            (_, 0) => Err(ReadError::Empty),
+            (slot, seq) => self.read_slot(slot, seq, buf),
+        }
+    }
+
+    /// The newest frame's announcement in the header, `(slot, seq)`; `seq` is 0 before the
+    /// first frame. Read under its own sequence lock with relaxed 32-bit loads and fences.
+    fn latest(&self) -> Result<(u32, u64), ReadError> {
         let map = &self.map;
         for _ in 0..LATEST_ATTEMPTS {
             let before = map.header(HeaderField::LatestLock);
@@ -720,10 +732,7 @@ impl RegionReader {
                 std::hint::spin_loop();
                 continue;
             }
-            if seq == 0 {
-                return Err(ReadError::Empty);
-            }
-            return self.read_slot(slot, seq, buf);
+            return Ok((slot, seq));
         }
         Err(self.torn())
     }

@@ -59,12 +59,17 @@ fn load(a: &AtomicU64) -> u64 {
 const METRICS: &[Spec] = &[
     counter(
         "frames_received",
-        "Live frames read from capture-svc.",
+        "Live frames announced by capture-svc.",
         |s| load(&s.hub.metrics.frames_in),
     ),
     counter(
+        "frames_copied",
+        "Live frames copied out of the region (only when a viewer or a snapshot wants one).",
+        |s| load(&s.hub.metrics.frames_copied),
+    ),
+    counter(
         "frames_skipped_source",
-        "Announced frames not read (overwritten, torn, corrupt).",
+        "Frames whose copy out of the region failed (overwritten, torn, corrupt).",
         |s| load(&s.hub.metrics.frames_skipped_source),
     ),
     counter(
