@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-/// Clip file name while motion-svc writes it (DESIGN.md: never left looking whole).
+/// Clip file name while motion-svc writes it (the design contract in ARCHITECTURE.md: never left looking whole).
 pub const CLIP_PART: &str = "clip.avi.part";
 
 /// `<events>/<id>/event.json` parsed, if it is there and whole.

@@ -1,7 +1,7 @@
 //! Faults under a real systemd (booted in a throwaway container): SIGKILL of each service,
 //! a unit over its MemoryMax, a hung service caught by the watchdog. In every case systemd
 //! restarts only the unit at fault, and the others (and a viewer watching the live stream)
-//! carry on as DESIGN.md promises. The faults themselves (and their timing) are
+//! carry on as the design contract (ARCHITECTURE.md) promises. The faults themselves (and their timing) are
 //! `mecam_system_tests::faults`, which `mecam-soak --faults` runs for the README's figures.
 //!
 //! Times are printed (they go in the README), never asserted: the deadlines only stop a

@@ -1,5 +1,5 @@
 //! The unit files in `systemd/`: `systemd-analyze verify` prints nothing at all, and each
-//! service unit carries the settings DESIGN.md asks for.
+//! service unit carries the settings the design contract (ARCHITECTURE.md) asks for.
 
 use std::path::Path;
 use std::process::Command;
