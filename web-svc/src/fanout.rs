@@ -545,12 +545,11 @@ impl Feeder {
             if let Some(p) = prev {
                 let dt = announce.mono_ns.saturating_sub(p) as f64 / 1e9;
                 if dt > 0.0 {
-                    let inst = 1.0 / dt;
-                    s.fps = if s.fps == 0.0 {
-                        inst
-                    } else {
-                        s.fps * 0.9 + inst * 0.1
-                    };
+                    // The mean interval, not the mean of instantaneous rates: frames that
+                    // arrive in a burst after a gap (a camera or a loaded machine catching up)
+                    // average out with the gap instead of reading as a thousand fps.
+                    let mean_dt = if s.fps > 0.0 { 1.0 / s.fps } else { dt };
+                    s.fps = 1.0 / (mean_dt * 0.9 + dt * 0.1);
                 }
             }
             s.last_frame = Some(captured);
