@@ -13,7 +13,7 @@ use std::time::Duration;
 use hyper::Uri;
 use tokio::sync::Semaphore;
 
-use crate::store::EventMeta;
+use events::EventMeta;
 
 /// Hook lines: a slow or failing webhook endpoint, or a busy scene, must not flood the
 /// journal (one line per interval, then a count).

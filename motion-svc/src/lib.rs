@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod analyzer;
-pub mod avi;
 pub mod config;
 pub mod decode;
 pub mod detect;
@@ -19,4 +18,3 @@ pub mod recorder;
 pub mod ring;
 pub mod select;
 pub mod service;
-pub mod store;

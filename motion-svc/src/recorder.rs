@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::avi::{self, AviWriter};
 use crate::event::EndReason;
 use crate::ring::FrameRing;
-use crate::store::{self, CLIP, CLIP_PART, EventMeta, EventState, Limits, POSTER};
+use events::avi::{self, AviWriter};
+use events::{CLIP, CLIP_PART, EventMeta, EventState, Limits, META_TMP, POSTER, POSTER_TMP};
 
 /// Channel slots reserved for control messages beyond the frame pool.
 pub const CONTROL_SLACK: usize = 16;
@@ -93,7 +93,7 @@ pub fn probe_disk(events_dir: &Path, min_free: u64) -> DiskState {
         Ok(s) if s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) => {
             return DiskState::ReadOnly;
         }
-        Ok(_) if store::free_bytes(events_dir).is_some_and(|f| f < min_free) => {
+        Ok(_) if events::free_bytes(events_dir).is_some_and(|f| f < min_free) => {
             return DiskState::Full;
         }
         Ok(_) => {}
@@ -471,7 +471,7 @@ impl Writer {
 
     fn write_pending_meta(&mut self) {
         while let Some((dir, meta)) = self.pending_meta.front() {
-            match store::write_meta(dir, meta) {
+            match events::write_meta(dir, meta) {
                 Ok(()) => {
                     tracing::info!(event = %meta.id, "event.json written now that the disk is back");
                     self.pending_meta.pop_front();
@@ -491,7 +491,7 @@ impl Writer {
     }
 
     fn recover(&mut self) {
-        match store::recover(&self.config.events_dir) {
+        match events::recover(&self.config.events_dir) {
             Ok(r) => {
                 crate::service::log_recovery(&r);
                 self.recovery_pending = r.write_errors > 0;
@@ -615,11 +615,11 @@ impl Writer {
         // event.json first, so that a reader never finds a clip without metadata.
         meta.clip = Some(CLIP.to_string());
         meta.state = EventState::Recording;
-        if let Err(e) = store::write_meta(&dir, &meta) {
-            let store::StoreError::Io { source, .. } = &e;
+        if let Err(e) = events::write_meta(&dir, &meta) {
+            let events::StoreError::Io { source, .. } = &e;
             self.set_disk(DiskState::from_io(source));
             // Nothing of it is on disk: the empty folder goes, the event is not recorded.
-            let _ = std::fs::remove_file(dir.join("event.json.tmp"));
+            let _ = std::fs::remove_file(dir.join(META_TMP));
             let _ = std::fs::remove_dir(&dir);
             return self.not_recorded(meta, dir, dropped_before, e.to_string());
         }
@@ -647,7 +647,7 @@ impl Writer {
                 self.set_disk(DiskState::from_io(&e));
                 cur.clip_failed("create the clip", &e);
                 cur.meta.clip = None;
-                if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
+                if let Err(e) = events::write_meta(&cur.dir, &cur.meta) {
                     tracing::error!(event = %cur.meta.id, "{e}");
                 }
             }
@@ -720,7 +720,7 @@ impl Writer {
             frames = salvage_clip(&mut cur);
         }
         if !self.poster.is_empty() {
-            let tmp = cur.dir.join("poster.jpg.tmp");
+            let tmp = cur.dir.join(POSTER_TMP);
             match std::fs::write(&tmp, &self.poster)
                 .and_then(|()| std::fs::rename(&tmp, cur.dir.join(POSTER)))
             {
@@ -735,7 +735,7 @@ impl Writer {
         // The final event.json is written under its temporary name first, so that the
         // journal's end record (logged before it becomes visible, as readers of the journal
         // expect) already knows whether it could be written.
-        match store::prepare_meta(&cur.dir, &cur.meta) {
+        match events::prepare_meta(&cur.dir, &cur.meta) {
             Ok(prepared) => {
                 self.report_end(cur.meta.clone(), &cur.dir);
                 if let Err(e) = prepared.commit() {
@@ -759,21 +759,21 @@ impl Writer {
 
     /// The final `event.json` could not be written: make room and try once more, else keep
     /// it to write when the disk comes back. The event is reported failed either way.
-    fn final_meta_failed(&mut self, cur: &mut Current, e: &store::StoreError) {
+    fn final_meta_failed(&mut self, cur: &mut Current, e: &events::StoreError) {
         tracing::error!(event = %cur.meta.id, "{e}; the event is marked failed");
-        let store::StoreError::Io { source, .. } = e;
+        let events::StoreError::Io { source, .. } = e;
         self.set_disk(DiskState::from_io(source));
-        let _ = std::fs::remove_file(cur.dir.join("event.json.tmp"));
+        let _ = std::fs::remove_file(cur.dir.join(META_TMP));
         cur.meta.state = EventState::Failed;
         cur.meta.end_reason = Some(EndReason::WriteFailed);
         cur.meta
             .clip_error
             .get_or_insert_with(|| format!("cannot write event.json: {e}"));
         self.enforce_limits(Some(&cur.meta.id.clone()));
-        if store::write_meta(&cur.dir, &cur.meta).is_ok() {
+        if events::write_meta(&cur.dir, &cur.meta).is_ok() {
             return;
         }
-        let _ = std::fs::remove_file(cur.dir.join("event.json.tmp"));
+        let _ = std::fs::remove_file(cur.dir.join(META_TMP));
         if self.pending_meta.len() >= MAX_PENDING_META {
             if let Some((_, lost)) = self.pending_meta.pop_front() {
                 tracing::error!(event = %lost.id, "gave up writing its event.json ({MAX_PENDING_META} waiting): the next start marks it interrupted");
@@ -786,7 +786,7 @@ impl Writer {
     /// The final fields of `cur.meta`: end, frames, drops, state and reason.
     fn close_meta(&self, cur: &mut Current, frames: usize, reason: Option<EndReason>) {
         if cur.meta.end_unix_ms.is_none() {
-            let now = store::now_unix_ms();
+            let now = events::now_unix_ms();
             cur.meta.end_unix_ms = Some(now);
             cur.meta.duration_s = now.saturating_sub(cur.meta.start_unix_ms) as f64 / 1000.0;
         }
@@ -814,12 +814,12 @@ impl Writer {
         let keep = keep
             .map(str::to_owned)
             .or_else(|| self.current.as_ref().map(|c| c.meta.id.clone()));
-        match store::enforce_limits(
+        match events::enforce_limits(
             &dir,
             self.config.limits,
             keep.as_deref(),
-            store::now_unix_ms(),
-            &|| store::free_bytes(&dir),
+            events::now_unix_ms(),
+            &|| events::free_bytes(&dir),
         ) {
             Ok(deleted) if !deleted.is_empty() => tracing::info!(
                 "storage limits: deleted {} old event(s): {}",
@@ -859,26 +859,9 @@ fn salvage_clip(cur: &mut Current) -> usize {
     }
 }
 
-/// Next free counter for ids: one past the highest counter among existing folders.
-pub fn next_counter(events_dir: &Path) -> u32 {
-    std::fs::read_dir(events_dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    store::parse_id(&n)?;
-                    n.rsplit('-').next()?.parse::<u32>().ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::avi;
     use std::time::Instant;
 
     const MS: u64 = 1_000_000;
@@ -907,7 +890,7 @@ mod tests {
     }
 
     fn meta(id: &str) -> EventMeta {
-        EventMeta::new(id.into(), store::parse_id(id).unwrap(), 64, 48)
+        EventMeta::new(id.into(), events::parse_id(id).unwrap(), 64, 48)
     }
 
     /// The end of event `id` with last motion at frame `last`.
@@ -990,14 +973,14 @@ mod tests {
         assert_eq!(frames[0], jpeg(20));
         assert_eq!(*frames.last().unwrap(), jpeg(44));
         assert_eq!(std::fs::read(dir.join(POSTER)).unwrap(), jpeg(35));
-        let on_disk = store::read_meta(&dir).unwrap();
+        let on_disk = events::read_meta(&dir).unwrap();
         assert_eq!(on_disk, m);
         assert_eq!(on_disk.frames, 25);
         assert_eq!(on_disk.peak_score, 9.0);
         assert!(!dir.join(CLIP_PART).exists());
         assert_eq!(on_disk.end_reason, Some(EndReason::Quiet));
         assert_eq!(on_disk.clip_error, None);
-        assert_eq!(next_counter(d.path()), 1);
+        assert_eq!(events::last_counter(d.path()), 1);
     }
 
     #[test]
@@ -1123,7 +1106,7 @@ mod tests {
         assert_eq!(frames.len(), 10);
         assert_eq!(m.frames, 10);
         assert_eq!(m.dropped_frames, 1, "the frame that failed is counted");
-        assert_eq!(store::read_meta(&dir).unwrap(), m);
+        assert_eq!(events::read_meta(&dir).unwrap(), m);
     }
 
     #[test]
@@ -1134,7 +1117,7 @@ mod tests {
         r.start_event(meta(id), 0);
         r.shutdown();
         let dir = d.path().join(id);
-        let m = store::read_meta(&dir).unwrap();
+        let m = events::read_meta(&dir).unwrap();
         assert_eq!((m.state, m.clip, m.frames), (EventState::Complete, None, 0));
         assert!(!dir.join(CLIP).exists() && !dir.join(CLIP_PART).exists());
     }
@@ -1146,7 +1129,7 @@ mod tests {
         std::fs::create_dir(d.path().join(old)).unwrap();
         let mut done = meta(old);
         done.state = EventState::Complete;
-        store::write_meta(&d.path().join(old), &done).unwrap();
+        events::write_meta(&d.path().join(old), &done).unwrap();
         let mut cfg = config(d.path());
         cfg.limits.max_age_ms = 86_400_000;
         let mut r = Recorder::start(cfg).unwrap();
@@ -1219,7 +1202,7 @@ mod tests {
         let written = std::fs::read_dir(d.path().join("gone"))
             .unwrap()
             .flatten()
-            .filter(|e| store::read_meta(&e.path()).is_ok_and(|m| m.state == EventState::Failed))
+            .filter(|e| events::read_meta(&e.path()).is_ok_and(|m| m.state == EventState::Failed))
             .count();
         assert_eq!(written, MAX_PENDING_META - 1);
     }
@@ -1234,7 +1217,7 @@ mod tests {
             paced(&mut r, i, Some(1.0));
         }
         r.shutdown();
-        let m = store::read_meta(&d.path().join(id)).unwrap();
+        let m = events::read_meta(&d.path().join(id)).unwrap();
         assert_eq!(m.state, EventState::Complete);
         assert_eq!(m.end_reason, Some(EndReason::Shutdown));
         assert_eq!(

@@ -18,10 +18,8 @@ use crate::config::{MotionConfig, Settings};
 use crate::event::Transition;
 use crate::hooks::{HookConfig, HookKind, Hooks, parse_http_url};
 use crate::journal;
-use crate::recorder::{
-    DiskState, EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, next_counter,
-};
-use crate::store::{self, CLIP, EventMeta, Limits, Recovery};
+use crate::recorder::{DiskState, EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats};
+use events::{CLIP, EventMeta, Limits, Recovery};
 
 /// The detection loop turns at least this often, frames or not (a camera outage included):
 /// it refreshes the systemd status and proves to the watchdog that it is alive.
@@ -294,7 +292,7 @@ fn limits(c: &MotionConfig) -> Limits {
 fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
     let (ref_mono, ref_wall) = clock;
     if ref_wall == 0 {
-        return store::now_unix_ms();
+        return events::now_unix_ms();
     }
     let wall = if mono_ns <= ref_mono {
         ref_wall.saturating_sub(ref_mono - mono_ns)
@@ -320,7 +318,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     // is wrong (status line, journal), records nothing, and retries.
     let recovery_pending = match std::fs::create_dir_all(&events_dir)
         .map_err(|e| e.to_string())
-        .and_then(|()| store::recover(&events_dir).map_err(|e| e.to_string()))
+        .and_then(|()| events::recover(&events_dir).map_err(|e| e.to_string()))
     {
         Ok(r) => {
             log_recovery(&r);
@@ -334,7 +332,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             true
         }
     };
-    let mut counter = next_counter(&events_dir);
+    let mut counter = events::last_counter(&events_dir);
     let mut recorder = Recorder::start(RecorderConfig {
         events_dir: events_dir.clone(),
         pre_capture_s: rc.settings.events.pre_capture_s,
@@ -529,8 +527,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             Transition::Start { first_motion } => {
                 let first_ns = (first_motion * 1e9) as u64;
                 let start_ms = to_wall_ms(clock, first_ns);
-                counter = counter % 9999 + 1;
-                let id = format!("{}-{counter:04}", store::utc_stamp(start_ms));
+                let id = events::next_id(start_ms, &mut counter);
                 let peak = analyzer.peak().clone();
                 let meta = EventMeta {
                     peak_score: peak.score,
