@@ -321,4 +321,55 @@ mod tests {
         store.delete("20261124T000000Z-0003").unwrap();
         assert!(!dir.path().join("20261124T000000Z-0003").exists());
     }
+
+    #[test]
+    fn another_schema_version_shows_corrupt_and_the_api_keeps_one_id_and_null_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::new(dir.path(), 10);
+        let (good, other) = ("20261124T000000Z-0001", "20261124T000000Z-0002");
+        for id in [good, other] {
+            let folder = dir.path().join(id);
+            std::fs::create_dir(&folder).unwrap();
+            let m = EventMeta {
+                state: EventState::Complete,
+                duration_s: 1.5,
+                ..EventMeta::new(id.into(), ::events::parse_id(id).unwrap(), 64, 48)
+            };
+            ::events::write_meta(&folder, &m).unwrap();
+        }
+        let path = dir.path().join(other).join(META);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["schema"] = 2.into();
+        std::fs::write(&path, v.to_string()).unwrap();
+
+        let shown = store.info(other).unwrap();
+        assert_eq!(shown.state, Shown::Corrupt);
+        assert!(
+            shown
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("schema version 2"),
+            "{shown:?}"
+        );
+        let api = serde_json::to_string(&shown).unwrap();
+        assert_eq!(api.matches("\"id\"").count(), 1, "{api}");
+        let api: serde_json::Value = serde_json::from_str(&api).unwrap();
+        assert_eq!(api["state"], "corrupt");
+        assert!(
+            api["duration_s"].is_null() && api["start_unix_ms"].is_null(),
+            "{api}"
+        );
+        store.delete(other).unwrap();
+
+        let shown = serde_json::to_string(&store.info(good).unwrap()).unwrap();
+        assert_eq!(shown.matches("\"state\"").count(), 1, "{shown}");
+        let api: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(
+            (api["id"].as_str(), api["state"].as_str()),
+            (Some(good), Some("complete"))
+        );
+        assert_eq!(api["duration_s"], 1.5);
+    }
 }
