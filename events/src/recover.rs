@@ -351,4 +351,25 @@ mod tests {
         };
         without_blocking(move || enforce_limits(&root, limits, None, 0, &|| None).unwrap());
     }
+
+    #[test]
+    fn recovery_does_not_read_through_a_symlinked_event_json() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("elsewhere.json");
+        let text =
+            serde_json::to_vec(&meta("20261124T182900Z-0001", EventState::Recording)).unwrap();
+        fs::write(&target, &text).unwrap();
+        let mut c = 0;
+        let (id, dir) = create_event_dir(d.path(), 1_700_000_000_000, &mut c).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join(META)).unwrap();
+
+        let r = recover(d.path()).unwrap();
+        assert_eq!(r.recovered, vec![], "{r:?}");
+        assert_eq!(r.skipped.len(), 1, "{r:?}");
+        assert_eq!(r.skipped[0].id, id);
+        assert!(r.skipped[0].why.contains("symlink"), "{r:?}");
+        assert!(fs::symlink_metadata(dir.join(META)).unwrap().is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), text, "the target is untouched");
+    }
 }
