@@ -3,20 +3,21 @@
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use capture_svc::synthetic::{Scene, Script};
 use ipc::announce::{CameraState, ClientConfig, ClientEvent, FrameClient, Hello};
+use testkit::notify::NotifySocket;
+use testkit::service::{Service, with_own_watchdog_pid};
 
 const BIN: &str = env!("CARGO_BIN_EXE_capture-svc");
 const READY: Duration = Duration::from_secs(20);
 
 /// A running capture-svc, killed on drop.
 struct Svc {
-    child: Child,
+    svc: Service,
     dir: tempfile::TempDir,
-    log: PathBuf,
 }
 
 impl Svc {
@@ -31,9 +32,7 @@ impl Svc {
             .iter()
             .any(|(k, v)| *k == "WATCHDOG_PID" && *v == "self");
         let mut cmd = if self_pid {
-            let mut c = Command::new("sh");
-            c.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", BIN]);
-            c
+            with_own_watchdog_pid(Path::new(BIN))
         } else {
             Command::new(BIN)
         };
@@ -43,16 +42,13 @@ impl Svc {
             .arg(dir.path().join("run"))
             .args(["--log-target", "stderr"])
             .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .env("RUST_LOG", "info");
         for (k, v) in env.iter().filter(|(k, _)| *k != "WATCHDOG_PID") {
             cmd.env(k, v);
         }
         eprintln!("running {BIN} {args:?}");
-        let child = cmd.spawn().unwrap();
-        let mut svc = Svc { child, dir, log };
+        let svc = Service::start("capture-svc", cmd, &log).unwrap();
+        let mut svc = Svc { svc, dir };
         svc.wait_ready();
         svc
     }
@@ -66,15 +62,15 @@ impl Svc {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.svc.log()
     }
 
     fn wait_ready(&mut self) {
         let socket = self.socket();
-        let child = &mut self.child;
+        let svc = &mut self.svc;
         let ok = poll(READY, || {
             assert!(
-                child.try_wait().unwrap().is_none(),
+                svc.try_wait().unwrap().is_none(),
                 "capture-svc exited early"
             );
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
@@ -83,49 +79,24 @@ impl Svc {
     }
 
     fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        poll(timeout, || self.log_text().contains(needle))
+        self.svc.wait_log(needle, timeout).is_ok()
     }
 
     /// SIGTERM and wait for exit; returns the exit code.
     fn terminate(&mut self) -> Option<i32> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "capture-svc did not exit on SIGTERM; log:\n{}",
-            self.log_text()
-        );
+        let status = self.svc.stop(Duration::from_secs(15)).unwrap_or_else(|e| {
+            panic!(
+                "capture-svc did not exit on SIGTERM: {e}; log:\n{}",
+                self.log_text()
+            )
+        });
+        status.code()
     }
 }
 
-impl Drop for Svc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- capture-svc log ---\n{}", self.log_text());
-        }
-    }
-}
-
-fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    f()
+/// Whether `f` holds within `timeout`.
+fn poll(timeout: Duration, f: impl FnMut() -> bool) -> bool {
+    testkit::poll::until_true("the condition", timeout, f).is_ok()
 }
 
 fn jpeg(w: u32, h: u32, t: u64) -> Vec<u8> {
@@ -503,8 +474,7 @@ fn sigkill_of_capture_svc_leaves_no_child() {
     set_mode(&ctl, "stall");
     let pid = fake_pids(&ctl)[0];
     assert!(alive(pid));
-    svc.child.kill().unwrap();
-    svc.child.wait().unwrap();
+    svc.svc.kill().unwrap();
     assert!(
         poll(Duration::from_secs(10), || !alive(pid)),
         "camera process {pid} survived SIGKILL of capture-svc"
@@ -576,7 +546,7 @@ fn a_looping_file_without_a_valid_frame_backs_off_instead_of_spinning() {
     );
     // The first STATUS comes after STATUS_PERIOD (5 s) and counts the restarts so far.
     let mut status = None;
-    let got = notifications(&sock, Duration::from_secs(8));
+    let got = sock.collect(Duration::from_secs(8));
     for m in &got {
         if let Some(line) = m.strip_prefix("STATUS=") {
             status.get_or_insert(line.trim().to_owned());
@@ -848,11 +818,9 @@ fn http_source_wrong_password_says_so() {
 }
 
 /// Collects sd_notify datagrams sent to a socket in `dir`.
-fn notify_socket(dir: &Path) -> (std::os::unix::net::UnixDatagram, PathBuf) {
-    let path = dir.join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+fn notify_socket(dir: &Path) -> (NotifySocket, PathBuf) {
+    let sock = NotifySocket::bind(&dir.join("notify.sock"));
+    let path = sock.path().to_owned();
     (sock, path)
 }
 
@@ -863,18 +831,6 @@ fn watchdog_env(notify_socket: &str) -> [(&str, &str); 3] {
         ("WATCHDOG_USEC", "600000"),
         ("WATCHDOG_PID", "self"),
     ]
-}
-
-fn notifications(sock: &std::os::unix::net::UnixDatagram, for_time: Duration) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + for_time;
-    while Instant::now() < deadline {
-        if let Ok(n) = sock.recv(&mut buf) {
-            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
-    out
 }
 
 #[test]
@@ -888,7 +844,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
         &["--source", "synthetic", "--fps", "10"],
         &watchdog_env(&path_s),
     );
-    let got = notifications(&sock, Duration::from_secs(7));
+    let got = sock.collect(Duration::from_secs(7));
     assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
     assert!(
         got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
@@ -927,7 +883,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
         svc.log_text()
     );
     // Long enough for a STATUS line (every 5 s), which shows the state the pings came in.
-    let got = notifications(&sock, Duration::from_secs(6));
+    let got = sock.collect(Duration::from_secs(6));
     assert!(
         got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
         "pings while failed and retrying: {got:?}"
@@ -961,9 +917,9 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
         svc.log_text()
     );
     // Past the stall timeout the one frame no longer counts as flowing.
-    let before = notifications(&sock, Duration::from_secs(1));
+    let before = sock.collect(Duration::from_secs(1));
     assert!(before.iter().any(|m| m.contains("READY=1")), "{before:?}");
-    let got = notifications(&sock, Duration::from_secs(2));
+    let got = sock.collect(Duration::from_secs(2));
     assert!(
         !got.iter().any(|m| m.contains("WATCHDOG=1")),
         "no pings once the source is done for good: {got:?}"
@@ -998,7 +954,7 @@ fn endless_garbage_from_the_camera_is_survived() {
         matches!(ev.first(), Some(ClientEvent::Connected(_))),
         "{ev:?}"
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", svc.child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", svc.svc.pid())).unwrap();
     let rss_kib: u64 = status
         .lines()
         .find(|l| l.starts_with("VmRSS"))
@@ -1162,7 +1118,7 @@ fn hostile_frames_between_good_ones_are_never_published_and_are_counted_by_reaso
     // Counted by reason, in STATUS (every 5 s), exact, and the camera never restarted.
     let mut status = String::new();
     let ok = poll(Duration::from_secs(20), || {
-        if let Some(s) = last_status(&notifications(&sock, Duration::from_millis(200))) {
+        if let Some(s) = last_status(&sock.collect(Duration::from_millis(200))) {
             status = s;
         }
         ["too_large", "too_much_memory", "not_jpeg", "unsupported"]
@@ -1369,7 +1325,7 @@ fn with_no_camera_found_it_fails_loudly_keeps_looking_and_uses_a_camera_plugged_
         "{reason}"
     );
     // The watchdog keeps being pinged while it looks (every 50-300 ms), and STATUS says failed.
-    let got = notifications(&sock, Duration::from_secs(6));
+    let got = sock.collect(Duration::from_secs(6));
     assert!(
         got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
         "pings while looking: {got:?}"
@@ -1447,7 +1403,7 @@ fn a_camera_flooding_bad_data_gets_a_few_log_lines_and_exact_counters() {
     );
     let mut status = String::new();
     let ok = poll(Duration::from_secs(20), || {
-        if let Some(s) = last_status(&notifications(&sock, Duration::from_millis(200))) {
+        if let Some(s) = last_status(&sock.collect(Duration::from_millis(200))) {
             status = s;
         }
         status.contains("200 frames")

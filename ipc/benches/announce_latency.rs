@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use ipc::announce::{AnnounceServer, ClientConfig, ClientEvent, FrameClient, Hello, ServerConfig};
-use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+use ipc::announce::{ClientConfig, ClientEvent, FrameClient, ServerConfig};
 use ipc::service::monotonic_ns;
+use testkit::camera::{Publisher, Stream};
 
 const FRAMES: u64 = 2_000;
 
@@ -19,12 +19,20 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 async fn run(size: usize, paced: bool) -> (f64, f64, f64, u64) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
-    let mut writer = RegionWriter::create(&dir.path().join("frames"), size).unwrap();
-    let hello = Hello::streaming(&writer, 1920, 1080, 30.0, "bench");
-    let socket = dir.path().join("capture.sock");
-    let server = AnnounceServer::bind(&socket, hello, ServerConfig::default()).unwrap();
-    let handle = server.handle();
-    tokio::spawn(server.run(std::future::pending()));
+    let stream = Stream {
+        width: 1920,
+        height: 1080,
+        fps: 30.0,
+        slot: size,
+        source: "bench",
+    };
+    let (mut camera, _server) = Publisher::start(
+        dir.path(),
+        &stream,
+        ServerConfig::default(),
+        std::future::pending(),
+    );
+    let socket = camera.socket.clone();
     let reader = tokio::spawn(async move {
         let mut client = FrameClient::new(ClientConfig::new(&socket, "bench"));
         let mut buf = Vec::with_capacity(size);
@@ -42,16 +50,7 @@ async fn run(size: usize, paced: bool) -> (f64, f64, f64, u64) {
     let frame = vec![0x5au8; size];
     let start = Instant::now();
     for _ in 0..FRAMES {
-        let now = monotonic_ns();
-        let info = FrameInfo {
-            width: 1920,
-            height: 1080,
-            format: FrameFormat::Jpeg,
-            mono_ns: now,
-            wall_ns: now,
-        };
-        let meta = writer.publish(&info, &frame).unwrap();
-        handle.frame(&meta);
+        camera.publish(&frame);
         if paced {
             tokio::time::sleep(Duration::from_millis(2)).await;
         } else {

@@ -7,22 +7,38 @@ use std::time::{Duration, Instant};
 
 use ipc::announce::proto::{Subscribe, encode};
 use ipc::announce::{
-    AnnounceHandle, AnnounceServer, Announcement, CameraState, ClientConfig, ClientEvent,
-    FrameClient, Hello, MOTION_SVC, Message, PROTOCOL_VERSION, ServerConfig, WEB_SVC,
+    AnnounceHandle, Announcement, CameraState, ClientConfig, ClientEvent, FrameClient, Hello,
+    MOTION_SVC, Message, PROTOCOL_VERSION, ServerConfig, WEB_SVC,
 };
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+use testkit::camera::{Publisher, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
+/// What the test servers announce.
+const STREAM: Stream = Stream {
+    width: 64,
+    height: 48,
+    fps: 30.0,
+    slot: 1024,
+    source: "test",
+};
+
 fn hello(writer: &RegionWriter) -> Hello {
-    Hello::streaming(writer, 64, 48, 30.0, "test")
+    Hello::streaming(
+        writer,
+        STREAM.width,
+        STREAM.height,
+        STREAM.fps as f32,
+        STREAM.source,
+    )
 }
 
 fn info(seq: u64) -> FrameInfo {
     FrameInfo {
-        width: 64,
-        height: 48,
+        width: STREAM.width,
+        height: STREAM.height,
         format: FrameFormat::Jpeg,
         mono_ns: seq,
         wall_ns: seq,
@@ -56,14 +72,17 @@ impl Running {
 
 fn start(config: ServerConfig) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let writer = RegionWriter::create(&dir.path().join("frames"), 1024).unwrap();
-    let socket = dir.path().join("capture.sock");
-    let server = AnnounceServer::bind(&socket, hello(&writer), config).unwrap();
-    let handle = server.handle();
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(server.run(async {
+    let shutdown = async {
         let _ = rx.await;
-    }));
+    };
+    let (camera, task) = Publisher::start(dir.path(), &STREAM, config, shutdown);
+    let Publisher {
+        writer,
+        handle,
+        socket,
+        ..
+    } = camera;
     Running {
         writer,
         handle,
@@ -361,20 +380,14 @@ fn child_entry() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut writer = RegionWriter::create(&dir.join("frames"), 1024).unwrap();
-        let server = AnnounceServer::bind(
-            &dir.join("capture.sock"),
-            hello(&writer),
-            ServerConfig::default(),
-        )
-        .unwrap();
-        let handle = server.handle();
-        tokio::spawn(server.run(std::future::pending()));
+        let shutdown = std::future::pending();
+        let (mut camera, _server) =
+            Publisher::start(&dir, &STREAM, ServerConfig::default(), shutdown);
         for seq in 1..=60_000u64 {
-            let meta = writer
-                .publish(&info(seq), &writer.generation().to_le_bytes())
+            let generation = camera.writer.generation();
+            camera
+                .publish_info(&info(seq), &generation.to_le_bytes())
                 .unwrap();
-            handle.frame(&meta);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });

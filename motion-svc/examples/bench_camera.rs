@@ -4,11 +4,9 @@
 //! whole process without capture-svc. Not part of the product.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use ipc::announce::{AnnounceServer, Hello, ServerConfig};
-use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use motion_svc::decode::encode_rgb;
+use testkit::camera::{Camera, Stream};
 
 fn frame(w: usize, h: usize, k: usize, moving: bool) -> Vec<u8> {
     let mut s = (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -50,37 +48,28 @@ async fn main() {
     let largest = moving.iter().chain(&still).map(Vec::len).max().unwrap_or(0);
     let cap = largest * 2;
     std::fs::create_dir_all(&dir).expect("runtime dir");
-    let mut writer = RegionWriter::create(&dir.join("frames"), cap).expect("region");
-    let hello = Hello::streaming(&writer, w as u32, h as u32, fps as f32, "bench-camera");
-    let server = AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
-        .expect("socket");
-    let handle = server.handle();
-    // The server stops on SIGTERM/SIGINT; the camera stops with it.
-    let server = tokio::spawn(server.run(ipc::service::shutdown_signal()));
-    eprintln!(
-        "bench camera ready: {w}x{h} at {fps} fps, frames of {} KiB, largest_frame_bytes={largest}",
-        moving[0].len() / 1024
-    );
-    let mut tick = tokio::time::interval(Duration::from_millis(1000 / fps));
-    let mut n = 0usize;
-    while !server.is_finished() {
-        tick.tick().await;
+    let stream = Stream {
+        width: w as u32,
+        height: h as u32,
+        fps: fps as f64,
+        slot: cap,
+        source: "bench-camera",
+    };
+    let first_kib = moving[0].len() / 1024;
+    let camera = Camera::start(&dir, stream, move |n, camera| {
+        let n = n as usize;
         let t = n as u64 / fps;
         let jpeg = if t % 12 < 4 {
             &moving[n % 60]
         } else {
             &still[n % 8]
         };
-        let info = FrameInfo {
-            width: w as u32,
-            height: h as u32,
-            format: FrameFormat::Jpeg,
-            mono_ns: ipc::service::monotonic_ns(),
-            wall_ns: ipc::service::wall_ns(),
-        };
-        if let Ok(meta) = writer.publish(&info, jpeg) {
-            handle.frame(&meta);
-        }
-        n += 1;
-    }
+        let _ = camera.try_publish(jpeg);
+    });
+    eprintln!(
+        "bench camera ready: {w}x{h} at {fps} fps, frames of {first_kib} KiB, largest_frame_bytes={largest}"
+    );
+    // It publishes until SIGTERM/SIGINT, then removes its socket and region.
+    ipc::service::shutdown_signal().await;
+    drop(camera);
 }

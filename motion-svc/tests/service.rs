@@ -4,16 +4,18 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use events::EventState;
-use ipc::announce::{AnnounceServer, Hello, ServerConfig};
-use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use motion_svc::decode::encode_gray;
 use motion_svc::event::EndReason;
+use testkit::camera::Stream;
+use testkit::notify::{NotifySocket, StatusWatch};
+use testkit::poll;
+use testkit::service::{Service, fresh_log, log_text, with_own_watchdog_pid};
 
 const W: usize = 320;
 const H: usize = 240;
@@ -65,11 +67,10 @@ const SMALL_CAMERA: CameraSpec = CameraSpec {
     scene: 0,
 };
 
-/// A camera: a region and an announce server, publishing frames at 15 fps from a thread.
+/// A camera (testkit's) publishing the rendered scene at 15 fps from a thread.
 /// Frames pushed to `inject` are published (each once) before the rendered scene resumes.
 struct Camera {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    camera: testkit::camera::Camera,
     script: Script,
     inject: Arc<Mutex<VecDeque<Vec<u8>>>>,
 }
@@ -84,56 +85,25 @@ impl Camera {
         let s2 = script.clone();
         let inject = Arc::new(Mutex::new(VecDeque::new()));
         let inject2 = Arc::clone(&inject);
-        let dir = runtime_dir.to_owned();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut writer = RegionWriter::create(&dir.join("frames"), spec.slot).unwrap();
-                let (hw, hh) = spec.hello;
-                let hello = Hello::streaming(&writer, hw, hh, FPS as f32, "test-camera");
-                let server =
-                    AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
-                        .unwrap();
-                let handle = server.handle();
-                let server_task = tokio::spawn(server.run(async {
-                    let _ = rx.await;
-                }));
-                ready_tx.send(()).unwrap();
-                let mut tick = tokio::time::interval(Duration::from_millis(1000 / FPS));
-                let mut box_x = 0.0;
-                let mut n = 0u64;
-                while !server_task.is_finished() {
-                    tick.tick().await;
-                    let injected = inject2.lock().unwrap().pop_front();
-                    let jpeg = injected.unwrap_or_else(|| {
-                        render(n, spec.scene, s2.0.load(Ordering::Relaxed) == 1, &mut box_x)
-                    });
-                    // The size it announces (the hello follows the frames' announced size).
-                    let info = FrameInfo {
-                        width: hw,
-                        height: hh,
-                        format: FrameFormat::Jpeg,
-                        mono_ns: ipc::service::monotonic_ns(),
-                        wall_ns: ipc::service::wall_ns(),
-                    };
-                    let meta = writer.publish(&info, &jpeg).unwrap();
-                    handle.frame(&meta);
-                    n += 1;
-                }
-                let _ = writer.remove();
+        // The size it announces (the hello follows the frames' announced size).
+        let (width, height) = spec.hello;
+        let stream = Stream {
+            width,
+            height,
+            fps: FPS as f64,
+            slot: spec.slot,
+            source: "test-camera",
+        };
+        let mut box_x = 0.0;
+        let camera = testkit::camera::Camera::start(runtime_dir, stream, move |n, camera| {
+            let injected = inject2.lock().unwrap().pop_front();
+            let jpeg = injected.unwrap_or_else(|| {
+                render(n, spec.scene, s2.0.load(Ordering::Relaxed) == 1, &mut box_x)
             });
+            camera.publish(&jpeg);
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("camera starts");
         Camera {
-            stop: Some(tx),
-            thread: Some(thread),
+            camera,
             script,
             inject,
         }
@@ -154,30 +124,17 @@ impl Camera {
     }
 
     fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Camera {
-    fn drop(&mut self) {
-        self.stop();
+        self.camera.stop();
     }
 }
 
 /// The real binary; killed on drop. Its stderr goes to a file the test can read while it runs.
 struct Svc {
-    child: Child,
+    svc: Service,
     log: PathBuf,
-    /// The last STATUS line received on the notify socket, read by a thread (a notify socket
+    /// The last STATUS line received on the notify socket (read by a thread: a notify socket
     /// nobody reads fills up and blocks the sender), unless the test passed its own socket.
-    status: Option<Arc<Mutex<String>>>,
-    /// Stops the notify reader.
-    stop_notify: Arc<std::sync::atomic::AtomicBool>,
+    status: Option<StatusWatch>,
 }
 
 impl Svc {
@@ -188,45 +145,16 @@ impl Svc {
     /// With extra environment; `WATCHDOG_PID` is set to the service's own pid (through a
     /// shell that execs it), as systemd does.
     fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Svc {
-        let n = (1..100)
-            .find(|n| !dir.join(format!("stderr-{n}.log")).exists())
-            .expect("fewer than 100 starts per test");
-        let log = dir.join(format!("stderr-{n}.log"));
-        let mut status = None;
-        let stop_notify = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut own_env = Vec::new();
-        if !env.iter().any(|(k, _)| *k == "NOTIFY_SOCKET") {
-            let path = dir.join(format!("notify-{n}.sock"));
-            let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            let latest = Arc::new(Mutex::new(String::new()));
-            let (latest2, stop) = (Arc::clone(&latest), Arc::clone(&stop_notify));
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(n) = sock.recv(&mut buf) {
-                        let text = String::from_utf8_lossy(&buf[..n]);
-                        if let Some(l) = text.lines().find_map(|l| l.strip_prefix("STATUS=")) {
-                            *latest2.lock().unwrap() = l.to_string();
-                        }
-                    }
-                }
-            });
-            status = Some(latest);
-            own_env.push(("NOTIFY_SOCKET", path.display().to_string()));
-        }
-        let err = fs::File::create(&log).unwrap();
-        let bin = env!("CARGO_BIN_EXE_motion-svc");
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", bin]);
-        cmd.envs(env.iter().copied()).env_remove("NOTIFY_SOCKET");
-        if let Some((_, v)) = env.iter().find(|(k, _)| *k == "NOTIFY_SOCKET") {
-            cmd.env("NOTIFY_SOCKET", v);
-        }
-        for (k, v) in &own_env {
-            cmd.env(k, v);
-        }
+        let log = fresh_log(dir, "stderr");
+        let mut cmd = with_own_watchdog_pid(Path::new(env!("CARGO_BIN_EXE_motion-svc")));
+        cmd.envs(env.iter().copied());
+        let status = if env.iter().any(|(k, _)| *k == "NOTIFY_SOCKET") {
+            None
+        } else {
+            let sock = NotifySocket::bind(&log.with_extension("sock"));
+            cmd.env("NOTIFY_SOCKET", sock.env());
+            Some(sock.watch_status())
+        };
         cmd.arg("--config")
             .arg(dir.join("none.toml"))
             .arg("--runtime-dir")
@@ -247,21 +175,16 @@ impl Svc {
                 "--post-capture-s",
                 "0.5",
             ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err);
+            .args(extra);
         // A test may have written its own configuration there.
         if !dir.join("none.toml").exists() {
             fs::write(dir.join("none.toml"), "[motion]\n").unwrap();
         }
         eprintln!("running {cmd:?}");
-        let child = cmd.spawn().unwrap();
         let svc = Svc {
-            child,
+            svc: Service::start("motion-svc", cmd, &log).unwrap(),
             log,
             status,
-            stop_notify,
         };
         svc.wait_log("motion-svc ready", Duration::from_secs(20));
         svc
@@ -273,24 +196,19 @@ impl Svc {
             .status
             .as_ref()
             .expect("the test owns the notify socket");
-        status.lock().unwrap().clone()
+        status.latest()
     }
 
     /// Waits until the STATUS line satisfies `ok`; returns it.
     fn wait_status(&self, what: &str, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
-        let end = Instant::now() + limit;
-        loop {
+        poll::until(what, limit, || {
             let s = self.status();
-            if ok(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < end,
-                "timed out waiting for {what}; last status {s:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            Ok(ok(&s).then_some(s))
+        })
+        .unwrap_or_else(|e| {
+            let s = self.status();
+            panic!("{e}; last status {s:?}; log:\n{}", self.log())
+        })
     }
 
     /// The `counter` of its STATUS line (the number before the word), 0 before any status.
@@ -315,7 +233,7 @@ impl Svc {
 
     /// Peak resident memory (VmHWM) of the process, in KiB.
     fn peak_rss_kib(&self) -> u64 {
-        let text = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let text = fs::read_to_string(format!("/proc/{}/status", self.svc.pid())).unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
@@ -324,47 +242,19 @@ impl Svc {
 
     /// The log so far, without terminal colour codes.
     fn log(&self) -> String {
-        log_text(&self.log)
+        self.svc.log()
     }
 
     fn wait_log(&self, needle: &str, limit: Duration) {
-        let end = Instant::now() + limit;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < end,
-                "no {needle:?} in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = self.svc.wait_log(needle, limit) {
+            panic!("{e}; the log:\n{}", self.log());
         }
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < end,
-                "motion-svc did not stop on SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Svc {
-    fn drop(&mut self) {
-        self.stop_notify.store(true, Ordering::Relaxed);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.svc
+            .stop(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("motion-svc did not stop on SIGTERM: {e}\n{}", self.log()))
     }
 }
 
@@ -378,25 +268,6 @@ fn status_counter(status: &str, counter: &str) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-/// A log file without terminal colour codes.
-fn log_text(path: &Path) -> String {
-    let raw = fs::read_to_string(path).unwrap_or_default();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn events(dir: &Path) -> Vec<(String, events::EventMeta)> {
@@ -414,15 +285,9 @@ fn events(dir: &Path) -> Vec<(String, events::EventMeta)> {
     v
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool, log: &dyn Fn() -> String) {
-    let end = Instant::now() + limit;
-    while !ok() {
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {what}; log:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+fn wait_for(what: &str, limit: Duration, ok: impl FnMut() -> bool, log: &dyn Fn() -> String) {
+    if let Err(e) = poll::until_true(what, limit, ok) {
+        panic!("{e}; log:\n{}", log());
     }
 }
 
@@ -635,38 +500,20 @@ fn an_event_cut_by_an_outage_or_sigterm_says_so() {
     assert!(text.contains("mecam_end_reason=\"shutdown\""), "{text}");
 }
 
-/// Reads sd_notify datagrams from `sock` until `done` holds for what arrived (or `limit`).
-fn notify_until(
-    sock: &std::os::unix::net::UnixDatagram,
-    limit: Duration,
-    done: impl Fn(&[String]) -> bool,
-) -> Vec<String> {
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let (mut got, mut buf, end) = (Vec::new(), [0u8; 4096], Instant::now() + limit);
-    while !done(&got) && Instant::now() < end {
-        if let Ok(n) = sock.recv(&mut buf) {
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
-    got
-}
-
 #[test]
 fn the_watchdog_is_pinged_while_the_loop_turns_even_with_the_camera_away() {
     // No camera at all: the loop still turns (its tick), so the service is healthy.
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("run")).unwrap();
-    let path = dir.path().join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    let path_s = path.display().to_string();
+    let sock = NotifySocket::bind(&dir.path().join("notify.sock"));
+    let path_s = sock.env();
     let svc = Svc::start_with_env(
         dir.path(),
         &[],
         &[("NOTIFY_SOCKET", &path_s), ("WATCHDOG_USEC", "2000000")],
     );
     let pings = |got: &[String]| got.iter().filter(|m| m.contains("WATCHDOG=1")).count();
-    let got = notify_until(&sock, Duration::from_secs(20), |g| {
+    let got = sock.until(Duration::from_secs(20), |g| {
         pings(g) >= 4 && g.iter().any(|m| m.contains("STATUS=camera away"))
     });
     assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");

@@ -50,6 +50,19 @@ pub fn all_present() -> bool {
     SERVICES.iter().all(|b| bin(b).is_ok())
 }
 
+/// `true` when all three service binaries are present; otherwise prints a loud skip line for
+/// `test` and returns `false` (under CI it fails instead: see [`crate::skip`]).
+pub fn all_present_or_skip(test: &str) -> bool {
+    if all_present() {
+        return true;
+    }
+    crate::skip(
+        test,
+        "service binaries not built (cargo build --workspace --bins)",
+    );
+    false
+}
+
 /// The repository's `systemd/` directory (unit files, install script).
 pub fn systemd_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")

@@ -11,15 +11,16 @@ pub mod events;
 pub mod faults;
 pub mod http;
 pub mod nspawn;
-pub mod poll;
 pub mod procfs;
 pub mod scenes;
-pub mod service;
 pub mod soak;
 pub mod system;
 pub mod trend;
 pub mod unit_file;
 pub mod viewer;
+
+// The spawned-service harness and polling are testkit's, shared with the services' tests.
+pub use testkit::{poll, service};
 
 /// The admin user name `web-svc` knows.
 pub const ADMIN_USER: &str = "admin";

@@ -47,11 +47,7 @@ fn settled(sys: &LocalSystem, idx: &[usize], base: &[ProcStats; 3]) -> [ProcStat
 
 #[test]
 fn churn_leaves_fds_threads_and_memory_where_they_started() {
-    if !bins::all_present() {
-        mecam_system_tests::skip(
-            "churn",
-            "service binaries not built (cargo build --workspace --bins)",
-        );
+    if !bins::all_present_or_skip("churn") {
         return;
     }
     let mut sys = LocalSystem::start(Options {

@@ -10,11 +10,7 @@ use mecam_system_tests::{bins, http, poll};
 
 #[test]
 fn demo_prints_a_working_login_and_stops_cleanly_on_sigint() {
-    if !bins::all_present() {
-        mecam_system_tests::skip(
-            "demo",
-            "service binaries not built (cargo build --workspace --bins)",
-        );
+    if !bins::all_present_or_skip("demo") {
         return;
     }
     let port = mecam_system_tests::system::free_port().unwrap();

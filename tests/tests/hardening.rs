@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mecam_system_tests::nspawn::{self, Mecam, MecamOptions, UNITS};
+use mecam_system_tests::service::Service;
 use mecam_system_tests::{bins, poll, unit_file};
 
 /// web-svc's state directory in the units (`--state-dir`).
@@ -357,9 +358,8 @@ fn web_svc_user_reads_the_region_but_can_never_change_it() {
 
     // The real capture-svc, as capture's user, on the synthetic camera.
     let log = root.path().join("capture.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let capture = std::process::Command::new(&capture_bin)
-        .arg("--config")
+    let mut cmd = std::process::Command::new(&capture_bin);
+    cmd.arg("--config")
         .arg(&config)
         .arg("--runtime-dir")
         .arg(&run)
@@ -367,13 +367,8 @@ fn web_svc_user_reads_the_region_but_can_never_change_it() {
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .uid(capture_uid)
-        .gid(capture_gid)
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut capture = Reap(Some(capture), log.clone());
+        .gid(capture_gid);
+    let mut capture = Service::start("capture-svc", cmd, &log).unwrap();
     let frames = run.join("frames");
     poll::until_true(
         "capture-svc to create the region",
@@ -446,55 +441,11 @@ fn web_svc_user_reads_the_region_but_can_never_change_it() {
         ),
         (before.ino(), before.len(), 0o640)
     );
-    capture.check_alive();
-    capture.stop();
-}
-
-/// capture-svc started as another user: SIGTERM and a clean exit on `stop`, SIGKILL on drop.
-struct Reap(Option<std::process::Child>, std::path::PathBuf);
-
-impl Reap {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-    fn check_alive(&mut self) {
-        let status = self.0.as_mut().unwrap().try_wait().unwrap();
-        assert!(
-            status.is_none(),
-            "capture-svc exited ({status:?}):\n{}",
-            self.log()
-        );
-    }
-    fn stop(&mut self) {
-        let mut child = self.0.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = poll::until(
-            "capture-svc to exit after SIGTERM",
-            Duration::from_secs(15),
-            || child.try_wait().map_err(|e| e.to_string()),
-        );
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(
-            status.as_ref().is_ok_and(|s| s.success()),
-            "capture-svc did not exit cleanly: {status:?}\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            if std::thread::panicking() {
-                eprintln!("----- capture-svc log -----\n{}", self.log());
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    capture.check_alive().unwrap();
+    let status = capture.stop(Duration::from_secs(15));
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "capture-svc did not exit cleanly: {status:?}\n{}",
+        capture.log()
+    );
 }

@@ -8,11 +8,7 @@ use mecam_system_tests::soak::{self, SoakOptions};
 
 #[test]
 fn soak_memory_stays_flat() {
-    if !bins::all_present() {
-        mecam_system_tests::skip(
-            "soak",
-            "service binaries not built (cargo build --workspace --bins)",
-        );
+    if !bins::all_present_or_skip("soak") {
         return;
     }
     let opts = SoakOptions::default();

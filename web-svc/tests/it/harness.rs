@@ -3,16 +3,16 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipc::announce::{AnnounceServer, Hello, ServerConfig};
-use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+use testkit::camera::Stream;
+use testkit::service::Service;
 
 /// Published (seq, frame index) pairs remembered, oldest dropped first.
 pub const PUBLISHED_KEPT: usize = 4096;
@@ -51,10 +51,9 @@ pub fn make_frames(n: usize, w: u16, h: u16, noise: u8) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// An in-test camera: region + announce server on a thread, publishing `frames` in turn.
+/// An in-test camera (testkit's) publishing `frames` in turn, remembering what it published.
 pub struct Camera {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    camera: testkit::camera::Camera,
     /// (seq, index into frames, mono_ns of commit) of recent publications.
     pub published: Arc<Mutex<VecDeque<(u64, usize, u64)>>>,
     /// The frames.
@@ -72,79 +71,39 @@ impl Camera {
         h: u32,
         fps: f64,
     ) -> Camera {
-        let stop = Arc::new(AtomicBool::new(false));
         let published = Arc::new(Mutex::new(VecDeque::with_capacity(PUBLISHED_KEPT)));
         let count = Arc::new(AtomicU64::new(0));
-        let (st, pb, fr, ct) = (
-            stop.clone(),
-            published.clone(),
-            frames.clone(),
-            count.clone(),
-        );
-        let dir = runtime_dir.to_owned();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let cap = fr
-                    .iter()
-                    .map(Vec::len)
-                    .max()
-                    .unwrap_or(1024)
-                    .next_multiple_of(4096)
-                    + 4096;
-                let mut writer = RegionWriter::create(&dir.join("frames"), cap).unwrap();
-                let hello = Hello::streaming(&writer, w, h, fps as f32, "test-camera");
-                let server =
-                    AnnounceServer::bind(&dir.join("capture.sock"), hello, ServerConfig::default())
-                        .unwrap();
-                let handle = server.handle();
-                let st2 = st.clone();
-                let server_task = tokio::spawn(server.run(async move {
-                    while !st2.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }));
-                ready_tx.send(()).unwrap();
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / fps));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                let mut n = 0usize;
-                while !st.load(Ordering::Relaxed) {
-                    tick.tick().await;
-                    let idx = n % fr.len();
-                    let info = FrameInfo {
-                        width: w,
-                        height: h,
-                        format: FrameFormat::Jpeg,
-                        mono_ns: ipc::service::monotonic_ns(),
-                        wall_ns: ipc::service::wall_ns(),
-                    };
-                    let meta = writer.publish(&info, &fr[idx]).unwrap();
-                    let committed = ipc::service::monotonic_ns();
-                    {
-                        let mut p = pb.lock().unwrap();
-                        if p.len() >= PUBLISHED_KEPT {
-                            p.pop_front();
-                        }
-                        p.push_back((meta.seq, idx, committed));
-                    }
-                    handle.frame(&meta);
-                    ct.fetch_add(1, Ordering::Relaxed);
-                    n += 1;
+        let (pb, fr, ct) = (published.clone(), frames.clone(), count.clone());
+        let slot = fr
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(1024)
+            .next_multiple_of(4096)
+            + 4096;
+        let stream = Stream {
+            width: w,
+            height: h,
+            fps,
+            slot,
+            source: "test-camera",
+        };
+        let camera = testkit::camera::Camera::start(runtime_dir, stream, move |n, camera| {
+            let idx = n as usize % fr.len();
+            let meta = camera.commit(&fr[idx]).unwrap();
+            let committed = ipc::service::monotonic_ns();
+            {
+                let mut p = pb.lock().unwrap();
+                if p.len() >= PUBLISHED_KEPT {
+                    p.pop_front();
                 }
-                let _ = server_task.await;
-                let _ = writer.remove();
-            });
+                p.push_back((meta.seq, idx, committed));
+            }
+            camera.handle.frame(&meta);
+            ct.fetch_add(1, Ordering::Relaxed);
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("camera starts");
         Camera {
-            stop,
-            thread: Some(thread),
+            camera,
             published,
             frames,
             count,
@@ -160,16 +119,7 @@ impl Camera {
 
     /// Stops publishing and removes the socket and region (like capture-svc going away).
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Camera {
-    fn drop(&mut self) {
-        self.stop();
+        self.camera.stop();
     }
 }
 
@@ -213,14 +163,18 @@ impl Dirs {
     pub fn state(&self) -> PathBuf {
         self.tmp.path().join("state")
     }
+    /// A log file for the next web-svc started over this tree.
+    pub fn new_log(&self) -> PathBuf {
+        testkit::service::fresh_log(self.tmp.path(), "web-svc")
+    }
 }
 
 /// The real binary, on 127.0.0.1 with a port of its choosing; SIGTERM then SIGKILL on drop.
 pub struct Web {
-    child: Option<Child>,
+    svc: Option<Service>,
     /// Where it listens.
     pub addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    log: PathBuf,
 }
 
 /// The binary under test.
@@ -263,10 +217,10 @@ impl Web {
     }
 
     fn start_with(dirs: &Dirs, configure: impl FnOnce(&mut Command)) -> Web {
+        let log = dirs.new_log();
         let mut cmd = Command::new(bin());
         configure(&mut cmd);
-        let mut child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(dirs.tmp.path().join("mecam.toml"))
             .arg("--runtime-dir")
             .arg(dirs.run())
@@ -280,42 +234,27 @@ impl Web {
             .arg(dirs.events())
             .arg("--state-dir")
             .arg(dirs.state())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (l2, stderr) = (log.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut g = l2.lock().unwrap();
-                if g.len() < 4 << 20 {
-                    g.push_str(&line);
-                    g.push('\n');
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let text = log.lock().unwrap().clone();
+            .env("NO_COLOR", "1");
+        let mut svc = Service::start("web-svc", cmd, &log).unwrap();
+        let addr = testkit::poll::until("web-svc's ready line", Duration::from_secs(30), || {
+            let text = svc.log();
             if let Some(line) = text.lines().find(|l| l.contains("web-svc ready")) {
                 let at = line.find("127.0.0.1:").unwrap();
                 let port: String = line[at + 10..]
                     .chars()
                     .take_while(char::is_ascii_digit)
                     .collect();
-                break SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().unwrap()));
+                let port = port.parse::<u16>().unwrap();
+                return Ok(Some(SocketAddr::from(([127, 0, 0, 1], port))));
             }
-            if let Ok(Some(st)) = child.try_wait() {
+            if let Ok(Some(st)) = svc.try_wait() {
                 panic!("web-svc exited with {st}:\n{text}");
             }
-            assert!(Instant::now() < deadline, "web-svc not ready:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            Ok(None)
+        })
+        .unwrap_or_else(|e| panic!("web-svc not ready: {e}:\n{}", svc.log()));
         let web = Web {
-            child: Some(child),
+            svc: Some(svc),
             addr,
             log,
         };
@@ -330,33 +269,21 @@ impl Web {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.svc.as_ref().unwrap().pid()
     }
 
-    /// Everything logged so far.
+    /// Everything logged so far (also after it stopped).
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        testkit::service::log_text(&self.log)
     }
 
-    /// SIGTERM and wait (bounded); returns whether it exited 0.
+    /// SIGTERM and wait (bounded, SIGKILL after); returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut svc) = self.svc.take() else {
             return false;
         };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.success();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        svc.stop(Duration::from_secs(10))
+            .is_ok_and(|st| st.success())
     }
 
     /// Open file descriptors of the process.
@@ -376,22 +303,9 @@ impl Web {
     }
 }
 
-impl Drop for Web {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Polls `f` every 20 ms until it is true; panics naming `what` after `timeout`.
-pub fn poll(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `f` until it is true; panics naming `what` after `timeout`.
+pub fn poll(timeout: Duration, what: &str, f: impl FnMut() -> bool) {
+    testkit::poll::wait(what, timeout, f);
 }
 
 /// A metric's value from `/metrics` text.

@@ -2,26 +2,25 @@
 //! at start (config, state directory, password file, TLS certificate and key, bind); a start
 //! that fails exits with a clear error and never says ready.
 
-use std::os::unix::net::UnixDatagram;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::notify::NotifySocket;
+use testkit::service::Service;
 
 use crate::harness::{Dirs, bin};
 
 /// A fake systemd notify socket in `dir`.
-fn notify_socket(dir: &Path) -> (UnixDatagram, String) {
-    let path = dir.join("notify.sock");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    (sock, path.display().to_string())
+fn notify_socket(dir: &std::path::Path) -> (NotifySocket, String) {
+    let sock = NotifySocket::bind(&dir.join("notify.sock"));
+    let path = sock.env();
+    (sock, path)
 }
 
 /// Starts web-svc over `dirs` with `NOTIFY_SOCKET` and `listen`.
-fn spawn(dirs: &Dirs, notify: &str, listen: &str) -> Child {
-    Command::new(bin())
-        .arg("--config")
+fn spawn(dirs: &Dirs, notify: &str, listen: &str) -> Service {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
         .arg(dirs.tmp.path().join("mecam.toml"))
         .arg("--runtime-dir")
         .arg(dirs.run())
@@ -30,38 +29,21 @@ fn spawn(dirs: &Dirs, notify: &str, listen: &str) -> Child {
         .arg("--state-dir")
         .arg(dirs.state())
         .env("NOTIFY_SOCKET", notify)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .env("NO_COLOR", "1");
+    Service::start("web-svc", cmd, &dirs.new_log()).unwrap()
 }
 
-/// Every notification until the child exits (bounded at 30 s; the child is killed then),
-/// with its exit status and stderr.
-fn until_exit(mut child: Child, sock: &UnixDatagram) -> (Vec<String>, bool, String) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Ok(n) = sock.recv(&mut buf) {
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-    };
+/// Every notification until the service exits (bounded at 30 s; it is killed then), with its
+/// exit status and log.
+fn until_exit(mut svc: Service, sock: &NotifySocket) -> (Vec<String>, bool, String) {
+    let mut status = None;
+    let mut got = sock.until(Duration::from_secs(30), |_| {
+        status = svc.try_wait().unwrap();
+        status.is_some()
+    });
     // What was sent just before the exit.
-    while let Ok(n) = sock.recv(&mut buf) {
-        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    got.extend(sock.drain());
+    let stderr = svc.log();
     let status = status.unwrap_or_else(|| panic!("web-svc did not exit:\n{stderr}"));
     (got, status.success(), stderr)
 }
@@ -117,20 +99,14 @@ fn a_missing_state_dir_or_a_taken_port_fails_the_start_before_ready() {
 fn a_good_start_says_ready_once_it_listens() {
     let dirs = Dirs::new("");
     let (sock, path) = notify_socket(dirs.tmp.path());
-    let mut child = spawn(&dirs, &path, "127.0.0.1:0");
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = Vec::new();
-    while !said_ready(&got) {
-        assert!(Instant::now() < deadline, "no READY=1: {got:?}");
-        assert!(child.try_wait().unwrap().is_none(), "web-svc exited");
-        if let Ok(n) = sock.recv(&mut buf) {
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let (got, ok, stderr) = until_exit(child, &sock);
+    let mut svc = spawn(&dirs, &path, "127.0.0.1:0");
+    let got = sock.until(Duration::from_secs(30), |got| {
+        assert!(svc.try_wait().unwrap().is_none(), "web-svc exited");
+        said_ready(got)
+    });
+    assert!(said_ready(&got), "no READY=1: {got:?}");
+    svc.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (got, ok, stderr) = until_exit(svc, &sock);
     assert!(ok, "{stderr}");
     assert!(got.iter().any(|m| m.contains("STOPPING=1")), "{got:?}");
 }

@@ -41,3 +41,13 @@ pub fn until_true(
 ) -> anyhow::Result<()> {
     until(what, timeout, || Ok(check().then_some(())))
 }
+
+/// [`until_true`] for a test body: panics with the timeout's message.
+///
+/// # Panics
+/// The deadline passed.
+pub fn wait(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    if let Err(e) = until_true(what, timeout, check) {
+        panic!("{e}");
+    }
+}
