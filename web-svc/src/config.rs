@@ -224,6 +224,29 @@ impl WebConfig {
         Duration::from_secs_f64(self.head_timeout_s.min(self.request_timeout_s))
     }
 
+    /// The address a person opens in a browser, `http://HOST:PORT/` (`https` with TLS):
+    /// HOST is this machine's name when listening on every address, else the address.
+    pub fn browser_url(&self, port: u16) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let ip = self.listen.ip();
+        let host = if ip.is_unspecified() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned())
+        } else if ip.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        format!("{scheme}://{host}:{port}/")
+    }
+
     /// `events_min_free_mib` in bytes.
     pub fn events_min_free_bytes(&self) -> u64 {
         (self.events_min_free_mib * 1024.0 * 1024.0) as u64

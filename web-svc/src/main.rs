@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ipc::service::{self, CommonArgs, Notifier};
-use web_svc::{WebConfig, auth::PasswordStore};
+use web_svc::WebConfig;
+use web_svc::auth::{PasswordStore, SetupCode};
 
 /// mecam web-svc: the logged-in live view, snapshots, events and API.
 #[derive(Debug, Parser)]
@@ -26,6 +27,10 @@ struct Cli {
     /// Where the password hash is kept ([web] state_dir).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// With no admin password yet: make (or keep the unused) one-time setup code, print it
+    /// with the URL to open, and exit. With a password: say so and exit.
+    #[arg(long)]
+    print_setup_code: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -59,6 +64,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     if cli.common.print_config {
         print!("{}", service::render_section("web", &config)?);
         return Ok(());
+    }
+    if cli.print_setup_code {
+        return print_setup_code(&config);
     }
     service::init_tracing("web-svc", cli.common.log_target);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,7 +113,32 @@ fn set_password(state_dir: &Path) -> anyhow::Result<()> {
         .context("cannot read the password from stdin")?;
     let password = line.trim_end_matches(['\r', '\n']);
     PasswordStore::new(state_dir).set(password)?;
+    // The one-time setup code works only while no password is set.
+    SetupCode::new(state_dir).remove()?;
     eprintln!("web-svc: admin password set in {}", state_dir.display());
+    Ok(())
+}
+
+/// `web-svc --print-setup-code`: the URL and the one-time setup code, or that a password is
+/// set.
+fn print_setup_code(config: &WebConfig) -> anyhow::Result<()> {
+    let dir = &config.state_dir;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "[web] state_dir {} does not exist; start the service once (`systemctl start mecam-web`) or create it, owned by the service user",
+        dir.display()
+    );
+    let url = config.browser_url(config.listen.port());
+    if PasswordStore::new(dir).load()?.is_some() {
+        println!(
+            "The admin password is set: log in at {url} (change it with `sudo -u mecam web-svc set-password`)."
+        );
+        return Ok(());
+    }
+    let code = SetupCode::new(dir).ensure()?;
+    println!("No admin password is set yet. Open the URL and enter the setup code to choose it:");
+    println!("  URL:        {url}");
+    println!("  setup code: {code}");
     Ok(())
 }
 
