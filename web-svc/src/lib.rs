@@ -89,11 +89,11 @@ fn check_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => anyhow::bail!(
-            "[web] state_dir {} is not a directory; point [web] state_dir (or --state-dir) at a directory owned by the service user",
+            "the state directory {} is not a directory; make it a directory owned by the service user, or point --state-dir at one",
             dir.display()
         ),
         Err(e) => anyhow::bail!(
-            "[web] state_dir {}: {e}; create it, owned by the service user (the unit's StateDirectory= does), or set [web] state_dir (or --state-dir)",
+            "the state directory {}: {e}; create it, owned by the service user (the unit's StateDirectory= does), or point --state-dir at one",
             dir.display()
         ),
     }

@@ -21,12 +21,13 @@ struct Cli {
     /// Address to listen on ([web] listen; default 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Event folders written by motion-svc ([web] events_dir).
+    /// Event folders written by motion-svc (default: [motion] events_dir, the one key both
+    /// services read).
     #[arg(long, value_name = "DIR")]
     events_dir: Option<PathBuf>,
-    /// Where the password hash is kept ([web] state_dir).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    /// Where the password hash and the setup code are kept (the units' StateDirectory=).
+    #[arg(long, value_name = "DIR", default_value = web_svc::config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
     /// With no admin password yet: make (or keep the unused) one-time setup code, print it
     /// with the URL to open, and exit. With a password: say so and exit.
     #[arg(long)]
@@ -40,7 +41,7 @@ enum Command {
     /// Set the admin password from the first line of stdin.
     SetPassword {
         /// Where the password hash is kept.
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/mecam/web")]
+        #[arg(long, value_name = "DIR", default_value = web_svc::config::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
 }
@@ -125,7 +126,7 @@ fn print_setup_code(config: &WebConfig) -> anyhow::Result<()> {
     let dir = &config.state_dir;
     anyhow::ensure!(
         dir.is_dir(),
-        "[web] state_dir {} does not exist; start the service once (`systemctl start mecam-web`) or create it, owned by the service user",
+        "the state directory {} does not exist; start the service once (`systemctl start mecam-web`) or create it, owned by the service user",
         dir.display()
     );
     let url = config.browser_url(config.listen.port());
@@ -148,12 +149,13 @@ fn config(cli: &Cli) -> anyhow::Result<WebConfig> {
     if let Some(l) = cli.listen {
         config.listen = l;
     }
-    if let Some(d) = &cli.events_dir {
-        config.events_dir = d.clone();
-    }
-    if let Some(d) = &cli.state_dir {
-        config.state_dir = d.clone();
-    }
+    config.events_dir = match &cli.events_dir {
+        Some(d) => d.clone(),
+        None => {
+            service::load_key(&cli.common, "motion", "events_dir")?.unwrap_or(config.events_dir)
+        }
+    };
+    config.state_dir.clone_from(&cli.state_dir);
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
 }
