@@ -94,53 +94,30 @@ fn motion_events_are_read_back_from_the_journal_with_their_fields() {
     );
 }
 
-#[test]
-fn the_events_directory_key_moves_where_both_services_keep_events() {
-    if !nspawn::available_or_skip("events_directory_key", true) {
-        return;
-    }
-    let config = |events: &str| {
-        format!(
-            "[capture]\n[motion]\n{events}quiet_gap_s = 1.0\npost_capture_s = 0.5\npre_capture_s = 0.5\n[web]\n"
-        )
-    };
-    let m = Mecam::start(MecamOptions {
-        config: Some(config("")),
-        ..MecamOptions::default()
-    })
-    .unwrap();
-    // As a user would: edit the one events key under the shipped units, restart both.
-    let moved = "/var/lib/mecam/clips";
+/// Rewrites the config with `[motion] events_dir = dir`, restarts motion and web, and returns
+/// the id of the first event that lands in `dir`, once web-svc lists it.
+fn move_events(m: &Mecam, dir: &str) -> String {
     std::fs::write(
         m.ct.host_path("/etc/mecam/mecam.toml"),
-        config(&format!("events_dir = \"{moved}\"\n")),
+        short_gaps(&format!("events_dir = \"{dir}\"\n")),
     )
     .unwrap();
-    let pids: Vec<u32> = ["mecam-motion.service", "mecam-web.service"]
-        .iter()
-        .map(|u| m.ct.main_pid(u).unwrap())
-        .collect();
-    m.ct.run(&[
-        "systemctl",
-        "restart",
-        "mecam-motion.service",
-        "mecam-web.service",
-    ])
-    .unwrap();
-    for (unit, old) in ["mecam-motion.service", "mecam-web.service"]
-        .iter()
-        .zip(pids)
-    {
+    let units = ["mecam-motion.service", "mecam-web.service"];
+    let pids: Vec<u32> = units.iter().map(|u| m.ct.main_pid(u).unwrap()).collect();
+    m.ct.run(&["systemctl", "daemon-reload"]).unwrap();
+    m.ct.run(&["systemctl", "restart", units[0], units[1]])
+        .unwrap();
+    for (unit, old) in units.iter().zip(pids) {
         m.ct.wait_active(unit, old, Duration::from_secs(60))
             .unwrap();
     }
     m.wait_healthz().unwrap();
-    let dir = m.ct.host_path(moved);
+    let host = m.ct.host_path(dir);
     let id = poll::until(
-        "an event folder in the new events directory",
+        &format!("an event folder in {dir}"),
         Duration::from_secs(120),
         || {
-            let ids: Vec<String> = std::fs::read_dir(&dir)
+            let ids: Vec<String> = std::fs::read_dir(&host)
                 .map_err(|e| e.to_string())?
                 .flatten()
                 .filter(|e| e.path().join("event.json").is_file())
@@ -157,4 +134,43 @@ fn the_events_directory_key_moves_where_both_services_keep_events() {
             .is_ok_and(|r| r.status == 200 && r.text().contains(&id))
     })
     .unwrap();
+    id
+}
+
+/// The config with short gaps, so the synthetic scene makes complete events quickly.
+fn short_gaps(motion: &str) -> String {
+    format!(
+        "[capture]\n[motion]\n{motion}quiet_gap_s = 1.0\npost_capture_s = 0.5\npre_capture_s = 0.5\n[web]\n"
+    )
+}
+
+#[test]
+fn the_events_directory_key_moves_where_both_services_keep_events() {
+    if !nspawn::available_or_skip("events_directory_key", true) {
+        return;
+    }
+    let m = Mecam::start(MecamOptions {
+        config: Some(short_gaps("")),
+        ..MecamOptions::default()
+    })
+    .unwrap();
+    // As a user would: edit the one events key under the shipped units, restart both.
+    move_events(&m, "/var/lib/mecam/clips");
+    // Outside /var/lib/mecam, the documented rule (systemd/README.md): the directory owned by
+    // mecam, and ReadWritePaths= for both units in a drop-in.
+    let outside = "/srv/mecam-events";
+    m.ct.run(&[
+        "install", "-d", "-o", "mecam", "-g", "mecam", "-m", "0750", outside,
+    ])
+    .unwrap();
+    for unit in ["mecam-motion.service", "mecam-web.service"] {
+        let d = m.ct.host_path(&format!("/etc/systemd/system/{unit}.d"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("60-events.conf"),
+            format!("[Service]\nReadWritePaths={outside}\n"),
+        )
+        .unwrap();
+    }
+    move_events(&m, outside);
 }
