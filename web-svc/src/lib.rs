@@ -65,9 +65,12 @@ impl Startup {
         let codes = &state.0.setup_code;
         let setup_code = match state.password() {
             Password::Unset => Some(codes.ensure()?),
-            // A code works only while no password is set; one left behind goes.
+            // A code works only while no password is set; one left behind goes (harmless if
+            // it cannot: it is never asked for again).
             Password::Set(_) => {
-                codes.remove()?;
+                if let Err(e) = codes.remove() {
+                    tracing::warn!("{e}");
+                }
                 None
             }
             Password::Broken => None,
