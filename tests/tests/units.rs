@@ -172,6 +172,20 @@ fn every_service_unit_has_the_required_settings() {
     );
 }
 
+#[test]
+fn the_units_pass_no_directory_flag_so_the_config_keys_take_effect() {
+    for name in UNITS {
+        let t = unit(name);
+        let exec = values(&t, "ExecStart")[0];
+        for flag in ["--events-dir", "--state-dir", "--runtime-dir"] {
+            assert!(
+                !exec.contains(flag),
+                "{name}: {flag} would override mecam.toml: {exec}"
+            );
+        }
+    }
+}
+
 /// web-svc's state directory, its password hash: the default of `--state-dir`, which the unit
 /// does not pass (no key moves it), as the built binary's `--help` says.
 fn web_state_dir() -> Option<String> {
@@ -183,12 +197,6 @@ fn web_state_dir() -> Option<String> {
         eprintln!("note: web-svc not built; cannot ask it for its state directory");
         return None;
     }
-    let web = unit("mecam-web.service");
-    let exec = values(&web, "ExecStart")[0];
-    assert!(
-        !exec.contains("--state-dir"),
-        "the unit passes no directory flag: {exec}"
-    );
     let out = Command::new(bins::bin_dir().join("web-svc"))
         .arg("--help")
         .output()
