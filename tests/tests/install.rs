@@ -54,9 +54,7 @@ fn install(ct: &Container) -> String {
 
 /// The one-time setup code `install.sh` printed (from `web-svc --print-setup-code`).
 fn printed_setup_code(out: &str) -> String {
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("setup code:"))
-        .map(|c| c.trim().to_owned())
+    mecam_system_tests::setup_code_in(out)
         .unwrap_or_else(|| panic!("install.sh printed no setup code:\n{out}"))
 }
 

@@ -264,10 +264,7 @@ pub fn print_setup_code(dirs: &Dirs) -> (String, Option<String>) {
         "--print-setup-code: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let code = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("setup code:"))
-        .map(|c| c.trim().to_owned());
+    let code = mecam_system_tests::setup_code_in(&text);
     (text, code)
 }
 
