@@ -81,8 +81,9 @@ install_all() {
     systemctl daemon-reload
     systemctl enable mecam.target
     systemctl restart mecam.target
-    echo "mecam installed and started. Set the admin password with:"
-    echo "  sudo -u mecam $bindir/web-svc set-password --state-dir /var/lib/mecam/web"
+    echo "mecam installed and started."
+    # The first-visit form asks for this one-time code (or says a password is set).
+    "$bindir/web-svc" --config /etc/mecam/mecam.toml --print-setup-code
 }
 
 case "${1:-}" in

@@ -28,9 +28,10 @@ pub enum SourceKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
-    /// The source; absent = auto: rpicam if present, else the first camera /dev/video*, looked
-    /// for before each attempt; with neither, the camera is failed ("no camera found") and
-    /// looked for again. Never the synthetic scene unless configured.
+    /// The source, `rpicam`, `v4l2`, `http`, `command`, `file` or `synthetic`; absent = auto:
+    /// rpicam if present, else the first camera /dev/video*, looked for before each attempt;
+    /// with neither, the camera is failed ("no camera found") and looked for again. Never the
+    /// synthetic scene unless configured.
     pub source: Option<SourceKind>,
     /// Frame width asked of the camera.
     pub width: u32,

@@ -38,11 +38,12 @@ impl Sensitivity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MotionConfig {
-    /// Where event folders go.
+    /// Where event folders go, read by web-svc too; the units write only below /var/lib/mecam
+    /// (elsewhere: `ReadWritePaths=` for both units, see systemd/README.md).
     pub events_dir: PathBuf,
     /// Frames analysed per second (the newest frame each time).
     pub analysis_fps: f64,
-    /// Preset for the three detection numbers below.
+    /// Preset for the three detection numbers below: `low`, `medium` or `high`.
     pub sensitivity: Sensitivity,
     /// Changed area, in percent of the whole frame, that counts as motion (overrides preset).
     pub area_pct: Option<f64>,
@@ -98,7 +99,7 @@ pub struct MotionConfig {
 impl Default for MotionConfig {
     fn default() -> Self {
         MotionConfig {
-            events_dir: PathBuf::from("/var/lib/mecam/events"),
+            events_dir: PathBuf::from(ipc::service::DEFAULT_EVENTS_DIR),
             analysis_fps: 5.0,
             sensitivity: Sensitivity::Medium,
             area_pct: None,

@@ -93,12 +93,29 @@ pub fn login(addr: SocketAddr, user: &str, password: &str) -> anyhow::Result<Str
         urlencode(user),
         urlencode(password)
     );
+    post_for_session(addr, "/login", &form).with_context(|| format!("login as {user}"))
+}
+
+/// First-visit setup (`POST /setup`): set the admin password with the one-time setup code
+/// (`web-svc --print-setup-code` prints it); the session cookie, as [`login`] returns it.
+///
+/// # Errors
+/// The setup was refused (wrong code, a password already set) or no cookie came back.
+pub fn setup(addr: SocketAddr, code: &str, password: &str) -> anyhow::Result<String> {
+    let pw = urlencode(password);
+    let form = format!("code={}&password={pw}&confirm={pw}", urlencode(code));
+    post_for_session(addr, "/setup", &form).context("first-visit setup")
+}
+
+/// Posts `form` to `path` as a browser on this server's page would, and returns the session
+/// cookie it sets.
+fn post_for_session(addr: SocketAddr, path: &str, form: &str) -> anyhow::Result<String> {
     // web-svc refuses a state change without its own Origin, as a browser would send it.
     let origin = format!("http://{addr}");
     let resp = request(
         addr,
         "POST",
-        "/login",
+        path,
         &[
             ("Content-Type", "application/x-www-form-urlencoded"),
             ("Origin", &origin),
@@ -107,7 +124,7 @@ pub fn login(addr: SocketAddr, user: &str, password: &str) -> anyhow::Result<Str
     )?;
     anyhow::ensure!(
         resp.status < 400,
-        "login as {user} refused: {} {}",
+        "refused: {} {}",
         resp.status,
         resp.text()
     );
@@ -116,7 +133,7 @@ pub fn login(addr: SocketAddr, user: &str, password: &str) -> anyhow::Result<Str
         .iter()
         .find(|(n, _)| n == "set-cookie")
         .map(|(_, v)| v.split(';').next().unwrap_or_default().trim().to_owned())
-        .with_context(|| format!("login answered {} without Set-Cookie", resp.status))?;
+        .with_context(|| format!("{path} answered {} without Set-Cookie", resp.status))?;
     Ok(cookie)
 }
 

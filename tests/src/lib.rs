@@ -7,6 +7,7 @@
 //! first, and [`bins::bin_dir`] finds them in the target directory beside the test executable.
 
 pub mod bins;
+pub mod config_file;
 pub mod events;
 pub mod faults;
 pub mod http;
@@ -29,6 +30,15 @@ pub const ADMIN_USER: &str = "admin";
 pub const MSG_MOTION_START: &str = "8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081";
 /// `MESSAGE_ID` of the journal record `motion-svc` writes when a motion event ends.
 pub const MSG_MOTION_END: &str = "3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e";
+
+/// The one-time setup code in what `web-svc --print-setup-code` (or `install.sh`) printed:
+/// its `setup code: CODE` line. `None`: a password is set.
+pub fn setup_code_in(printed: &str) -> Option<String> {
+    printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("setup code:"))
+        .map(|c| c.trim().to_owned())
+}
 
 /// A fresh random password of 20 alphanumeric characters.
 pub fn random_password() -> String {

@@ -43,12 +43,19 @@ fn boot(repo: &Path, users: Users) -> Container {
     .unwrap()
 }
 
-/// `install.sh` (binaries under /opt/inst: /usr is the host's, read-only).
-fn install(ct: &Container) {
+/// `install.sh` (binaries under /opt/inst: /usr is the host's, read-only); what it printed.
+fn install(ct: &Container) -> String {
     let out = ct
         .run(&["env", "PREFIX=/opt/inst", "sh", "/repo/systemd/install.sh"])
         .unwrap();
     println!("{out}");
+    out
+}
+
+/// The one-time setup code `install.sh` printed (from `web-svc --print-setup-code`).
+fn printed_setup_code(out: &str) -> String {
+    mecam_system_tests::setup_code_in(out)
+        .unwrap_or_else(|| panic!("install.sh printed no setup code:\n{out}"))
 }
 
 /// `stat -c '%U %G %a'` of a path in the container.
@@ -126,8 +133,25 @@ fn install_script_installs_starts_and_uninstalls() {
         "mecam user exists before install"
     );
 
-    install(&ct);
+    let out = install(&ct);
     check_users(&ct);
+    // First run is no open door: the printed URL and code, the code private to web-svc's
+    // user and in its journal.
+    let code = printed_setup_code(&out);
+    assert!(out.contains(":8080/"), "install.sh printed no URL:\n{out}");
+    assert_eq!(
+        owner_mode(&ct, "/var/lib/mecam/web/setup-code"),
+        "mecam mecam 600"
+    );
+    mecam_system_tests::poll::until_true(
+        "the setup code in mecam-web's journal",
+        Duration::from_secs(60),
+        || {
+            ct.run(&["journalctl", "-u", "mecam-web", "--no-pager", "-o", "cat"])
+                .is_ok_and(|j| j.contains(&code))
+        },
+    )
+    .unwrap();
     assert!(ct.host_path("/etc/mecam/mecam.toml").is_file());
     assert!(ct.host_path("/opt/inst/bin/capture-svc").is_file());
     assert_eq!(owner_mode(&ct, "/run/mecam"), "mecam-capture mecam 750");
@@ -139,8 +163,10 @@ fn install_script_installs_starts_and_uninstalls() {
     );
     check_started(&ct);
 
-    // Running it again (an upgrade) works and changes nothing about the users.
-    install(&ct);
+    // Running it again (an upgrade) works and changes nothing about the users, nor the unused
+    // setup code.
+    let again = install(&ct);
+    assert_eq!(printed_setup_code(&again), code);
     check_users(&ct);
     check_started(&ct);
 

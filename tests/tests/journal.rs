@@ -93,3 +93,84 @@ fn motion_events_are_read_back_from_the_journal_with_their_fields() {
         ev["state"]
     );
 }
+
+/// Rewrites the config with `[motion] events_dir = dir`, restarts motion and web, and returns
+/// the id of the first event that lands in `dir`, once web-svc lists it.
+fn move_events(m: &Mecam, dir: &str) -> String {
+    std::fs::write(
+        m.ct.host_path("/etc/mecam/mecam.toml"),
+        short_gaps(&format!("events_dir = \"{dir}\"\n")),
+    )
+    .unwrap();
+    let units = ["mecam-motion.service", "mecam-web.service"];
+    let pids: Vec<u32> = units.iter().map(|u| m.ct.main_pid(u).unwrap()).collect();
+    m.ct.run(&["systemctl", "daemon-reload"]).unwrap();
+    m.ct.run(&["systemctl", "restart", units[0], units[1]])
+        .unwrap();
+    for (unit, old) in units.iter().zip(pids) {
+        m.ct.wait_active(unit, old, Duration::from_secs(60))
+            .unwrap();
+    }
+    m.wait_healthz().unwrap();
+    let host = m.ct.host_path(dir);
+    let id = poll::until(
+        &format!("an event folder in {dir}"),
+        Duration::from_secs(120),
+        || {
+            let ids: Vec<String> = std::fs::read_dir(&host)
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .filter(|e| e.path().join("event.json").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            Ok(ids.into_iter().next())
+        },
+    )
+    .unwrap();
+    // web-svc reads the same key: it lists the event from the new directory.
+    let session = m.login().unwrap();
+    poll::until_true("web-svc lists the event", Duration::from_secs(30), || {
+        mecam_system_tests::http::get(m.addr, "/api/events", Some(&session))
+            .is_ok_and(|r| r.status == 200 && r.text().contains(&id))
+    })
+    .unwrap();
+    id
+}
+
+/// The config with short gaps, so the synthetic scene makes complete events quickly.
+fn short_gaps(motion: &str) -> String {
+    format!(
+        "[capture]\n[motion]\n{motion}quiet_gap_s = 1.0\npost_capture_s = 0.5\npre_capture_s = 0.5\n[web]\n"
+    )
+}
+
+#[test]
+fn the_events_directory_key_moves_where_both_services_keep_events() {
+    if !nspawn::available_or_skip("events_directory_key", true) {
+        return;
+    }
+    let m = Mecam::start(MecamOptions {
+        config: Some(short_gaps("")),
+        ..MecamOptions::default()
+    })
+    .unwrap();
+    // As a user would: edit the one events key under the shipped units, restart both.
+    move_events(&m, "/var/lib/mecam/clips");
+    // Outside /var/lib/mecam, the documented rule (systemd/README.md): the directory owned by
+    // mecam, and ReadWritePaths= for both units in a drop-in.
+    let outside = "/srv/mecam-events";
+    m.ct.run(&[
+        "install", "-d", "-o", "mecam", "-g", "mecam", "-m", "0750", outside,
+    ])
+    .unwrap();
+    for unit in ["mecam-motion.service", "mecam-web.service"] {
+        let d = m.ct.host_path(&format!("/etc/systemd/system/{unit}.d"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("60-events.conf"),
+            format!("[Service]\nReadWritePaths={outside}\n"),
+        )
+        .unwrap();
+    }
+    move_events(&m, outside);
+}

@@ -1,5 +1,6 @@
 //! End to end in a real browser: headless Debian `chromium`, driven over the DevTools
-//! protocol, logs in through the login form and sees the live image change.
+//! protocol, sets the password through the first-visit form with the one-time setup code,
+//! logs in through the login form and sees the live image change.
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use crate::harness::{Camera, Dirs, Web, make_frames, poll, set_password};
+use crate::harness::{Camera, Dirs, Web, make_frames, poll, print_setup_code};
 
 const PW: &str = "browser test password";
 
@@ -94,7 +95,6 @@ fn a_real_browser_logs_in_and_sees_the_live_image_change() {
         return;
     };
     let dirs = Dirs::new("");
-    set_password(&dirs, PW);
     let frames = Arc::new(make_frames(6, 320, 240, 0));
     let _camera = Camera::start(&dirs.run(), frames, 320, 240, 10.0);
     let web = Web::start(&dirs);
@@ -162,6 +162,29 @@ fn a_real_browser_logs_in_and_sees_the_live_image_change() {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     }
     let mut cdp = Cdp { ws, next_id: 0 };
+
+    // First visit: the setup form, which takes the one-time code printed at install.
+    let code = print_setup_code(&dirs).1.expect("a setup code");
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("http://{}/", web.addr)}),
+    );
+    poll(Duration::from_secs(30), "the setup page", || {
+        cdp.eval("document.readyState === 'complete' && location.pathname === '/setup' && !!document.getElementById('code')") == json!(true)
+    });
+    cdp.eval(&format!(
+        "document.getElementById('code').value = {}; \
+         document.querySelector('input[name=password]').value = {pw}; \
+         document.querySelector('input[name=confirm]').value = {pw}; \
+         document.querySelector('form').submit(); true",
+        json!(code),
+        pw = json!(PW)
+    ));
+    poll(Duration::from_secs(30), "the dashboard after setup", || {
+        cdp.eval("location.pathname === '/' && !!document.getElementById('live')") == json!(true)
+    });
+    assert!(dirs.state().join("admin.argon2").exists());
+    cdp.call("Network.clearBrowserCookies", json!({}));
 
     // Logged out, the dashboard sends the browser to the login form.
     cdp.call(
