@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
 use ipc::region::{RegionWriter, SLOT_COUNT};
 use ipc::service::Notifier;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::capture::{CaptureStats, Publisher, attempt_bound, run_capture};
 use crate::config::CaptureConfig;
@@ -117,14 +118,11 @@ pub async fn run(
         (cfg.width, cfg.height),
         label,
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let server_stop = {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let server_task = server.run(server_stop);
+    // One token stops every part; the tracker holds every task spawned, so none outlives the
+    // service.
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let server_task = server.run(stop.clone().cancelled_owned());
     // An HTTP camera's multipart headers between frames reach the splitter as garbage bytes:
     // normal there, a fault from any other source.
     let garbage_expected = matches!(spec, SourceSpec::Http { .. });
@@ -133,19 +131,21 @@ pub async fn run(
         cfg.stall_timeout(),
         attempt_bound(&cfg),
         garbage_expected,
-        stop_rx.clone(),
+        stop.clone(),
     );
     // The capture loop is a task of its own: a camera's read wakes it alone. Inside the
     // `join!` below, every frame's wake would poll the signal handler, the announce server and
     // the status loop beside it. (The runtime has one thread: the task runs on the thread that
     // spawns the camera processes, as `main` requires.)
-    let capture = tokio::spawn({
+    let capture = tasks.spawn({
         let cfg = cfg.clone();
+        let stop = stop.clone();
         async move {
-            run_capture(spec, &cfg, shim, &mut publisher, stop_rx).await;
+            run_capture(spec, &cfg, shim, &mut publisher, stop).await;
             publisher
         }
     });
+    tasks.close();
     let capture = async {
         match capture.await {
             Ok(publisher) => publisher,
@@ -158,9 +158,10 @@ pub async fn run(
     };
     let signal = async {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        stop.cancel();
     };
     let ((), (), (), publisher) = tokio::join!(signal, server_task, status_task, capture);
+    tasks.wait().await;
     notifier.stopping();
     let region = publisher.into_region();
     let region_path = region.path().to_owned();
@@ -190,7 +191,7 @@ async fn status_loop(
     stall: Duration,
     attempt: Duration,
     garbage_expected: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let notifier = Notifier;
     let wd = notifier.watchdog_interval();
@@ -200,7 +201,7 @@ async fn status_loop(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
         let s = stats.lock().expect("stats lock").clone();
         let flowing = s.last_frame.is_some_and(|t| t.elapsed() < stall);
