@@ -92,48 +92,11 @@ impl RegionWriter {
         })?;
         let size = region_size(slot_capacity);
         let result = (|| {
-            // fchmod: the mode given to open was masked by the umask.
-            file.set_permissions(std::fs::Permissions::from_mode(REGION_MODE))
-                .map_err(CreateFailure::Io)?;
-            // Allocates every page now (and sets the size): set_len alone would leave a sparse
-            // file whose pages tmpfs supplies on first touch, or fails to with SIGBUS.
-            nix::fcntl::posix_fallocate(&*file, 0, size as libc::off_t).map_err(|e| {
-                if e == Errno::ENOSPC {
-                    CreateFailure::NoSpace
-                } else {
-                    CreateFailure::Io(io::Error::from(e))
-                }
-            })?;
+            reserve(&file, size)?;
             let map =
                 Mapping::map_writer(&file, SLOT_COUNT, slot_stride(slot_capacity), slot_capacity)
                     .map_err(CreateFailure::Io)?;
-            let generation = loop {
-                let g: u64 = rand::random();
-                if g != 0 {
-                    break g;
-                }
-            };
-            map.set_magic(&MAGIC);
-            // Every size fits 32 bits: `layout` asserts it for MAX_SLOT_CAPACITY.
-            for (field, value) in [
-                (HeaderField::LayoutVersion, LAYOUT_VERSION),
-                (HeaderField::SlotCount, SLOT_COUNT as u32),
-                (HeaderField::SlotCapacity, slot_capacity as u32),
-                (HeaderField::SlotStride, slot_stride(slot_capacity) as u32),
-                (HeaderField::TotalSize, size as u32),
-                (HeaderField::LatestLock, 0),
-                (HeaderField::LatestSlot, 0),
-                (HeaderField::LatestSeqLo, 0),
-                (HeaderField::LatestSeqHi, 0),
-            ] {
-                map.set_header(field, value, Ordering::Relaxed);
-            }
-            // Pairs with the Acquire fence after the generation loads in `RegionReader::open`:
-            // a reader that sees the generation sees every header field above. (The rename
-            // below is what really publishes the file; this keeps the header's own contract.)
-            let (lo, hi) = split(generation);
-            map.set_header(HeaderField::GenerationLo, lo, Ordering::Release);
-            map.set_header(HeaderField::GenerationHi, hi, Ordering::Release);
+            let generation = write_header(&map, slot_capacity, size);
             std::fs::rename(&tmp, path).map_err(CreateFailure::Io)?;
             Ok((map, generation))
         })();
@@ -284,6 +247,54 @@ impl RegionWriter {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Sets the new file's mode and allocates every page of its `size`.
+fn reserve(file: &File, size: usize) -> Result<(), CreateFailure> {
+    // fchmod: the mode given to open was masked by the umask.
+    file.set_permissions(std::fs::Permissions::from_mode(REGION_MODE))
+        .map_err(CreateFailure::Io)?;
+    // Allocates every page now (and sets the size): set_len alone would leave a sparse
+    // file whose pages tmpfs supplies on first touch, or fails to with SIGBUS.
+    nix::fcntl::posix_fallocate(file, 0, size as libc::off_t).map_err(|e| {
+        if e == Errno::ENOSPC {
+            CreateFailure::NoSpace
+        } else {
+            CreateFailure::Io(io::Error::from(e))
+        }
+    })
+}
+
+/// Writes a new region's header, its random non-zero generation last; returns the generation.
+fn write_header(map: &Mapping, slot_capacity: usize, size: usize) -> u64 {
+    let generation = loop {
+        let g: u64 = rand::random();
+        if g != 0 {
+            break g;
+        }
+    };
+    map.set_magic(&MAGIC);
+    // Every size fits 32 bits: `layout` asserts it for MAX_SLOT_CAPACITY.
+    for (field, value) in [
+        (HeaderField::LayoutVersion, LAYOUT_VERSION),
+        (HeaderField::SlotCount, SLOT_COUNT as u32),
+        (HeaderField::SlotCapacity, slot_capacity as u32),
+        (HeaderField::SlotStride, slot_stride(slot_capacity) as u32),
+        (HeaderField::TotalSize, size as u32),
+        (HeaderField::LatestLock, 0),
+        (HeaderField::LatestSlot, 0),
+        (HeaderField::LatestSeqLo, 0),
+        (HeaderField::LatestSeqHi, 0),
+    ] {
+        map.set_header(field, value, Ordering::Relaxed);
+    }
+    // Pairs with the Acquire fence after the generation loads in `RegionReader::open`:
+    // a reader that sees the generation sees every header field above. (The rename in
+    // `create` is what really publishes the file; this keeps the header's own contract.)
+    let (lo, hi) = split(generation);
+    map.set_header(HeaderField::GenerationLo, lo, Ordering::Release);
+    map.set_header(HeaderField::GenerationHi, hi, Ordering::Release);
+    generation
 }
 
 /// Takes the lock of the region already at `path`, if there is one.
