@@ -48,59 +48,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let spec = SourceSpec::resolve_in(&cfg, &paths.probe)?;
     let label = spec.label();
-    let mut dirs: Vec<&std::path::Path> = [&paths.region, &paths.socket]
-        .iter()
-        .filter_map(|p| p.parent())
-        .collect();
-    dirs.dedup();
-    for dir in dirs {
-        {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create runtime directory {}", dir.display()))?;
-            ipc::service::warn_if_not_tmpfs(dir);
-        }
-    }
-    // The socket first: `bind` refuses a socket a running capture-svc answers on, so a second
-    // instance stops here, before it could touch the live instance's region. The region's own
-    // lock (see `RegionWriter::create`) catches two instances starting at the same moment.
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        generation: 0,
-        region_path: paths.region.clone(),
-        slot_count: SLOT_COUNT as u32,
-        slot_capacity: cfg.slot_capacity as u64,
-        width: cfg.width,
-        height: cfg.height,
-        nominal_fps: cfg.fps as f32,
-        source: label.clone(),
-        state: CameraState::Starting,
-    };
-    let server = AnnounceServer::bind(
-        &paths.socket,
-        hello,
-        ServerConfig {
-            max_subscribers: cfg.max_subscribers,
-            idle_timeout: Duration::from_millis(cfg.subscriber_idle_timeout_ms),
-            // Reserved places for motion-svc and web-svc, outside `max_subscribers`.
-            ..ServerConfig::default()
-        },
-    )
-    .with_context(|| format!("cannot bind the announce socket {}", paths.socket.display()))?;
-    let region = match RegionWriter::create(&paths.region, cfg.slot_capacity) {
-        Ok(r) => r,
-        Err(e) => {
-            // Nobody was served yet: the socket just bound is ours to remove.
-            let _ = std::fs::remove_file(&paths.socket);
-            return Err(e).with_context(|| {
-                format!("cannot create the frame region {}", paths.region.display())
-            });
-        }
-    };
-    // Subscribers are served only once `run` starts below, so none sees generation 0.
-    server.handle().update_hello(|h| {
-        h.generation = region.generation();
-        h.slot_capacity = region.slot_capacity() as u64;
-    });
+    create_runtime_dirs(&paths)?;
+    let (server, region) = open_outputs(&cfg, &paths, &label)?;
     let notifier = Notifier;
     notifier.ready();
     tracing::info!(
@@ -163,12 +112,22 @@ pub async fn run(
     let ((), (), (), publisher) = tokio::join!(signal, server_task, status_task, capture);
     tasks.wait().await;
     notifier.stopping();
+    remove_region(publisher)?;
+    log_stopped(&stats.lock().expect("stats lock"));
+    Ok(())
+}
+
+/// Removes the frame region the publisher wrote.
+fn remove_region(publisher: Publisher) -> anyhow::Result<()> {
     let region = publisher.into_region();
     let region_path = region.path().to_owned();
     region
         .remove()
-        .with_context(|| format!("cannot remove {}", region_path.display()))?;
-    let s = stats.lock().expect("stats lock").clone();
+        .with_context(|| format!("cannot remove {}", region_path.display()))
+}
+
+/// The last line: what the service did in its life.
+fn log_stopped(s: &CaptureStats) {
     tracing::info!(
         frames = s.published,
         restarts = s.restarts,
@@ -178,7 +137,73 @@ pub async fn run(
         s.split.dropped() + s.over_capacity,
         s.refused.summary()
     );
+}
+
+/// Creates the directories of the region and the socket (warning when not on tmpfs).
+fn create_runtime_dirs(paths: &Paths) -> anyhow::Result<()> {
+    let mut dirs: Vec<&std::path::Path> = [&paths.region, &paths.socket]
+        .iter()
+        .filter_map(|p| p.parent())
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create runtime directory {}", dir.display()))?;
+            ipc::service::warn_if_not_tmpfs(dir);
+        }
+    }
     Ok(())
+}
+
+/// Binds the announce socket and creates the frame region, the hello naming the region.
+fn open_outputs(
+    cfg: &CaptureConfig,
+    paths: &Paths,
+    label: &str,
+) -> anyhow::Result<(AnnounceServer, RegionWriter)> {
+    // The socket first: `bind` refuses a socket a running capture-svc answers on, so a second
+    // instance stops here, before it could touch the live instance's region. The region's own
+    // lock (see `RegionWriter::create`) catches two instances starting at the same moment.
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        generation: 0,
+        region_path: paths.region.clone(),
+        slot_count: SLOT_COUNT as u32,
+        slot_capacity: cfg.slot_capacity as u64,
+        width: cfg.width,
+        height: cfg.height,
+        nominal_fps: cfg.fps as f32,
+        source: label.to_owned(),
+        state: CameraState::Starting,
+    };
+    let server = AnnounceServer::bind(
+        &paths.socket,
+        hello,
+        ServerConfig {
+            max_subscribers: cfg.max_subscribers,
+            idle_timeout: Duration::from_millis(cfg.subscriber_idle_timeout_ms),
+            // Reserved places for motion-svc and web-svc, outside `max_subscribers`.
+            ..ServerConfig::default()
+        },
+    )
+    .with_context(|| format!("cannot bind the announce socket {}", paths.socket.display()))?;
+    let region = match RegionWriter::create(&paths.region, cfg.slot_capacity) {
+        Ok(r) => r,
+        Err(e) => {
+            // Nobody was served yet: the socket just bound is ours to remove.
+            let _ = std::fs::remove_file(&paths.socket);
+            return Err(e).with_context(|| {
+                format!("cannot create the frame region {}", paths.region.display())
+            });
+        }
+    };
+    // Subscribers are served only once `run` starts below, so none sees generation 0.
+    server.handle().update_hello(|h| {
+        h.generation = region.generation();
+        h.slot_capacity = region.slot_capacity() as u64;
+    });
+    Ok((server, region))
 }
 
 /// STATUS every [`STATUS_PERIOD`] (state, fps, frames, restarts, frames dropped and frames

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use ipc::announce::{ClientConfig, FrameClient, WEB_SVC};
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 pub use config::WebConfig;
 pub use routes::app;
@@ -93,16 +94,23 @@ pub async fn run(
     let cfg = &state.0.config;
     let hub = state.0.hub.clone();
     let client = FrameClient::new(ClientConfig::new(state.0.socket_path.clone(), WEB_SVC));
+    // Every task of the service is tracked: `run` returns once each has ended.
+    let tasks = TaskTracker::new();
     let mut feeder_stop = state.shutdown_rx();
-    let feeder = tokio::spawn(fanout::Feeder::new(hub.clone()).run(client, async move {
+    tasks.spawn(fanout::Feeder::new(hub.clone()).run(client, async move {
         let _ = feeder_stop.wait_for(|s| *s).await;
     }));
-    let log_flusher = tokio::spawn(routes::flush_outsider_logs_until(state.shutdown_rx()));
+    tasks.spawn(routes::flush_outsider_logs_until(state.shutdown_rx()));
     let st = state.clone();
-    let signal = tokio::spawn(async move {
-        shutdown.await;
-        st.begin_shutdown();
+    let mut stopped = state.shutdown_rx();
+    tasks.spawn(async move {
+        // The signal, or the server ending first (then `run` has begun the shutdown).
+        tokio::select! {
+            () = shutdown => st.begin_shutdown(),
+            _ = stopped.wait_for(|s| *s) => {}
+        }
     });
+    tasks.close();
     let server = server::serve(
         listener,
         app(state.clone()),
@@ -120,8 +128,6 @@ pub async fn run(
         state.shutdown_rx(),
     );
     server.await;
-    signal.abort();
     state.begin_shutdown();
-    let _ = feeder.await;
-    let _ = log_flusher.await;
+    tasks.wait().await;
 }
