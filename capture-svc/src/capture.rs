@@ -119,18 +119,8 @@ pub async fn run_capture(
         let before = publisher.stats.lock().expect("stats lock").published;
         let end = pump(&mut input, &mut splitter, publisher, stall, pace, &shutdown).await;
         drop(input);
-        splitter.finish();
-        merge_split_stats(publisher, &mut splitter);
+        let (status, stderr) = end_session(&end, child, &mut splitter, publisher).await;
         let frames = publisher.stats.lock().expect("stats lock").published - before;
-        if matches!(end, End::Stalled) {
-            // Announce before the (possibly slow) stop, so subscribers see it.
-            let tail = child
-                .as_ref()
-                .map(|c| c.stderr().joined())
-                .unwrap_or_default();
-            publisher.set_state(CameraState::Stalled, &tail);
-        }
-        let (status, stderr) = stop_child(child, &end).await;
         let reason = match next_step(&spec, &label, end, status, frames, stall, publisher) {
             Next::Replay => continue,
             Next::Stop => return,
@@ -200,6 +190,27 @@ fn begin_session(
         .lock()
         .expect("stats lock")
         .refused_since_frame = 0;
+}
+
+/// Ends a session: the splitter's last counts, a stall announced, the camera process stopped.
+/// Its exit status and its last stderr lines.
+async fn end_session(
+    end: &End,
+    child: Option<Supervised>,
+    splitter: &mut Splitter,
+    publisher: &mut Publisher,
+) -> (Option<String>, String) {
+    splitter.finish();
+    merge_split_stats(publisher, splitter);
+    if matches!(end, End::Stalled) {
+        // Announce before the (possibly slow) stop, so subscribers see it.
+        let tail = child
+            .as_ref()
+            .map(|c| c.stderr().joined())
+            .unwrap_or_default();
+        publisher.set_state(CameraState::Stalled, &tail);
+    }
+    stop_child(child, end).await
 }
 
 /// Stops the session's camera process, if any: its exit status and its last stderr lines.
