@@ -32,44 +32,31 @@ impl Logs {
 
     /// Sums up, one line each, what was held back and is due at `now`.
     pub(super) fn flush_at(&self, now: Instant) {
-        if let Some(n) = self.refused.flush_at(now) {
-            tracing::warn!(
-                count = n,
-                "{n} more subscribers refused: announce socket full"
-            );
-        }
-        if let Some(n) = self.untrusted.flush_at(now) {
-            tracing::warn!(
-                count = n,
-                "{n} more subscribers gave a consumer's name without running as one"
-            );
-        }
-        if let Some(n) = self.protocol.flush_at(now) {
-            tracing::warn!(
-                count = n,
-                "{n} more announce connections closed after a protocol error"
-            );
-        }
-        if let Some(n) = self.idle.flush_at(now) {
-            tracing::warn!(
-                count = n,
-                "{n} more subscribers disconnected for taking nothing"
-            );
-        }
-        if let Some(n) = self.replaced.flush_at(now) {
-            tracing::warn!(
-                count = n,
-                "{n} more reserved announce places taken over by a newer connection"
-            );
-        }
-        if let Some(n) = self.crowded.flush_at(now) {
-            tracing::warn!(
-                count = n,
-                "{n} more announce connections closed before subscribing: too many waiting"
-            );
-        }
-        if let Some(n) = self.accept.flush_at(now) {
-            tracing::warn!(count = n, "{n} more accepts on the announce socket failed");
+        let kinds = [
+            (&self.refused, "subscribers refused: announce socket full"),
+            (
+                &self.untrusted,
+                "subscribers gave a consumer's name without running as one",
+            ),
+            (
+                &self.protocol,
+                "announce connections closed after a protocol error",
+            ),
+            (&self.idle, "subscribers disconnected for taking nothing"),
+            (
+                &self.replaced,
+                "reserved announce places taken over by a newer connection",
+            ),
+            (
+                &self.crowded,
+                "announce connections closed before subscribing: too many waiting",
+            ),
+            (&self.accept, "accepts on the announce socket failed"),
+        ];
+        for (throttle, what) in kinds {
+            if let Some(n) = throttle.flush_at(now) {
+                tracing::warn!(count = n, "{n} more {what}");
+            }
         }
     }
 }
