@@ -96,18 +96,16 @@ pub async fn run(
     let client = FrameClient::new(ClientConfig::new(state.0.socket_path.clone(), WEB_SVC));
     // Every task of the service is tracked: `run` returns once each has ended.
     let tasks = TaskTracker::new();
-    let mut feeder_stop = state.shutdown_rx();
-    tasks.spawn(fanout::Feeder::new(hub.clone()).run(client, async move {
-        let _ = feeder_stop.wait_for(|s| *s).await;
-    }));
-    tasks.spawn(routes::flush_outsider_logs_until(state.shutdown_rx()));
+    let feeder_stop = state.shutdown_token().cancelled_owned();
+    tasks.spawn(fanout::Feeder::new(hub.clone()).run(client, feeder_stop));
+    tasks.spawn(routes::flush_outsider_logs_until(state.shutdown_token()));
     let st = state.clone();
-    let mut stopped = state.shutdown_rx();
+    let stopped = state.shutdown_token();
     tasks.spawn(async move {
         // The signal, or the server ending first (then `run` has begun the shutdown).
         tokio::select! {
             () = shutdown => st.begin_shutdown(),
-            _ = stopped.wait_for(|s| *s) => {}
+            () = stopped.cancelled() => {}
         }
     });
     tasks.close();
@@ -125,7 +123,7 @@ pub async fn run(
             request: cfg.request_timeout(),
             head: cfg.head_timeout(),
         },
-        state.shutdown_rx(),
+        state.shutdown_token(),
     );
     server.await;
     state.begin_shutdown();

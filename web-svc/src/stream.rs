@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{Frame, Hub};
 
@@ -181,7 +182,7 @@ impl Drop for ViewerSlot {
 struct Viewer {
     slot: ViewerSlot,
     rx: watch::Receiver<Option<Frame>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     pending: Option<Bytes>,
     min_interval: Duration,
     last_sent: Option<Instant>,
@@ -198,7 +199,7 @@ struct Viewer {
 /// The body stream of one live viewer.
 pub fn live(
     slot: ViewerSlot,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     fps: Option<f64>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let rx = slot.hub().subscribe();
@@ -232,7 +233,7 @@ impl Viewer {
             return Some(jpeg);
         }
         loop {
-            if *self.shutdown.borrow() {
+            if self.shutdown.is_cancelled() {
                 return None;
             }
             self.pace().await?;
@@ -258,7 +259,7 @@ impl Viewer {
             let earliest = last + self.min_interval;
             if earliest > Instant::now() {
                 tokio::select! {
-                    _ = self.shutdown.changed() => return None,
+                    () = self.shutdown.cancelled() => return None,
                     () = tokio::time::sleep_until(earliest.into()) => {}
                 }
             }
@@ -274,7 +275,7 @@ impl Viewer {
             .filter(|_| self.last_live)
             .map(|t| t + RESEND_AFTER);
         tokio::select! {
-            _ = self.shutdown.changed() => return None,
+            () = self.shutdown.cancelled() => return None,
             r = self.rx.changed() => if r.is_err() { return None },
             () = async {
                 match resend_at {

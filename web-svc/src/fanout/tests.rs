@@ -9,7 +9,7 @@ use super::*;
 use crate::stream::ViewerSlot;
 use futures_util::StreamExt as _;
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// Plays a script of announcements and events.
 struct Script(mpsc::Receiver<Announcement>);
@@ -240,7 +240,7 @@ async fn a_viewer_that_joins_starts_at_the_newest_frame() {
         cam.frame(300).await;
     }
     until("6 frames announced", || cam.counter(|m| &m.frames_in) == 6).await;
-    let (_shutdown_tx, shutdown) = watch::channel(false);
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let slot = ViewerSlot::acquire(&cam.hub, 10, None).unwrap();
     let mut body = std::pin::pin!(crate::stream::live(slot, shutdown, None));
     let head = body.next().await.unwrap().unwrap();
