@@ -224,14 +224,20 @@ impl Splitter {
                 }
                 _ => {}
             }
-            let b = self.buf[self.pos];
-            self.pos += 1;
-            let step = self.step(b);
-            if let Some((from, to)) = self.take_step(step) {
+            if let Some((from, to)) = self.walk_byte() {
                 return Some(&self.buf[from..to]);
             }
         }
         None
+    }
+
+    /// Walks the byte at `pos` through the state machine; the end of a frame that is kept
+    /// gives its range.
+    fn walk_byte(&mut self) -> Option<(usize, usize)> {
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        let step = self.step(b);
+        self.take_step(step)
     }
 
     /// Acts on what [`Splitter::step`] found; the end of a frame that is kept gives its range.

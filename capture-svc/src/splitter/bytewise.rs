@@ -14,10 +14,7 @@ impl Splitter {
                 }
                 continue;
             }
-            let b = self.buf[self.pos];
-            self.pos += 1;
-            let step = self.step(b);
-            if let Some((from, to)) = self.take_step(step) {
+            if let Some((from, to)) = self.walk_byte() {
                 return Some(&self.buf[from..to]);
             }
         }
