@@ -119,19 +119,21 @@ pub const DEFAULT_RPICAM: &str = "rpicam-vid";
 /// The smallest `slot_capacity` accepted (64 KiB): below that even a small JPEG may not fit.
 pub const MIN_SLOT_CAPACITY: usize = 64 * 1024;
 
+/// `Ok` when `ok`, else an error naming the `[capture]` key and what it must be.
+fn check(ok: bool, key: &str, msg: &str) -> anyhow::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!("[capture] {key}: {msg}")
+    }
+}
+
 impl CaptureConfig {
     /// Checks every value; the error names the key and says what is accepted.
     ///
     /// # Errors
     /// The first bad key.
     pub fn validate(&self) -> anyhow::Result<()> {
-        fn check(ok: bool, key: &str, msg: &str) -> anyhow::Result<()> {
-            if ok {
-                Ok(())
-            } else {
-                anyhow::bail!("[capture] {key}: {msg}")
-            }
-        }
         check(
             (16..=4096).contains(&self.width),
             "width",
@@ -182,6 +184,11 @@ impl CaptureConfig {
             "subscriber_idle_timeout_ms",
             "must be >= 100",
         )?;
+        self.check_source_keys()
+    }
+
+    /// The key the configured source needs: `url`, `command` or `path`.
+    fn check_source_keys(&self) -> anyhow::Result<()> {
         match self.source {
             Some(SourceKind::Http) => {
                 let url = self.url.as_deref().unwrap_or("");

@@ -71,13 +71,7 @@ impl StateLines {
 
 /// One [`StateLines`] per state kind (starting, streaming, stalled, restarting, failed), so a
 /// flapping camera cannot hide a failure behind its recoveries.
-static STATE_LINES: [StateLines; 5] = [
-    StateLines::new(),
-    StateLines::new(),
-    StateLines::new(),
-    StateLines::new(),
-    StateLines::new(),
-];
+static STATE_LINES: [StateLines; 5] = [const { StateLines::new() }; 5];
 
 /// The state kinds, in the order of [`STATE_LINES`].
 const STATE_NAMES: [&str; 5] = ["starting", "streaming", "stalled", "restarting", "failed"];
@@ -160,28 +154,27 @@ pub fn flush(s: &CaptureStats, source: &str, garbage_expected: bool) {
     if let Some(n) = GARBAGE.flush() {
         garbage_line(s.split.garbage_bytes, n, garbage_expected);
     }
-    if let Some(n) = SIZE_CHANGED.flush() {
-        tracing::info!(
-            held_back = n,
-            "frame size changed {n} more times in the last {}s",
-            OUTSIDER_LOG_INTERVAL.as_secs()
-        );
-    }
-    if let Some(n) = PROCESS_STARTED.flush() {
-        tracing::info!(
-            %source,
-            held_back = n,
-            "camera process started {n} more times in the last {}s",
-            OUTSIDER_LOG_INTERVAL.as_secs()
-        );
-    }
-    if let Some(n) = CAMERA_FOUND.flush() {
-        tracing::info!(
-            %source,
-            held_back = n,
-            "a camera was found {n} more times in the last {}s; using {source}",
-            OUTSIDER_LOG_INTERVAL.as_secs()
-        );
+    // What a flapping source repeats, said at info level: the throttle, what happened, and
+    // whether the summary names the source it settled on.
+    let repeated = [
+        (&SIZE_CHANGED, "frame size changed", false),
+        (&PROCESS_STARTED, "camera process started", false),
+        (&CAMERA_FOUND, "a camera was found", true),
+    ];
+    for (throttle, what, names_source) in repeated {
+        if let Some(n) = throttle.flush() {
+            let using = if names_source {
+                format!("; using {source}")
+            } else {
+                String::new()
+            };
+            tracing::info!(
+                %source,
+                held_back = n,
+                "{what} {n} more times in the last {}s{using}",
+                OUTSIDER_LOG_INTERVAL.as_secs()
+            );
+        }
     }
     for (kind, lines) in STATE_LINES.iter().enumerate() {
         if let Some((message, n)) = lines.flush() {

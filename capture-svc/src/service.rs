@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use ipc::announce::{AnnounceServer, CameraState, Hello, PROTOCOL_VERSION, ServerConfig};
 use ipc::region::{RegionWriter, SLOT_COUNT};
 use ipc::service::Notifier;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::capture::{CaptureStats, Publisher, attempt_bound, run_capture};
 use crate::config::CaptureConfig;
@@ -47,6 +48,99 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let spec = SourceSpec::resolve_in(&cfg, &paths.probe)?;
     let label = spec.label();
+    create_runtime_dirs(&paths)?;
+    let (server, region) = open_outputs(&cfg, &paths, &label)?;
+    let notifier = Notifier;
+    notifier.ready();
+    tracing::info!(
+        source = %label,
+        region = %paths.region.display(),
+        socket = %paths.socket.display(),
+        "capture-svc ready"
+    );
+
+    let stats = Arc::new(Mutex::new(CaptureStats::default()));
+    let mut publisher = Publisher::new(
+        region,
+        server.handle(),
+        stats.clone(),
+        (cfg.width, cfg.height),
+        label,
+    );
+    // One token stops every part; the tracker holds every task spawned, so none outlives the
+    // service.
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let server_task = server.run(stop.clone().cancelled_owned());
+    // An HTTP camera's multipart headers between frames reach the splitter as garbage bytes:
+    // normal there, a fault from any other source.
+    let garbage_expected = matches!(spec, SourceSpec::Http { .. });
+    let status_task = status_loop(
+        stats.clone(),
+        cfg.stall_timeout(),
+        attempt_bound(&cfg),
+        garbage_expected,
+        stop.clone(),
+    );
+    // The capture loop is a task of its own: a camera's read wakes it alone. Inside the
+    // `join!` below, every frame's wake would poll the signal handler, the announce server and
+    // the status loop beside it. (The runtime has one thread: the task runs on the thread that
+    // spawns the camera processes, as `main` requires.)
+    let capture = tasks.spawn({
+        let cfg = cfg.clone();
+        let stop = stop.clone();
+        async move {
+            run_capture(spec, &cfg, shim, &mut publisher, stop).await;
+            publisher
+        }
+    });
+    tasks.close();
+    let capture = async {
+        match capture.await {
+            Ok(publisher) => publisher,
+            // A panic in the capture loop ends the service as it did before it was a task.
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("the capture task did not finish: {e}"),
+            },
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        stop.cancel();
+    };
+    let ((), (), (), publisher) = tokio::join!(signal, server_task, status_task, capture);
+    tasks.wait().await;
+    notifier.stopping();
+    remove_region(publisher)?;
+    log_stopped(&stats.lock().expect("stats lock"));
+    Ok(())
+}
+
+/// Removes the frame region the publisher wrote.
+fn remove_region(publisher: Publisher) -> anyhow::Result<()> {
+    let region = publisher.into_region();
+    let region_path = region.path().to_owned();
+    region
+        .remove()
+        .with_context(|| format!("cannot remove {}", region_path.display()))
+}
+
+/// The last line: what the service did in its life.
+fn log_stopped(s: &CaptureStats) {
+    tracing::info!(
+        frames = s.published,
+        restarts = s.restarts,
+        refused = s.refused.total(),
+        "capture-svc stopped after {} frames ({} dropped, {}): camera process stopped, socket and region removed",
+        s.published,
+        s.split.dropped() + s.over_capacity,
+        s.refused.summary()
+    );
+}
+
+/// Creates the directories of the region and the socket (warning when not on tmpfs).
+fn create_runtime_dirs(paths: &Paths) -> anyhow::Result<()> {
     let mut dirs: Vec<&std::path::Path> = [&paths.region, &paths.socket]
         .iter()
         .filter_map(|p| p.parent())
@@ -59,6 +153,15 @@ pub async fn run(
             ipc::service::warn_if_not_tmpfs(dir);
         }
     }
+    Ok(())
+}
+
+/// Binds the announce socket and creates the frame region, the hello naming the region.
+fn open_outputs(
+    cfg: &CaptureConfig,
+    paths: &Paths,
+    label: &str,
+) -> anyhow::Result<(AnnounceServer, RegionWriter)> {
     // The socket first: `bind` refuses a socket a running capture-svc answers on, so a second
     // instance stops here, before it could touch the live instance's region. The region's own
     // lock (see `RegionWriter::create`) catches two instances starting at the same moment.
@@ -71,7 +174,7 @@ pub async fn run(
         width: cfg.width,
         height: cfg.height,
         nominal_fps: cfg.fps as f32,
-        source: label.clone(),
+        source: label.to_owned(),
         state: CameraState::Starting,
     };
     let server = AnnounceServer::bind(
@@ -100,84 +203,7 @@ pub async fn run(
         h.generation = region.generation();
         h.slot_capacity = region.slot_capacity() as u64;
     });
-    let notifier = Notifier;
-    notifier.ready();
-    tracing::info!(
-        source = %label,
-        region = %paths.region.display(),
-        socket = %paths.socket.display(),
-        "capture-svc ready"
-    );
-
-    let stats = Arc::new(Mutex::new(CaptureStats::default()));
-    let mut publisher = Publisher::new(
-        region,
-        server.handle(),
-        stats.clone(),
-        (cfg.width, cfg.height),
-        label,
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let server_stop = {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let server_task = server.run(server_stop);
-    // An HTTP camera's multipart headers between frames reach the splitter as garbage bytes:
-    // normal there, a fault from any other source.
-    let garbage_expected = matches!(spec, SourceSpec::Http { .. });
-    let status_task = status_loop(
-        stats.clone(),
-        cfg.stall_timeout(),
-        attempt_bound(&cfg),
-        garbage_expected,
-        stop_rx.clone(),
-    );
-    // The capture loop is a task of its own: a camera's read wakes it alone. Inside the
-    // `join!` below, every frame's wake would poll the signal handler, the announce server and
-    // the status loop beside it. (The runtime has one thread: the task runs on the thread that
-    // spawns the camera processes, as `main` requires.)
-    let capture = tokio::spawn({
-        let cfg = cfg.clone();
-        async move {
-            run_capture(spec, &cfg, shim, &mut publisher, stop_rx).await;
-            publisher
-        }
-    });
-    let capture = async {
-        match capture.await {
-            Ok(publisher) => publisher,
-            // A panic in the capture loop ends the service as it did before it was a task.
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(e) => panic!("the capture task did not finish: {e}"),
-            },
-        }
-    };
-    let signal = async {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    };
-    let ((), (), (), publisher) = tokio::join!(signal, server_task, status_task, capture);
-    notifier.stopping();
-    let region = publisher.into_region();
-    let region_path = region.path().to_owned();
-    region
-        .remove()
-        .with_context(|| format!("cannot remove {}", region_path.display()))?;
-    let s = stats.lock().expect("stats lock").clone();
-    tracing::info!(
-        frames = s.published,
-        restarts = s.restarts,
-        refused = s.refused.total(),
-        "capture-svc stopped after {} frames ({} dropped, {}): camera process stopped, socket and region removed",
-        s.published,
-        s.split.dropped() + s.over_capacity,
-        s.refused.summary()
-    );
-    Ok(())
+    Ok((server, region))
 }
 
 /// STATUS every [`STATUS_PERIOD`] (state, fps, frames, restarts, frames dropped and frames
@@ -190,7 +216,7 @@ async fn status_loop(
     stall: Duration,
     attempt: Duration,
     garbage_expected: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let notifier = Notifier;
     let wd = notifier.watchdog_interval();
@@ -200,7 +226,7 @@ async fn status_loop(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
         let s = stats.lock().expect("stats lock").clone();
         let flowing = s.last_frame.is_some_and(|t| t.elapsed() < stall);

@@ -14,6 +14,8 @@
 
 #[cfg(test)]
 mod bytewise;
+#[cfg(test)]
+mod tests;
 
 /// Room the buffer has past the largest frame: once the frames read so far are taken,
 /// [`Splitter::spare`] offers at least this much (and usually far more: all the free room,
@@ -222,26 +224,40 @@ impl Splitter {
                 }
                 _ => {}
             }
-            let b = self.buf[self.pos];
-            self.pos += 1;
-            match self.step(b) {
-                Step::Continue => {}
-                Step::End => {
-                    let from = self.start;
-                    self.start = self.pos;
-                    self.state = State::Seek;
-                    if self.discarding {
-                        self.discarding = false;
-                        continue;
-                    }
-                    self.stats.frames += 1;
-                    return Some(&self.buf[from..self.pos]);
-                }
-                Step::Restart => self.restart(),
-                Step::Corrupt => self.corrupt(),
+            if let Some((from, to)) = self.walk_byte() {
+                return Some(&self.buf[from..to]);
             }
-            self.check_size();
         }
+        None
+    }
+
+    /// Walks the byte at `pos` through the state machine; the end of a frame that is kept
+    /// gives its range.
+    fn walk_byte(&mut self) -> Option<(usize, usize)> {
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        let step = self.step(b);
+        self.take_step(step)
+    }
+
+    /// Acts on what [`Splitter::step`] found; the end of a frame that is kept gives its range.
+    fn take_step(&mut self, step: Step) -> Option<(usize, usize)> {
+        match step {
+            Step::Continue => {}
+            Step::End => {
+                let from = self.start;
+                self.start = self.pos;
+                self.state = State::Seek;
+                if std::mem::take(&mut self.discarding) {
+                    return None;
+                }
+                self.stats.frames += 1;
+                return Some((from, self.pos));
+            }
+            Step::Restart => self.restart(),
+            Step::Corrupt => self.corrupt(),
+        }
+        self.check_size();
         None
     }
 
@@ -283,8 +299,14 @@ impl Splitter {
 
     /// Drops bytes before the next `FF D8`; true if one was found.
     fn seek_soi(&mut self) -> bool {
-        let data = &self.buf[self.start..self.filled];
-        match memchr::memmem::find(data, &[0xFF, 0xD8]) {
+        let soi = memchr::memmem::find(&self.buf[self.start..self.filled], &[0xFF, 0xD8]);
+        self.skip_garbage(soi)
+    }
+
+    /// Drops (and counts) the garbage before an SOI at `soi` bytes from the start, or all of
+    /// it but a trailing `FF` when there is none; true if there is one.
+    fn skip_garbage(&mut self, soi: Option<usize>) -> bool {
+        match soi {
             Some(i) => {
                 self.stats.garbage_bytes += i as u64;
                 self.start += i;
@@ -294,6 +316,7 @@ impl Splitter {
             }
             None => {
                 // Keep a trailing FF: it may be half of an SOI.
+                let data = &self.buf[self.start..self.filled];
                 let keep = usize::from(data.last() == Some(&0xFF));
                 let drop = data.len() - keep;
                 self.stats.garbage_bytes += drop as u64;
@@ -379,474 +402,6 @@ impl Splitter {
             _ => {
                 self.state = State::Len1 { sos: false };
                 Step::Continue
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tiny but structurally real JPEG: SOI, APP0, DQT-ish segment, SOS, entropy data with
-    /// stuffed bytes and restart markers, EOI. `tag` makes frames distinguishable.
-    pub(crate) fn frame(tag: u8, entropy_len: usize) -> Vec<u8> {
-        let mut f = vec![0xFF, 0xD8];
-        f.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x07, b'J', b'F', b'I', b'F', tag]);
-        // A segment whose payload contains FF D9 and FF D8: must be skipped by length.
-        f.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x06, 0xFF, 0xD9, 0xFF, 0xD8]);
-        f.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x03, tag]);
-        for i in 0..entropy_len {
-            match i % 50 {
-                10 => f.extend_from_slice(&[0xFF, 0x00]),
-                30 => f.extend_from_slice(&[0xFF, 0xD0 + (i % 8) as u8]),
-                _ => f.push(((i as u8) ^ tag) & 0x7F),
-            }
-        }
-        f.extend_from_slice(&[0xFF, 0xD9]);
-        f
-    }
-
-    fn split_all(s: &mut Splitter, data: &[u8]) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        s.feed(data, |f| out.push(f.to_vec()));
-        out
-    }
-
-    #[test]
-    fn whole_frames_out_of_a_stream() {
-        let a = frame(1, 500);
-        let b = frame(2, 300);
-        let mut stream = a.clone();
-        stream.extend_from_slice(&b);
-        let mut s = Splitter::new(10_000);
-        let frames = split_all(&mut s, &stream);
-        assert_eq!(frames, vec![a, b]);
-        assert_eq!(s.stats().frames, 2);
-        assert_eq!(s.stats().dropped(), 0);
-        assert_eq!(s.stats().garbage_bytes, 0);
-    }
-
-    #[test]
-    fn garbage_between_frames_is_dropped_and_counted() {
-        let a = frame(1, 100);
-        let b = frame(2, 100);
-        let mut stream = b"junk".to_vec();
-        stream.extend_from_slice(&a);
-        stream.extend_from_slice(&[0x00, 0xFF, 0x12, 0xFF]);
-        stream.extend_from_slice(&b);
-        let mut s = Splitter::new(10_000);
-        let frames = split_all(&mut s, &stream);
-        assert_eq!(frames, vec![a, b]);
-        assert_eq!(s.stats().garbage_bytes, 8);
-    }
-
-    #[test]
-    fn truncated_tail_is_counted_at_finish() {
-        let a = frame(1, 100);
-        let b = frame(2, 100);
-        let mut stream = a.clone();
-        stream.extend_from_slice(&b[..b.len() / 2]);
-        let mut s = Splitter::new(10_000);
-        let frames = split_all(&mut s, &stream);
-        assert_eq!(frames, vec![a]);
-        s.finish();
-        assert_eq!(s.stats().truncated, 1);
-        assert_eq!(s.buffered(), 0);
-    }
-
-    #[test]
-    fn frame_cut_by_a_new_soi_is_truncated_and_the_next_kept() {
-        let a = frame(1, 100);
-        let b = frame(2, 100);
-        let mut stream = a[..60].to_vec();
-        stream.extend_from_slice(&b);
-        let mut s = Splitter::new(10_000);
-        let frames = split_all(&mut s, &stream);
-        assert_eq!(frames, vec![b]);
-        assert_eq!(s.stats().truncated, 1);
-    }
-
-    #[test]
-    fn oversized_frame_is_dropped_and_the_next_kept() {
-        let big = frame(1, 50_000);
-        let small = frame(2, 100);
-        let mut stream = small.clone();
-        stream.extend_from_slice(&big);
-        stream.extend_from_slice(&small);
-        let mut s = Splitter::new(1000);
-        let mut frames = Vec::new();
-        let mut peak = 0;
-        for chunk in stream.chunks(700) {
-            s.feed(chunk, |f| frames.push(f.to_vec()));
-            peak = peak.max(s.buffered());
-        }
-        assert_eq!(frames, vec![small.clone(), small]);
-        assert_eq!(s.stats().oversized, 1);
-        assert!(peak <= 1000 + READ_CHUNK);
-        assert_eq!(s.buf.len(), 1000 + READ_CHUNK, "buffer never reallocated");
-    }
-
-    #[test]
-    fn endless_stream_without_soi_stays_bounded() {
-        let mut s = Splitter::new(1000);
-        let junk = vec![0x55u8; 10_000];
-        for _ in 0..1000 {
-            s.feed(&junk, |_| panic!("no frame in junk"));
-            assert!(s.buffered() <= 1);
-        }
-        assert_eq!(s.stats().garbage_bytes, 10_000_000);
-        assert_eq!(s.buf.len(), 1000 + READ_CHUNK);
-    }
-
-    #[test]
-    fn bad_marker_is_corrupt_and_resynced() {
-        let a = frame(1, 100);
-        let mut bad = vec![0xFF, 0xD8, 0x12, 0x34];
-        bad.extend_from_slice(&a);
-        let mut s = Splitter::new(10_000);
-        let frames = split_all(&mut s, &bad);
-        assert_eq!(frames, vec![a]);
-        assert_eq!(s.stats().corrupt, 1);
-    }
-
-    #[test]
-    fn real_encoded_jpeg_is_one_frame() {
-        let mut scene =
-            crate::synthetic::Scene::new(crate::synthetic::Script::default_demo(), 160, 120);
-        let mut jpeg = Vec::new();
-        scene.render_jpeg(std::time::Duration::from_secs(1), &mut jpeg);
-        let mut stream = jpeg.clone();
-        stream.extend_from_slice(&jpeg);
-        let mut s = Splitter::new(1 << 20);
-        let frames = split_all(&mut s, &stream);
-        assert_eq!(frames, vec![jpeg.clone(), jpeg]);
-    }
-
-    /// Differential tests: [`Splitter::next_frame`] (jumping runs with `memchr`) against the
-    /// old byte-at-a-time walker (`bytewise`) on the same chunks of the same stream.
-    mod differential {
-        use std::sync::OnceLock;
-
-        use super::super::{SplitStats, Splitter};
-        use super::frame;
-        use proptest::prelude::*;
-
-        /// Everything a walker did: frames, and after every chunk the counters and the bytes
-        /// held; then the counters after `finish`.
-        #[derive(Debug, PartialEq, Eq)]
-        struct Trace {
-            frames: Vec<Vec<u8>>,
-            after_chunk: Vec<(SplitStats, usize)>,
-            finished: SplitStats,
-        }
-
-        fn walk(max_frame: usize, data: &[u8], cuts: &[usize], bytewise: bool) -> Trace {
-            let mut s = Splitter::new(max_frame);
-            let mut t = Trace {
-                frames: Vec::new(),
-                after_chunk: Vec::new(),
-                finished: SplitStats::default(),
-            };
-            let mut rest = data;
-            let mut i = 0;
-            while !rest.is_empty() {
-                let spare = s.spare();
-                let n = cuts[i % cuts.len()].min(rest.len()).min(spare.len());
-                spare[..n].copy_from_slice(&rest[..n]);
-                s.commit(n);
-                rest = &rest[n..];
-                i += 1;
-                loop {
-                    let f = if bytewise {
-                        s.next_frame_bytewise()
-                    } else {
-                        s.next_frame()
-                    };
-                    match f {
-                        Some(f) => t.frames.push(f.to_vec()),
-                        None => break,
-                    }
-                }
-                t.after_chunk.push((s.stats(), s.buffered()));
-            }
-            s.finish();
-            t.finished = s.stats();
-            t
-        }
-
-        /// Both walkers, checked equal; the new one's trace.
-        fn same(max_frame: usize, data: &[u8], cuts: &[usize]) -> Result<Trace, TestCaseError> {
-            let new = walk(max_frame, data, cuts, false);
-            let old = walk(max_frame, data, cuts, true);
-            prop_assert_eq!(&new, &old);
-            Ok(new)
-        }
-
-        /// Real JPEGs: the synthetic camera's (baseline), and `jpeg-encoder`'s of a noisy
-        /// picture with restart markers, progressive (several scans), and 4:2:0.
-        fn real() -> &'static [Vec<u8>] {
-            static REAL: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-            REAL.get_or_init(|| {
-                let mut out = Vec::new();
-                for (w, h, t) in [(160, 120, 1), (96, 64, 15)] {
-                    let mut scene = crate::synthetic::Scene::new(
-                        crate::synthetic::Script::default_demo(),
-                        w,
-                        h,
-                    );
-                    let mut jpeg = Vec::new();
-                    scene.render_jpeg(std::time::Duration::from_secs(t), &mut jpeg);
-                    out.push(jpeg);
-                }
-                let (w, h) = (80u16, 48u16);
-                let mut x = 0x2545_F491_4F6C_DD1Du64;
-                let pixels: Vec<u8> = (0..usize::from(w) * usize::from(h) * 3)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect();
-                for (restart, progressive) in [(1, false), (3, false), (0, true), (2, true)] {
-                    let mut jpeg = Vec::new();
-                    let mut e = jpeg_encoder::Encoder::new(&mut jpeg, 90);
-                    e.set_restart_interval(restart);
-                    e.set_progressive(progressive);
-                    e.encode(&pixels, w, h, jpeg_encoder::ColorType::Rgb)
-                        .expect("encode");
-                    out.push(jpeg);
-                }
-                out
-            })
-        }
-
-        #[test]
-        fn the_real_jpegs_have_what_the_walker_must_pass_over() {
-            let all: Vec<u8> = real().concat();
-            let has = |pair: &[u8]| all.windows(2).any(|w| w == pair);
-            assert!(has(&[0xFF, 0x00]), "byte stuffing");
-            assert!(
-                (0xD0..=0xD7).any(|rst| has(&[0xFF, rst])),
-                "restart markers"
-            );
-            let scans = |j: &Vec<u8>| j.windows(2).filter(|w| w == &[0xFF, 0xDA]).count();
-            assert!(real().iter().any(|j| scans(j) > 1), "several scans");
-            // Each is one frame to both walkers.
-            for j in real() {
-                let t = same(1 << 20, j, &[j.len()]).unwrap();
-                assert_eq!(t.frames, vec![j.clone()]);
-            }
-        }
-
-        /// One piece of a stream built from real JPEGs.
-        #[derive(Debug, Clone)]
-        enum Piece {
-            Whole(usize),
-            /// The first `cut` (of 1000ths) of a frame.
-            Truncated(usize, u16),
-            Garbage(Vec<u8>),
-            /// `n` fill `FF` bytes after the SOI and before the EOI.
-            Filled(usize, usize),
-            /// Bytes overwritten at (1000ths of the length, value).
-            Mutated(usize, Vec<(u16, u8)>),
-        }
-
-        fn piece() -> impl Strategy<Value = Piece> {
-            let marker_ish = prop_oneof![
-                Just(0xFFu8),
-                Just(0xD8),
-                Just(0xD9),
-                Just(0xDA),
-                Just(0x00),
-                Just(0xD3),
-                any::<u8>()
-            ];
-            prop_oneof![
-                4 => (0usize..64).prop_map(Piece::Whole),
-                1 => (0usize..64, 0u16..1000).prop_map(|(f, c)| Piece::Truncated(f, c)),
-                1 => prop::collection::vec(marker_ish.clone(), 0..40).prop_map(Piece::Garbage),
-                1 => (0usize..64, 1usize..5).prop_map(|(f, n)| Piece::Filled(f, n)),
-                1 => (0usize..64, prop::collection::vec((0u16..1000, marker_ish), 1..4))
-                    .prop_map(|(f, m)| Piece::Mutated(f, m)),
-            ]
-        }
-
-        fn build(pieces: &[Piece]) -> Vec<u8> {
-            let real = real();
-            let pick = |i: usize| &real[i % real.len()];
-            let mut out = Vec::new();
-            for p in pieces {
-                match p {
-                    Piece::Whole(f) => out.extend_from_slice(pick(*f)),
-                    Piece::Truncated(f, c) => {
-                        let j = pick(*f);
-                        out.extend_from_slice(&j[..j.len() * usize::from(*c) / 1000]);
-                    }
-                    Piece::Garbage(g) => out.extend_from_slice(g),
-                    Piece::Filled(f, n) => {
-                        let j = pick(*f);
-                        out.extend_from_slice(&j[..2]);
-                        out.extend(std::iter::repeat_n(0xFF, *n));
-                        out.extend_from_slice(&j[2..j.len() - 2]);
-                        out.extend(std::iter::repeat_n(0xFF, *n));
-                        out.extend_from_slice(&j[j.len() - 2..]);
-                    }
-                    Piece::Mutated(f, m) => {
-                        let mut j = pick(*f).clone();
-                        for (at, v) in m {
-                            let i = j.len() * usize::from(*at) / 1000;
-                            j[i] = *v;
-                        }
-                        out.extend_from_slice(&j);
-                    }
-                }
-            }
-            out
-        }
-
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(200))]
-            #[test]
-            fn same_as_the_bytewise_walker_on_real_jpeg_streams(
-                pieces in prop::collection::vec(piece(), 1..10),
-                cuts in prop::collection::vec(1usize..20_000, 1..20),
-                small in any::<bool>(),
-            ) {
-                let stream = build(&pieces);
-                // Small: the larger real frames are oversized.
-                let max_frame = if small { 4000 } else { 1 << 20 };
-                let t = same(max_frame, &stream, &cuts)?;
-                // The stream's whole real frames come out (unless oversized or hit by a mutation
-                // or a cut frame before them, which the walkers agree on above).
-                if !small && pieces.iter().all(|p| matches!(p, Piece::Whole(_) | Piece::Filled(..))) {
-                    prop_assert_eq!(t.frames.len(), pieces.len());
-                    prop_assert_eq!(t.finished.dropped(), 0);
-                }
-            }
-
-            #[test]
-            fn same_as_the_bytewise_walker_on_random_bytes(
-                seed in any::<u64>(),
-                len in 0usize..20_000,
-                cuts in prop::collection::vec(1usize..3000, 1..10),
-                max_frame in 4usize..3000,
-            ) {
-                // Bytes biased towards marker bytes (as in the property tests below), with
-                // runs of plain bytes for the jumps to take.
-                let mut x = seed | 1;
-                let data: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        match x % 16 {
-                            0 => 0xFF,
-                            1 => 0xD8,
-                            2 => 0xD9,
-                            3 => 0xDA,
-                            4 => 0x00,
-                            5 => 0xD0 + (x >> 40) as u8 % 8,
-                            6 => 0x01,
-                            _ => (x >> 32) as u8 & 0x7F,
-                        }
-                    })
-                    .collect();
-                same(max_frame, &data, &cuts)?;
-            }
-
-            #[test]
-            fn same_as_the_bytewise_walker_on_structured_frames(
-                sizes in prop::collection::vec(0usize..3000, 1..8),
-                cut_at in prop::collection::vec(0usize..4000, 0..4),
-                cuts in prop::collection::vec(1usize..5000, 1..20),
-                max_frame in 100usize..3000,
-            ) {
-                // Synthetic frames with stuffing and RST markers, some cut short.
-                let mut stream = Vec::new();
-                for (i, n) in sizes.iter().enumerate() {
-                    let f = frame(i as u8, *n);
-                    let end = cut_at.get(i).map_or(f.len(), |c| (*c).min(f.len()));
-                    stream.extend_from_slice(&f[..end]);
-                }
-                same(max_frame, &stream, &cuts)?;
-            }
-        }
-    }
-
-    mod proptests {
-        use super::{READ_CHUNK, Splitter, frame, split_all};
-        use proptest::prelude::*;
-
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(200))]
-            #[test]
-            fn cutting_the_stream_anywhere_gives_the_same_frames(
-                sizes in prop::collection::vec(0usize..3000, 1..8),
-                garbage in prop::collection::vec(prop::collection::vec(any::<u8>().prop_filter("no FF", |b| *b != 0xFF), 0..40), 8),
-                cuts in prop::collection::vec(1usize..5000, 1..40),
-            ) {
-                let mut stream = Vec::new();
-                let mut want = Vec::new();
-                for (i, n) in sizes.iter().enumerate() {
-                    stream.extend_from_slice(&garbage[i]);
-                    let f = frame(i as u8, *n);
-                    stream.extend_from_slice(&f);
-                    want.push(f);
-                }
-                let mut whole = Splitter::new(100_000);
-                let at_once = split_all(&mut whole, &stream);
-                prop_assert_eq!(&at_once, &want);
-
-                let mut s = Splitter::new(100_000);
-                let mut got = Vec::new();
-                let mut rest = &stream[..];
-                let mut i = 0;
-                while !rest.is_empty() {
-                    let n = cuts[i % cuts.len()].min(rest.len());
-                    s.feed(&rest[..n], |f| got.push(f.to_vec()));
-                    rest = &rest[n..];
-                    i += 1;
-                }
-                prop_assert_eq!(got, want);
-                prop_assert_eq!(s.stats(), whole.stats());
-            }
-
-            #[test]
-            fn random_bytes_never_panic_and_stay_bounded(
-                seed in any::<u64>(),
-                len in 0usize..20_000,
-                chunk in 1usize..3000,
-            ) {
-                // Bytes biased towards marker bytes, from a seed (fast to generate).
-                let mut x = seed | 1;
-                let data: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        match x % 8 {
-                            0 => 0xFF,
-                            1 => 0xD8,
-                            2 => 0xD9,
-                            3 => 0xDA,
-                            4 => 0x00,
-                            _ => (x >> 32) as u8,
-                        }
-                    })
-                    .collect();
-                let mut s = Splitter::new(500);
-                for c in data.chunks(chunk) {
-                    s.feed(c, |f| {
-                        assert!(f.len() <= 500);
-                        assert_eq!(&f[..2], &[0xFF, 0xD8]);
-                        assert_eq!(&f[f.len() - 2..], &[0xFF, 0xD9]);
-                    });
-                    prop_assert!(s.buffered() <= 500 + READ_CHUNK);
-                }
-                s.finish();
-                prop_assert_eq!(s.buffered(), 0);
             }
         }
     }

@@ -228,8 +228,16 @@ impl Supervised {
         };
         // Anything else left in the group (a grandchild) goes too.
         let _ = killpg(self.pgid, Signal::SIGKILL);
-        if let Some(task) = self.stderr_task.take() {
-            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+        // The stderr reader ends at the pipe's EOF; one still held open (a grandchild that
+        // escaped the group) is aborted, so no task outlives its camera process.
+        if let Some(mut task) = self.stderr_task.take() {
+            if tokio::time::timeout(Duration::from_millis(500), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
         status
     }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use ipc::announce::{ClientConfig, FrameClient, WEB_SVC};
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 pub use config::WebConfig;
 pub use routes::app;
@@ -128,16 +129,21 @@ pub async fn run(
     }
     let hub = state.0.hub.clone();
     let client = FrameClient::new(ClientConfig::new(state.0.socket_path.clone(), WEB_SVC));
-    let mut feeder_stop = state.shutdown_rx();
-    let feeder = tokio::spawn(fanout::Feeder::new(hub.clone()).run(client, async move {
-        let _ = feeder_stop.wait_for(|s| *s).await;
-    }));
-    let log_flusher = tokio::spawn(routes::flush_outsider_logs_until(state.shutdown_rx()));
+    // Every task of the service is tracked: `run` returns once each has ended.
+    let tasks = TaskTracker::new();
+    let feeder_stop = state.shutdown_token().cancelled_owned();
+    tasks.spawn(fanout::Feeder::new(hub.clone()).run(client, feeder_stop));
+    tasks.spawn(routes::flush_outsider_logs_until(state.shutdown_token()));
     let st = state.clone();
-    let signal = tokio::spawn(async move {
-        shutdown.await;
-        st.begin_shutdown();
+    let stopped = state.shutdown_token();
+    tasks.spawn(async move {
+        // The signal, or the server ending first (then `run` has begun the shutdown).
+        tokio::select! {
+            () = shutdown => st.begin_shutdown(),
+            () = stopped.cancelled() => {}
+        }
     });
+    tasks.close();
     let server = server::serve(
         listener,
         app(state.clone()),
@@ -152,11 +158,9 @@ pub async fn run(
             request: cfg.request_timeout(),
             head: cfg.head_timeout(),
         },
-        state.shutdown_rx(),
+        state.shutdown_token(),
     );
     server.await;
-    signal.abort();
     state.begin_shutdown();
-    let _ = feeder.await;
-    let _ = log_flusher.await;
+    tasks.wait().await;
 }

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ipc::service::{self, CommonArgs, Notifier};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use web_svc::WebConfig;
 use web_svc::auth::{PasswordStore, SetupCode};
 
@@ -90,9 +92,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             })?;
         let addr = listener.local_addr()?;
         let notifier = Notifier;
+        let stop_pings = CancellationToken::new();
+        let pinger = TaskTracker::new();
         if let Some(period) = notifier.watchdog_interval() {
-            tokio::spawn(ping_watchdog(period, startup.state().0.hub.clone()));
+            let hub = startup.state().0.hub.clone();
+            pinger.spawn(ping_watchdog(period, hub, stop_pings.clone()));
         }
+        pinger.close();
         // Polled once now so its SIGTERM and SIGINT handlers are in place before READY: a
         // stop that comes right after READY is a clean shutdown, not a kill.
         let mut shutdown = Box::pin(service::shutdown_signal());
@@ -100,6 +106,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(%addr, "web-svc ready");
         notifier.ready();
         web_svc::run(listener, startup, shutdown).await;
+        stop_pings.cancel();
+        pinger.wait().await;
         notifier.stopping();
         Ok(())
     })
@@ -163,9 +171,16 @@ fn config(cli: &Cli) -> anyhow::Result<WebConfig> {
 /// Pings the systemd watchdog every `period`, only while the fan-out task turns (it wakes at
 /// least every 250 ms) and this runtime schedules tasks; a wedged service is restarted by
 /// systemd.
-async fn ping_watchdog(period: std::time::Duration, hub: std::sync::Arc<web_svc::fanout::Hub>) {
+async fn ping_watchdog(
+    period: std::time::Duration,
+    hub: std::sync::Arc<web_svc::fanout::Hub>,
+    stop: CancellationToken,
+) {
     loop {
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            () = stop.cancelled() => return,
+        }
         let alive = hub
             .metrics
             .feeder_alive_ms

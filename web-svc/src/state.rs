@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{BasicCache, Checker, PasswordStore, RateLimiter, Sessions, SetupCode};
 use crate::config::WebConfig;
@@ -39,7 +39,8 @@ pub struct Inner {
     pub(crate) cross_site_refused: AtomicU64,
     /// The event folders.
     pub(crate) events: EventStore,
-    shutdown_tx: watch::Sender<bool>,
+    /// Cancelled on shutdown: every stream and task ends.
+    shutdown: CancellationToken,
     /// Whether the service is served over TLS (cookies are `Secure`, origins `https`).
     pub(crate) tls: bool,
     /// Whether the current password-file error was logged (logged once, not per request).
@@ -68,7 +69,7 @@ impl AppState {
             checker: Checker::new(config.request_timeout() / 4),
             cross_site_refused: AtomicU64::new(0),
             events: EventStore::new(&config.events_dir, config.max_events_listed),
-            shutdown_tx: watch::channel(false).0,
+            shutdown: CancellationToken::new(),
             tls,
             password_error_logged: AtomicBool::new(false),
             config,
@@ -77,7 +78,7 @@ impl AppState {
 
     /// Ends every stream; called by `run` on shutdown.
     pub fn begin_shutdown(&self) {
-        self.0.shutdown_tx.send_replace(true);
+        self.0.shutdown.cancel();
     }
 
     /// The password file's state; an unusable file is logged once (with what to do) and
@@ -102,9 +103,9 @@ impl AppState {
         }
     }
 
-    /// A receiver that turns true on shutdown.
-    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
-        self.0.shutdown_tx.subscribe()
+    /// A token cancelled on shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.0.shutdown.clone()
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{Frame, Hub};
 
@@ -181,7 +182,7 @@ impl Drop for ViewerSlot {
 struct Viewer {
     slot: ViewerSlot,
     rx: watch::Receiver<Option<Frame>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     pending: Option<Bytes>,
     min_interval: Duration,
     last_sent: Option<Instant>,
@@ -198,7 +199,7 @@ struct Viewer {
 /// The body stream of one live viewer.
 pub fn live(
     slot: ViewerSlot,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     fps: Option<f64>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let rx = slot.hub().subscribe();
@@ -218,69 +219,91 @@ pub fn live(
         fresh: true,
     };
     futures_util::stream::unfold(viewer, |mut v| async move {
-        if let Some(jpeg) = v.pending.take() {
-            v.slot.progress(jpeg.len());
-            return Some((Ok(jpeg), v));
+        let part = v.next_part().await?;
+        Some((Ok(part), v))
+    })
+}
+
+impl Viewer {
+    /// The next part to send: the JPEG of the frame whose header went last, else the header
+    /// of the next frame due; `None` at shutdown.
+    async fn next_part(&mut self) -> Option<Bytes> {
+        if let Some(jpeg) = self.pending.take() {
+            self.slot.progress(jpeg.len());
+            return Some(jpeg);
         }
         loop {
-            if *v.shutdown.borrow() {
+            if self.shutdown.is_cancelled() {
                 return None;
             }
-            if let Some(last) = v.last_sent {
-                let earliest = last + v.min_interval;
-                if earliest > Instant::now() {
-                    tokio::select! {
-                        _ = v.shutdown.changed() => return None,
-                        () = tokio::time::sleep_until(earliest.into()) => {}
-                    }
-                }
+            self.pace().await?;
+            if !(self.fresh || self.rx.has_changed().unwrap_or(false)) {
+                self.wait_for_change().await?;
             }
-            let changed = v.fresh || v.rx.has_changed().unwrap_or(false);
-            if !changed {
-                let resend_at = v
-                    .last_sent
-                    .filter(|_| v.last_live)
-                    .map(|t| t + RESEND_AFTER);
-                tokio::select! {
-                    _ = v.shutdown.changed() => return None,
-                    r = v.rx.changed() => if r.is_err() { return None },
-                    () = async {
-                        match resend_at {
-                            Some(t) => tokio::time::sleep_until(t.into()).await,
-                            None => std::future::pending().await,
-                        }
-                    } => {}
-                }
-            }
-            if v.fresh {
+            if self.fresh {
                 // Nothing is copied while nobody watches: a viewer that joins has the newest
                 // frame copied now, not one from before.
-                v.slot.hub().refresh();
-                v.fresh = false;
+                self.slot.hub().refresh();
+                self.fresh = false;
             }
-            let Some(frame) = v.rx.borrow_and_update().clone() else {
+            let Some(frame) = self.rx.borrow_and_update().clone() else {
                 continue;
             };
-            if frame.live && v.last_seq != 0 && frame.seq > v.last_seq + 1 {
-                v.slot
-                    .hub()
-                    .metrics
-                    .frames_skipped_viewers
-                    .fetch_add(frame.seq - v.last_seq - 1, Ordering::Relaxed);
-            }
-            if frame.live {
-                v.last_seq = frame.seq;
-            }
-            v.last_live = frame.live;
-            v.last_sent = Some(Instant::now());
-            v.slot
-                .hub()
-                .metrics
-                .frames_sent
-                .fetch_add(1, Ordering::Relaxed);
-            v.slot.progress(frame.head.len());
-            v.pending = Some(frame.jpeg);
-            return Some((Ok(frame.head), v));
+            return Some(self.send(frame));
         }
-    })
+    }
+
+    /// Waits until the viewer's frame rate allows the next frame; `None` at shutdown.
+    async fn pace(&mut self) -> Option<()> {
+        if let Some(last) = self.last_sent {
+            let earliest = last + self.min_interval;
+            if earliest > Instant::now() {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return None,
+                    () = tokio::time::sleep_until(earliest.into()) => {}
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Waits for a new frame, or for the time to send a live one again ([`RESEND_AFTER`]);
+    /// `None` at shutdown or when the fan-out is gone.
+    async fn wait_for_change(&mut self) -> Option<()> {
+        let resend_at = self
+            .last_sent
+            .filter(|_| self.last_live)
+            .map(|t| t + RESEND_AFTER);
+        tokio::select! {
+            () = self.shutdown.cancelled() => return None,
+            r = self.rx.changed() => if r.is_err() { return None },
+            () = async {
+                match resend_at {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        Some(())
+    }
+
+    /// Counts `frame` as sent (and the frames skipped before it) and gives its header; its
+    /// JPEG is the next part.
+    fn send(&mut self, frame: Frame) -> Bytes {
+        let metrics = &self.slot.hub().metrics;
+        if frame.live && self.last_seq != 0 && frame.seq > self.last_seq + 1 {
+            metrics
+                .frames_skipped_viewers
+                .fetch_add(frame.seq - self.last_seq - 1, Ordering::Relaxed);
+        }
+        if frame.live {
+            self.last_seq = frame.seq;
+        }
+        self.last_live = frame.live;
+        self.last_sent = Some(Instant::now());
+        metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.slot.progress(frame.head.len());
+        self.pending = Some(frame.jpeg);
+        frame.head
+    }
 }

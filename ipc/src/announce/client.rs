@@ -11,20 +11,22 @@
 //! the time of the next attempt is a deadline in the client, so cancelling never skips the
 //! backoff.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::time::Duration;
+
+mod handshake;
+mod parked;
 
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::proto::{
-    CameraState, FrameAnnounce, Heartbeat, Hello, Message, MessageReader, PROTOCOL_VERSION,
-    ProtoError, Subscribe, write_message,
+    CameraState, FrameAnnounce, Heartbeat, Hello, Message, MessageReader, ProtoError,
 };
 use crate::region::{FrameMeta, ReadError, RegionReader};
 use crate::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
+use handshake::{Connecting, Failure, Parts, handshake};
+use parked::NonBlocking;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -102,41 +104,6 @@ pub struct ClientStats {
     pub attempts: u64,
     /// Times the server refused this subscriber or closed it with a reason.
     pub refusals: u64,
-}
-
-/// The buffers a connection attempt borrows and gives back: allocated once per client.
-#[derive(Debug)]
-struct Parts {
-    reader: MessageReader,
-    scratch: Vec<u8>,
-}
-
-/// How a connection attempt failed.
-enum Failure {
-    /// The server said why.
-    Refused(String),
-    /// Anything else.
-    Other(String),
-}
-
-impl Failure {
-    fn into_reason(self) -> String {
-        match self {
-            Failure::Refused(why) => format!("capture-svc refused this subscriber: {why}"),
-            Failure::Other(why) => why,
-        }
-    }
-}
-
-type Attempt = (Parts, Result<(UnixStream, Hello), Failure>);
-
-/// A connection attempt in flight, kept across cancelled calls to [`FrameClient::next`].
-struct Connecting(Pin<Box<dyn Future<Output = Attempt> + Send>>);
-
-impl std::fmt::Debug for Connecting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Connecting(..)")
-    }
 }
 
 /// A self-reconnecting subscriber to the announce socket.
@@ -440,86 +407,5 @@ impl FrameClient {
         self.stream = Some(stream);
         self.hello = Some(hello.clone());
         Ok(hello)
-    }
-}
-
-/// One connection attempt: connect, subscribe, read the hello, all within
-/// [`ClientConfig::hello_timeout`]. Owns what it uses, so it can be kept across calls.
-async fn handshake(config: ClientConfig, mut parts: Parts) -> Attempt {
-    let result = tokio::time::timeout(config.hello_timeout, exchange(&config, &mut parts))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Failure::Other(format!(
-                "capture-svc sent no hello within {:?}",
-                config.hello_timeout
-            )))
-        });
-    (parts, result)
-}
-
-async fn exchange(
-    config: &ClientConfig,
-    parts: &mut Parts,
-) -> Result<(UnixStream, Hello), Failure> {
-    let path = &config.socket_path;
-    let mut stream = UnixStream::connect(path)
-        .await
-        .map_err(|e| Failure::Other(format!("cannot connect to {}: {e}", path.display())))?;
-    let subscribe = Message::Subscribe(Subscribe {
-        protocol_version: PROTOCOL_VERSION,
-        name: config.name.clone(),
-    });
-    write_message(&mut stream, &subscribe, &mut parts.scratch)
-        .await
-        .map_err(|e| Failure::Other(format!("cannot subscribe: {e}")))?;
-    parts.reader.reset();
-    let hello = match parts.reader.read(&mut stream).await {
-        Ok(Message::Hello(hello)) => hello,
-        Ok(Message::Refused(r)) => return Err(Failure::Refused(r.reason)),
-        Ok(other) => return Err(Failure::Other(format!("expected a hello, got {other:?}"))),
-        // A version-1 capture-svc refuses a newer subscriber by closing without a word.
-        Err(e) => {
-            return Err(Failure::Other(format!(
-                "no hello: {e} (capture-svc stopped, or is older than this build: run matching versions)"
-            )));
-        }
-    };
-    if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(Failure::Other(format!(
-            "capture-svc speaks protocol {}, this build {PROTOCOL_VERSION}; run matching versions",
-            hello.protocol_version
-        )));
-    }
-    Ok((stream, hello))
-}
-
-/// A parked (non-blocking) connection read without the reactor: `Pending` when no byte is
-/// there, which only a single poll may see ([`FrameClient::try_next_announcement`]).
-struct NonBlocking<'a>(&'a mut std::os::unix::net::UnixStream);
-
-impl tokio::io::AsyncRead for NonBlocking<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::io::Read as _;
-        let this = self.get_mut();
-        match this.0.read(buf.initialize_unfilled()) {
-            Ok(n) => {
-                buf.advance(n);
-                std::task::Poll::Ready(Ok(()))
-            }
-            // Nothing yet (or a signal): looked at again on the next call.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                std::task::Poll::Pending
-            }
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
     }
 }

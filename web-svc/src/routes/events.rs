@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::WebError;
 use super::live::{busy, mjpeg_response};
@@ -152,7 +152,7 @@ pub(super) async fn event_play(
     let replay = Replay {
         avi: Some(avi),
         slot,
-        shutdown: state.shutdown_rx(),
+        shutdown: state.shutdown_token(),
         next_at: Instant::now(),
         buf: Vec::new(),
     };
@@ -164,7 +164,7 @@ pub(super) async fn event_play(
 struct Replay<R> {
     avi: Option<AviFrames<R>>,
     slot: ViewerSlot,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     next_at: Instant,
     buf: Vec<u8>,
 }
@@ -177,7 +177,7 @@ impl<R: std::io::Read + std::io::Seek + Send + 'static> Replay<R> {
     ) -> Option<(Result<bytes::Bytes, std::convert::Infallible>, Replay<R>)> {
         let mut avi = self.avi.take()?;
         tokio::select! {
-            _ = self.shutdown.changed() => return None,
+            () = self.shutdown.cancelled() => return None,
             () = tokio::time::sleep_until(self.next_at.into()) => {}
         }
         let mut buf = std::mem::take(&mut self.buf);

@@ -79,7 +79,7 @@ pub(super) async fn live_stream(
     };
     mjpeg_response(Body::from_stream(stream::live(
         slot,
-        state.shutdown_rx(),
+        state.shutdown_token(),
         q.fps,
     )))
 }

@@ -20,7 +20,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::events::EventError;
 use crate::state::AppState;
@@ -166,12 +166,12 @@ pub fn flush_outsider_logs() {
     }
 }
 
-/// Calls [`flush_outsider_logs`] every [`OUTSIDER_LOG_INTERVAL`] until `shutdown` turns true.
-pub async fn flush_outsider_logs_until(mut shutdown: watch::Receiver<bool>) {
+/// Calls [`flush_outsider_logs`] every [`OUTSIDER_LOG_INTERVAL`] until `shutdown` is cancelled.
+pub async fn flush_outsider_logs_until(shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(OUTSIDER_LOG_INTERVAL);
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = shutdown.cancelled() => break,
             _ = tick.tick() => flush_outsider_logs(),
         }
     }

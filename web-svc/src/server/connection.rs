@@ -12,7 +12,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::table::{Busy, NOT_WAITING, Slot, now_ms};
@@ -113,7 +113,7 @@ pub(super) struct Conn<'a> {
     pub(super) hub: &'a Hub,
     pub(super) slot: &'a Arc<Slot>,
     pub(super) timeouts: Timeouts,
-    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) shutdown: CancellationToken,
 }
 
 /// Serves HTTP/1.1 on `io` until the client closes, the connection is evicted, the watchdog
@@ -129,7 +129,7 @@ where
         hub,
         slot,
         timeouts,
-        mut shutdown,
+        shutdown,
     } = conn;
     let watch = Arc::new(ConnWatch::default());
     let (w, s) = (watch.clone(), slot.clone());
@@ -160,7 +160,7 @@ where
                 return;
             }
             () = slot.evict.notified() => return,
-            _ = shutdown.wait_for(|s| *s), if closing_at.is_none() => {
+            () = shutdown.cancelled(), if closing_at.is_none() => {
                 if watch.write_blocked_for().is_some() {
                     log_full_at_shutdown(peer);
                     return;

@@ -25,8 +25,8 @@ use std::time::Duration;
 use axum::Router;
 use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::fanout::Hub;
 use connection::{Conn, connection};
@@ -151,18 +151,18 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     timeouts: Timeouts,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let table = Connections::new(limits, hub.clone());
     let mut tasks = JoinSet::new();
     let mut summary = tokio::time::interval(OUTSIDER_LOG_INTERVAL);
     loop {
         while tasks.try_join_next().is_some() {}
-        if !wait_while_closing(&table, &mut shutdown).await {
+        if !wait_while_closing(&table, &shutdown).await {
             break;
         }
         let (tcp, peer) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = shutdown.cancelled() => break,
             _ = summary.tick() => {
                 flush_throttled();
                 continue;
@@ -211,14 +211,14 @@ pub async fn serve(
 /// Backpressure: while [`MAX_CLOSING`] evicted connections have not closed yet (their tasks
 /// have not run), newcomers wait in the listen queue rather than being refused. False once
 /// `shutdown` turns true.
-async fn wait_while_closing(table: &Connections, shutdown: &mut watch::Receiver<bool>) -> bool {
+async fn wait_while_closing(table: &Connections, shutdown: &CancellationToken) -> bool {
     loop {
         let closing = table.lock().closing;
         if closing < MAX_CLOSING {
             return true;
         }
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return false,
+            () = shutdown.cancelled() => return false,
             () = table.closed.notified() => {}
         }
     }
