@@ -64,6 +64,8 @@ install_all() {
     systemctl enable mecam.target
     systemctl restart mecam.target
     echo "mecam installed and started."
+    # The first-visit form asks for this one-time code (or says a password is set).
+    "$prefix/bin/web-svc" --config /etc/mecam/mecam.toml --print-setup-code
 }
 
 case "${1:-}" in

@@ -65,18 +65,60 @@ pub fn load_section<T: DeserializeOwned + Default>(
     args: &CommonArgs,
     section: &str,
 ) -> anyhow::Result<T> {
+    match read_config(args)? {
+        None => Ok(T::default()),
+        Some((path, text)) => parse_section(&text, section)
+            .with_context(|| format!("in config file {}", path.display())),
+    }
+}
+
+/// The config file's path and text; `None` when the default file is missing.
+fn read_config(args: &CommonArgs) -> anyhow::Result<Option<(PathBuf, String)>> {
     let (path, required) = match &args.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(T::default()),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read config file {}", path.display()));
-        }
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some((path, t))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read config file {}", path.display())),
+    }
+}
+
+/// Where motion-svc writes event folders and web-svc reads them, unless `[motion] events_dir`
+/// says otherwise.
+pub const DEFAULT_EVENTS_DIR: &str = "/var/lib/mecam/events";
+
+/// One key of another service's section, for the one setting two services share (web-svc
+/// reads `[motion] events_dir`, so that one key moves both): `None` when the file, the section
+/// or the key is absent. The section's owner checks the rest of it.
+///
+/// # Errors
+/// As [`load_section`], for the file and the TOML; a value of the wrong type names the key.
+pub fn load_key<T: DeserializeOwned>(
+    args: &CommonArgs,
+    section: &str,
+    key: &str,
+) -> anyhow::Result<Option<T>> {
+    let Some((path, text)) = read_config(args)? else {
+        return Ok(None);
     };
-    parse_section(&text, section).with_context(|| format!("in config file {}", path.display()))
+    let in_file = || format!("in config file {}", path.display());
+    let mut doc: toml::Table = text
+        .parse()
+        .context("not valid TOML")
+        .with_context(in_file)?;
+    let value = match doc.remove(section) {
+        Some(toml::Value::Table(mut t)) => t.remove(key),
+        _ => None,
+    };
+    value
+        .map(|v| {
+            v.try_into()
+                .map_err(|e: toml::de::Error| anyhow::anyhow!("{section}.{key}: {}", e.message()))
+                .with_context(in_file)
+        })
+        .transpose()
 }
 
 /// The sections of `mecam.toml`, one per service. Any other top-level name is a misspelling
@@ -296,6 +338,32 @@ mod tests {
     enum Kind {
         Rpicam,
         Synthetic,
+    }
+
+    #[test]
+    fn load_key_reads_one_key_of_another_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mecam.toml");
+        let args = |file: &Path| CommonArgs {
+            config: Some(file.to_owned()),
+            runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
+            print_config: false,
+            log_target: LogTarget::Stderr,
+        };
+        let key = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            load_key::<PathBuf>(&args(&file), "motion", "events_dir")
+        };
+        assert_eq!(key("").unwrap(), None);
+        assert_eq!(key("[motion]\nanalysis_fps = 2\n").unwrap(), None);
+        assert_eq!(
+            key("[motion]\nevents_dir = \"/srv/ev\"\n[web]\n").unwrap(),
+            Some(PathBuf::from("/srv/ev"))
+        );
+        let e = key("[motion]\nevents_dir = 3\n").unwrap_err();
+        assert!(format!("{e:#}").contains("motion.events_dir"), "{e:#}");
+        let missing = args(&dir.path().join("absent.toml"));
+        assert!(load_key::<PathBuf>(&missing, "motion", "events_dir").is_err());
     }
 
     fn error(text: &str) -> String {

@@ -38,7 +38,8 @@ impl Sensitivity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MotionConfig {
-    /// Where event folders go.
+    /// Where event folders go; web-svc reads them from here too. The units can write only
+    /// under /var/lib/mecam: elsewhere add `ReadWritePaths=` to both (`systemctl edit`).
     pub events_dir: PathBuf,
     /// Frames analysed per second (the newest frame each time).
     pub analysis_fps: f64,
@@ -98,7 +99,7 @@ pub struct MotionConfig {
 impl Default for MotionConfig {
     fn default() -> Self {
         MotionConfig {
-            events_dir: PathBuf::from("/var/lib/mecam/events"),
+            events_dir: PathBuf::from(ipc::service::DEFAULT_EVENTS_DIR),
             analysis_fps: 5.0,
             sensitivity: Sensitivity::Medium,
             area_pct: None,

@@ -557,7 +557,7 @@ pub struct MecamOptions {
     pub only: Vec<&'static str>,
 }
 
-/// Where the frame region is inside the container (the units' `--runtime-dir /run/mecam`).
+/// Where the frame region is inside the container (the default `--runtime-dir`, /run/mecam).
 pub const REGION: &str = "/run/mecam/frames";
 /// Where motion-svc keeps its event folders inside the container.
 pub const EVENTS_DIR: &str = "/var/lib/mecam/events";

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mecam_system_tests::nspawn::{self, Mecam, MecamOptions, UNITS};
 use mecam_system_tests::{bins, poll, unit_file};
 
-/// web-svc's state directory in the units (`--state-dir`).
+/// web-svc's state directory under the units (its default `--state-dir`, `StateDirectory=mecam/web`).
 const WEB_STATE: &str = "/var/lib/mecam/web";
 
 #[test]

@@ -48,12 +48,13 @@ fn boot(repo: &Path, users: Users) -> Container {
     .unwrap()
 }
 
-/// `install.sh` (binaries under /opt/inst: /usr is the host's, read-only).
-fn install(ct: &Container) {
+/// `install.sh` (binaries under /opt/inst: /usr is the host's, read-only); what it printed.
+fn install(ct: &Container) -> String {
     let out = ct
         .run(&["env", "PREFIX=/opt/inst", "sh", "/repo/systemd/install.sh"])
         .unwrap();
     println!("{out}");
+    out
 }
 
 /// `stat -c '%U %G %a'` of a path in the container.
@@ -147,7 +148,11 @@ fn install_script_installs_starts_and_uninstalls() {
         "mecam user exists before install"
     );
 
-    install(&ct);
+    let out = install(&ct);
+    assert!(
+        out.contains("setup code: ") && out.contains(":8080/"),
+        "install.sh did not print the URL and the first-run setup code:\n{out}"
+    );
     check_users(&ct);
     assert!(ct.host_path("/etc/mecam/mecam.toml").is_file());
     assert!(ct.host_path("/opt/inst/bin/capture-svc").is_file());

@@ -93,3 +93,68 @@ fn motion_events_are_read_back_from_the_journal_with_their_fields() {
         ev["state"]
     );
 }
+
+#[test]
+fn the_events_directory_key_moves_where_both_services_keep_events() {
+    if !nspawn::available_or_skip("events_directory_key", true) {
+        return;
+    }
+    let config = |events: &str| {
+        format!(
+            "[capture]\n[motion]\n{events}quiet_gap_s = 1.0\npost_capture_s = 0.5\npre_capture_s = 0.5\n[web]\n"
+        )
+    };
+    let m = Mecam::start(MecamOptions {
+        config: Some(config("")),
+        ..MecamOptions::default()
+    })
+    .unwrap();
+    // As a user would: edit the one events key under the shipped units, restart both.
+    let moved = "/var/lib/mecam/clips";
+    std::fs::write(
+        m.ct.host_path("/etc/mecam/mecam.toml"),
+        config(&format!("events_dir = \"{moved}\"\n")),
+    )
+    .unwrap();
+    let pids: Vec<u32> = ["mecam-motion.service", "mecam-web.service"]
+        .iter()
+        .map(|u| m.ct.main_pid(u).unwrap())
+        .collect();
+    m.ct.run(&[
+        "systemctl",
+        "restart",
+        "mecam-motion.service",
+        "mecam-web.service",
+    ])
+    .unwrap();
+    for (unit, old) in ["mecam-motion.service", "mecam-web.service"]
+        .iter()
+        .zip(pids)
+    {
+        m.ct.wait_active(unit, old, Duration::from_secs(60))
+            .unwrap();
+    }
+    m.wait_healthz().unwrap();
+    let dir = m.ct.host_path(moved);
+    let id = poll::until(
+        "an event folder in the new events directory",
+        Duration::from_secs(120),
+        || {
+            let ids: Vec<String> = std::fs::read_dir(&dir)
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .filter(|e| e.path().join("event.json").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            Ok(ids.into_iter().next())
+        },
+    )
+    .unwrap();
+    // web-svc reads the same key: it lists the event from the new directory.
+    let session = m.login().unwrap();
+    poll::until_true("web-svc lists the event", Duration::from_secs(30), || {
+        mecam_system_tests::http::get(m.addr, "/api/events", Some(&session))
+            .is_ok_and(|r| r.status == 200 && r.text().contains(&id))
+    })
+    .unwrap();
+}

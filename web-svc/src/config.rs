@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::stream::RESEND_AFTER;
 
+/// Where the password hash and the setup code live: the units' `StateDirectory=mecam/web`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mecam/web";
+
 /// Lowest `viewer_timeout_s`: twice [`RESEND_AFTER`], the longest a healthy stream (re-sends
 /// of the last frame, or `?fps=1`) goes without handing its socket a part.
 pub const MIN_VIEWER_TIMEOUT_S: f64 = 2.0;
@@ -24,15 +27,19 @@ pub const MAX_TRACKED_CLIENTS_LIMIT: usize = 65_536;
 /// Longest login backoff accepted (a day).
 pub const MAX_LOGIN_BACKOFF_S: f64 = 24.0 * 3600.0;
 
-/// `[web]` in the config file. Flags override `listen`, `events_dir` and `state_dir`.
+/// `[web]` in the config file. `--listen` overrides `listen`. The directories are no keys of
+/// `[web]`: the events are `[motion] events_dir` (one key moves both services), the state
+/// directory is the units' `StateDirectory=` (only `--state-dir` moves it, for tests).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Where `motion-svc` writes event folders.
+    /// Where `motion-svc` writes event folders: `[motion] events_dir` (or `--events-dir`).
+    #[serde(skip)]
     pub events_dir: PathBuf,
-    /// Where the password hash lives.
+    /// Where the password hash and the setup code live (`--state-dir`).
+    #[serde(skip)]
     pub state_dir: PathBuf,
     /// Live streams served at once; more get `503` with `Retry-After`.
     pub max_streams: usize,
@@ -91,8 +98,8 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            events_dir: PathBuf::from("/var/lib/mecam/events"),
-            state_dir: PathBuf::from("/var/lib/mecam/web"),
+            events_dir: PathBuf::from(ipc::service::DEFAULT_EVENTS_DIR),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             max_streams: 16,
             max_connections: 128,
             viewer_timeout_s: 10.0,
@@ -222,6 +229,29 @@ impl WebConfig {
     /// `head_timeout_s` as a duration, at most `request_timeout_s`.
     pub fn head_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.head_timeout_s.min(self.request_timeout_s))
+    }
+
+    /// The address a person opens in a browser, `http://HOST:PORT/` (`https` with TLS):
+    /// HOST is this machine's name when listening on every address, else the address.
+    pub fn browser_url(&self, port: u16) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let ip = self.listen.ip();
+        let host = if ip.is_unspecified() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned())
+        } else if ip.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        format!("{scheme}://{host}:{port}/")
     }
 
     /// `events_min_free_mib` in bytes.

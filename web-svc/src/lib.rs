@@ -31,6 +31,8 @@ pub use state::{AppState, Password};
 pub struct Startup {
     state: AppState,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The one-time setup code, while no password is set (logged with the URL by [`run`]).
+    setup_code: Option<String>,
 }
 
 impl std::fmt::Debug for Startup {
@@ -38,6 +40,7 @@ impl std::fmt::Debug for Startup {
         f.debug_struct("Startup")
             .field("state", &self.state)
             .field("tls", &self.tls.is_some())
+            .field("setup_code", &self.setup_code.as_ref().map(|_| "(set)"))
             .finish()
     }
 }
@@ -45,11 +48,13 @@ impl std::fmt::Debug for Startup {
 impl Startup {
     /// Checks the state directory, loads the TLS certificate and key, and reads the password
     /// file (an unusable one is logged with what to do; the service still starts, and
-    /// answers `503` to logins until it is fixed).
+    /// answers `503` to logins until it is fixed). With no password it makes the one-time
+    /// setup code (or keeps the unused one).
     ///
     /// # Errors
-    /// The state directory is missing or not a directory; the TLS certificate or key cannot
-    /// be loaded. Each names the file or key and what to do.
+    /// The state directory is missing or not a directory, or the setup code cannot be
+    /// written there; the TLS certificate or key cannot be loaded. Each names the file or
+    /// key and what to do.
     pub fn new(config: WebConfig, socket_path: PathBuf) -> anyhow::Result<Startup> {
         check_state_dir(&config.state_dir)?;
         let tls = match (&config.tls_cert, &config.tls_key) {
@@ -57,8 +62,21 @@ impl Startup {
             _ => None,
         };
         let state = AppState::new(config, socket_path);
-        let _ = state.password();
-        Ok(Startup { state, tls })
+        let codes = &state.0.setup_code;
+        let setup_code = match state.password() {
+            Password::Unset => Some(codes.ensure()?),
+            // A code works only while no password is set; one left behind goes.
+            Password::Set(_) => {
+                codes.remove()?;
+                None
+            }
+            Password::Broken => None,
+        };
+        Ok(Startup {
+            state,
+            tls,
+            setup_code,
+        })
     }
 
     /// The shared state (for the binary's watchdog task).
@@ -71,11 +89,11 @@ fn check_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => anyhow::bail!(
-            "[web] state_dir {} is not a directory; point [web] state_dir (or --state-dir) at a directory owned by the service user",
+            "the state directory {} is not a directory; make it a directory owned by the service user, or point --state-dir at one",
             dir.display()
         ),
         Err(e) => anyhow::bail!(
-            "[web] state_dir {}: {e}; create it, owned by the service user (the unit's StateDirectory= does), or set [web] state_dir (or --state-dir)",
+            "the state directory {}: {e}; create it, owned by the service user (the unit's StateDirectory= does), or point --state-dir at one",
             dir.display()
         ),
     }
@@ -89,8 +107,22 @@ pub async fn run(
     startup: Startup,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let Startup { state, tls } = startup;
+    let Startup {
+        state,
+        tls,
+        setup_code,
+    } = startup;
     let cfg = &state.0.config;
+    if let Some(code) = setup_code {
+        let port = listener
+            .local_addr()
+            .map_or(cfg.listen.port(), |a| a.port());
+        let url = cfg.browser_url(port);
+        tracing::warn!(
+            %url,
+            "no admin password yet: open {url} and enter the one-time setup code {code} to choose it"
+        );
+    }
     let hub = state.0.hub.clone();
     let client = FrameClient::new(ClientConfig::new(state.0.socket_path.clone(), WEB_SVC));
     let mut feeder_stop = state.shutdown_rx();

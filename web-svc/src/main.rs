@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ipc::service::{self, CommonArgs, Notifier};
-use web_svc::{WebConfig, auth::PasswordStore};
+use web_svc::WebConfig;
+use web_svc::auth::{PasswordStore, SetupCode};
 
 /// mecam web-svc: the logged-in live view, snapshots, events and API.
 #[derive(Debug, Parser)]
@@ -20,12 +21,17 @@ struct Cli {
     /// Address to listen on ([web] listen; default 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Event folders written by motion-svc ([web] events_dir).
+    /// Event folders written by motion-svc (default: [motion] events_dir, the one key both
+    /// services read).
     #[arg(long, value_name = "DIR")]
     events_dir: Option<PathBuf>,
-    /// Where the password hash is kept ([web] state_dir).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    /// Where the password hash and the setup code are kept (the units' StateDirectory=).
+    #[arg(long, value_name = "DIR", default_value = web_svc::config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// With no admin password yet: make (or keep the unused) one-time setup code, print it
+    /// with the URL to open, and exit. With a password: say so and exit.
+    #[arg(long)]
+    print_setup_code: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,7 +41,7 @@ enum Command {
     /// Set the admin password from the first line of stdin.
     SetPassword {
         /// Where the password hash is kept.
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/mecam/web")]
+        #[arg(long, value_name = "DIR", default_value = web_svc::config::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
 }
@@ -59,6 +65,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     if cli.common.print_config {
         print!("{}", service::render_section("web", &config)?);
         return Ok(());
+    }
+    if cli.print_setup_code {
+        return print_setup_code(&config);
     }
     service::init_tracing("web-svc", cli.common.log_target);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,7 +114,32 @@ fn set_password(state_dir: &Path) -> anyhow::Result<()> {
         .context("cannot read the password from stdin")?;
     let password = line.trim_end_matches(['\r', '\n']);
     PasswordStore::new(state_dir).set(password)?;
+    // The one-time setup code works only while no password is set.
+    SetupCode::new(state_dir).remove()?;
     eprintln!("web-svc: admin password set in {}", state_dir.display());
+    Ok(())
+}
+
+/// `web-svc --print-setup-code`: the URL and the one-time setup code, or that a password is
+/// set.
+fn print_setup_code(config: &WebConfig) -> anyhow::Result<()> {
+    let dir = &config.state_dir;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "the state directory {} does not exist; start the service once (`systemctl start mecam-web`) or create it, owned by the service user",
+        dir.display()
+    );
+    let url = config.browser_url(config.listen.port());
+    if PasswordStore::new(dir).load()?.is_some() {
+        println!(
+            "The admin password is set: log in at {url} (change it with `sudo -u mecam web-svc set-password`)."
+        );
+        return Ok(());
+    }
+    let code = SetupCode::new(dir).ensure()?;
+    println!("No admin password is set yet. Open the URL and enter the setup code to choose it:");
+    println!("  URL:        {url}");
+    println!("  setup code: {code}");
     Ok(())
 }
 
@@ -115,12 +149,13 @@ fn config(cli: &Cli) -> anyhow::Result<WebConfig> {
     if let Some(l) = cli.listen {
         config.listen = l;
     }
-    if let Some(d) = &cli.events_dir {
-        config.events_dir = d.clone();
-    }
-    if let Some(d) = &cli.state_dir {
-        config.state_dir = d.clone();
-    }
+    config.events_dir = match &cli.events_dir {
+        Some(d) => d.clone(),
+        None => {
+            service::load_key(&cli.common, "motion", "events_dir")?.unwrap_or(config.events_dir)
+        }
+    };
+    config.state_dir.clone_from(&cli.state_dir);
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
 }

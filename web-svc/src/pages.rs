@@ -72,8 +72,12 @@ pub fn setup(message: Option<&str>) -> String {
         "Set the password",
         false,
         &format!(
-            "<h1>Welcome</h1><p>No password is set yet. Choose the password of the user <b>admin</b> \
-             (at least {} characters).</p>{msg}<form method=\"post\" action=\"/setup\">\
+            "<h1>Welcome</h1><p>No password is set yet. Enter the one-time setup code and choose the \
+             password of the user <b>admin</b> (at least {} characters).</p>\
+             <p>The code was printed when mecam was installed; on the camera, \
+             <code>sudo web-svc --print-setup-code</code> prints it again \
+             (it is also in <code>journalctl -u mecam-web</code>).</p>{msg}<form method=\"post\" action=\"/setup\">\
+             <p><label>Setup code<br><input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" autocapitalize=\"characters\" spellcheck=\"false\" autofocus required></label></p>\
              <p><label>Password<br><input type=\"password\" name=\"password\" autocomplete=\"new-password\" required></label></p>\
              <p><label>Again<br><input type=\"password\" name=\"confirm\" autocomplete=\"new-password\" required></label></p>\
              <p><button type=\"submit\">Set password</button></p></form>",

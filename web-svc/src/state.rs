@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::auth::{BasicCache, Checker, PasswordStore, RateLimiter, Sessions};
+use crate::auth::{BasicCache, Checker, PasswordStore, RateLimiter, Sessions, SetupCode};
 use crate::config::WebConfig;
 use crate::events::EventStore;
 use crate::fanout::Hub;
@@ -25,6 +25,8 @@ pub struct Inner {
     pub socket_path: PathBuf,
     /// The admin password file.
     pub(crate) passwords: PasswordStore,
+    /// The one-time setup code, asked for while no password is set.
+    pub(crate) setup_code: SetupCode,
     /// Browser sessions.
     pub(crate) sessions: Sessions,
     /// The login limiter.
@@ -56,6 +58,7 @@ impl AppState {
             hub: Arc::new(Hub::default()),
             socket_path,
             passwords: PasswordStore::new(&config.state_dir),
+            setup_code: SetupCode::new(&config.state_dir),
             sessions: Sessions::new(
                 config.max_sessions,
                 Duration::from_secs(config.session_ttl_s),
@@ -108,7 +111,7 @@ impl AppState {
 /// The admin password, as the password file says.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Password {
-    /// No password file: first-visit setup is open.
+    /// No password file: first-visit setup is open to whoever has the setup code.
     Unset,
     /// The hash.
     Set(String),

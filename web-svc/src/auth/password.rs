@@ -1,8 +1,6 @@
 //! The admin password: an argon2id hash in a 0600 file in the state directory, written
 //! atomically, never mistaken for "no password" when it cannot be used.
 
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -270,30 +268,17 @@ impl PasswordStore {
         let tmp = self
             .dir
             .join(format!("{PASSWORD_FILE}.{}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
         // Run as root (`sudo web-svc set-password`), the file would be root's and the
-        // service could not read it: give it to the owner of the state directory.
-        if let (Ok(dm), Ok(fm)) = (std::fs::metadata(&self.dir), f.metadata()) {
-            if (fm.uid(), fm.gid()) != (dm.uid(), dm.gid()) {
-                std::os::unix::fs::fchown(&f, Some(dm.uid()), Some(dm.gid())).map_err(io)?;
-            }
-        }
-        writeln!(f, "{hash}").map_err(io)?;
-        f.sync_all().map_err(io)?;
+        // service could not read it: it goes to the owner of the state directory.
+        super::setup_code::write_private(&self.dir, &tmp, &hash).map_err(io)?;
         Ok(tmp)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
     use super::*;
 
     #[test]

@@ -1,6 +1,6 @@
 //! Who gets in: the login rule in front of every protected route (a session cookie, or HTTP
 //! Basic as admin), the password check behind the login limiter, and the login, first-visit
-//! setup and logout handlers.
+//! setup (behind the one-time setup code) and logout handlers.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -60,6 +60,9 @@ static LIMITED_LOGIN_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 pub(super) fn flush_logs() {
     if let Some(n) = FAILED_LOGIN_LOG.flush() {
         tracing::warn!(held_back = n, "{n} more failed logins");
+    }
+    if let Some(n) = FAILED_SETUP_LOG.flush() {
+        tracing::warn!(held_back = n, "{n} more wrong setup codes");
     }
     if let Some(n) = LIMITED_LOGIN_LOG.flush() {
         tracing::warn!(held_back = n, "{n} more logins refused by the rate limiter");
@@ -196,12 +199,17 @@ pub(super) async fn require_login(
 /// What a limited client gets, whatever password it sent (only `Retry-After` varies, with
 /// the time).
 fn too_many(retry: Duration) -> Response {
+    too_many_on(retry, pages::login)
+}
+
+/// [`too_many`] on the form `page` (login or setup).
+fn too_many_on(retry: Duration, page: fn(Option<&str>) -> String) -> Response {
     let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, secs.to_string())],
-        Html(pages::login(Some(
-            "Too many attempts from your address; wait as long as Retry-After says (it doubles with each wrong password) and try again.",
+        Html(page(Some(
+            "Too many attempts from your address; wait as long as Retry-After says (it doubles with each wrong try) and try again.",
         ))),
     )
         .into_response()
@@ -279,6 +287,9 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SetupForm {
+    /// The one-time setup code; missing is wrong.
+    #[serde(default)]
+    code: String,
     password: String,
     confirm: String,
 }
@@ -290,7 +301,22 @@ pub(super) async fn setup_page(State(state): State<AppState>) -> Response {
     }
 }
 
-pub(super) async fn setup(State(state): State<AppState>, Form(form): Form<SetupForm>) -> Response {
+/// Failed setup codes (one line per interval, with a count of the others).
+static FAILED_SETUP_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
+
+/// What a setup without the right code gets: the form again, and what to do.
+fn wrong_code(message: &str) -> Response {
+    (StatusCode::FORBIDDEN, Html(pages::setup(Some(message)))).into_response()
+}
+
+/// First-visit setup: the one-time code (checked behind the login limiter, in constant
+/// time) first, then the password, stored only if none is, and the code removed with it.
+pub(super) async fn setup(
+    State(state): State<AppState>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    Form(form): Form<SetupForm>,
+) -> Response {
+    let ip = addr.map_or(IpAddr::from([127, 0, 0, 1]), |a| a.0.0.ip());
     match state.password() {
         Password::Unset => {}
         Password::Broken => return password_broken(true),
@@ -302,6 +328,39 @@ pub(super) async fn setup(State(state): State<AppState>, Form(form): Form<SetupF
                 ))),
             )
                 .into_response();
+        }
+    }
+    let s = &state.0;
+    // The limiter answers first, so a limited client learns nothing of its code.
+    let attempt = match s.limiter.admit(ip) {
+        Ok(a) => a,
+        Err(retry) => {
+            s.hub.metrics.login_limited.fetch_add(1, Ordering::Relaxed);
+            return too_many_on(retry, pages::setup);
+        }
+    };
+    match s.setup_code.matches(&form.code) {
+        Ok(true) => attempt.succeeded(),
+        Ok(false) if s.setup_code.load().ok().flatten().is_none() => {
+            drop(attempt);
+            return wrong_code(
+                "There is no setup code: run `sudo web-svc --print-setup-code` on the camera to make one.",
+            );
+        }
+        Ok(false) => {
+            attempt.failed();
+            s.hub.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+            if let Some(held_back) = FAILED_SETUP_LOG.check() {
+                let client = ClientKey::of(ip);
+                tracing::warn!(%client, held_back, "wrong setup code");
+            }
+            return wrong_code(
+                "Wrong setup code. `sudo web-svc --print-setup-code` on the camera prints it.",
+            );
+        }
+        Err(e) => {
+            drop(attempt);
+            return WebError::Internal(e.to_string()).into_response();
         }
     }
     if form.password != form.confirm {
@@ -317,6 +376,10 @@ pub(super) async fn setup(State(state): State<AppState>, Form(form): Form<SetupF
         Ok(Ok(())) => match state.password() {
             Password::Set(hash) => {
                 tracing::info!("admin password set on first visit");
+                if let Err(e) = state.0.setup_code.remove() {
+                    // Harmless (a code works only while no password is set), but say so.
+                    tracing::warn!("{e}");
+                }
                 logged_in(&state, &hash)
             }
             Password::Unset | Password::Broken => password_broken(true),

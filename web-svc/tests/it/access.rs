@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mecam_system_tests::http;
 
-use crate::harness::{Dirs, Web, metric, set_password};
+use crate::harness::{Dirs, Web, metric, print_setup_code, set_password};
 
 const PW: &str = "correct horse battery";
 
@@ -169,7 +169,8 @@ fn first_visit_sets_the_password_once_then_sessions_and_logout_work() {
     let web = Web::start(&dirs);
     let r = http::get(web.addr, "/", None).unwrap();
     assert_eq!((r.status, r.header("location")), (303, Some("/setup")));
-    let form = format!("password={}&confirm={}", "first+pass+123", "first+pass+123");
+    let code = print_setup_code(&dirs).1.expect("a setup code");
+    let form = format!("code={code}&password=first+pass+123&confirm=first+pass+123");
     let o = origin(&web);
     let ct = [FORM, ("Origin", o.as_str())];
     let r = http::request(web.addr, "POST", "/setup", &ct, form.as_bytes()).unwrap();
@@ -185,7 +186,7 @@ fn first_visit_sets_the_password_once_then_sessions_and_logout_work() {
         0o600
     );
     // Setup again is refused, and the password did not change.
-    let form2 = "password=attacker+pass&confirm=attacker+pass";
+    let form2 = format!("code={code}&password=attacker+pass&confirm=attacker+pass");
     let r = http::request(web.addr, "POST", "/setup", &ct, form2.as_bytes()).unwrap();
     assert_eq!(r.status, 409);
     assert!(http::login(web.addr, "admin", "attacker pass").is_err());
@@ -221,6 +222,134 @@ fn first_visit_sets_the_password_once_then_sessions_and_logout_work() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
+}
+
+/// A setup form post from `from` with this server's Origin; `code` `None` sends no code.
+fn setup_from(web: &Web, from: IpAddr, code: Option<&str>, password: &str) -> http::Response {
+    let pw = password.replace(' ', "+");
+    let form = match code {
+        Some(c) => format!("code={c}&password={pw}&confirm={pw}"),
+        None => format!("password={pw}&confirm={pw}"),
+    };
+    let o = origin(web);
+    request_from(
+        from,
+        web.addr,
+        "POST",
+        "/setup",
+        &[FORM, ("Origin", &o)],
+        form.as_bytes(),
+    )
+}
+
+#[test]
+fn setup_needs_the_one_time_code_which_stops_working_once_a_password_is_set() {
+    let dirs = Dirs::new("");
+    let web = Web::start(&dirs);
+    let (owner, guesser) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+    let (text, code) = print_setup_code(&dirs);
+    let code = code.unwrap_or_else(|| panic!("no setup code in:\n{text}"));
+    // The config's address (every address, port 8080): this machine's name.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let url = format!("http://{}:8080/", host.trim());
+    assert!(text.contains(&url), "the URL to open, {url}:\n{text}");
+    // The running service logs the code with the URL it really serves.
+    let log = web.log();
+    let served = format!("http://127.0.0.1:{}/", web.addr.port());
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&code) && l.contains(&served)),
+        "the code and {served} are in the service log:\n{log}"
+    );
+    assert_eq!(
+        print_setup_code(&dirs).1.as_deref(),
+        Some(code.as_str()),
+        "an unused code is kept"
+    );
+    let file = dirs.state().join("setup-code");
+    let mode = std::fs::metadata(&file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let page = http::get(web.addr, "/setup", None).unwrap();
+    assert!(page.text().contains("name=\"code\""), "{}", page.text());
+
+    let no_password = || !dirs.state().join("admin.argon2").exists();
+    let r = setup_from(&web, guesser, None, "attacker pass");
+    assert_eq!(r.status, 403, "no code: {}", r.text());
+    assert!(no_password());
+    let mut wrong = code.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'A' { b'B' } else { b'A' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    for bad in [wrong.as_str(), "", "x", &code[..code.len() - 1]] {
+        let r = setup_from(&web, guesser, Some(bad), "attacker pass");
+        assert_eq!(r.status, 403, "code {bad:?}: {}", r.text());
+        assert!(r.text().contains("print-setup-code"), "{}", r.text());
+        assert!(no_password(), "code {bad:?}");
+    }
+    // Case and dashes do not matter: people type what they read.
+    let typed = code.to_lowercase().replace('-', " ");
+    let r = setup_from(&web, owner, Some(&typed), "first pass 123");
+    assert_eq!(r.status, 303, "the right code: {}", r.text());
+    assert!(r.header("set-cookie").is_some());
+    assert!(!file.exists(), "the code is removed with its use");
+    http::login(web.addr, "admin", "first pass 123").unwrap();
+    // Once a password is set, the code no longer sets one.
+    let r = setup_from(&web, guesser, Some(&code), "attacker pass");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(http::login(web.addr, "admin", "attacker pass").is_err());
+    let (text, none) = print_setup_code(&dirs);
+    assert_eq!(none, None, "{text}");
+    assert!(text.contains("password is set"), "{text}");
+    assert!(
+        !file.exists(),
+        "--print-setup-code made no code once a password is set"
+    );
+}
+
+#[test]
+fn wrong_setup_codes_are_limited_per_address_and_the_right_one_still_works_elsewhere() {
+    // A long first wait, so the guesser is still limited at the end however slow the machine.
+    let dirs = Dirs::new("login_backoff_first_s = 600\nlogin_free_failures = 3");
+    let web = Web::start(&dirs);
+    let code = print_setup_code(&dirs).1.expect("a setup code");
+    let guesser = IpAddr::from([127, 0, 0, 2]);
+    let mut answers = Vec::new();
+    for i in 0..20 {
+        let r = setup_from(
+            &web,
+            guesser,
+            Some(&format!("AAAA-AAAA-{i:04}")),
+            "attacker pass",
+        );
+        answers.push(r.status);
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some());
+        }
+    }
+    assert_eq!(&answers[..3], &[403, 403, 403], "{answers:?}");
+    assert!(
+        answers[3..].iter().all(|s| *s == 429),
+        "after 3 wrong codes the guesser is refused: {answers:?}"
+    );
+    // Limited, the guesser learns nothing, not even with the right code.
+    let r = setup_from(&web, guesser, Some(&code), "attacker pass");
+    assert_eq!(r.status, 429);
+    assert!(!dirs.state().join("admin.argon2").exists());
+    // The owner, at another address, still gets in.
+    let owner = IpAddr::from([127, 0, 0, 3]);
+    let r = setup_from(&web, owner, Some(&code), "owner pass 123");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let session = http::login(web.addr, "admin", "owner pass 123").unwrap();
+    let m = http::get(web.addr, "/metrics", Some(&session))
+        .unwrap()
+        .text();
+    assert_eq!(
+        metric(&m, "mecam_web_login_failures_total"),
+        Some(3.0),
+        "{m}"
+    );
 }
 
 #[test]
@@ -1014,7 +1143,9 @@ fn state_changes_need_a_same_origin_origin_or_referer() {
     // First-visit setup, on a camera without a password.
     let fresh = Dirs::new("");
     let web = Web::start(&fresh);
-    let form = "password=first+pass+123&confirm=first+pass+123";
+    let code = print_setup_code(&fresh).1.expect("a setup code");
+    let form = format!("code={code}&password=first+pass+123&confirm=first+pass+123");
+    let form = form.as_str();
     for extra in bad {
         let r = http::request(
             web.addr,

@@ -247,6 +247,30 @@ pub fn set_password(dirs: &Dirs, password: &str) {
     );
 }
 
+/// Runs `web-svc --print-setup-code` over `dirs`: its whole output, and the code it printed
+/// (`None`: a password is set).
+pub fn print_setup_code(dirs: &Dirs) -> (String, Option<String>) {
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(dirs.tmp.path().join("mecam.toml"))
+        .arg("--state-dir")
+        .arg(dirs.state())
+        .arg("--print-setup-code")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "--print-setup-code: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("setup code:"))
+        .map(|c| c.trim().to_owned());
+    (text, code)
+}
+
 impl Web {
     /// Starts the service over `dirs` and waits until `/healthz` answers.
     pub fn start(dirs: &Dirs) -> Web {

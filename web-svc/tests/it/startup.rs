@@ -102,7 +102,7 @@ fn a_missing_state_dir_or_a_taken_port_fails_the_start_before_ready() {
     let (got, ok, stderr) = until_exit(spawn(&dirs, &path, "127.0.0.1:0"), &sock);
     assert!(!ok && !said_ready(&got), "{got:?}\n{stderr}");
     assert!(
-        stderr.contains("state_dir") && stderr.contains("create it"),
+        stderr.contains("state directory") && stderr.contains("create it"),
         "{stderr}"
     );
     std::fs::create_dir(dirs.state()).unwrap();
