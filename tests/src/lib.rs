@@ -11,6 +11,7 @@ pub mod events;
 pub mod faults;
 pub mod http;
 pub mod nspawn;
+pub mod pi;
 pub mod poll;
 pub mod procfs;
 pub mod scenes;
