@@ -10,8 +10,8 @@ use std::time::Duration;
 use mecam_system_tests::bins;
 use mecam_system_tests::nspawn::{self, BootOptions, Container, UNITS, Users};
 
-/// A miniature checkout in a temporary directory: `systemd/` and `target/release/` with the
-/// built binaries.
+/// A miniature checkout in a temporary directory: `systemd/`, the README (installed where the
+/// units' `Documentation=` points) and `target/release/` with the built binaries.
 fn checkout() -> tempfile::TempDir {
     let repo = tempfile::tempdir().unwrap();
     let sd = repo.path().join("systemd");
@@ -19,6 +19,11 @@ fn checkout() -> tempfile::TempDir {
     for entry in std::fs::read_dir(bins::systemd_dir()).unwrap().flatten() {
         std::fs::copy(entry.path(), sd.join(entry.file_name())).unwrap();
     }
+    std::fs::copy(
+        bins::systemd_dir().join("../README.md"),
+        repo.path().join("README.md"),
+    )
+    .unwrap();
     let rel = repo.path().join("target/release");
     std::fs::create_dir_all(&rel).unwrap();
     for b in bins::SERVICES {
@@ -87,6 +92,21 @@ fn check_users(ct: &Container) {
     );
 }
 
+/// The unit's `Documentation=` names the installed README.
+fn check_documentation(ct: &Container, unit: &str) {
+    let doc = ct.prop(unit, "Documentation").unwrap();
+    assert_eq!(
+        doc.trim(),
+        "file:/opt/inst/share/doc/mecam/README.md",
+        "{unit}: Documentation= does not name the installed README"
+    );
+    let path = doc.trim().trim_start_matches("file:");
+    assert!(
+        ct.host_path(path).is_file(),
+        "{unit}: Documentation={doc} but {path} is not installed"
+    );
+}
+
 /// Each unit started (or trying to: capture's default source is the real camera, which this
 /// machine lacks; it must still be started and supervised, not refused by systemd), from the
 /// installed binaries, and web-svc active.
@@ -107,6 +127,7 @@ fn check_started(ct: &Container) {
         assert_eq!(ct.prop(unit, "LoadState").unwrap(), "loaded");
         let exec = ct.prop(unit, "ExecStart").unwrap();
         assert!(exec.contains("/opt/inst/bin/"), "{unit}: {exec}");
+        check_documentation(ct, unit);
     }
     ct.wait_active("mecam-web.service", 0, Duration::from_secs(60))
         .unwrap();
@@ -165,6 +186,10 @@ fn install_script_installs_starts_and_uninstalls() {
     assert!(
         !ct.host_path("/opt/inst/bin/web-svc").exists(),
         "uninstall left the binaries"
+    );
+    assert!(
+        !ct.host_path("/opt/inst/share/doc/mecam/README.md").exists(),
+        "uninstall left the README"
     );
     assert!(
         ct.host_path("/etc/mecam/mecam.toml").is_file(),

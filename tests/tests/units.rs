@@ -306,17 +306,112 @@ fn only_capture_owns_and_can_write_the_runtime_directory() {
 }
 
 #[test]
-fn install_script_parses() {
+fn install_and_package_scripts_parse() {
+    for (shell, script) in [
+        ("sh", bins::systemd_dir().join("install.sh")),
+        ("sh", bins::systemd_dir().join("layout.sh")),
+        ("bash", bins::systemd_dir().join("../scripts/package")),
+        ("sh", bins::systemd_dir().join("../packaging/deb/postinst")),
+        ("sh", bins::systemd_dir().join("../packaging/deb/prerm")),
+        ("sh", bins::systemd_dir().join("../packaging/deb/postrm")),
+    ] {
+        let out = Command::new(shell).arg("-n").arg(&script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `systemd/layout.sh`'s list in one layout: `(kind, source, destination)` per file.
+fn layout_files(layout: &str) -> Vec<(String, String, String)> {
     let out = Command::new("sh")
-        .arg("-n")
-        .arg(bins::systemd_dir().join("install.sh"))
+        .arg("-c")
+        .arg(format!(
+            ". systemd/layout.sh && mecam_layout {layout} && mecam_files"
+        ))
+        .current_dir(bins::systemd_dir().join(".."))
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "layout.sh ({layout}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                w.len(),
+                4,
+                "layout.sh line {l:?}: kind mode source destination"
+            );
+            (w[0].to_owned(), w[2].to_owned(), w[3].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn layout_installs_every_file_and_the_units_name_where_it_puts_them() {
+    let repo = bins::systemd_dir().join("..");
+    // What is not installed: the installer, the list itself, this folder's README.
+    let not_installed = ["install.sh", "layout.sh", "README.md"];
+    for (layout, prefix) in [("source /opt/inst", "/opt/inst"), ("package", "/usr")] {
+        let files = layout_files(layout);
+        for entry in std::fs::read_dir(bins::systemd_dir()).unwrap().flatten() {
+            let name = entry.file_name().into_string().unwrap();
+            if !not_installed.contains(&name.as_str()) {
+                let src = format!("systemd/{name}");
+                assert!(
+                    files.iter().any(|(_, s, _)| *s == src),
+                    "{src} is not in systemd/layout.sh's list: neither install.sh nor the .deb installs it"
+                );
+            }
+        }
+        for service in bins::SERVICES {
+            assert!(
+                files.iter().any(|(k, s, d)| k == "bin"
+                    && s == service
+                    && *d == format!("{prefix}/bin/{service}")),
+                "{layout}: {service} is not installed to {prefix}/bin"
+            );
+        }
+        let readme = files
+            .iter()
+            .find(|(_, s, _)| s == "README.md")
+            .map(|(_, _, d)| d.clone())
+            .expect("layout.sh installs the README");
+        for (kind, src, dst) in &files {
+            if kind != "bin" {
+                assert!(
+                    repo.join(src).is_file(),
+                    "{layout}: {src} is listed but missing"
+                );
+            }
+            if kind == "unit" {
+                // As installing rewrites it.
+                let text = std::fs::read_to_string(repo.join(src))
+                    .unwrap()
+                    .replace("/usr/local/", &format!("{prefix}/"));
+                assert_eq!(
+                    values(&text, "Documentation"),
+                    vec![format!("file:{readme}")],
+                    "{layout}: {dst} names another README than the one installed"
+                );
+                for exec in values(&text, "ExecStart") {
+                    let program = exec.split_whitespace().next().unwrap();
+                    assert!(
+                        files.iter().any(|(k, _, d)| k == "bin" && d == program),
+                        "{layout}: {dst} runs {program}, which is not installed"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]
