@@ -131,12 +131,16 @@ pub fn ensure_binfmt(arch: Arch) -> anyhow::Result<()> {
             .status();
     }
     if !entry.exists() {
-        let (magic, mask) = arch.elf_magic_mask();
-        let line = format!(
-            ":{}:M::{magic}:{mask}:{}:F",
-            arch.binfmt_name(),
-            arch.qemu_static()
-        );
+        // qemu-user-static's own entry (for systemd-binfmt), else the same by hand.
+        let conf = Path::new("/usr/lib/binfmt.d").join(format!("{}.conf", arch.binfmt_name()));
+        let line = std::fs::read_to_string(&conf).unwrap_or_else(|_| {
+            let (magic, mask) = arch.elf_magic_mask();
+            format!(
+                ":{}:M::{magic}:{mask}:{}:F",
+                arch.binfmt_name(),
+                arch.qemu_static()
+            )
+        });
         std::fs::write(fs.join("register"), line)
             .with_context(|| format!("registering {} with binfmt_misc", arch.binfmt_name()))?;
     }
@@ -215,29 +219,18 @@ pub fn rootfs(arch: Arch) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// How mecam gets into the root file system.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Install {
-    /// The package `scripts/package` made, installed with `apt-get install ./…`.
-    Deb(PathBuf),
-    /// Cross-built binaries in this directory, installed with `systemd/install.sh` as from
-    /// source.
-    Source(PathBuf),
-}
-
-/// What to install for `arch`: the newest `mecam_*_<arch>.deb` in `$MECAM_DEB_DIR` (else the
-/// repository's `target/package`), or else the cross-built binaries in
-/// `$MECAM_PI_TARGET_DIR/<triple>/<$MECAM_PI_PROFILE or debug>`.
+/// The package to install for `arch`: the newest `mecam_*_<arch>.deb` in `$MECAM_DEB_DIR`,
+/// else in the repository's `target/package` (where `scripts/package` writes it).
 ///
 /// # Errors
-/// Neither is there: the message says how to make one.
-pub fn install_source(arch: Arch) -> Result<Install, String> {
+/// There is none: the message says how to make one.
+pub fn deb(arch: Arch) -> Result<PathBuf, String> {
     let deb_dir = std::env::var_os("MECAM_DEB_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/package"),
         PathBuf::from,
     );
     let suffix = format!("_{}.deb", arch.debian());
-    let newest = std::fs::read_dir(&deb_dir)
+    std::fs::read_dir(&deb_dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -246,23 +239,15 @@ pub fn install_source(arch: Arch) -> Result<Install, String> {
             n.starts_with("mecam_") && n.ends_with(&suffix)
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max();
-    if let Some((_, deb)) = newest {
-        return Ok(Install::Deb(deb));
-    }
-    if let Some(dir) = std::env::var_os("MECAM_PI_TARGET_DIR") {
-        let profile = std::env::var("MECAM_PI_PROFILE").unwrap_or_else(|_| "debug".into());
-        let bins = PathBuf::from(dir).join(arch.rust_target()).join(profile);
-        if crate::bins::SERVICES.iter().all(|b| bins.join(b).is_file()) {
-            return Ok(Install::Source(bins));
-        }
-    }
-    Err(format!(
-        "no mecam_*{suffix} in {} and no cross-built binaries: run scripts/package, or \
-         `cargo build --bins --target {}` with $MECAM_PI_TARGET_DIR set to its target directory",
-        deb_dir.display(),
-        arch.rust_target()
-    ))
+        .max()
+        .map(|(_, deb)| deb)
+        .ok_or_else(|| {
+            format!(
+                "no mecam_*{suffix} in {}: run `scripts/package {}` first (or set MECAM_DEB_DIR)",
+                deb_dir.display(),
+                arch.debian()
+            )
+        })
 }
 
 /// Run a command to completion; its output goes into the error if it fails.

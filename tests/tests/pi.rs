@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mecam_system_tests::nspawn::{self, BootOptions, Container, UNITS};
-use mecam_system_tests::pi::{self, Arch, Install};
+use mecam_system_tests::pi::{self, Arch};
 use mecam_system_tests::viewer::{Kind, Viewer};
 use mecam_system_tests::{ADMIN_USER, MSG_MOTION_START, http, poll};
 
@@ -38,8 +38,8 @@ fn run(arch: Arch) {
         mecam_system_tests::skip(&test, &why);
         return;
     }
-    let install = match pi::install_source(arch) {
-        Ok(i) => i,
+    let deb = match pi::deb(arch) {
+        Ok(d) => d,
         Err(why) => {
             mecam_system_tests::skip(&test, &why);
             return;
@@ -49,16 +49,7 @@ fn run(arch: Arch) {
     let root = pi::rootfs(arch).unwrap();
     let rootfs_took = started.elapsed();
 
-    let binds = match &install {
-        Install::Deb(deb) => vec![(deb.clone(), "/mecam.deb".to_owned())],
-        Install::Source(bins) => vec![
-            (bins.clone(), "/mecam-src/target/release".to_owned()),
-            (
-                mecam_system_tests::bins::systemd_dir(),
-                "/mecam-src/systemd".to_owned(),
-            ),
-        ],
-    };
+    let binds = vec![(deb.clone(), "/mecam.deb".to_owned())];
     let ct = Container::boot_with(
         &Vec::new(),
         &BootOptions {
@@ -71,26 +62,19 @@ fn run(arch: Arch) {
     .unwrap();
     let booted = started.elapsed();
 
-    // Install as a Pi owner does.
-    match &install {
-        Install::Deb(_) => {
-            ct.run(&["apt-get", "update", "-q"]).unwrap();
-            ct.run(&[
-                "env",
-                "DEBIAN_FRONTEND=noninteractive",
-                "apt-get",
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "/mecam.deb",
-            ])
-            .unwrap();
-        }
-        Install::Source(_) => {
-            ct.run(&["/mecam-src/systemd/install.sh"]).unwrap();
-        }
-    }
+    // Install as a Pi owner does (README: the Pi path).
+    ct.run(&["apt-get", "update", "-q"]).unwrap();
+    ct.run(&[
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "/mecam.deb",
+    ])
+    .unwrap();
     let installed = started.elapsed();
 
     // Configure as a user would: edit the config file, restart the target.
@@ -208,56 +192,43 @@ fn run(arch: Arch) {
     drop(viewer);
 
     // Removal stops everything; purge leaves nothing of the package.
-    match &install {
-        Install::Deb(_) => {
-            ct.run(&[
-                "env",
-                "DEBIAN_FRONTEND=noninteractive",
-                "apt-get",
-                "remove",
-                "-y",
-                "-q",
-                "mecam",
-            ])
-            .unwrap();
-            assert_stopped(&ct);
-            ct.run(&[
-                "env",
-                "DEBIAN_FRONTEND=noninteractive",
-                "apt-get",
-                "purge",
-                "-y",
-                "-q",
-                "mecam",
-            ])
-            .unwrap();
-            for user in ["mecam", "mecam-capture"] {
-                let out = ct.exec(&["getent", "passwd", user]).unwrap();
-                assert!(!out.status.success(), "user {user} left after purge");
-            }
-            let left = ct
-                .run(&[
-                    "sh",
-                    "-c",
-                    "ls -d /etc/mecam /var/lib/mecam /run/mecam /etc/tmpfiles.d/mecam.conf \
-                     /usr/lib/tmpfiles.d/mecam.conf /lib/systemd/system/mecam* \
-                     /usr/lib/systemd/system/mecam* /etc/systemd/system/mecam* \
-                     /etc/systemd/system/*/mecam* 2>/dev/null || true",
-                ])
-                .unwrap();
-            assert!(left.trim().is_empty(), "left after purge:\n{left}");
-        }
-        Install::Source(_) => {
-            ct.run(&["/mecam-src/systemd/install.sh", "--uninstall"])
-                .unwrap();
-            assert_stopped(&ct);
-        }
+    let apt = |verb: &str| {
+        ct.run(&[
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            verb,
+            "-y",
+            "-q",
+            "mecam",
+        ])
+        .unwrap();
+    };
+    apt("remove");
+    assert_stopped(&ct);
+    apt("purge");
+    for user in ["mecam", "mecam-capture"] {
+        let out = ct.exec(&["getent", "passwd", user]).unwrap();
+        assert!(!out.status.success(), "user {user} left after purge");
     }
+    let left = ct
+        .run(&[
+            "sh",
+            "-c",
+            "ls -d /etc/mecam /var/lib/mecam /run/mecam /usr/share/doc/mecam \
+             /etc/tmpfiles.d/mecam.conf /usr/lib/tmpfiles.d/mecam.conf \
+             /usr/lib/sysusers.d/mecam.conf /lib/systemd/system/mecam* \
+             /usr/lib/systemd/system/mecam* /etc/systemd/system/mecam* \
+             /etc/systemd/system/*/mecam* /usr/bin/*-svc 2>/dev/null || true",
+        ])
+        .unwrap();
+    assert!(left.trim().is_empty(), "left after purge:\n{left}");
     println!(
         "pi {}: root file system ready after {rootfs_took:.0?}, booted at {booted:.0?}, \
-         installed at {installed:.0?}, done at {:.0?} ({install:?})",
+         installed at {installed:.0?}, done at {:.0?} ({})",
         arch.debian(),
-        started.elapsed()
+        started.elapsed(),
+        deb.display()
     );
 }
 
