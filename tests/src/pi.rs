@@ -200,11 +200,18 @@ pub fn rootfs(arch: Arch) -> anyhow::Result<PathBuf> {
         .arg(&tmp)
         .args(["/debootstrap/debootstrap", "--second-stage"]))
     .context("debootstrap, second stage (emulated, in a chroot)")?;
-    // apt inside the container fetches the package's dependencies from the same mirror.
+    // apt inside the container fetches the package's dependencies from the same mirror. Its
+    // lists are fetched once, here: parsing them is minutes under an emulated CPU.
     std::fs::write(
         tmp.join("etc/apt/sources.list"),
         format!("deb {mirror} {SUITE} main\n"),
     )?;
+    std::fs::copy("/etc/resolv.conf", tmp.join("etc/resolv.conf"))
+        .context("copying /etc/resolv.conf into the root for apt-get update")?;
+    run(Command::new("chroot")
+        .arg(&tmp)
+        .args(["apt-get", "update", "-q"]))
+    .context("apt-get update in the new root (network to the Debian mirror?)")?;
     std::fs::write(tmp.join(COMPLETE), "")?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
