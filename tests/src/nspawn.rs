@@ -21,6 +21,10 @@
 //!   network namespace, so `web-svc` inside is reached on the host's loopback.
 //! - The built binaries are bind-mounted read-only at `/opt/mecam/bin`; the unit files are
 //!   the repository's, with `/usr/local/bin/` rewritten to that path, plus test drop-ins.
+//! - With [`BootOptions::root`] the container is a Debian root of another architecture
+//!   ([`crate::pi`]) under `--volatile=overlay` instead: its own `/etc` and users are kept, the
+//!   same `init.sh` (run by the emulated shell) and commands go in the same way, and nothing of
+//!   the host's is bind-mounted.
 //! - Drop kills the container's PID 1 (which ends the whole container) and reaps nspawn.
 
 use std::io::Write as _;
