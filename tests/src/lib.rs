@@ -12,6 +12,7 @@ pub mod events;
 pub mod faults;
 pub mod http;
 pub mod nspawn;
+pub mod pi;
 pub mod procfs;
 pub mod scenes;
 pub mod soak;

@@ -21,6 +21,10 @@
 //!   network namespace, so `web-svc` inside is reached on the host's loopback.
 //! - The built binaries are bind-mounted read-only at `/opt/mecam/bin`; the unit files are
 //!   the repository's, with `/usr/local/bin/` rewritten to that path, plus test drop-ins.
+//! - With [`BootOptions::root`] the container is a Debian root of another architecture
+//!   ([`crate::pi`]) under `--volatile=overlay` instead: its own `/etc` and users are kept, the
+//!   same `init.sh` (run by the emulated shell) and commands go in the same way, and nothing of
+//!   the host's is bind-mounted.
 //! - Drop kills the container's PID 1 (which ends the whole container) and reaps nspawn.
 
 use std::io::Write as _;
@@ -152,6 +156,15 @@ pub struct BootOptions {
     pub binds: Vec<(PathBuf, String)>,
     /// Give the container its own network namespace (loopback only) instead of the host's.
     pub private_network: bool,
+    /// Boot this root file system (a Debian root of any architecture the host runs through
+    /// binfmt_misc, see [`crate::pi`]) under a throwaway overlay (`--volatile=overlay`: the
+    /// directory itself is never written) instead of the host's `/usr`. Its own `/etc` is
+    /// kept: only the machine id, the masks and the [`EtcFiles`] are laid over it, and
+    /// [`BootOptions::users`] is ignored.
+    pub root: Option<PathBuf>,
+    /// How long the boot may take ([`BOOT_TIMEOUT`] when `None`): an emulated CPU boots
+    /// slower.
+    pub boot_timeout: Option<Duration>,
 }
 
 /// Files to place under the container's `/etc` before boot: `(path relative to /etc, text)`.
@@ -178,26 +191,11 @@ impl Container {
         std::fs::create_dir_all(etc_dir.join("systemd/system"))?;
         std::fs::write(root.join("init.sh"), INIT_SH)?;
         set_mode(&root.join("init.sh"), 0o755)?;
-        let (passwd, video, mecam_group) = match opts.users {
-            Users::Installed => (PASSWD_MECAM, "mecam-capture", "mecam:x:990:\n"),
-            Users::None => ("", "", ""),
-            Users::OneUser => (PASSWD_ONE_USER, "mecam", "mecam:x:990:\n"),
-        };
-        std::fs::write(etc_dir.join("passwd"), format!("{PASSWD_ROOT}{passwd}"))?;
-        std::fs::write(
-            etc_dir.join("group"),
-            GROUP
-                .replace("{video}", video)
-                .replace("{mecam}", mecam_group),
-        )?;
-        // useradd (install.sh) needs the shadow files to exist.
-        std::fs::write(etc_dir.join("shadow"), "root:*:19000:0:99999:7:::\n")?;
-        std::fs::write(etc_dir.join("gshadow"), "root:*::\n")?;
-        set_mode(&etc_dir.join("shadow"), 0o640)?;
-        set_mode(&etc_dir.join("gshadow"), 0o640)?;
+        if opts.root.is_none() {
+            host_root_etc(&etc_dir, opts.users)?;
+        }
         let id: u128 = rand::random();
         std::fs::write(etc_dir.join("machine-id"), format!("{id:032x}\n"))?;
-        std::os::unix::fs::symlink("/usr/lib/os-release", etc_dir.join("os-release"))?;
         for masked in ["systemd-firstboot.service", "console-getty.service"] {
             std::os::unix::fs::symlink("/dev/null", etc_dir.join("systemd/system").join(masked))?;
         }
@@ -212,18 +210,22 @@ impl Container {
         let name = format!("mecam-{:08x}", rand::random::<u32>());
         let cgroup = format!("{CGROUP_PREFIX}{name}");
         let console = std::fs::File::create(root.join("console.log"))?;
+        let (dir, volatile) = match &opts.root {
+            Some(root) => (root.as_path(), "--volatile=overlay"),
+            None => (Path::new("/"), "--volatile=yes"),
+        };
         let nspawn = Command::new("systemd-nspawn")
-            .args([
-                "-D",
-                "/",
-                "--volatile=yes",
-                "--register=no",
-                "--keep-unit",
-                "--quiet",
-            ])
+            .arg("-D")
+            .arg(dir)
+            .args([volatile, "--register=no", "--keep-unit", "--quiet"])
             .arg(format!("--machine={name}"))
             .arg(format!("--bind={}:/mecam-ctl", root.display()))
-            .arg(format!("--bind-ro={}:{BIN_DIR}", bins::bin_dir().display()))
+            .args(
+                // The host's binaries only in a root that runs them.
+                opts.root
+                    .is_none()
+                    .then(|| format!("--bind-ro={}:{BIN_DIR}", bins::bin_dir().display())),
+            )
             .args(
                 opts.binds
                     .iter()
@@ -246,7 +248,8 @@ impl Container {
                 .collect(),
         };
         let nspawn_pid = c.nspawn.id();
-        let leader = poll::until("the container's systemd (PID 1)", BOOT_TIMEOUT, || {
+        let boot_timeout = opts.boot_timeout.unwrap_or(BOOT_TIMEOUT);
+        let leader = poll::until("the container's systemd (PID 1)", boot_timeout, || {
             if let Ok(Some(status)) = c.nspawn.try_wait() {
                 return Err(format!("systemd-nspawn exited ({status})"));
             }
@@ -256,7 +259,7 @@ impl Container {
             Ok(l) => l,
             Err(e) => anyhow::bail!("{e}\nconsole:\n{}", c.console()),
         };
-        let booted = poll::until("the container's boot to finish", BOOT_TIMEOUT, || {
+        let booted = poll::until("the container's boot to finish", boot_timeout, || {
             let out = c
                 .exec(&["systemctl", "is-system-running"])
                 .map_err(|e| e.to_string())?;
@@ -512,6 +515,30 @@ fn remove_cgroup_tree(root: &Path) {
             !root.exists()
         },
     );
+}
+
+/// The minimal `/etc` of a container made from the host's `/usr`: `users`, root, the groups
+/// the units name, shadow files (for `useradd`) and the host's os-release.
+fn host_root_etc(etc_dir: &Path, users: Users) -> anyhow::Result<()> {
+    let (passwd, video, mecam_group) = match users {
+        Users::Installed => (PASSWD_MECAM, "mecam-capture", "mecam:x:990:\n"),
+        Users::None => ("", "", ""),
+        Users::OneUser => (PASSWD_ONE_USER, "mecam", "mecam:x:990:\n"),
+    };
+    std::fs::write(etc_dir.join("passwd"), format!("{PASSWD_ROOT}{passwd}"))?;
+    std::fs::write(
+        etc_dir.join("group"),
+        GROUP
+            .replace("{video}", video)
+            .replace("{mecam}", mecam_group),
+    )?;
+    // useradd (install.sh) needs the shadow files to exist.
+    std::fs::write(etc_dir.join("shadow"), "root:*:19000:0:99999:7:::\n")?;
+    std::fs::write(etc_dir.join("gshadow"), "root:*::\n")?;
+    set_mode(&etc_dir.join("shadow"), 0o640)?;
+    set_mode(&etc_dir.join("gshadow"), 0o640)?;
+    std::os::unix::fs::symlink("/usr/lib/os-release", etc_dir.join("os-release"))?;
+    Ok(())
 }
 
 /// The child of `nspawn_pid` that is already `systemd` (after init.sh exec'd it).

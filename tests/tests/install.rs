@@ -43,6 +43,7 @@ fn boot(repo: &Path, users: Users) -> Container {
             users,
             binds: vec![(repo.to_path_buf(), "/repo".to_owned())],
             private_network: true,
+            ..BootOptions::default()
         },
     )
     .unwrap()

@@ -33,6 +33,18 @@ enum Backing {
     ReadWrite(#[allow(dead_code)] MmapMut),
 }
 
+/// The type of every header and slot-header word, the only atomic a reader loads from the
+/// read-only mapping besides the copy's bytes and machine words.
+type Word = AtomicU32;
+
+// A reader's loads from its read-only mapping are defined only up to pointer width (on 32-bit
+// ARM a wider atomic load is `ldrexd`, which needs write access): pinned for every target this
+// compiles for (scripts/test builds and tests the region for armv7 too).
+const _: () = {
+    assert!(std::mem::size_of::<Word>() <= std::mem::size_of::<usize>());
+    assert!(std::mem::size_of::<Word>() == 4 && std::mem::align_of::<Word>() == 4);
+};
+
 /// A mapped region and its checked geometry. It owns the mapping, so no pointer into it can
 /// outlive it.
 ///
@@ -163,17 +175,17 @@ impl Mapping {
     /// The 32-bit word at `offset`, which the caller took from a [`HeaderField`] (inside the
     /// header page, 4-aligned: checked at compile time in `layout`) or from a [`SlotField`]
     /// past a checked slot base (inside the slot header, 4-aligned, likewise).
-    fn word(&self, offset: usize) -> &AtomicU32 {
+    fn word(&self, offset: usize) -> &Word {
         debug_assert!(offset % 4 == 0 && offset + 4 <= self.len);
         // SAFETY: every caller passes a field offset that the const assertions in `layout`
         // place 4-aligned inside the header page or inside a slot header, and a slot base that
         // `slot_base` checked against `slot_count`; the mapping covers the header and every
         // slot (invariant of `checked`) and is page-aligned, so the word is inside it and
-        // 4-aligned. AtomicU32 has the layout of u32; the mapping outlives `self`. Other
+        // 4-aligned. `Word` (AtomicU32) has the layout of u32; the mapping outlives `self`. Other
         // processes access these words only atomically too. A reader's mapping is read-only:
         // its callers only ever `load` it with `Relaxed`, which Rust defines on read-only
         // memory for types no wider than a pointer.
-        unsafe { &*(self.base.add(offset) as *const AtomicU32) }
+        unsafe { &*(self.base.add(offset) as *const Word) }
     }
 
     /// Loads a header field (relaxed: on a read-only mapping nothing stronger is defined;
