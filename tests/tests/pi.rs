@@ -64,7 +64,7 @@ fn run(arch: Arch) {
 
     // Install as a Pi owner does (README: the Pi path); the root's apt lists are fresh from
     // its build ([`pi::rootfs`]).
-    ct.run(&[
+    let install_out = ct.run(&[
         "env",
         "DEBIAN_FRONTEND=noninteractive",
         "apt-get",
@@ -75,6 +75,9 @@ fn run(arch: Arch) {
         "/mecam.deb",
     ])
     .unwrap();
+    // The package printed the URL and the one-time setup code the first visit needs.
+    let code = mecam_system_tests::setup_code_in(&install_out)
+        .unwrap_or_else(|| panic!("installing printed no setup code:\n{install_out}"));
     let installed = started.elapsed();
 
     // Configure as a user would: edit the config file, restart the target.
@@ -90,28 +93,6 @@ fn run(arch: Arch) {
         )
         .unwrap();
     assert!(out.status.success(), "writing mecam.toml: {out:?}");
-    let password = mecam_system_tests::random_password();
-    let out = ct
-        .exec_stdin(
-            &[
-                "setpriv",
-                "--reuid=mecam",
-                "--regid=mecam",
-                "--clear-groups",
-                "web-svc",
-                "set-password",
-                "--state-dir",
-                "/var/lib/mecam/web",
-            ],
-            format!("{password}\n").as_bytes(),
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "web-svc set-password: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     ct.run(&["systemctl", "restart", "mecam.target"]).unwrap();
     let mut pids = [0u32; 3];
     for (unit, pid) in UNITS.iter().zip(&mut pids) {
@@ -122,7 +103,14 @@ fn run(arch: Arch) {
     })
     .unwrap();
 
-    // A viewer logged in with the password sees live frames.
+    // First visit: the printed code and a new password; then a viewer logged in with that
+    // password sees live frames. The code is spent once the password is set.
+    let password = mecam_system_tests::random_password();
+    http::setup(addr, &code, &password).unwrap();
+    assert!(
+        http::setup(addr, &code, &password).is_err(),
+        "the setup code still works after the password was set"
+    );
     let cookie = http::login(addr, ADMIN_USER, &password).unwrap();
     let viewer = Viewer::start(addr, &cookie).unwrap();
     let streaming_since = Instant::now();
