@@ -64,17 +64,18 @@ fn run(arch: Arch) {
 
     // Install as a Pi owner does (README: the Pi path); the root's apt lists are fresh from
     // its build ([`pi::rootfs`]).
-    let install_out = ct.run(&[
-        "env",
-        "DEBIAN_FRONTEND=noninteractive",
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "/mecam.deb",
-    ])
-    .unwrap();
+    let install_out = ct
+        .run(&[
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "/mecam.deb",
+        ])
+        .unwrap();
     // The package printed the URL and the one-time setup code the first visit needs.
     let code = mecam_system_tests::setup_code_in(&install_out)
         .unwrap_or_else(|| panic!("installing printed no setup code:\n{install_out}"));
