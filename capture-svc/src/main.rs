@@ -11,6 +11,10 @@ use capture_svc::http::CameraUrl;
 use clap::Parser;
 use ipc::service::CommonArgs;
 
+/// Counts live heap bytes, allocations and peak for the status and the tests (`ipc::heap`).
+#[global_allocator]
+static HEAP: ipc::heap::Counting = ipc::heap::Counting;
+
 /// Threads for blocking work (the synthetic camera renders on one, one frame at a time). The
 /// default of 512 lets a brief overlap between two renders leave an extra idle thread behind.
 const MAX_BLOCKING_THREADS: usize = 1;

@@ -561,6 +561,7 @@ fn a_looping_file_without_a_valid_frame_backs_off_instead_of_spinning() {
     // thousands. And it does keep retrying.
     assert!((2..=30).contains(&restarts), "{status}");
     assert!(status.starts_with("restarting"), "{status}");
+    assert!(status.contains(" B live, "), "no heap figures in {status}");
     assert!(
         svc.log_text().contains("holds no valid JPEG frame"),
         "{}",

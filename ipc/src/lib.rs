@@ -6,10 +6,12 @@
 //!   shutdown signals.
 //! - [`jpeg`]: what a frame costs to decode, checked from its headers before anyone decodes it.
 //! - [`throttle`]: log lines an outsider can trigger, one per interval with a count.
+//! - [`heap`]: the counting global allocator every service installs.
 //!
-//! All unsafe code of the project is in `region::raw`.
+//! All unsafe code of the project is in `region::raw` and in `heap`'s `GlobalAlloc` impl.
 
 pub mod announce;
+pub mod heap;
 pub mod jpeg;
 pub mod region;
 pub mod service;

@@ -235,9 +235,15 @@ impl Notifier {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     }
 
-    /// Sets the status line `systemctl status` shows.
+    /// Sets the status line `systemctl status` shows, followed by the heap figures
+    /// ([`crate::heap::HeapStats`]) when the counting allocator is installed.
     pub fn status(&self, status: &str) {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(status)]);
+        let text = if crate::heap::installed() {
+            format!("{status}, {}", crate::heap::stats())
+        } else {
+            status.to_owned()
+        };
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&text)]);
     }
 
     /// Pings the watchdog: call only while the service is making progress.

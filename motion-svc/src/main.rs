@@ -11,6 +11,10 @@ use ipc::service::{CommonArgs, init_tracing, load_section, render_section, shutd
 use motion_svc::config::{MotionConfig, Sensitivity};
 use motion_svc::service::{RunConfig, run};
 
+/// Counts live heap bytes, allocations and peak for the status and the tests (`ipc::heap`).
+#[global_allocator]
+static HEAP: ipc::heap::Counting = ipc::heap::Counting;
+
 /// Threads for blocking work (file system calls, the recorder's shutdown): a fixed bound in
 /// place of tokio's default of 512.
 const MAX_BLOCKING_THREADS: usize = 2;

@@ -265,6 +265,7 @@ fn report_status(
         relearns = st.relearns,
         torn = c.torn,
         clip_dropped = r.dropped,
+        heap = %ipc::heap::stats(),
         "status: {text}"
     );
 }

@@ -14,6 +14,10 @@ use tokio_util::task::TaskTracker;
 use web_svc::WebConfig;
 use web_svc::auth::{PasswordStore, SetupCode};
 
+/// Counts live heap bytes, allocations and peak for the status and the tests (`ipc::heap`).
+#[global_allocator]
+static HEAP: ipc::heap::Counting = ipc::heap::Counting;
+
 /// mecam web-svc: the logged-in live view, snapshots, events and API.
 #[derive(Debug, Parser)]
 #[command(version)]

@@ -151,6 +151,21 @@ const METRICS: &[Spec] = &[
         "Resident memory of web-svc.",
         |_| ipc::service::resident_bytes(),
     ),
+    gauge(
+        "heap_live_bytes",
+        "Heap bytes allocated and not yet freed (ipc::heap's counting allocator; 0 without it).",
+        |_| ipc::heap::stats().live as u64,
+    ),
+    gauge(
+        "heap_peak_bytes",
+        "The highest heap_live_bytes since start.",
+        |_| ipc::heap::stats().peak as u64,
+    ),
+    counter(
+        "heap_allocations",
+        "Heap allocations since start, reallocations included.",
+        |_| ipc::heap::stats().allocs,
+    ),
 ];
 
 /// Reads [`METRICS`] from the shared state at each scrape.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mecam_system_tests::http;
 
-use crate::harness::{Camera, Dirs, Web, make_frames, poll, set_password};
+use crate::harness::{Camera, Dirs, Web, make_frames, metric, poll, set_password};
 
 const PW: &str = "metrics test password";
 
@@ -116,4 +116,18 @@ fn every_metric_served_is_in_the_readme_with_its_type_and_back() {
             "{name} has no sample in\n{text}"
         );
     }
+}
+
+#[test]
+fn the_heap_is_counted_by_the_binary_s_allocator() {
+    let (text, _) = scrape();
+    let read = |name| metric(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    let live = read("mecam_web_heap_live_bytes");
+    let peak = read("mecam_web_heap_peak_bytes");
+    let allocs = read("mecam_web_heap_allocations_total");
+    assert!(
+        live > 0.0 && allocs > 0.0,
+        "web-svc counts no heap:\n{text}"
+    );
+    assert!(peak >= live, "peak {peak} below live {live}");
 }
