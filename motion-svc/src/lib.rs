@@ -3,7 +3,7 @@
 //! The pipeline per announced frame: [`select`] decides whether it is analysed, [`decode`]
 //! turns it into a small luma image, [`detect`] compares it with the background, [`event`]
 //! turns per-frame verdicts into events, and [`recorder`] writes clips, posters and metadata
-//! on its own thread.
+//! on its own thread; [`life`] tells the journal and the hooks what the recorder reports.
 #![forbid(unsafe_code)]
 
 pub mod analyzer;
@@ -15,6 +15,7 @@ pub mod event;
 pub mod geometry;
 pub mod hooks;
 pub mod journal;
+pub mod life;
 pub mod recorder;
 pub mod ring;
 pub mod select;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::avi::{self, AviWriter};
 use crate::event::EndReason;
+use crate::life::Report;
 use crate::ring::FrameRing;
 use crate::store::{self, CLIP, CLIP_PART, EventMeta, EventState, Limits, POSTER};
 
@@ -24,8 +25,9 @@ use crate::store::{self, CLIP, CLIP_PART, EventMeta, EventState, Limits, POSTER}
 pub const CONTROL_SLACK: usize = 16;
 /// Highest frame rate the ring's frame index is sized for.
 pub const MAX_FPS: f64 = 60.0;
-/// Completed-event reports waiting for the service, at most (older ones are dropped).
-pub const DONE_QUEUE: usize = 16;
+/// Reports ([`Report`]: an event started, an event ended) waiting for the service, at most:
+/// a start and an end for each of 16 events. When it is full a report is lost, and logged.
+pub const REPORT_QUEUE: usize = 32;
 /// How often the writer checks the storage limits when idle (they are also checked when an
 /// event starts and after each event).
 pub const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(600);
@@ -197,7 +199,7 @@ pub struct RecorderStats {
 pub struct Recorder {
     tx: Option<SyncSender<Msg>>,
     pool: Receiver<Vec<u8>>,
-    done: Receiver<EventMeta>,
+    reports: tokio::sync::mpsc::Receiver<Report>,
     thread: Option<JoinHandle<()>>,
     /// Where a frame's buffer goes back when the channel refuses it.
     pool_back: SyncSender<Vec<u8>>,
@@ -222,10 +224,10 @@ impl Recorder {
         for _ in 0..q {
             pool_tx.send(Vec::new()).expect("pool has room");
         }
-        let (done_tx, done) = sync_channel(DONE_QUEUE);
+        let (report_tx, reports) = tokio::sync::mpsc::channel(REPORT_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let pool_back = pool_tx.clone();
-        let mut writer = Writer::new(config, pool_tx, done_tx, dropped.clone());
+        let mut writer = Writer::new(config, pool_tx, report_tx, dropped.clone());
         let disk = Arc::clone(&writer.disk_shared);
         writer.check_disk();
         let thread = std::thread::Builder::new()
@@ -234,7 +236,7 @@ impl Recorder {
         Ok(Recorder {
             tx: Some(tx),
             pool,
-            done,
+            reports,
             thread: Some(thread),
             pool_back,
             stats: RecorderStats::default(),
@@ -313,9 +315,15 @@ impl Recorder {
         self.control(Msg::Reset);
     }
 
-    /// Events the writer has finished since the last call (non-blocking).
-    pub fn completed(&self) -> Option<EventMeta> {
-        self.done.try_recv().ok()
+    /// The writer's next report, if one is waiting (non-blocking).
+    pub fn report(&mut self) -> Option<Report> {
+        self.reports.try_recv().ok()
+    }
+
+    /// The writer's next report, when it comes; `None` once the writer has stopped and every
+    /// report was taken.
+    pub async fn next_report(&mut self) -> Option<Report> {
+        self.reports.recv().await
     }
 
     /// Closes the current clip and stops the thread.
@@ -363,7 +371,7 @@ struct Writer {
     config: RecorderConfig,
     ring: FrameRing,
     pool: SyncSender<Vec<u8>>,
-    done: SyncSender<EventMeta>,
+    reports: tokio::sync::mpsc::Sender<Report>,
     current: Option<Current>,
     poster: Vec<u8>,
     last_storage_check: Instant,
@@ -380,7 +388,7 @@ impl Writer {
     fn new(
         config: RecorderConfig,
         pool: SyncSender<Vec<u8>>,
-        done: SyncSender<EventMeta>,
+        reports: tokio::sync::mpsc::Sender<Report>,
         dropped: Arc<AtomicU64>,
     ) -> Writer {
         let window_s = config.ring_window_s();
@@ -400,7 +408,7 @@ impl Writer {
             config,
             ring,
             pool,
-            done,
+            reports,
             current: None,
             poster: Vec::new(),
             last_storage_check: Instant::now(),
@@ -579,6 +587,7 @@ impl Writer {
         meta.clip = None;
         meta.clip_error = Some(why);
         self.poster.clear();
+        self.report(Report::Started(meta.clone()));
         self.current = Some(Current {
             meta,
             dir,
@@ -669,6 +678,7 @@ impl Writer {
                 cur.clip_failed("write the pre-capture", &e);
             }
         }
+        self.report(Report::Started(cur.meta.clone()));
         if cur.meta.clip_error.is_some() {
             // Failed before it began: closed now, as failed.
             self.finish(cur, None);
@@ -696,7 +706,7 @@ impl Writer {
         if !cur.folder {
             // Nothing was written: report it, failed, with what the end said.
             self.close_meta(&mut cur, 0, reason);
-            self.report_end(cur.meta, &cur.dir);
+            self.report(Report::Ended(cur.meta));
             return;
         }
         let mut frames = 0;
@@ -732,29 +742,22 @@ impl Writer {
             }
         }
         self.close_meta(&mut cur, frames, reason);
-        // The final event.json is written under its temporary name first, so that the
-        // journal's end record (logged before it becomes visible, as readers of the journal
-        // expect) already knows whether it could be written.
-        match store::prepare_meta(&cur.dir, &cur.meta) {
-            Ok(prepared) => {
-                self.report_end(cur.meta.clone(), &cur.dir);
-                if let Err(e) = prepared.commit() {
-                    self.final_meta_failed(&mut cur, &e);
-                }
-            }
-            Err(e) => {
-                self.final_meta_failed(&mut cur, &e);
-                self.report_end(cur.meta.clone(), &cur.dir);
-            }
+        // The end is reported with the metadata as it is (or will be, once the disk is back)
+        // in the final event.json, so that the journal and the hooks say what the folder does.
+        if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
+            self.final_meta_failed(&mut cur, &e);
         }
+        self.report(Report::Ended(cur.meta));
         self.enforce_limits(None);
     }
 
-    /// The event is closed: its journal end record (with its final state), then the report
-    /// to the service (hooks).
-    fn report_end(&self, meta: EventMeta, dir: &Path) {
-        crate::journal::log_end(&meta, &dir.join(CLIP));
-        let _ = self.done.try_send(meta);
+    /// Hands `report` to the service ([`crate::life::Herald`] tells the journal and the
+    /// hooks). Never blocks: with [`REPORT_QUEUE`] reports waiting it is lost, and logged.
+    fn report(&self, report: Report) {
+        if let Err(e) = self.reports.try_send(report) {
+            let (Report::Started(m) | Report::Ended(m)) = e.into_inner();
+            tracing::error!(event = %m.id, "{REPORT_QUEUE} event reports waiting for the service: this one is lost (no journal record or hook for it); is the detection loop stuck?");
+        }
     }
 
     /// The final `event.json` could not be written: make room and try once more, else keep
@@ -932,10 +935,18 @@ mod tests {
         }
     }
 
-    fn wait_done(r: &Recorder) -> EventMeta {
+    /// The next `Ended` report waiting in `rx`, skipping `Started` ones.
+    fn ended(rx: &mut tokio::sync::mpsc::Receiver<Report>) -> Option<EventMeta> {
+        std::iter::from_fn(|| rx.try_recv().ok()).find_map(|r| match r {
+            Report::Ended(m) => Some(m),
+            Report::Started(_) => None,
+        })
+    }
+
+    fn wait_done(r: &mut Recorder) -> EventMeta {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(m) = r.completed() {
+            if let Some(m) = ended(&mut r.reports) {
                 return m;
             }
             assert!(Instant::now() < deadline, "no event completed");
@@ -982,7 +993,7 @@ mod tests {
         for i in 40..50 {
             paced(&mut r, i, None);
         }
-        let m = wait_done(&r);
+        let m = wait_done(&mut r);
         assert_eq!(m.state, EventState::Complete);
         let dir = d.path().join(id);
         let (_, frames) = avi::read_frames(&dir.join(CLIP)).unwrap();
@@ -1015,7 +1026,7 @@ mod tests {
         for i in 43..50 {
             paced(&mut r, i, None);
         }
-        wait_done(&r);
+        wait_done(&mut r);
         let (_, frames) = avi::read_frames(&d.path().join(id).join(CLIP)).unwrap();
         // First frame = first motion minus pre_capture_s (1 s) = frame 20.
         assert_eq!(frames[0], jpeg(20), "the clip lost its pre-capture");
@@ -1042,7 +1053,7 @@ mod tests {
         let s = r.stats();
         assert!(s.dropped > 200, "{s:?}");
         assert_eq!(s.sent + s.dropped, 300);
-        let m = wait_done(&r);
+        let m = wait_done(&mut r);
         assert!(m.dropped_frames >= s.dropped, "{m:?} {s:?}");
         assert!(m.frames <= s.sent);
     }
@@ -1095,7 +1106,7 @@ mod tests {
     fn a_clip_write_error_keeps_what_was_written_and_marks_the_event() {
         let d = tempfile::tempdir().unwrap();
         let (pool_tx, _pool) = sync_channel(1);
-        let (done_tx, done) = sync_channel(1);
+        let (done_tx, mut done) = tokio::sync::mpsc::channel(4);
         let mut w = Writer::new(config(d.path()), pool_tx, done_tx, Arc::default());
         for i in 0..10 {
             w.on_frame(&jpeg(i), tag(i, None));
@@ -1111,7 +1122,7 @@ mod tests {
         // The recording ended there, as failed: not left "recording" until the motion ends.
         assert!(w.current.is_none());
         w.on_frame(&jpeg(11), tag(11, Some(1.0)));
-        let m = done.try_recv().unwrap();
+        let m = ended(&mut done).unwrap();
         assert_eq!(m.state, EventState::Failed);
         assert!(
             m.clip_error.as_deref().unwrap().contains("write the clip"),
@@ -1158,7 +1169,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(
-            r.completed().is_none(),
+            ended(&mut r.reports).is_none(),
             "deleted while the new event is recording"
         );
     }
@@ -1183,7 +1194,7 @@ mod tests {
     fn unwritable_final_metadata_is_kept_up_to_its_bound_and_reported_failed() {
         let d = tempfile::tempdir().unwrap();
         let (pool_tx, _pool) = sync_channel(1);
-        let (done_tx, done) = sync_channel(MAX_PENDING_META * 2);
+        let (done_tx, mut done) = tokio::sync::mpsc::channel(MAX_PENDING_META * 2);
         let mut w = Writer::new(config(d.path()), pool_tx, done_tx, Arc::default());
         for k in 0..MAX_PENDING_META + 3 {
             let id = format!("20261124T1829{:02}Z-0001", k % 60);
@@ -1200,7 +1211,7 @@ mod tests {
                 last_frame: Instant::now(),
             };
             w.finish(cur, Some(EndReason::Quiet));
-            let m = done.try_recv().unwrap();
+            let m = ended(&mut done).unwrap();
             assert_eq!(
                 (m.state, m.end_reason),
                 (EventState::Failed, Some(EndReason::WriteFailed))

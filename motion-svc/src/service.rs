@@ -16,12 +16,12 @@ use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 use crate::analyzer::{Analyzer, FrameInput};
 use crate::config::{MotionConfig, Settings};
 use crate::event::Transition;
-use crate::hooks::{HookConfig, HookKind, Hooks, parse_http_url};
-use crate::journal;
+use crate::hooks::{HookConfig, Hooks, parse_http_url};
+use crate::life::Herald;
 use crate::recorder::{
     DiskState, EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, next_counter,
 };
-use crate::store::{self, CLIP, EventMeta, Limits, Recovery};
+use crate::store::{self, EventMeta, Limits, Recovery};
 
 /// The detection loop turns at least this often, frames or not (a camera outage included):
 /// it refreshes the systemd status and proves to the watchdog that it is alive.
@@ -304,11 +304,6 @@ fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
     wall / 1_000_000
 }
 
-/// The recorder closed an event (it has written the journal's end record).
-fn event_done(done: &EventMeta) {
-    tracing::info!(event = %done.id, frames = done.frames, dropped = done.dropped_frames, "event recorded");
-}
-
 /// Runs until `shutdown` resolves: recovers interrupted events, then detects and records.
 ///
 /// # Errors
@@ -351,19 +346,22 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         recovery_pending,
     })
     .context("cannot start the writer thread")?;
-    let hooks = Hooks::new(HookConfig {
-        command: c.hook_command.clone(),
-        command_timeout: Duration::from_secs_f64(c.hook_timeout_s),
-        webhook: c
-            .webhook_url
-            .as_deref()
-            .map(parse_http_url)
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
-        attempts: c.webhook_attempts,
-        attempt_timeout: Duration::from_secs_f64(c.webhook_timeout_s),
-        retry_backoff: Duration::from_millis(500),
-    });
+    let herald = Herald::new(
+        events_dir.clone(),
+        Hooks::new(HookConfig {
+            command: c.hook_command.clone(),
+            command_timeout: Duration::from_secs_f64(c.hook_timeout_s),
+            webhook: c
+                .webhook_url
+                .as_deref()
+                .map(parse_http_url)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            attempts: c.webhook_attempts,
+            attempt_timeout: Duration::from_secs_f64(c.webhook_timeout_s),
+            retry_backoff: Duration::from_millis(500),
+        }),
+    );
     let mut analyzer = Analyzer::new(&rc.settings)?;
     let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), MOTION_SVC));
     let notifier = Notifier;
@@ -394,6 +392,10 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     loop {
         let event = tokio::select! {
             () = &mut shutdown => break,
+            Some(report) = recorder.next_report() => {
+                herald.tell(&report);
+                continue;
+            }
             ev = client.next(&mut buf) => Some(ev),
             _ = tick.tick() => None,
         };
@@ -536,14 +538,12 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                     peak_score: peak.score,
                     peak_area_pct: peak.area_pct,
                     boxes: peak.boxes.clone(),
-                    clip: Some(CLIP.into()),
                     ..EventMeta::new(id.clone(), start_ms, frame_size.0, frame_size.1)
                 };
                 events += 1;
-                recorder.start_event(meta.clone(), first_ns);
-                let dir = events_dir.join(&id);
-                journal::log_start(&id, &peak, &dir.join(CLIP));
-                hooks.fire(HookKind::Start, &meta, &dir);
+                // The recorder reports the start once it has set up (or failed to set up)
+                // the folder and the clip: the herald tells the journal and the hooks then.
+                recorder.start_event(meta, first_ns);
                 current = Some((id, start_ms));
             }
             Transition::End {
@@ -564,10 +564,6 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 }
             }
         }
-        while let Some(done) = recorder.completed() {
-            event_done(&done);
-            hooks.fire(HookKind::End, &done, &events_dir.join(&done.id));
-        }
     }
     notifier.stopping();
     if let Some((id, _)) = current.take() {
@@ -576,15 +572,15 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     let disk = recorder.disk();
     let counts = (client.stats(), recorder.stats(), &gate, &disk);
     report_status(camera_ok, events, &analyzer, counts, true);
-    // The writer closes the event in progress; its end record follows.
-    if let Ok(recorder) = tokio::task::spawn_blocking(move || {
+    // The writer closes the event in progress; its end record and end hook follow.
+    if let Ok(mut recorder) = tokio::task::spawn_blocking(move || {
         recorder.shutdown();
         recorder
     })
     .await
     {
-        while let Some(done) = recorder.completed() {
-            event_done(&done);
+        while let Some(report) = recorder.report() {
+            herald.tell(&report);
         }
     }
     if let Some(w) = watchdog {
