@@ -22,6 +22,8 @@ static HOOK_SKIPPED_LOG: ipc::throttle::LogThrottle =
 static HOOK_FAILED_LOG: ipc::throttle::LogThrottle =
     ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
 
+/// Pause before a webhook's first retry (it doubles each time).
+pub const WEBHOOK_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Hooks running at once, at most.
 pub const MAX_HOOKS_IN_FLIGHT: usize = 4;
 /// Bytes of a webhook response head that are read at most (hyper's smallest read buffer): a
@@ -104,7 +106,7 @@ impl HookKind {
 }
 
 /// Hook settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookConfig {
     /// Shell command.
     pub command: Option<String>,

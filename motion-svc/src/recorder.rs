@@ -19,7 +19,7 @@ use crate::avi::{self, AviWriter};
 use crate::event::EndReason;
 use crate::life::Report;
 use crate::ring::FrameRing;
-use crate::store::{self, CLIP, CLIP_PART, EventMeta, EventState, Limits, POSTER};
+use crate::store::{self, CLIP, CLIP_PART, EventMeta, EventState, Limits, POSTER, Recovery};
 
 /// Channel slots reserved for control messages beyond the frame pool.
 pub const CONTROL_SLACK: usize = 16;
@@ -501,7 +501,7 @@ impl Writer {
     fn recover(&mut self) {
         match store::recover(&self.config.events_dir) {
             Ok(r) => {
-                crate::service::log_recovery(&r);
+                log_recovery(&r);
                 self.recovery_pending = r.write_errors > 0;
             }
             Err(e) => tracing::warn!("crash recovery: {e}"),
@@ -859,6 +859,39 @@ fn salvage_clip(cur: &mut Current) -> usize {
             let _ = std::fs::remove_file(&part);
             0
         }
+    }
+}
+
+/// Event folders that recovery skipped (a hostile or damaged file can make thousands).
+static RECOVERY_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+
+/// Logs what a crash-recovery pass did: each closed event, and each folder left as it was
+/// (throttled: one line per interval, then a count).
+pub fn log_recovery(r: &Recovery) {
+    for e in &r.recovered {
+        if let Some(held_back) = RECOVERY_LOG.check() {
+            tracing::warn!(event = %e.id, frames = e.frames, held_back, "closed an event interrupted by a crash (state interrupted)");
+        }
+    }
+    for s in &r.skipped {
+        if let Some(held_back) = RECOVERY_LOG.check() {
+            tracing::warn!(event = %s.id, held_back, "crash recovery skipped event folder {}: {}", s.id, s.why);
+        }
+    }
+    if !r.recovered.is_empty() || !r.skipped.is_empty() {
+        tracing::warn!(
+            closed = r.recovered.len(),
+            skipped = r.skipped.len(),
+            "crash recovery: {} interrupted event(s) closed, {} folder(s) left as they were{}",
+            r.recovered.len(),
+            r.skipped.len(),
+            if r.write_errors > 0 {
+                " (some for a write error: tried again when the events disk is writable)"
+            } else {
+                ""
+            }
+        );
     }
 }
 

@@ -14,14 +14,15 @@ use ipc::service::{Notifier, monotonic_ns};
 use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 
 use crate::analyzer::{Analyzer, FrameInput};
-use crate::config::{MotionConfig, Settings};
+use crate::config::Settings;
 use crate::event::Transition;
-use crate::hooks::{HookConfig, Hooks, parse_http_url};
+use crate::hooks::Hooks;
 use crate::life::Herald;
 use crate::recorder::{
-    DiskState, EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, next_counter,
+    DiskState, EndInfo, FrameTag, Recorder, RecorderConfig, RecorderStats, log_recovery,
+    next_counter,
 };
-use crate::store::{self, EventMeta, Limits, Recovery};
+use crate::store::{self, EventMeta};
 
 /// The detection loop turns at least this often, frames or not (a camera outage included):
 /// it refreshes the systemd status and proves to the watchdog that it is alive.
@@ -97,38 +98,6 @@ static THROTTLED: [(&LogThrottle, &str); 6] = [
     (&CAMERA_STATE_LOG, "camera not-streaming states"),
     (&CAMERA_OUTAGE_LOG, "camera outages"),
 ];
-
-/// Event folders that recovery skipped (a hostile or damaged file can make thousands).
-static RECOVERY_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
-
-/// Logs what a crash-recovery pass did: each closed event, and each folder left as it was
-/// (throttled: one line per interval, then a count).
-pub fn log_recovery(r: &Recovery) {
-    for e in &r.recovered {
-        if let Some(held_back) = RECOVERY_LOG.check() {
-            tracing::warn!(event = %e.id, frames = e.frames, held_back, "closed an event interrupted by a crash (state interrupted)");
-        }
-    }
-    for s in &r.skipped {
-        if let Some(held_back) = RECOVERY_LOG.check() {
-            tracing::warn!(event = %s.id, held_back, "crash recovery skipped event folder {}: {}", s.id, s.why);
-        }
-    }
-    if !r.recovered.is_empty() || !r.skipped.is_empty() {
-        tracing::warn!(
-            closed = r.recovered.len(),
-            skipped = r.skipped.len(),
-            "crash recovery: {} interrupted event(s) closed, {} folder(s) left as they were{}",
-            r.recovered.len(),
-            r.skipped.len(),
-            if r.write_errors > 0 {
-                " (some for a write error: tried again when the events disk is writable)"
-            } else {
-                ""
-            }
-        );
-    }
-}
 
 /// Every [`FrameRejected`] kind, in the order the status line names them.
 const REJECT_KINDS: [&str; 5] = [
@@ -276,18 +245,8 @@ fn report_status(
 pub struct RunConfig {
     /// The announce socket of capture-svc.
     pub socket_path: PathBuf,
-    /// The `[motion]` section with flags applied.
-    pub config: MotionConfig,
-    /// The same, validated.
+    /// The `[motion]` section with flags applied, validated.
     pub settings: Settings,
-}
-
-fn limits(c: &MotionConfig) -> Limits {
-    Limits {
-        max_total_bytes: (c.max_total_mib * 1024.0 * 1024.0) as u64,
-        max_age_ms: (c.max_age_days * 86_400_000.0) as u64,
-        min_free_bytes: (c.min_free_mib * 1024.0 * 1024.0) as u64,
-    }
 }
 
 /// Wall-clock ms of monotonic time `mono_ns`, using the last frame's pair of timestamps.
@@ -309,8 +268,7 @@ fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
 /// # Errors
 /// The events directory cannot be used, or the writer thread cannot start.
 pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let c = &rc.config;
-    let events_dir = c.events_dir.clone();
+    let events_dir = rc.settings.events_dir.clone();
     // A full, read-only or broken events disk never stops detection: the recorder says what
     // is wrong (status line, journal), records nothing, and retries.
     let recovery_pending = match std::fs::create_dir_all(&events_dir)
@@ -340,28 +298,13 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         post_capture_s: rc.settings.events.post_capture_s.max(0.0),
         pre_capture_bytes: rc.settings.pre_capture_bytes,
         queue_frames: rc.settings.writer_queue_frames,
-        limits: limits(c),
+        limits: rc.settings.limits,
         nominal_fps: 15.0,
         slow_disk: Duration::ZERO,
         recovery_pending,
     })
     .context("cannot start the writer thread")?;
-    let herald = Herald::new(
-        events_dir.clone(),
-        Hooks::new(HookConfig {
-            command: c.hook_command.clone(),
-            command_timeout: Duration::from_secs_f64(c.hook_timeout_s),
-            webhook: c
-                .webhook_url
-                .as_deref()
-                .map(parse_http_url)
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
-            attempts: c.webhook_attempts,
-            attempt_timeout: Duration::from_secs_f64(c.webhook_timeout_s),
-            retry_backoff: Duration::from_millis(500),
-        }),
-    );
+    let herald = Herald::new(events_dir.clone(), Hooks::new(rc.settings.hooks.clone()));
     let mut analyzer = Analyzer::new(&rc.settings)?;
     let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), MOTION_SVC));
     let notifier = Notifier;
@@ -642,7 +585,7 @@ mod tests {
 
     #[test]
     fn status_names_every_counter() {
-        let a = Analyzer::new(&MotionConfig::default().validate().unwrap()).unwrap();
+        let a = Analyzer::new(&crate::config::MotionConfig::default().validate().unwrap()).unwrap();
         let c = ClientStats {
             frames: 7,
             torn: 2,
