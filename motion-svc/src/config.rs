@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EventSettings;
 use crate::geometry::{MAX_POLYGONS, Polygon};
-use crate::hooks::{HookConfig, WEBHOOK_RETRY_BACKOFF, parse_http_url};
+use crate::hooks::{HookConfig, SHUTDOWN_GRACE, WEBHOOK_RETRY_BACKOFF, parse_http_url};
 use crate::store::Limits;
 
 /// Sensitivity presets.
@@ -329,6 +329,7 @@ impl MotionConfig {
                 attempts: self.webhook_attempts,
                 attempt_timeout: Duration::from_secs_f64(self.webhook_timeout_s),
                 retry_backoff: WEBHOOK_RETRY_BACKOFF,
+                shutdown_grace: SHUTDOWN_GRACE,
             },
         })
     }

@@ -1,9 +1,12 @@
 //! Hooks: an optional command and an optional webhook run at event start and end.
 //!
-//! Each hook runs in its own tokio task; [`Hooks::fire`] returns at once. At most
-//! [`MAX_HOOKS_IN_FLIGHT`] hooks run at a time; more are skipped with a log line and counted,
-//! so a hook that hangs can never pile up tasks or block detection. The command is killed
-//! after its timeout; the webhook gives up after a bounded number of attempts.
+//! Each hook runs in its own tokio task, tracked by the service's `TaskTracker`;
+//! [`Hooks::fire`] returns at once. At most [`MAX_HOOKS_IN_FLIGHT`] hooks run at a time; more
+//! are skipped with a log line and counted, so a hook that hangs can never pile up tasks or
+//! block detection. The command is killed after its timeout; the webhook gives up after a
+//! bounded number of attempts. At shutdown (the service's `CancellationToken`) a running hook
+//! gets [`HookConfig::shutdown_grace`] more to finish, then it is cut: the service drains the
+//! tracker, so no hook is lost silently.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +15,8 @@ use std::time::Duration;
 
 use hyper::Uri;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::store::EventMeta;
 
@@ -24,6 +29,9 @@ static HOOK_FAILED_LOG: ipc::throttle::LogThrottle =
 
 /// Pause before a webhook's first retry (it doubles each time).
 pub const WEBHOOK_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a hook still running at shutdown may go on before it is cut (within systemd's
+/// `TimeoutStopSec=15s`, with room for the recorder to close its clip).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Hooks running at once, at most.
 pub const MAX_HOOKS_IN_FLIGHT: usize = 4;
 /// Bytes of a webhook response head that are read at most (hyper's smallest read buffer): a
@@ -120,6 +128,8 @@ pub struct HookConfig {
     pub attempt_timeout: Duration,
     /// Pause before the first retry (doubles each time).
     pub retry_backoff: Duration,
+    /// At shutdown, how long a running hook may go on before it is cut.
+    pub shutdown_grace: Duration,
 }
 
 /// Why a hook failed (logged, never fatal).
@@ -134,6 +144,10 @@ pub enum HookError {
     /// The command exited with a failure.
     #[error("hook command failed: {0}")]
     Failed(std::process::ExitStatus),
+    /// Still running `shutdown_grace` after shutdown began: cut (a command is killed with its
+    /// process group).
+    #[error("still running {0:?} after shutdown began: cut")]
+    Cut(Duration),
     /// The webhook could not be delivered.
     #[error("webhook gave up after {attempts} attempts: {last}")]
     Webhook {
@@ -151,16 +165,21 @@ pub struct Hooks {
     slots: Arc<Semaphore>,
     skipped: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Hooks {
-    /// Hooks with this configuration.
-    pub fn new(config: HookConfig) -> Hooks {
+    /// Hooks with this configuration; their tasks are spawned on `tasks` (the caller closes
+    /// and waits for it at shutdown), and `shutdown` starts their grace time.
+    pub fn new(config: HookConfig, tasks: TaskTracker, shutdown: CancellationToken) -> Hooks {
         Hooks {
             config: Arc::new(config),
             slots: Arc::new(Semaphore::new(MAX_HOOKS_IN_FLIGHT)),
             skipped: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(AtomicU64::new(0)),
+            tasks,
+            shutdown,
         }
     }
 
@@ -218,8 +237,18 @@ impl Hooks {
         };
         let cfg = Arc::clone(&self.config);
         let failed = Arc::clone(&self.failed);
-        tokio::spawn(async move {
-            if let Err(e) = f(cfg).await {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let grace = cfg.shutdown_grace;
+            let cut = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            };
+            let result = tokio::select! {
+                r = f(cfg) => r,
+                () = cut => Err(HookError::Cut(grace)),
+            };
+            if let Err(e) = result {
                 failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(held_back) = HOOK_FAILED_LOG.check() {
                     tracing::warn!(held_back, "{what} hook ({}): {e}", kind.as_str());
@@ -282,18 +311,34 @@ pub async fn run_command(
         .kill_on_drop(true)
         .spawn()
         .map_err(HookError::Spawn)?;
-    let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
+    // Kills the whole group unless the shell exited: on a timeout, and when this future is
+    // dropped (the hook cut at shutdown).
+    let mut group = GroupKiller(child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32)));
     match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(HookError::Failed(status)),
-        Ok(Err(e)) => Err(HookError::Spawn(e)),
-        Err(_) => {
-            if let Some(group) = group {
-                // The group may already be empty but for the shell: ESRCH is not an error here.
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        Ok(result) => {
+            group.0 = None;
+            match result {
+                Ok(status) if status.success() => Ok(()),
+                Ok(status) => Err(HookError::Failed(status)),
+                Err(e) => Err(HookError::Spawn(e)),
             }
+        }
+        Err(_) => {
+            drop(group);
             let _ = child.kill().await;
             Err(HookError::Timeout(timeout))
+        }
+    }
+}
+
+/// A hook command's process group, SIGKILLed on drop while it is set.
+struct GroupKiller(Option<nix::unistd::Pid>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            // The group may already be empty but for the shell: ESRCH is not an error here.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -513,14 +558,18 @@ mod tests {
     async fn command_gets_event_data_in_its_environment() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("out");
-        let hooks = Hooks::new(HookConfig {
-            command: Some(format!(
-                "echo \"$MECAM_EVENT_KIND $MECAM_EVENT_ID $MECAM_AREA_PCT $MECAM_CLIP\" > {}",
-                out.display()
-            )),
-            command_timeout: Duration::from_secs(5),
-            ..HookConfig::default()
-        });
+        let hooks = Hooks::new(
+            HookConfig {
+                command: Some(format!(
+                    "echo \"$MECAM_EVENT_KIND $MECAM_EVENT_ID $MECAM_AREA_PCT $MECAM_CLIP\" > {}",
+                    out.display()
+                )),
+                command_timeout: Duration::from_secs(5),
+                ..HookConfig::default()
+            },
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
         hooks.fire(HookKind::Start, &meta(), d.path());
         let text = wait_for(&out).await;
         assert_eq!(
@@ -539,14 +588,19 @@ mod tests {
         let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let result = run_command(&cmd, &[], Duration::from_millis(300)).await;
         assert!(matches!(result, Err(HookError::Timeout(_))), "{result:?}");
-        let pid: i32 = std::fs::read_to_string(&pidfile)
+        assert_gone(&pidfile).await;
+    }
+
+    /// Waits until the process whose pid is in `pidfile` is gone (or a zombie): SIGKILLed
+    /// with its group, it is re-parented and reaped once its parent (the shell) is. Polls with
+    /// a deadline rather than guess a sleep.
+    async fn assert_gone(pidfile: &Path) {
+        let pid: i32 = std::fs::read_to_string(pidfile)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
         let pid = nix::unistd::Pid::from_raw(pid);
-        // The grandchild was SIGKILLed with its group; once its parent (the shell) is reaped it
-        // is re-parented and reaped too. Poll with a deadline rather than guess a sleep.
         let deadline = Instant::now() + Duration::from_secs(10);
         while nix::sys::signal::kill(pid, None).is_ok() {
             let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -557,7 +611,7 @@ mod tests {
             }
             assert!(
                 Instant::now() < deadline,
-                "the hook's grandchild {pid} outlived the timeout"
+                "the hook's process {pid} outlived its hook"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -573,15 +627,71 @@ mod tests {
             run_command("exit 3", &[], Duration::from_secs(5)).await,
             Err(HookError::Failed(_))
         ));
-        let hooks = Hooks::new(HookConfig {
-            command: Some("sleep 30".into()),
-            command_timeout: Duration::from_secs(60),
-            ..HookConfig::default()
-        });
+        let hooks = Hooks::new(
+            HookConfig {
+                command: Some("sleep 30".into()),
+                command_timeout: Duration::from_secs(60),
+                ..HookConfig::default()
+            },
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
         for _ in 0..MAX_HOOKS_IN_FLIGHT + 3 {
             hooks.fire(HookKind::End, &meta(), Path::new("/tmp"));
         }
         assert_eq!(hooks.skipped(), 3);
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_running_hook_is_drained_or_cut_at_its_grace_with_its_group() {
+        let d = tempfile::tempdir().unwrap();
+        let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let cmd = |name: &str, pause: &str| {
+            let out = d.path().join(name);
+            let cmd = format!(
+                "sleep {pause} & echo $! > {o}.pid; wait; echo done > {o}",
+                o = out.display()
+            );
+            (out, cmd)
+        };
+        let hooks = |command: String| {
+            Hooks::new(
+                HookConfig {
+                    command: Some(command),
+                    command_timeout: Duration::from_secs(60),
+                    shutdown_grace: Duration::from_secs(5),
+                    ..HookConfig::default()
+                },
+                tasks.clone(),
+                shutdown.clone(),
+            )
+        };
+        let (quick, quick_cmd) = cmd("quick", "1");
+        let (slow, slow_cmd) = cmd("slow", "30");
+        let slow_hooks = hooks(slow_cmd);
+        hooks(quick_cmd).fire(HookKind::End, &meta(), d.path());
+        slow_hooks.fire(HookKind::End, &meta(), d.path());
+        let started = Instant::now();
+        while !(quick.with_extension("pid").exists() && slow.with_extension("pid").exists()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "hooks never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!quick.exists(), "the quick hook was done before shutdown");
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        println!("drained in {:?}", started.elapsed());
+        assert_eq!(
+            std::fs::read_to_string(&quick).unwrap(),
+            "done\n",
+            "drained"
+        );
+        assert!(!slow.exists(), "the slow hook finished?");
+        assert_eq!(slow_hooks.failed(), 1, "the cut is counted");
+        assert_gone(&slow.with_extension("pid")).await;
     }
 
     #[tokio::test]

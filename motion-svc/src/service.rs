@@ -12,6 +12,8 @@ use ipc::announce::{CameraState, ClientConfig, ClientEvent, ClientStats, FrameCl
 use ipc::jpeg::{FrameLimits, FrameRejected};
 use ipc::service::{Notifier, monotonic_ns};
 use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::analyzer::{Analyzer, FrameInput};
 use crate::config::Settings;
@@ -51,18 +53,24 @@ impl Progress {
 }
 
 /// Calls `ping` (systemd's watchdog) every half `interval` while `progress` is at most
-/// `stall_after` old; a stall is logged once.
+/// `stall_after` old; a stall is logged once. The task is spawned on `tasks` and ends when
+/// `shutdown` is cancelled.
 fn spawn_watchdog(
+    (tasks, shutdown): (&TaskTracker, &CancellationToken),
     interval: Duration,
     stall_after: Duration,
     progress: Progress,
     ping: impl Fn() + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(interval / 2);
         let mut stalled = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
             if progress.fresh_at(monotonic_ns(), stall_after) {
                 ping();
                 stalled = false;
@@ -73,7 +81,7 @@ fn spawn_watchdog(
                 );
             }
         }
-    })
+    });
 }
 
 /// Frames refused before decoding (hostile or broken headers) are logged at most once per
@@ -304,18 +312,26 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         recovery_pending,
     })
     .context("cannot start the writer thread")?;
-    let herald = Herald::new(events_dir.clone(), Hooks::new(rc.settings.hooks.clone()));
+    // Every task of the service (hooks, the watchdog) is tracked, and drained at shutdown.
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    let hooks = Hooks::new(rc.settings.hooks.clone(), tasks.clone(), stop.clone());
+    let herald = Herald::new(events_dir.clone(), hooks);
     let mut analyzer = Analyzer::new(&rc.settings)?;
     let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), MOTION_SVC));
     let notifier = Notifier;
     let progress = Progress::default();
     progress.beat_at(monotonic_ns());
     // `iv` is half of WatchdogSec; the loop turns every TICK even without frames.
-    let watchdog = notifier.watchdog_interval().map(|iv| {
-        spawn_watchdog(iv, iv.max(3 * TICK), progress.clone(), || {
-            Notifier.watchdog()
-        })
-    });
+    if let Some(iv) = notifier.watchdog_interval() {
+        let ping = || Notifier.watchdog();
+        spawn_watchdog(
+            (&tasks, &stop),
+            iv,
+            iv.max(3 * TICK),
+            progress.clone(),
+            ping,
+        );
+    }
     notifier.ready();
     tracing::info!(events_dir = %events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
@@ -526,9 +542,19 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
             herald.tell(&report);
         }
     }
-    if let Some(w) = watchdog {
-        w.abort();
+    // The end hook of an event cut by the shutdown has just started: every hook still running
+    // gets its grace time, then is cut (logged); nothing is left behind.
+    stop.cancel();
+    tasks.close();
+    if !tasks.is_empty() {
+        tracing::info!(
+            tasks = tasks.len(),
+            "waiting for {} hook(s) still running (at most {:?})",
+            tasks.len(),
+            rc.settings.hooks.shutdown_grace
+        );
     }
+    tasks.wait().await;
     tracing::info!("motion-svc stopped");
     Ok(())
 }
@@ -556,9 +582,12 @@ mod tests {
         let p = Progress::default();
         p.beat_at(monotonic_ns());
         let stall = Duration::from_millis(200);
-        let task = spawn_watchdog(Duration::from_millis(40), stall, p.clone(), move || {
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let ping = move || {
             count.fetch_add(1, Ordering::Relaxed);
-        });
+        };
+        let interval = Duration::from_millis(40);
+        spawn_watchdog((&tasks, &stop), interval, stall, p.clone(), ping);
         // The loop turns: pings.
         for _ in 0..10 {
             p.beat_at(monotonic_ns());
@@ -580,7 +609,9 @@ mod tests {
             p.beat_at(monotonic_ns());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        task.abort();
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
     }
 
     #[test]

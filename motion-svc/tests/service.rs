@@ -1447,3 +1447,38 @@ fn when_the_clip_fails_the_journal_the_hooks_and_event_json_tell_one_story() {
     assert!(m.clip_error.is_some(), "{m:?}");
     assert!(svc.terminate().success());
 }
+
+#[test]
+fn hooks_still_running_at_sigterm_are_drained_and_the_cut_event_gets_its_end_hook() {
+    let (dir, cam) = setup();
+    let out = dir.path().join("hooks.log");
+    // A hook that takes a while: it says when it begins and when it is done.
+    let cmd = format!(
+        "echo \"$MECAM_EVENT_KIND begin\" >> {o}; sleep 1; echo \"$MECAM_EVENT_KIND done\" >> {o}",
+        o = out.display()
+    );
+    let svc = Svc::start(dir.path(), &["--hook-command", &cmd]);
+    svc.background_learned();
+    cam.set_moving(true);
+    let said = || fs::read_to_string(&out).unwrap_or_default();
+    wait_for(
+        "the start hook running",
+        Duration::from_secs(30),
+        || said().contains("start begin"),
+        &|| svc.log(),
+    );
+    assert!(!said().contains("start done"), "{}", said());
+    let log = svc.log.clone();
+    assert!(svc.terminate().success());
+    let text = said();
+    assert!(
+        text.contains("start done"),
+        "the start hook was lost:\n{text}\n{}",
+        log_text(&log)
+    );
+    assert!(
+        text.contains("end begin") && text.contains("end done"),
+        "no end hook for the event the shutdown ended:\n{text}\n{}",
+        log_text(&log)
+    );
+}
