@@ -3,12 +3,16 @@
 //! four seconds of motion every twelve) at `--fps`, so that motion-svc can be measured as a
 //! whole process without capture-svc. Not part of the product.
 
+#[allow(dead_code)] // shared with the tests: this uses a part of it
+#[path = "../tests/support/jpeg.rs"]
+mod jpeg;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ipc::announce::{AnnounceServer, Hello, ServerConfig};
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
-use motion_svc::decode::encode_rgb;
+use jpeg::encode_rgb;
 
 fn frame(w: usize, h: usize, k: usize, moving: bool) -> Vec<u8> {
     let mut s = (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

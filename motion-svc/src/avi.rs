@@ -356,7 +356,7 @@ mod tests {
     use super::*;
 
     fn frame(i: usize) -> Vec<u8> {
-        crate::decode::encode_gray(64, 48, &vec![(i * 20 % 256) as u8; 64 * 48], 70).unwrap()
+        crate::test_jpeg::encode_gray(64, 48, &vec![(i * 20 % 256) as u8; 64 * 48], 70).unwrap()
     }
 
     #[test]

@@ -21,3 +21,9 @@ pub mod ring;
 pub mod select;
 pub mod service;
 pub mod store;
+
+/// JPEG encoding for the unit tests (shared with the integration tests, benches, examples).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/support/jpeg.rs"]
+mod test_jpeg;

@@ -126,10 +126,6 @@ pub struct RecorderConfig {
     pub queue_frames: usize,
     /// Storage limits applied after each event and periodically.
     pub limits: Limits,
-    /// Frame rate written into a clip's header until the measured one is known.
-    pub nominal_fps: f64,
-    /// Test only: a pause per written frame, to simulate a slow disk. Zero in the product.
-    pub slow_disk: Duration,
     /// The start's crash recovery could not write everything (read-only or full disk): the
     /// writer runs it again once the disk is writable.
     pub recovery_pending: bool,
@@ -140,6 +136,76 @@ impl RecorderConfig {
     /// longest wait between first motion and the event's start.
     pub fn ring_window_s(&self) -> f64 {
         self.pre_capture_s + self.start_delay_s
+    }
+}
+
+/// A clip being written, frame by frame.
+pub trait ClipSink: Send {
+    /// Appends a frame captured at `mono_ns`; `false` when it was not written (too large).
+    ///
+    /// # Errors
+    /// The write failed.
+    fn push(&mut self, jpeg: &[u8], mono_ns: u64) -> std::io::Result<bool>;
+    /// Writes what is buffered.
+    ///
+    /// # Errors
+    /// The write failed.
+    fn flush(&mut self) -> std::io::Result<()>;
+    /// Completes the file; the frames it holds.
+    ///
+    /// # Errors
+    /// The write failed.
+    fn finish(self: Box<Self>) -> std::io::Result<usize>;
+}
+
+/// Where the writer's clips go: [`AviFiles`] in the service; tests put a slower disk behind
+/// the same calls.
+pub trait ClipFiles: Send + 'static {
+    /// Creates the clip file at `path`.
+    ///
+    /// # Errors
+    /// It cannot be created.
+    fn create(
+        &self,
+        path: &Path,
+        width: u32,
+        height: u32,
+        nominal_fps: f64,
+    ) -> std::io::Result<Box<dyn ClipSink>>;
+}
+
+/// Clips as AVI files ([`AviWriter`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AviFiles;
+
+impl ClipFiles for AviFiles {
+    fn create(
+        &self,
+        path: &Path,
+        width: u32,
+        height: u32,
+        nominal_fps: f64,
+    ) -> std::io::Result<Box<dyn ClipSink>> {
+        Ok(Box::new(AviWriter::create(
+            path,
+            width,
+            height,
+            nominal_fps,
+        )?))
+    }
+}
+
+impl ClipSink for AviWriter {
+    fn push(&mut self, jpeg: &[u8], mono_ns: u64) -> std::io::Result<bool> {
+        AviWriter::push(self, jpeg, mono_ns)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        AviWriter::flush(self)
+    }
+
+    fn finish(self: Box<Self>) -> std::io::Result<usize> {
+        AviWriter::finish(*self)
     }
 }
 
@@ -177,8 +243,9 @@ pub struct EndInfo {
 
 enum Msg {
     Frame(Vec<u8>, FrameTag),
-    /// The event, first motion (ns), and the detection side's drop count when it was sent.
-    Start(Box<EventMeta>, u64, u64),
+    /// The event, first motion (ns), the detection side's drop count when it was sent, and
+    /// the camera's frame rate.
+    Start(Box<EventMeta>, u64, u64, f64),
     End(Box<EndInfo>),
     Reset,
 }
@@ -213,11 +280,22 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer thread with a pool of `config.queue_frames` buffers and a
-    /// pre-capture ring of `config.pre_capture_bytes`.
+    /// pre-capture ring of `config.pre_capture_bytes`, writing AVI clips.
     ///
     /// # Errors
     /// The thread cannot be spawned.
     pub fn start(config: RecorderConfig) -> std::io::Result<Recorder> {
+        Recorder::start_with(config, Box::new(AviFiles))
+    }
+
+    /// [`Recorder::start`], with the clips going to `clips`.
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub fn start_with(
+        config: RecorderConfig,
+        clips: Box<dyn ClipFiles>,
+    ) -> std::io::Result<Recorder> {
         let q = config.queue_frames.max(1);
         let (tx, rx) = sync_channel(q + CONTROL_SLACK);
         let (pool_tx, pool) = sync_channel(q);
@@ -227,7 +305,7 @@ impl Recorder {
         let (report_tx, reports) = tokio::sync::mpsc::channel(REPORT_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let pool_back = pool_tx.clone();
-        let mut writer = Writer::new(config, pool_tx, report_tx, dropped.clone());
+        let mut writer = Writer::new(config, clips, pool_tx, report_tx, dropped.clone());
         let disk = Arc::clone(&writer.disk_shared);
         writer.check_disk();
         let thread = std::thread::Builder::new()
@@ -300,9 +378,16 @@ impl Recorder {
     }
 
     /// Starts recording `meta` (state recording), with pre-capture from `first_motion_ns`.
-    pub fn start_event(&mut self, meta: EventMeta, first_motion_ns: u64) {
+    /// `camera_fps` is the rate the camera announced (its hello): the clip's header claims it
+    /// until the measured rate is known (a clip repaired after a crash keeps it). 0 if unknown.
+    pub fn start_event(&mut self, meta: EventMeta, first_motion_ns: u64, camera_fps: f64) {
         let dropped = self.stats.dropped;
-        self.control(Msg::Start(Box::new(meta), first_motion_ns, dropped));
+        self.control(Msg::Start(
+            Box::new(meta),
+            first_motion_ns,
+            dropped,
+            camera_fps,
+        ));
     }
 
     /// Ends the current event; the clip goes on for the post-capture time.
@@ -346,7 +431,7 @@ struct Current {
     dir: PathBuf,
     /// The event folder exists (false: nothing of this event is written).
     folder: bool,
-    clip: Option<AviWriter>,
+    clip: Option<Box<dyn ClipSink>>,
     ending_at_ns: Option<u64>,
     peak: f32,
     written_dropped: u64,
@@ -369,6 +454,7 @@ impl Current {
 
 struct Writer {
     config: RecorderConfig,
+    clips: Box<dyn ClipFiles>,
     ring: FrameRing,
     pool: SyncSender<Vec<u8>>,
     reports: tokio::sync::mpsc::Sender<Report>,
@@ -387,6 +473,7 @@ struct Writer {
 impl Writer {
     fn new(
         config: RecorderConfig,
+        clips: Box<dyn ClipFiles>,
         pool: SyncSender<Vec<u8>>,
         reports: tokio::sync::mpsc::Sender<Report>,
         dropped: Arc<AtomicU64>,
@@ -406,6 +493,7 @@ impl Writer {
         let recovery_pending = config.recovery_pending;
         Writer {
             config,
+            clips,
             ring,
             pool,
             reports,
@@ -515,7 +603,9 @@ impl Writer {
                     self.on_frame(&buf, tag);
                     let _ = self.pool.try_send(buf);
                 }
-                Ok(Msg::Start(meta, first_ns, dropped)) => self.on_start(*meta, first_ns, dropped),
+                Ok(Msg::Start(meta, first_ns, dropped, fps)) => {
+                    self.on_start(*meta, first_ns, dropped, fps);
+                }
                 Ok(Msg::End(info)) => self.on_end(*info),
                 Ok(Msg::Reset) => self.ring.clear(),
                 Err(RecvTimeoutError::Timeout) => self.on_idle(),
@@ -558,9 +648,6 @@ impl Writer {
             self.poster.extend_from_slice(jpeg);
         }
         if let Some(clip) = &mut cur.clip {
-            if !self.config.slow_disk.is_zero() {
-                std::thread::sleep(self.config.slow_disk);
-            }
             match clip.push(jpeg, tag.mono_ns) {
                 Ok(true) => {}
                 Ok(false) => cur.written_dropped += 1,
@@ -601,7 +688,7 @@ impl Writer {
         });
     }
 
-    fn on_start(&mut self, mut meta: EventMeta, first_ns: u64, dropped_before: u64) {
+    fn on_start(&mut self, mut meta: EventMeta, first_ns: u64, dropped_before: u64, fps: f64) {
         if let Some(cur) = self.current.take() {
             // Its end was lost (control queue full): the reason is not known.
             self.finish(cur, None);
@@ -632,12 +719,9 @@ impl Writer {
             let _ = std::fs::remove_dir(&dir);
             return self.not_recorded(meta, dir, dropped_before, e.to_string());
         }
-        let clip = AviWriter::create(
-            &dir.join(CLIP_PART),
-            meta.width,
-            meta.height,
-            self.config.nominal_fps,
-        );
+        let clip = self
+            .clips
+            .create(&dir.join(CLIP_PART), meta.width, meta.height, fps);
         self.poster.clear();
         let mut cur = Current {
             meta,
@@ -918,6 +1002,8 @@ mod tests {
     use std::time::Instant;
 
     const MS: u64 = 1_000_000;
+    /// The camera's rate in these tests: a frame every 100 ms.
+    const FPS: f64 = 10.0;
 
     fn config(dir: &Path) -> RecorderConfig {
         RecorderConfig {
@@ -932,14 +1018,45 @@ mod tests {
                 max_age_ms: 0,
                 min_free_bytes: 0,
             },
-            nominal_fps: 10.0,
-            slow_disk: Duration::ZERO,
             recovery_pending: false,
         }
     }
 
+    /// AVI clips on a disk that takes this long per frame written: a slow SD card.
+    struct SlowDisk(Duration);
+
+    struct SlowClip(AviWriter, Duration);
+
+    impl ClipFiles for SlowDisk {
+        fn create(
+            &self,
+            path: &Path,
+            width: u32,
+            height: u32,
+            fps: f64,
+        ) -> std::io::Result<Box<dyn ClipSink>> {
+            let avi = AviWriter::create(path, width, height, fps)?;
+            Ok(Box::new(SlowClip(avi, self.0)))
+        }
+    }
+
+    impl ClipSink for SlowClip {
+        fn push(&mut self, jpeg: &[u8], mono_ns: u64) -> std::io::Result<bool> {
+            std::thread::sleep(self.1);
+            self.0.push(jpeg, mono_ns)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+
+        fn finish(self: Box<Self>) -> std::io::Result<usize> {
+            self.0.finish()
+        }
+    }
+
     fn jpeg(i: u64) -> Vec<u8> {
-        crate::decode::encode_gray(64, 48, &vec![(i * 7 % 256) as u8; 64 * 48], 60).unwrap()
+        crate::test_jpeg::encode_gray(64, 48, &vec![(i * 7 % 256) as u8; 64 * 48], 60).unwrap()
     }
 
     fn meta(id: &str) -> EventMeta {
@@ -1010,7 +1127,7 @@ mod tests {
         }
         // Motion first seen at frame 30 (3.0 s): pre-capture from 2.0 s = frame 20.
         let id = "20261124T182900Z-0001";
-        r.start_event(meta(id), 30 * 100 * MS);
+        r.start_event(meta(id), 30 * 100 * MS, FPS);
         for i in 30..40 {
             paced(&mut r, i, Some(if i == 35 { 9.0 } else { 1.0 }));
         }
@@ -1054,7 +1171,7 @@ mod tests {
             paced(&mut r, i, None);
         }
         let id = "20261124T182900Z-0004";
-        r.start_event(meta(id), 30 * 100 * MS);
+        r.start_event(meta(id), 30 * 100 * MS, FPS);
         r.end_event(end(id, 42));
         for i in 43..50 {
             paced(&mut r, i, None);
@@ -1071,10 +1188,10 @@ mod tests {
         let mut cfg = config(d.path());
         cfg.queue_frames = 4;
         cfg.post_capture_s = 60.0;
-        cfg.slow_disk = Duration::from_millis(30);
-        let mut r = Recorder::start(cfg).unwrap();
+        let slow = SlowDisk(Duration::from_millis(30));
+        let mut r = Recorder::start_with(cfg, Box::new(slow)).unwrap();
         let id = "20261124T182900Z-0002";
-        r.start_event(meta(id), 0);
+        r.start_event(meta(id), 0, FPS);
         // 300 frames pushed as fast as possible: the writer can take only a few of them.
         // The event ends half-way; the rest falls in its post-capture.
         for i in 0..300 {
@@ -1096,10 +1213,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = config(d.path());
         cfg.queue_frames = 2;
-        cfg.slow_disk = Duration::from_secs(2);
-        let mut r = Recorder::start(cfg).unwrap();
+        let mut r = Recorder::start_with(cfg, Box::new(SlowDisk(Duration::from_secs(2)))).unwrap();
         let id = "20261124T182900Z-0005";
-        r.start_event(meta(id), 0);
+        r.start_event(meta(id), 0, FPS);
         // The writer sleeps 2 s on this frame while control messages fill the channel.
         paced(&mut r, 0, None);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1140,16 +1256,24 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (pool_tx, _pool) = sync_channel(1);
         let (done_tx, mut done) = tokio::sync::mpsc::channel(4);
-        let mut w = Writer::new(config(d.path()), pool_tx, done_tx, Arc::default());
+        let mut w = Writer::new(
+            config(d.path()),
+            Box::new(AviFiles),
+            pool_tx,
+            done_tx,
+            Arc::default(),
+        );
         for i in 0..10 {
             w.on_frame(&jpeg(i), tag(i, None));
         }
         let id = "20261124T182900Z-0006";
-        w.on_start(meta(id), 10 * 100 * MS, 0);
+        w.on_start(meta(id), 10 * 100 * MS, 0, FPS);
         let dir = d.path().join(id);
         // Pre-capture (frames 0..=9) is on disk; from now on every write fails.
         let cur = w.current.as_mut().unwrap();
-        cur.clip = Some(AviWriter::create(Path::new("/dev/full"), 64, 48, 10.0).unwrap());
+        cur.clip = Some(Box::new(
+            AviWriter::create(Path::new("/dev/full"), 64, 48, 10.0).unwrap(),
+        ));
         let big = vec![0xab; 100_000];
         w.on_frame(&big, tag(10, Some(1.0)));
         // The recording ended there, as failed: not left "recording" until the motion ends.
@@ -1175,7 +1299,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut r = Recorder::start(config(d.path())).unwrap();
         let id = "20261124T182900Z-0008";
-        r.start_event(meta(id), 0);
+        r.start_event(meta(id), 0, FPS);
         r.shutdown();
         let dir = d.path().join(id);
         let m = store::read_meta(&dir).unwrap();
@@ -1194,7 +1318,7 @@ mod tests {
         let mut cfg = config(d.path());
         cfg.limits.max_age_ms = 86_400_000;
         let mut r = Recorder::start(cfg).unwrap();
-        r.start_event(meta("20261124T182900Z-0007"), 0);
+        r.start_event(meta("20261124T182900Z-0007"), 0, FPS);
         paced(&mut r, 0, None);
         let deadline = Instant::now() + Duration::from_secs(10);
         while d.path().join(old).exists() {
@@ -1228,7 +1352,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (pool_tx, _pool) = sync_channel(1);
         let (done_tx, mut done) = tokio::sync::mpsc::channel(MAX_PENDING_META * 2);
-        let mut w = Writer::new(config(d.path()), pool_tx, done_tx, Arc::default());
+        let mut w = Writer::new(
+            config(d.path()),
+            Box::new(AviFiles),
+            pool_tx,
+            done_tx,
+            Arc::default(),
+        );
         for k in 0..MAX_PENDING_META + 3 {
             let id = format!("20261124T1829{:02}Z-0001", k % 60);
             // A folder that is gone (as if the disk failed under it): nothing can be written.
@@ -1269,11 +1399,23 @@ mod tests {
     }
 
     #[test]
+    fn a_clip_claims_the_rate_the_camera_announced_until_it_is_measured() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Recorder::start(config(d.path())).unwrap();
+        let id = "20261124T182900Z-0009";
+        r.start_event(meta(id), 0, 25.0);
+        paced(&mut r, 0, Some(1.0));
+        r.shutdown();
+        let (fps, frames) = avi::read_frames(&d.path().join(id).join(CLIP)).unwrap();
+        assert_eq!((fps, frames.len()), (25.0, 1));
+    }
+
+    #[test]
     fn shutdown_mid_event_closes_the_clip() {
         let d = tempfile::tempdir().unwrap();
         let mut r = Recorder::start(config(d.path())).unwrap();
         let id = "20261124T182900Z-0003";
-        r.start_event(meta(id), 0);
+        r.start_event(meta(id), 0, FPS);
         for i in 0..5 {
             paced(&mut r, i, Some(1.0));
         }

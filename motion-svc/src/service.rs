@@ -307,8 +307,6 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         pre_capture_bytes: rc.settings.pre_capture_bytes,
         queue_frames: rc.settings.writer_queue_frames,
         limits: rc.settings.limits,
-        nominal_fps: 15.0,
-        slow_disk: Duration::ZERO,
         recovery_pending,
     })
     .context("cannot start the writer thread")?;
@@ -341,6 +339,8 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mut camera_ok = true;
     let mut current: Option<(String, u64)> = None; // id, start wall ms
     let mut frame_size = (0u32, 0u32);
+    // The rate the camera announced (its hello), for the clip's header.
+    let mut camera_fps = 0.0f64;
     // (monotonic ns, wall ns) of the last frame: converts event times to wall clock.
     let mut clock = (0u64, 0u64);
     let mut events = 0u64;
@@ -388,6 +388,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 }
                 generation = Some(hello.generation);
                 frame_size = (hello.width, hello.height);
+                camera_fps = f64::from(hello.nominal_fps);
                 gate.set_camera(hello.width, hello.height);
                 analyzer.set_frame_limits(gate.limits());
                 if !camera_ok {
@@ -502,7 +503,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 events += 1;
                 // The recorder reports the start once it has set up (or failed to set up)
                 // the folder and the clip: the herald tells the journal and the hooks then.
-                recorder.start_event(meta, first_ns);
+                recorder.start_event(meta, first_ns, camera_fps);
                 current = Some((id, start_ms));
             }
             Transition::End {
@@ -628,7 +629,7 @@ mod tests {
         };
         let mut gate = FrameGate::default();
         gate.set_camera(320, 240);
-        let big = crate::decode::encode_gray(640, 480, &vec![9; 640 * 480], 80).unwrap();
+        let big = crate::test_jpeg::encode_gray(640, 480, &vec![9; 640 * 480], 80).unwrap();
         assert!(matches!(
             gate.check(&big),
             Err(FrameRejected::TooLarge { .. })

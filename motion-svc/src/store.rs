@@ -692,7 +692,7 @@ mod tests {
         let (id, dir) = create_event_dir(d.path(), 1_700_000_000_000, &mut c).unwrap();
         write_meta(&dir, &meta(&id, EventState::Recording)).unwrap();
         let mut w = avi::AviWriter::create(&dir.join(CLIP_PART), 64, 48, 10.0).unwrap();
-        let jpeg = crate::decode::encode_gray(64, 48, &[9; 64 * 48], 70).unwrap();
+        let jpeg = crate::test_jpeg::encode_gray(64, 48, &[9; 64 * 48], 70).unwrap();
         for i in 0..3 {
             w.push(&jpeg, i).unwrap();
         }
@@ -766,7 +766,7 @@ mod tests {
         );
         fs::write(dir.join(META), &old).unwrap();
         let mut w = avi::AviWriter::create(&dir.join(CLIP_PART), 64, 48, 10.0).unwrap();
-        let jpeg = crate::decode::encode_gray(64, 48, &[9; 64 * 48], 70).unwrap();
+        let jpeg = crate::test_jpeg::encode_gray(64, 48, &[9; 64 * 48], 70).unwrap();
         for i in 0..2 {
             w.push(&jpeg, i).unwrap();
         }

@@ -1,6 +1,8 @@
 //! Integration tests: the real `motion-svc` binary against an in-test camera (a real frame
 //! region and announce server from `ipc`, publishing JPEG frames in real time).
 
+mod support;
+
 use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use ipc::announce::{AnnounceServer, Hello, ServerConfig};
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
-use motion_svc::decode::encode_gray;
 use motion_svc::event::EndReason;
 use motion_svc::store::{self, EventState};
+use support::jpeg::encode_gray;
 
 const W: usize = 320;
 const H: usize = 240;
