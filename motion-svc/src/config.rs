@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::EventSettings;
 use crate::geometry::{MAX_POLYGONS, Polygon};
 use crate::hooks::{HookConfig, SHUTDOWN_GRACE, WEBHOOK_RETRY_BACKOFF, parse_http_url};
-use crate::store::Limits;
+use events::Limits;
 
 /// Sensitivity presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]

@@ -30,39 +30,7 @@ pub fn max_start_delay_s(min_duration_s: f64, analysis_fps: f64) -> f64 {
     min_duration_s + PENDING_TOLERANCE_S + 1.0 / analysis_fps
 }
 
-/// Why an event ended: in the end record in the journal and `end_reason` in `event.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EndReason {
-    /// The quiet gap passed.
-    Quiet,
-    /// The event reached `max_event_s`.
-    MaxDuration,
-    /// The camera went away (outage, restart): the event is closed at once.
-    #[serde(rename = "camera-interrupted")]
-    Interrupted,
-    /// motion-svc was stopped (SIGTERM) during the event: the clip is closed as it is.
-    Shutdown,
-    /// motion-svc died during the event (SIGKILL, power loss): closed on the next start.
-    Crash,
-    /// The recording could not be written (full, read-only or failing events disk): the
-    /// event's state is `failed`.
-    WriteFailed,
-}
-
-impl EndReason {
-    /// For logs: the same words as in `event.json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Quiet => "quiet",
-            EndReason::MaxDuration => "max-duration",
-            EndReason::Interrupted => "camera-interrupted",
-            EndReason::Shutdown => "shutdown",
-            EndReason::Crash => "crash",
-            EndReason::WriteFailed => "write-failed",
-        }
-    }
-}
+pub use events::EndReason;
 
 /// What an observation changed.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::store::EventMeta;
+use events::EventMeta;
 
 /// `MESSAGE_ID` of a motion start record.
 pub const START_MESSAGE_ID: &str = "8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081";

@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod analyzer;
-pub mod avi;
 pub mod config;
 pub mod decode;
 pub mod detect;
@@ -20,7 +19,6 @@ pub mod recorder;
 pub mod ring;
 pub mod select;
 pub mod service;
-pub mod store;
 
 /// JPEG encoding for the unit tests (shared with the integration tests, benches, examples).
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::hooks::{HookKind, Hooks};
 use crate::journal;
-use crate::store::EventMeta;
+use events::EventMeta;
 
 /// What the recorder reports about an event, in order: `Started`, then `Ended`.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use events::EventState;
 use ipc::announce::{AnnounceServer, Hello, ServerConfig};
 use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
 use motion_svc::event::EndReason;
-use motion_svc::store::{self, EventState};
 use support::jpeg::encode_gray;
 
 const W: usize = 320;
@@ -401,13 +401,13 @@ fn log_text(path: &Path) -> String {
     out
 }
 
-fn events(dir: &Path) -> Vec<(String, store::EventMeta)> {
+fn events(dir: &Path) -> Vec<(String, events::EventMeta)> {
     let mut v: Vec<_> = fs::read_dir(dir.join("events"))
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| {
                     let id = e.file_name().to_string_lossy().into_owned();
-                    store::read_meta(&e.path()).ok().map(|m| (id, m))
+                    events::read_meta(&e.path()).ok().map(|m| (id, m))
                 })
                 .collect()
         })
@@ -470,7 +470,7 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
     assert!(!m.boxes.is_empty());
     assert!(m.end_unix_ms.unwrap() > m.start_unix_ms);
     let edir = dir.path().join("events").join(id);
-    let (_, frames) = motion_svc::avi::read_frames(&edir.join("clip.avi")).unwrap();
+    let (_, frames) = events::avi::read_frames(&edir.join("clip.avi")).unwrap();
     // At least the 2 s of motion and 1 s of pre-capture at 15 fps, minus slack.
     assert!(
         frames.len() as u64 >= 3 * FPS - 10,
@@ -543,7 +543,7 @@ fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
         svc.log()
     );
     let clip = dir.path().join("events").join(&ev[0].0).join("clip.avi");
-    let (_, frames) = motion_svc::avi::read_frames(&clip).unwrap();
+    let (_, frames) = events::avi::read_frames(&clip).unwrap();
     assert!(!frames.is_empty());
     assert_eq!(ev[0].1.frames as usize, frames.len());
     assert!(!part.exists());
@@ -884,7 +884,7 @@ fn hostile_frames_are_rejected_before_decoding_counted_and_never_recorded() {
     // No hostile frame in any clip or poster.
     for (id, _) in events(dir.path()) {
         let edir = dir.path().join("events").join(&id);
-        let (_, frames) = motion_svc::avi::read_frames(&edir.join("clip.avi")).unwrap();
+        let (_, frames) = events::avi::read_frames(&edir.join("clip.avi")).unwrap();
         assert!(!frames.is_empty());
         for f in frames
             .iter()
@@ -989,13 +989,13 @@ fn fill(dir: &Path) -> PathBuf {
 fn crashed_event(events: &Path, id: &str, frames: u64) {
     let dir = events.join(id);
     fs::create_dir_all(&dir).unwrap();
-    store::write_meta(
+    events::write_meta(
         &dir,
-        &store::EventMeta::new(id.into(), store::parse_id(id).unwrap(), W as u32, H as u32),
+        &events::EventMeta::new(id.into(), events::parse_id(id).unwrap(), W as u32, H as u32),
     )
     .unwrap();
     let mut w =
-        motion_svc::avi::AviWriter::create(&dir.join("clip.avi.part"), W as u32, H as u32, 15.0)
+        events::avi::AviWriter::create(&dir.join("clip.avi.part"), W as u32, H as u32, 15.0)
             .unwrap();
     let mut x = 0.0;
     for i in 0..frames {
@@ -1080,7 +1080,7 @@ fn a_full_or_read_only_events_disk_never_stops_detection_says_so_and_is_retried(
         "nothing recorded (and the crashed event cannot be closed yet)"
     );
     assert_eq!(
-        store::read_meta(&edir.join(crashed)).unwrap().state,
+        events::read_meta(&edir.join(crashed)).unwrap().state,
         EventState::Recording
     );
 
@@ -1092,7 +1092,7 @@ fn a_full_or_read_only_events_disk_never_stops_detection_says_so_and_is_retried(
     wait_for(
         "the crashed event to be closed",
         Duration::from_secs(20),
-        || store::read_meta(&edir.join(crashed)).is_ok_and(|m| m.state == EventState::Interrupted),
+        || events::read_meta(&edir.join(crashed)).is_ok_and(|m| m.state == EventState::Interrupted),
         &|| svc.log(),
     );
     assert!(svc.log().contains("writable again"), "{}", svc.log());
@@ -1157,12 +1157,12 @@ fn a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_
     for id in &old {
         let d = edir.join(id);
         fs::create_dir(&d).unwrap();
-        let mut m = store::EventMeta::new(id.clone(), store::parse_id(id).unwrap(), 1, 1);
+        let mut m = events::EventMeta::new(id.clone(), events::parse_id(id).unwrap(), 1, 1);
         m.state = EventState::Complete;
-        store::write_meta(&d, &m).unwrap();
+        events::write_meta(&d, &m).unwrap();
         fs::write(d.join("clip.avi"), vec![1u8; 1536 * 1024]).unwrap();
     }
-    let free_before = store::free_bytes(&edir).unwrap();
+    let free_before = events::free_bytes(&edir).unwrap();
     assert!(free_before < 3 << 20, "{free_before}");
     fs::write(
         dir.path().join("none.toml"),
@@ -1197,7 +1197,7 @@ fn a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_
         left.contains(&old[3]),
         "the newest old event went too: {left:?}"
     );
-    assert!(store::free_bytes(&edir).unwrap() > free_before);
+    assert!(events::free_bytes(&edir).unwrap() > free_before);
     // Now the disk fills under the recording.
     let filler = fill(&edir);
     wait_for(
@@ -1291,7 +1291,7 @@ fn record_of(log: &str, message_id: &str, id: &str) -> String {
 }
 
 /// The event.json of every hook call so far, as `(kind, metadata)`, in call order.
-fn hook_calls(path: &Path) -> Vec<(String, store::EventMeta)> {
+fn hook_calls(path: &Path) -> Vec<(String, events::EventMeta)> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -1306,7 +1306,7 @@ fn hook_calls(path: &Path) -> Vec<(String, store::EventMeta)> {
 /// has a folder, its final `event.json` all tell the same story: the same times, a clip named
 /// only when there is one (and then on disk), the same state, end reason and clip error.
 /// Returns the end hook's metadata.
-fn assert_one_story(svc: &Svc, hooks: &Path, id: &str, edir: &Path) -> store::EventMeta {
+fn assert_one_story(svc: &Svc, hooks: &Path, id: &str, edir: &Path) -> events::EventMeta {
     let log = svc.log();
     let start = record_of(&log, "8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081", id);
     let end = record_of(&log, "3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e", id);
@@ -1320,7 +1320,7 @@ fn assert_one_story(svc: &Svc, hooks: &Path, id: &str, edir: &Path) -> store::Ev
             .clone()
     };
     let (start_hook, end_hook) = (hook("start"), hook("end"));
-    let clip_path = |m: &store::EventMeta| {
+    let clip_path = |m: &events::EventMeta| {
         m.clip
             .as_ref()
             .map(|c| edir.join(id).join(c).display().to_string())
@@ -1356,7 +1356,7 @@ fn assert_one_story(svc: &Svc, hooks: &Path, id: &str, edir: &Path) -> store::Ev
     }
     let folder = edir.join(id);
     if folder.exists() {
-        assert_eq!(store::read_meta(&folder).unwrap(), end_hook, "event.json");
+        assert_eq!(events::read_meta(&folder).unwrap(), end_hook, "event.json");
     }
     if let Some(clip) = clip_path(&end_hook) {
         assert!(Path::new(&clip).is_file(), "{clip} named but missing");
@@ -1441,7 +1441,7 @@ fn when_the_clip_fails_the_journal_the_hooks_and_event_json_tell_one_story() {
     wait_for(
         "the final event.json",
         Duration::from_secs(30),
-        || store::read_meta(&edir.join(&id)).is_ok_and(|m| m.state == EventState::Failed),
+        || events::read_meta(&edir.join(&id)).is_ok_and(|m| m.state == EventState::Failed),
         &|| svc.log(),
     );
     let m = assert_one_story(&svc, &hooks, &id, &edir);

@@ -1,7 +1,9 @@
 //! HTML pages: small, server-rendered, no external assets, readable on a phone. Every value
 //! from outside (event fields, reasons) goes through [`esc`].
 
-use crate::events::{DiskState, EventInfo};
+use ::events::EndReason;
+
+use crate::events::{DiskState, EventInfo, Shown};
 use crate::offline::format_utc;
 
 /// HTML-escapes `s`.
@@ -96,18 +98,19 @@ pub fn event_card(e: &EventInfo) -> String {
     } else {
         "<p>(no poster)</p>".into()
     };
-    let state = match e.state.as_str() {
-        "recording" => "<b class=\"bad\">motion now</b>".to_owned(),
-        "complete" => String::new(),
-        other => format!("<span class=\"bad\">{}</span>", esc(other)),
+    let state = match e.state {
+        Shown::Recording => "<b class=\"bad\">motion now</b>".to_owned(),
+        Shown::Complete => String::new(),
+        other => format!("<span class=\"bad\">{}</span>", other.as_str()),
     };
+    let m = e.meta.as_ref();
     format!(
         "<div class=\"card\"><a href=\"/events/{id}\">{poster}</a><div>{when} {state}</div>\
          <div>{dur} s, score {score}</div></div>",
         id = esc(&e.id),
-        when = when(e.json.start_unix_ms),
-        dur = e.json.duration_s.map_or("?".into(), |d| format!("{d:.1}")),
-        score = e.json.peak_score.map_or("?".into(), |s| format!("{s:.2}")),
+        when = when(m.map(|m| m.start_unix_ms)),
+        dur = m.map_or("?".into(), |m| format!("{:.1}", m.duration_s)),
+        score = m.map_or("?".into(), |m| format!("{:.2}", m.peak_score)),
     )
 }
 
@@ -165,15 +168,17 @@ pub fn events(list: &[EventInfo], page_no: usize, has_more: bool) -> String {
 }
 
 /// Why an event ended, in words.
-fn ended(reason: Option<&str>) -> String {
+fn ended(reason: Option<EndReason>) -> &'static str {
     match reason {
-        None => "?".into(),
-        Some("quiet") => "motion stopped".into(),
-        Some("max-duration") => "longest event length reached".into(),
-        Some("camera-interrupted") => "camera went away".into(),
-        Some("shutdown") => "motion-svc was stopped".into(),
-        Some("crash") => "motion-svc died; closed when it came back".into(),
-        Some(other) => esc(other),
+        None => "?",
+        Some(EndReason::Quiet) => "motion stopped",
+        Some(EndReason::MaxDuration) => "longest event length reached",
+        Some(EndReason::Interrupted) => "camera went away",
+        Some(EndReason::Shutdown) => "motion-svc was stopped",
+        Some(EndReason::Crash) => "motion-svc died; closed when it came back",
+        Some(EndReason::WriteFailed) => {
+            "the recording could not be written (events disk full, read-only or failing)"
+        }
     }
 }
 
@@ -195,10 +200,11 @@ pub fn event(e: &EventInfo) -> String {
     let problem = e
         .problem
         .iter()
-        .chain(&e.json.clip_error)
+        .chain(e.meta.iter().filter_map(|m| m.clip_error.as_ref()))
         .map(|p| format!("<p class=\"bad\">{}</p>", esc(p)))
         .collect::<String>();
-    let delete = if e.state == "recording" {
+    let m = e.meta.as_ref();
+    let delete = if e.state == Shown::Recording {
         "<p>Being recorded now, so it cannot be deleted yet: it can be once motion-svc ends it \
          (when the motion stops, at the latest after <code>[motion] max_event_s</code>). To end it \
          now, stop motion-svc (<code>sudo systemctl stop mecam-motion</code>), which closes it.</p>"
@@ -217,17 +223,14 @@ pub fn event(e: &EventInfo) -> String {
              <tr><td>duration</td><td>{dur} s</td></tr><tr><td>peak score</td><td>{score}</td></tr>\
              <tr><td>peak area</td><td>{area} %</td></tr><tr><td>frames</td><td>{frames}</td></tr>\
              <tr><td>dropped frames</td><td>{dropped}</td></tr><tr><td>ended</td><td>{ended}</td></tr></table>{delete}",
-            state = esc(&e.state),
-            start = when(e.json.start_unix_ms),
-            dur = e.json.duration_s.map_or("?".into(), |d| format!("{d:.1}")),
-            score = e.json.peak_score.map_or("?".into(), |s| format!("{s:.2}")),
-            area = e
-                .json
-                .peak_area_pct
-                .map_or("?".into(), |s| format!("{s:.1}")),
-            frames = e.json.frames.map_or("?".into(), |f| f.to_string()),
-            dropped = e.json.dropped_frames.map_or("?".into(), |f| f.to_string()),
-            ended = ended(e.json.end_reason.as_deref()),
+            state = e.state.as_str(),
+            start = when(m.map(|m| m.start_unix_ms)),
+            dur = m.map_or("?".into(), |m| format!("{:.1}", m.duration_s)),
+            score = m.map_or("?".into(), |m| format!("{:.2}", m.peak_score)),
+            area = m.map_or("?".into(), |m| format!("{:.1}", m.peak_area_pct)),
+            frames = m.map_or("?".into(), |m| m.frames.to_string()),
+            dropped = m.map_or("?".into(), |m| m.dropped_frames.to_string()),
+            ended = ended(m.and_then(|m| m.end_reason)),
         ),
     )
 }

@@ -25,7 +25,7 @@ mod webhook;
 pub use command::run_command;
 pub use webhook::{HttpUrl, MAX_RESPONSE_BYTES, parse_http_url, post_with_retries};
 
-use crate::store::EventMeta;
+use events::EventMeta;
 
 /// Hook lines: a slow or failing webhook endpoint, or a busy scene, must not flood the
 /// journal (one line per interval, then a count).

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::avi::AviWriter;
+use events::avi::AviWriter;
 
 /// A clip being written, frame by frame.
 pub trait ClipSink: Send {

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use super::disk::DiskState;
 use super::writer::{Current, Writer};
 use super::{MAX_PENDING_META, REPORT_QUEUE};
-use crate::avi;
 use crate::event::EndReason;
 use crate::life::Report;
-use crate::store::{self, CLIP, CLIP_PART, EventState, POSTER};
+use events::avi;
+use events::{CLIP, CLIP_PART, EventState, META_TMP, POSTER, POSTER_TMP};
 
 impl Writer {
     /// Closes the clip, writes the poster and the final `event.json`. `reason` is why the
@@ -42,7 +42,7 @@ impl Writer {
             frames = salvage_clip(&mut cur);
         }
         if !self.poster.is_empty() {
-            let tmp = cur.dir.join("poster.jpg.tmp");
+            let tmp = cur.dir.join(POSTER_TMP);
             match std::fs::write(&tmp, &self.poster)
                 .and_then(|()| std::fs::rename(&tmp, cur.dir.join(POSTER)))
             {
@@ -56,7 +56,7 @@ impl Writer {
         self.close_meta(&mut cur, frames, reason);
         // The end is reported with the metadata as it is (or will be, once the disk is back)
         // in the final event.json, so that the journal and the hooks say what the folder does.
-        if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
+        if let Err(e) = events::write_meta(&cur.dir, &cur.meta) {
             self.final_meta_failed(&mut cur, &e);
         }
         self.report(Report::Ended(cur.meta));
@@ -74,21 +74,21 @@ impl Writer {
 
     /// The final `event.json` could not be written: make room and try once more, else keep
     /// it to write when the disk comes back. The event is reported failed either way.
-    pub(super) fn final_meta_failed(&mut self, cur: &mut Current, e: &store::StoreError) {
+    pub(super) fn final_meta_failed(&mut self, cur: &mut Current, e: &events::StoreError) {
         tracing::error!(event = %cur.meta.id, "{e}; the event is marked failed");
-        let store::StoreError::Io { source, .. } = e;
+        let events::StoreError::Io { source, .. } = e;
         self.set_disk(DiskState::from_io(source));
-        let _ = std::fs::remove_file(cur.dir.join("event.json.tmp"));
+        let _ = std::fs::remove_file(cur.dir.join(META_TMP));
         cur.meta.state = EventState::Failed;
         cur.meta.end_reason = Some(EndReason::WriteFailed);
         cur.meta
             .clip_error
             .get_or_insert_with(|| format!("cannot write event.json: {e}"));
         self.enforce_limits(Some(&cur.meta.id.clone()));
-        if store::write_meta(&cur.dir, &cur.meta).is_ok() {
+        if events::write_meta(&cur.dir, &cur.meta).is_ok() {
             return;
         }
-        let _ = std::fs::remove_file(cur.dir.join("event.json.tmp"));
+        let _ = std::fs::remove_file(cur.dir.join(META_TMP));
         if self.pending_meta.len() >= MAX_PENDING_META {
             if let Some((_, lost)) = self.pending_meta.pop_front() {
                 tracing::error!(event = %lost.id, "gave up writing its event.json ({MAX_PENDING_META} waiting): the next start marks it interrupted");
@@ -101,7 +101,7 @@ impl Writer {
     /// The final fields of `cur.meta`: end, frames, drops, state and reason.
     pub(super) fn close_meta(&self, cur: &mut Current, frames: usize, reason: Option<EndReason>) {
         if cur.meta.end_unix_ms.is_none() {
-            let now = store::now_unix_ms();
+            let now = events::now_unix_ms();
             cur.meta.end_unix_ms = Some(now);
             cur.meta.duration_s = now.saturating_sub(cur.meta.start_unix_ms) as f64 / 1000.0;
         }

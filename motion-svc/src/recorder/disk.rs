@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::store::{self, Recovery};
+use events::Recovery;
 
 /// Changes of the events disk's state are logged once per change, and at most once per
 /// interval if it flaps (then with a count).
@@ -58,7 +58,7 @@ pub fn probe_disk(events_dir: &Path, min_free: u64) -> DiskState {
         Ok(s) if s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) => {
             return DiskState::ReadOnly;
         }
-        Ok(_) if store::free_bytes(events_dir).is_some_and(|f| f < min_free) => {
+        Ok(_) if events::free_bytes(events_dir).is_some_and(|f| f < min_free) => {
             return DiskState::Full;
         }
         Ok(_) => {}

@@ -12,7 +12,7 @@
 //! thread (ring, an event's start and frames, the disk's upkeep), `close.rs` closes an event,
 //! `disk.rs` knows the events disk, `clip.rs` is where clips go.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::event::EndReason;
 use crate::life::Report;
-use crate::store::{self, EventMeta, Limits};
+use events::{EventMeta, Limits};
 
 mod clip;
 mod close;
@@ -303,20 +303,4 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Next free counter for ids: one past the highest counter among existing folders.
-pub fn next_counter(events_dir: &Path) -> u32 {
-    std::fs::read_dir(events_dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    store::parse_id(&n)?;
-                    n.rsplit('-').next()?.parse::<u32>().ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
 }

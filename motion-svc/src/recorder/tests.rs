@@ -1,12 +1,13 @@
 //! The recorder's tests: clips, pre-capture, slow and failing disks, shutdown.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 
 use super::writer::{Current, Writer};
 use super::*;
-use crate::avi::{self, AviWriter};
-use crate::store::{CLIP, CLIP_PART, EventState, POSTER};
+use events::avi::{self, AviWriter};
+use events::{CLIP, CLIP_PART, EventState, POSTER};
 use std::time::Instant;
 
 const MS: u64 = 1_000_000;
@@ -68,7 +69,7 @@ fn jpeg(i: u64) -> Vec<u8> {
 }
 
 fn meta(id: &str) -> EventMeta {
-    EventMeta::new(id.into(), store::parse_id(id).unwrap(), 64, 48)
+    EventMeta::new(id.into(), events::parse_id(id).unwrap(), 64, 48)
 }
 
 /// The end of event `id` with last motion at frame `last`.
@@ -159,14 +160,14 @@ fn a_clip_has_pre_capture_event_and_post_capture_and_a_poster() {
     assert_eq!(frames[0], jpeg(20));
     assert_eq!(*frames.last().unwrap(), jpeg(44));
     assert_eq!(std::fs::read(dir.join(POSTER)).unwrap(), jpeg(35));
-    let on_disk = store::read_meta(&dir).unwrap();
+    let on_disk = events::read_meta(&dir).unwrap();
     assert_eq!(on_disk, m);
     assert_eq!(on_disk.frames, 25);
     assert_eq!(on_disk.peak_score, 9.0);
     assert!(!dir.join(CLIP_PART).exists());
     assert_eq!(on_disk.end_reason, Some(EndReason::Quiet));
     assert_eq!(on_disk.clip_error, None);
-    assert_eq!(next_counter(d.path()), 1);
+    assert_eq!(events::last_counter(d.path()), 1);
 }
 
 #[test]
@@ -299,7 +300,7 @@ fn a_clip_write_error_keeps_what_was_written_and_marks_the_event() {
     assert_eq!(frames.len(), 10);
     assert_eq!(m.frames, 10);
     assert_eq!(m.dropped_frames, 1, "the frame that failed is counted");
-    assert_eq!(store::read_meta(&dir).unwrap(), m);
+    assert_eq!(events::read_meta(&dir).unwrap(), m);
 }
 
 #[test]
@@ -310,7 +311,7 @@ fn an_event_stopped_before_any_frame_names_no_clip() {
     r.start_event(meta(id), 0, FPS);
     r.shutdown();
     let dir = d.path().join(id);
-    let m = store::read_meta(&dir).unwrap();
+    let m = events::read_meta(&dir).unwrap();
     assert_eq!((m.state, m.clip, m.frames), (EventState::Complete, None, 0));
     assert!(!dir.join(CLIP).exists() && !dir.join(CLIP_PART).exists());
 }
@@ -322,7 +323,7 @@ fn storage_limits_are_applied_when_an_event_starts() {
     std::fs::create_dir(d.path().join(old)).unwrap();
     let mut done = meta(old);
     done.state = EventState::Complete;
-    store::write_meta(&d.path().join(old), &done).unwrap();
+    events::write_meta(&d.path().join(old), &done).unwrap();
     let mut cfg = config(d.path());
     cfg.limits.max_age_ms = 86_400_000;
     let mut r = Recorder::start(cfg).unwrap();
@@ -401,7 +402,7 @@ fn unwritable_final_metadata_is_kept_up_to_its_bound_and_reported_failed() {
     let written = std::fs::read_dir(d.path().join("gone"))
         .unwrap()
         .flatten()
-        .filter(|e| store::read_meta(&e.path()).is_ok_and(|m| m.state == EventState::Failed))
+        .filter(|e| events::read_meta(&e.path()).is_ok_and(|m| m.state == EventState::Failed))
         .count();
     assert_eq!(written, MAX_PENDING_META - 1);
 }
@@ -428,7 +429,7 @@ fn shutdown_mid_event_closes_the_clip() {
         paced(&mut r, i, Some(1.0));
     }
     r.shutdown();
-    let m = store::read_meta(&d.path().join(id)).unwrap();
+    let m = events::read_meta(&d.path().join(id)).unwrap();
     assert_eq!(m.state, EventState::Complete);
     assert_eq!(m.end_reason, Some(EndReason::Shutdown));
     assert_eq!(

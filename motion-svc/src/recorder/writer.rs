@@ -16,7 +16,7 @@ use super::{
 use crate::event::EndReason;
 use crate::life::Report;
 use crate::ring::FrameRing;
-use crate::store::{self, CLIP, CLIP_PART, EventMeta, EventState};
+use events::{CLIP, CLIP_PART, EventMeta, EventState, META_TMP};
 
 pub(super) struct Current {
     pub(super) meta: EventMeta,
@@ -159,7 +159,7 @@ impl Writer {
 
     pub(super) fn write_pending_meta(&mut self) {
         while let Some((dir, meta)) = self.pending_meta.front() {
-            match store::write_meta(dir, meta) {
+            match events::write_meta(dir, meta) {
                 Ok(()) => {
                     tracing::info!(event = %meta.id, "event.json written now that the disk is back");
                     self.pending_meta.pop_front();
@@ -179,7 +179,7 @@ impl Writer {
     }
 
     pub(super) fn recover(&mut self) {
-        match store::recover(&self.config.events_dir) {
+        match events::recover(&self.config.events_dir) {
             Ok(r) => {
                 log_recovery(&r);
                 self.recovery_pending = r.write_errors > 0;
@@ -315,11 +315,11 @@ impl Writer {
         // event.json first, so that a reader never finds a clip without metadata.
         meta.clip = Some(CLIP.to_string());
         meta.state = EventState::Recording;
-        if let Err(e) = store::write_meta(&dir, &meta) {
-            let store::StoreError::Io { source, .. } = &e;
+        if let Err(e) = events::write_meta(&dir, &meta) {
+            let events::StoreError::Io { source, .. } = &e;
             self.set_disk(DiskState::from_io(source));
             // Nothing of it is on disk: the empty folder goes, the event is not recorded.
-            let _ = std::fs::remove_file(dir.join("event.json.tmp"));
+            let _ = std::fs::remove_file(dir.join(META_TMP));
             let _ = std::fs::remove_dir(&dir);
             return self.not_recorded(meta, dir, dropped_before, e.to_string());
         }
@@ -344,7 +344,7 @@ impl Writer {
                 self.set_disk(DiskState::from_io(&e));
                 cur.clip_failed("create the clip", &e);
                 cur.meta.clip = None;
-                if let Err(e) = store::write_meta(&cur.dir, &cur.meta) {
+                if let Err(e) = events::write_meta(&cur.dir, &cur.meta) {
                     tracing::error!(event = %cur.meta.id, "{e}");
                 }
             }
@@ -394,12 +394,12 @@ impl Writer {
         let keep = keep
             .map(str::to_owned)
             .or_else(|| self.current.as_ref().map(|c| c.meta.id.clone()));
-        match store::enforce_limits(
+        match events::enforce_limits(
             &dir,
             self.config.limits,
             keep.as_deref(),
-            store::now_unix_ms(),
-            &|| store::free_bytes(&dir),
+            events::now_unix_ms(),
+            &|| events::free_bytes(&dir),
         ) {
             Ok(deleted) if !deleted.is_empty() => tracing::info!(
                 "storage limits: deleted {} old event(s): {}",

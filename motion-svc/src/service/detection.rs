@@ -10,7 +10,7 @@ use super::status::report_status;
 use crate::analyzer::{Analyzer, FrameInput};
 use crate::event::Transition;
 use crate::recorder::{EndInfo, FrameTag, Recorder};
-use crate::store::{self, EventMeta};
+use events::EventMeta;
 
 /// Frames refused before decoding (hostile or broken headers) are logged at most once per
 /// interval, with a count of the others.
@@ -236,8 +236,7 @@ impl Detection {
     fn start_event(&mut self, first_motion: f64) {
         let first_ns = (first_motion * 1e9) as u64;
         let start_ms = to_wall_ms(self.clock, first_ns);
-        self.counter = self.counter % 9999 + 1;
-        let id = format!("{}-{:04}", store::utc_stamp(start_ms), self.counter);
+        let id = events::next_id(start_ms, &mut self.counter);
         let peak = self.analyzer.peak();
         let (width, height) = self.frame_size;
         let meta = EventMeta {
@@ -261,7 +260,7 @@ impl Detection {
 fn to_wall_ms(clock: (u64, u64), mono_ns: u64) -> u64 {
     let (ref_mono, ref_wall) = clock;
     if ref_wall == 0 {
-        return store::now_unix_ms();
+        return events::now_unix_ms();
     }
     let wall = if mono_ns <= ref_mono {
         ref_wall.saturating_sub(ref_mono - mono_ns)

@@ -20,8 +20,7 @@ use crate::analyzer::Analyzer;
 use crate::config::Settings;
 use crate::hooks::Hooks;
 use crate::life::Herald;
-use crate::recorder::{Recorder, RecorderConfig, log_recovery, next_counter};
-use crate::store;
+use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 
 mod detection;
 mod gate;
@@ -57,7 +56,7 @@ pub struct RunConfig {
 pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let settings = &rc.settings;
     let recovery_pending = recover_at_start(&settings.events_dir);
-    let counter = next_counter(&settings.events_dir);
+    let counter = events::last_counter(&settings.events_dir);
     let recorder = start_recorder(settings, recovery_pending)?;
     // Every task of the service (hooks, the watchdog) is tracked, and drained at shutdown.
     let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
@@ -100,7 +99,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
 fn recover_at_start(events_dir: &Path) -> bool {
     match std::fs::create_dir_all(events_dir)
         .map_err(|e| e.to_string())
-        .and_then(|()| store::recover(events_dir).map_err(|e| e.to_string()))
+        .and_then(|()| events::recover(events_dir).map_err(|e| e.to_string()))
     {
         Ok(r) => {
             log_recovery(&r);

@@ -1,41 +1,34 @@
-//! The event folders `motion-svc` writes: listing (newest first, bounded), reading
-//! `event.json` tolerantly (a half-written or corrupt event is reported as such), opening
-//! files without ever leaving the events directory or blocking on one that is not a regular
-//! file, deleting, the state of the events disk, and reading the JPEG frames of an MJPEG AVI
-//! clip for in-browser replay.
+//! The event folders as web-svc shows them: the list (newest first, bounded), one event with
+//! the state shown for it (a damaged or foreign `event.json` is reported, never fatal),
+//! opening its files, deleting it, and the state of the events disk.
 //!
-//! Every file read from an event folder is opened with `O_NONBLOCK | O_NOFOLLOW` relative to
-//! the folder's own descriptor (itself opened with `O_NOFOLLOW`), checked to be a regular file
-//! on the opened descriptor, and read up to a size bound: a FIFO, device, socket or directory
-//! in its place, or a symlink, is skipped as if absent (with a throttled log line), never
-//! waited on.
+//! The folder itself (names, `event.json` schema, the clip, safe opening and deleting) is
+//! the `events` crate's, shared with motion-svc. Every file read from an event folder is
+//! opened by it with `O_NONBLOCK | O_NOFOLLOW` relative to the folder's own descriptor,
+//! checked to be a regular file on the opened descriptor, and read up to a size bound: a
+//! FIFO, device, socket or directory in its place, or a symlink, is skipped as if absent
+//! (with a throttled log line), never waited on.
+//!
+//! What is shown for an `event.json` that is not this build's schema: missing, unreadable or
+//! a special file: `incomplete` when a `clip.avi.part` is beside it (a recording cut off
+//! before its metadata), else `corrupt`; not JSON, missing fields, an unknown state, or
+//! another schema version (written by another mecam version): `corrupt`. `problem` says
+//! which. Such an event can be deleted unless its file, whatever its schema, says
+//! `recording` and it is still being written to.
 
-mod avi;
 mod disk;
-mod open;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use ::events::{CLIP, CLIP_PART, EventMeta, EventState, META, MetaError};
+use serde::Serialize;
 
-pub use avi::{AviFrames, MAX_CLIP_FRAME};
+pub use ::events::avi::AviFrames;
+pub use ::events::{EventFile, flush_skipped_log};
 pub use disk::{DiskState, disk_state};
-use open::log_skipped;
-pub use open::{EventFile, OpenError, flush_skipped_log, open_event_file};
 
-/// Longest event id accepted.
-pub const MAX_ID_LEN: usize = 64;
-/// Largest `event.json` read.
-pub const MAX_EVENT_JSON: u64 = 64 * 1024;
-/// Largest `poster.jpg` served.
-pub const MAX_POSTER_BYTES: u64 = 16 * 1024 * 1024;
-/// Largest `clip.avi` served or replayed (an AVI 1.0 file is under 4 GiB).
-pub const MAX_CLIP_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// A `recording` event whose files have not changed for this long is not being recorded
 /// (motion-svc writes every frame as it comes, and ends an event whose camera is gone): it
 /// is shown as `stalled` and can be deleted.
@@ -45,7 +38,10 @@ pub const RECORDING_STALE_AFTER: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     /// The id has characters or a length ids never have.
-    #[error("not an event id (only letters, digits and '-', at most {MAX_ID_LEN})")]
+    #[error(
+        "not an event id (only letters, digits and '-', at most {} characters)",
+        ::events::MAX_ID_LEN
+    )]
     BadId,
     /// No such event or file.
     #[error("no such event or file")]
@@ -60,74 +56,92 @@ pub enum EventError {
     Io(#[from] std::io::Error),
 }
 
-/// `event.json` as `motion-svc` writes it; every field optional so a partial file still shows.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EventJson {
-    /// The id (not re-serialized: [`EventInfo::id`] is the folder's name).
-    #[serde(skip_serializing)]
-    pub id: Option<String>,
-    /// `recording`, `complete`, `interrupted` or `failed` (not re-serialized: see
-    /// [`EventInfo::state`]).
-    #[serde(skip_serializing)]
-    pub state: Option<String>,
-    /// Start, ms since the Unix epoch.
-    pub start_unix_ms: Option<u64>,
-    /// End, ms since the Unix epoch.
-    pub end_unix_ms: Option<u64>,
-    /// Duration in seconds.
-    pub duration_s: Option<f64>,
-    /// Highest motion score.
-    pub peak_score: Option<f64>,
-    /// Highest moving area, percent.
-    pub peak_area_pct: Option<f64>,
-    /// Boxes of motion, frame-relative.
-    pub boxes: Option<Vec<[f64; 4]>>,
-    /// Frames recorded.
-    pub frames: Option<u64>,
-    /// Frames dropped while recording.
-    pub dropped_frames: Option<u64>,
-    /// Why the event ended: `quiet`, `max-duration`, `camera-interrupted`, `shutdown` or
-    /// `crash` (absent in files from before motion-svc wrote it).
-    pub end_reason: Option<String>,
-    /// Why the clip could not be written in full, if it could not.
-    pub clip_error: Option<String>,
-    /// Clip file name.
-    pub clip: Option<String>,
-    /// Poster file name.
-    pub poster: Option<String>,
-    /// Geometry.
-    pub width: Option<u32>,
-    /// Geometry.
-    pub height: Option<u32>,
+/// The state shown for an event: its `event.json` state, or what is wrong with the folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shown {
+    /// Being recorded now.
+    Recording,
+    /// Finished normally.
+    Complete,
+    /// Closed after a crash.
+    Interrupted,
+    /// motion-svc could not write it (e.g. the disk was full).
+    Failed,
+    /// It says recording, but nothing has been written to it for [`RECORDING_STALE_AFTER`].
+    Stalled,
+    /// `event.json` is unreadable, not the schema, or of another schema version.
+    Corrupt,
+    /// No usable `event.json`, but a `clip.avi.part`: cut off before its metadata.
+    Incomplete,
 }
 
-/// One event as shown.
+impl Shown {
+    /// The word shown (the same as in the JSON API).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shown::Recording => EventState::Recording.as_str(),
+            Shown::Complete => EventState::Complete.as_str(),
+            Shown::Interrupted => EventState::Interrupted.as_str(),
+            Shown::Failed => EventState::Failed.as_str(),
+            Shown::Stalled => "stalled",
+            Shown::Corrupt => "corrupt",
+            Shown::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl From<EventState> for Shown {
+    fn from(s: EventState) -> Shown {
+        match s {
+            EventState::Recording => Shown::Recording,
+            EventState::Complete => Shown::Complete,
+            EventState::Interrupted => Shown::Interrupted,
+            EventState::Failed => Shown::Failed,
+        }
+    }
+}
+
+/// One event as shown. In JSON: `id`, `state`, `problem`, every field of `event.json` but
+/// `id` and `state` (all `null` when it cannot be read), `has_clip`, `has_poster`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventInfo {
     /// The folder name.
     pub id: String,
-    /// `recording`, `complete`, `interrupted`, `failed` (motion-svc could not write it, e.g.
-    /// the disk was full), `stalled` (it says recording, but nothing has been written to it
-    /// for [`RECORDING_STALE_AFTER`]), or `corrupt`/`incomplete` when `event.json` is
-    /// unreadable or missing.
-    pub state: String,
+    /// What is shown.
+    pub state: Shown,
     /// What is wrong with it, if anything.
     pub problem: Option<String>,
-    /// The parsed `event.json` (defaults when unreadable).
+    /// `event.json`, when it is this build's schema.
+    #[serde(skip)]
+    pub meta: Option<EventMeta>,
+    /// `meta` for the JSON API.
     #[serde(flatten)]
-    pub json: EventJson,
+    meta_fields: serde_json::Map<String, serde_json::Value>,
     /// Whether `clip.avi` exists.
     pub has_clip: bool,
     /// Whether `poster.jpg` exists.
     pub has_poster: bool,
 }
 
-/// Whether `id` could be an event id.
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+/// The fields of `meta` but `id` and `state` (shown apart), or all of them `null`.
+fn meta_fields(meta: Option<&EventMeta>) -> serde_json::Map<String, serde_json::Value> {
+    let shown = meta
+        .cloned()
+        .unwrap_or_else(|| EventMeta::new(String::new(), 0, 0, 0));
+    let serde_json::Value::Object(mut fields) =
+        serde_json::to_value(shown).expect("EventMeta serialises")
+    else {
+        unreachable!("EventMeta is an object")
+    };
+    fields.remove("id");
+    fields.remove("state");
+    if meta.is_none() {
+        fields
+            .values_mut()
+            .for_each(|v| *v = serde_json::Value::Null);
+    }
+    fields
 }
 
 /// The events directory.
@@ -148,26 +162,7 @@ impl EventStore {
 
     /// Ids, newest first (ids start with their UTC time), at most `max_listed`.
     pub fn ids(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        // A min-heap of the newest `max_listed`: memory bounded whatever the folder count.
-        let mut heap: BinaryHeap<Reverse<String>> = BinaryHeap::with_capacity(self.max_listed + 1);
-        for entry in rd.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if !valid_id(&name) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            heap.push(Reverse(name));
-            if heap.len() > self.max_listed {
-                heap.pop();
-            }
-        }
-        let mut ids: Vec<String> = heap.into_iter().map(|Reverse(s)| s).collect();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids
+        ::events::newest_ids(&self.dir, self.max_listed)
     }
 
     /// The folder of `id`, checked to be a real directory inside the events directory.
@@ -175,7 +170,7 @@ impl EventStore {
     /// # Errors
     /// Bad id, or no such folder (a symlink out of the directory counts as none).
     pub fn folder(&self, id: &str) -> Result<PathBuf, EventError> {
-        if !valid_id(id) {
+        if !::events::valid_id(id) {
             return Err(EventError::BadId);
         }
         let path = self.dir.join(id);
@@ -186,15 +181,15 @@ impl EventStore {
     }
 
     /// Opens `file` of event `id` for reading: a regular file within its size bound, opened
-    /// without blocking or following a symlink (see [`open_event_file`]); anything else in its
-    /// place counts as absent, with a throttled log line.
+    /// without blocking or following a symlink (see [`::events::open_event_file`]); anything
+    /// else in its place counts as absent, with a throttled log line.
     ///
     /// # Errors
     /// Bad id, no such event, or no usable file.
     pub fn open(&self, id: &str, file: EventFile) -> Result<(File, u64), EventError> {
         let folder = self.folder(id)?;
-        open_event_file(&folder, file).map_err(|e| {
-            log_skipped(&folder, &e);
+        ::events::open_event_file(&folder, file).map_err(|e| {
+            ::events::log_skipped(&folder, &e);
             EventError::NotFound
         })
     }
@@ -208,55 +203,50 @@ impl EventStore {
         let is_file = |n: &str| {
             std::fs::symlink_metadata(folder.join(n)).is_ok_and(|m| m.is_file() && m.len() > 0)
         };
-        let (state, problem, json) = match read_json(&folder) {
-            Ok(j) => {
-                let state = j.state.clone().unwrap_or_else(|| "corrupt".into());
-                let mut problem = match state.as_str() {
-                    "recording" | "complete" | "interrupted" | "failed" => None,
-                    _ => Some("event.json has no valid state".into()),
-                };
-                let state = if problem.is_some() {
-                    "corrupt".into()
-                } else if state == "recording" && is_stale(&folder) {
-                    problem = Some(format!(
-                        "event.json says recording, but nothing has been written to this event for over {} minutes: motion-svc is stopped or stuck (see journalctl -u mecam-motion); it can be deleted",
-                        RECORDING_STALE_AFTER.as_secs() / 60
-                    ));
-                    "stalled".into()
+        let (state, problem, meta) = match ::events::read_meta(&folder) {
+            Ok(m) if m.state == EventState::Recording && is_stale(&folder) => (
+                Shown::Stalled,
+                Some(format!(
+                    "event.json says recording, but nothing has been written to this event for over {} minutes: motion-svc is stopped or stuck (see journalctl -u mecam-motion); it can be deleted",
+                    RECORDING_STALE_AFTER.as_secs() / 60
+                )),
+                Some(m),
+            ),
+            Ok(m) => (m.state.into(), None, Some(m)),
+            Err(e) => {
+                if let MetaError::Open(open) = &e {
+                    ::events::log_skipped(&folder, open);
+                }
+                let state = if is_file(CLIP_PART) {
+                    Shown::Incomplete
                 } else {
-                    state
+                    Shown::Corrupt
                 };
-                (state, problem, j)
-            }
-            Err(why) => {
-                let state = if is_file("clip.avi.part") {
-                    "incomplete"
-                } else {
-                    "corrupt"
-                };
-                (state.to_owned(), Some(why), EventJson::default())
+                (state, Some(e.to_string()), None)
             }
         };
         Ok(EventInfo {
             id: id.to_owned(),
             state,
             problem,
-            json,
-            has_clip: is_file("clip.avi"),
-            has_poster: is_file("poster.jpg"),
+            meta_fields: meta_fields(meta.as_ref()),
+            meta,
+            has_clip: is_file(CLIP),
+            has_poster: is_file(::events::POSTER),
         })
     }
 
-    /// Deletes an event unless it is being recorded.
+    /// Deletes an event unless it is being recorded: its `event.json`, whatever its schema,
+    /// says `recording` and it is not stalled.
     ///
     /// # Errors
     /// Bad id, no such event, [`EventError::Recording`], or the removal failed.
     pub fn delete(&self, id: &str) -> Result<(), EventError> {
-        let info = self.info(id)?;
-        if info.state == "recording" {
+        let folder = self.folder(id)?;
+        if ::events::says_recording(&folder) && !is_stale(&folder) {
             return Err(EventError::Recording);
         }
-        std::fs::remove_dir_all(self.folder(id)?)?;
+        ::events::delete_folder(&folder)?;
         Ok(())
     }
 
@@ -265,14 +255,14 @@ impl EventStore {
         self.ids()
             .into_iter()
             .take(3)
-            .find(|id| self.info(id).is_ok_and(|i| i.state == "recording"))
+            .find(|id| self.info(id).is_ok_and(|i| i.state == Shown::Recording))
     }
 }
 
 /// Whether the newest change to `folder`'s recording files is older than
 /// [`RECORDING_STALE_AFTER`] (metadata only: nothing is opened).
 fn is_stale(folder: &Path) -> bool {
-    let newest = ["", "event.json", "clip.avi.part", "clip.avi"]
+    let newest = ["", META, CLIP_PART, CLIP]
         .iter()
         .filter_map(|n| std::fs::symlink_metadata(folder.join(n)).ok())
         .filter_map(|m| m.modified().ok())
@@ -284,38 +274,9 @@ fn is_stale(folder: &Path) -> bool {
     })
 }
 
-fn read_json(folder: &Path) -> Result<EventJson, String> {
-    let (f, _) = open_event_file(folder, EventFile::Json).map_err(|e| {
-        log_skipped(folder, &e);
-        format!("event.json unreadable: {e}")
-    })?;
-    let mut text = String::new();
-    f.take(MAX_EVENT_JSON)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("event.json unreadable: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("event.json is corrupt: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_refuse_path_tricks() {
-        for bad in [
-            "",
-            "..",
-            "a/b",
-            "../etc",
-            "a%2f",
-            "x".repeat(65).as_str(),
-            "a\0b",
-            "é",
-        ] {
-            assert!(!valid_id(bad), "{bad:?}");
-        }
-        assert!(valid_id("20261124T182900Z-0001"));
-    }
 
     #[test]
     fn damaged_events_are_reported_not_fatal() {
@@ -341,11 +302,11 @@ mod tests {
         );
         assert_eq!(
             store.info("20261124T000000Z-0003").unwrap().state,
-            "corrupt"
+            Shown::Corrupt
         );
         assert_eq!(
             store.info("20261124T000000Z-0002").unwrap().state,
-            "incomplete"
+            Shown::Incomplete
         );
         assert!(matches!(store.info("../x"), Err(EventError::BadId)));
         std::fs::write(
@@ -359,5 +320,56 @@ mod tests {
         ));
         store.delete("20261124T000000Z-0003").unwrap();
         assert!(!dir.path().join("20261124T000000Z-0003").exists());
+    }
+
+    #[test]
+    fn another_schema_version_shows_corrupt_and_the_api_keeps_one_id_and_null_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::new(dir.path(), 10);
+        let (good, other) = ("20261124T000000Z-0001", "20261124T000000Z-0002");
+        for id in [good, other] {
+            let folder = dir.path().join(id);
+            std::fs::create_dir(&folder).unwrap();
+            let m = EventMeta {
+                state: EventState::Complete,
+                duration_s: 1.5,
+                ..EventMeta::new(id.into(), ::events::parse_id(id).unwrap(), 64, 48)
+            };
+            ::events::write_meta(&folder, &m).unwrap();
+        }
+        let path = dir.path().join(other).join(META);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["schema"] = 2.into();
+        std::fs::write(&path, v.to_string()).unwrap();
+
+        let shown = store.info(other).unwrap();
+        assert_eq!(shown.state, Shown::Corrupt);
+        assert!(
+            shown
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("schema version 2"),
+            "{shown:?}"
+        );
+        let api = serde_json::to_string(&shown).unwrap();
+        assert_eq!(api.matches("\"id\"").count(), 1, "{api}");
+        let api: serde_json::Value = serde_json::from_str(&api).unwrap();
+        assert_eq!(api["state"], "corrupt");
+        assert!(
+            api["duration_s"].is_null() && api["start_unix_ms"].is_null(),
+            "{api}"
+        );
+        store.delete(other).unwrap();
+
+        let shown = serde_json::to_string(&store.info(good).unwrap()).unwrap();
+        assert_eq!(shown.matches("\"state\"").count(), 1, "{shown}");
+        let api: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(
+            (api["id"].as_str(), api["state"].as_str()),
+            (Some(good), Some("complete"))
+        );
+        assert_eq!(api["duration_s"], 1.5);
     }
 }

@@ -1,5 +1,5 @@
 //! Events: list, page, poster, download, in-browser replay, delete, damaged events, path
-//! tricks. Clips are written with motion-svc's own AVI writer.
+//! tricks. Clips are written with the AVI writer motion-svc uses (the `events` crate).
 
 use std::path::Path;
 
@@ -12,8 +12,7 @@ const PW: &str = "events test password";
 fn write_event(events: &Path, id: &str, state: &str, frames: &[Vec<u8>]) {
     let dir = events.join(id);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut avi =
-        motion_svc::avi::AviWriter::create(&dir.join("clip.avi"), 160, 120, 10.0).unwrap();
+    let mut avi = ::events::avi::AviWriter::create(&dir.join("clip.avi"), 160, 120, 10.0).unwrap();
     for (i, f) in frames.iter().enumerate() {
         avi.push(f, i as u64 * 100_000_000).unwrap();
     }

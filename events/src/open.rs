@@ -1,21 +1,30 @@
 //! Opening a file of an event folder safely: relative to the folder's descriptor, with
 //! `O_NONBLOCK | O_NOFOLLOW`, checked to be a regular file on the opened descriptor and within
-//! its size bound; anything else is skipped as absent, with a throttled log line.
+//! its size bound; anything else counts as absent, with a throttled log line. Both services
+//! read event files only through here.
 
 use std::fs::File;
+use std::io::Read as _;
 use std::path::Path;
 
 use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::{MAX_CLIP_BYTES, MAX_EVENT_JSON, MAX_POSTER_BYTES};
+use crate::layout::{CLIP, META, POSTER};
+
+/// Largest `event.json` read (a real one is under 2 KB): a bigger file is not an event's.
+pub const MAX_META_BYTES: u64 = 64 * 1024;
+/// Largest `poster.jpg` served.
+pub const MAX_POSTER_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest `clip.avi` served or replayed (an AVI 1.0 file is under 4 GiB).
+pub const MAX_CLIP_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Event files skipped because they are not regular files, too big or symlinks: a hostile
 /// or broken file can be hit by every request, so one line per interval.
 static SKIPPED: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 
-/// The files web-svc reads from an event folder, each with its size bound.
+/// The files read from an event folder, each with its size bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventFile {
     /// `event.json`.
@@ -30,16 +39,16 @@ impl EventFile {
     /// The file name in the folder.
     pub fn name(self) -> &'static str {
         match self {
-            EventFile::Json => "event.json",
-            EventFile::Poster => "poster.jpg",
-            EventFile::Clip => "clip.avi",
+            EventFile::Json => META,
+            EventFile::Poster => POSTER,
+            EventFile::Clip => CLIP,
         }
     }
 
     /// The largest size read.
     pub fn max_bytes(self) -> u64 {
         match self {
-            EventFile::Json => MAX_EVENT_JSON,
+            EventFile::Json => MAX_META_BYTES,
             EventFile::Poster => MAX_POSTER_BYTES,
             EventFile::Clip => MAX_CLIP_BYTES,
         }
@@ -70,8 +79,8 @@ pub enum OpenError {
         /// The bound.
         max: u64,
     },
-    /// Another error opening it.
-    #[error("{name} cannot be opened: {source}")]
+    /// Another error opening or reading it.
+    #[error("{name} cannot be read: {source}")]
     Io {
         /// The file name.
         name: &'static str,
@@ -106,12 +115,11 @@ fn file_kind(t: std::fs::FileType) -> &'static str {
 pub fn open_event_file(folder: &Path, file: EventFile) -> Result<(File, u64), OpenError> {
     let name = file.name();
     let io = |e: nix::errno::Errno| match e {
-        nix::errno::Errno::ENOENT => OpenError::Missing(name),
+        nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => OpenError::Missing(name),
         nix::errno::Errno::ELOOP => OpenError::NotRegular {
             name,
             kind: "symlink",
         },
-        nix::errno::Errno::ENOTDIR => OpenError::Missing(name),
         e => OpenError::Io {
             name,
             source: e.into(),
@@ -140,8 +148,31 @@ pub fn open_event_file(folder: &Path, file: EventFile) -> Result<(File, u64), Op
     Ok((f, meta.len()))
 }
 
+/// Reads `file` of `folder` whole, opened as [`open_event_file`] does; a file that grew past
+/// its bound since it was opened is refused too.
+///
+/// # Errors
+/// See [`OpenError`].
+pub fn read_event_file(folder: &Path, file: EventFile) -> Result<Vec<u8>, OpenError> {
+    let (f, len) = open_event_file(folder, file)?;
+    let name = file.name();
+    let max = file.max_bytes();
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| OpenError::Io { name, source })?;
+    if buf.len() as u64 > max {
+        return Err(OpenError::TooBig {
+            name,
+            len: buf.len() as u64,
+            max,
+        });
+    }
+    Ok(buf)
+}
+
 /// Logs (throttled) an event file that was skipped for what it is, not for being missing.
-pub(super) fn log_skipped(folder: &Path, e: &OpenError) {
+pub fn log_skipped(folder: &Path, e: &OpenError) {
     if matches!(e, OpenError::Missing(_)) {
         return;
     }
@@ -179,11 +210,16 @@ mod tests {
             open_event_file(folder, EventFile::Json),
             Err(OpenError::TooBig { .. })
         ));
+        assert!(matches!(
+            read_event_file(folder, EventFile::Json),
+            Err(OpenError::TooBig { .. })
+        ));
         std::fs::write(folder.join("event.json"), vec![b' '; max]).unwrap();
         assert_eq!(
             open_event_file(folder, EventFile::Json).unwrap().1,
             max as u64
         );
+        assert_eq!(read_event_file(folder, EventFile::Json).unwrap().len(), max);
         // A symlink, even to a good file, a FIFO and a directory are not opened as files.
         std::fs::write(dir.path().join("real.jpg"), b"x").unwrap();
         std::os::unix::fs::symlink("real.jpg", folder.join("poster.jpg")).unwrap();
