@@ -255,43 +255,9 @@ impl MotionConfig {
                 ),
             ));
         }
-        for (key, list) in [("masks", &self.masks), ("zones", &self.zones)] {
-            if list.len() > MAX_POLYGONS {
-                return Err(bad(
-                    key,
-                    format!("{} polygons; at most {MAX_POLYGONS}", list.len()),
-                ));
-            }
-            for (i, p) in list.iter().enumerate() {
-                p.validate()
-                    .map_err(|e| bad(&format!("{key}[{i}]"), e.to_string()))?;
-            }
-        }
-        range("max_total_mib", self.max_total_mib, 0.0, 1e9)?;
-        range("max_age_days", self.max_age_days, 0.0, 1e6)?;
-        range("min_free_mib", self.min_free_mib, 0.0, 1e9)?;
-        range("hook_timeout_s", self.hook_timeout_s, 0.1, 3600.0)?;
-        range("webhook_timeout_s", self.webhook_timeout_s, 0.1, 600.0)?;
-        if self.webhook_attempts == 0 || self.webhook_attempts > 20 {
-            return Err(bad(
-                "webhook_attempts",
-                format!("{} is out of range; use 1 to 20", self.webhook_attempts),
-            ));
-        }
-        let webhook = self
-            .webhook_url
-            .as_deref()
-            .map(parse_http_url)
-            .transpose()
-            .map_err(|e| bad("webhook_url", e))?;
-        if let Some(cmd) = &self.hook_command {
-            if cmd.trim().is_empty() {
-                return Err(bad(
-                    "hook_command",
-                    "is empty; remove the key to run no command",
-                ));
-            }
-        }
+        self.check_polygons()?;
+        let limits = self.storage_limits()?;
+        let hooks = self.hook_settings()?;
         if self.events_dir.as_os_str().is_empty() {
             return Err(bad("events_dir", "is empty; give a directory"));
         }
@@ -317,20 +283,72 @@ impl MotionConfig {
             pre_capture_bytes: (pre_mib * 1024.0 * 1024.0) as usize,
             writer_queue_frames: self.writer_queue_frames,
             events_dir: self.events_dir.clone(),
-            limits: Limits {
-                max_total_bytes: (self.max_total_mib * 1024.0 * 1024.0) as u64,
-                max_age_ms: (self.max_age_days * 86_400_000.0) as u64,
-                min_free_bytes: (self.min_free_mib * 1024.0 * 1024.0) as u64,
-            },
-            hooks: HookConfig {
-                command: self.hook_command.clone(),
-                command_timeout: Duration::from_secs_f64(self.hook_timeout_s),
-                webhook,
-                attempts: self.webhook_attempts,
-                attempt_timeout: Duration::from_secs_f64(self.webhook_timeout_s),
-                retry_backoff: WEBHOOK_RETRY_BACKOFF,
-                shutdown_grace: SHUTDOWN_GRACE,
-            },
+            limits,
+            hooks,
+        })
+    }
+
+    /// Masks and zones: at most [`MAX_POLYGONS`] each, every polygon valid.
+    fn check_polygons(&self) -> Result<(), ConfigError> {
+        for (key, list) in [("masks", &self.masks), ("zones", &self.zones)] {
+            if list.len() > MAX_POLYGONS {
+                return Err(bad(
+                    key,
+                    format!("{} polygons; at most {MAX_POLYGONS}", list.len()),
+                ));
+            }
+            for (i, p) in list.iter().enumerate() {
+                p.validate()
+                    .map_err(|e| bad(&format!("{key}[{i}]"), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage limits, in bytes and ms.
+    fn storage_limits(&self) -> Result<Limits, ConfigError> {
+        range("max_total_mib", self.max_total_mib, 0.0, 1e9)?;
+        range("max_age_days", self.max_age_days, 0.0, 1e6)?;
+        range("min_free_mib", self.min_free_mib, 0.0, 1e9)?;
+        Ok(Limits {
+            max_total_bytes: (self.max_total_mib * 1024.0 * 1024.0) as u64,
+            max_age_ms: (self.max_age_days * 86_400_000.0) as u64,
+            min_free_bytes: (self.min_free_mib * 1024.0 * 1024.0) as u64,
+        })
+    }
+
+    /// The hook command and the webhook (its URL parsed).
+    fn hook_settings(&self) -> Result<HookConfig, ConfigError> {
+        range("hook_timeout_s", self.hook_timeout_s, 0.1, 3600.0)?;
+        range("webhook_timeout_s", self.webhook_timeout_s, 0.1, 600.0)?;
+        if self.webhook_attempts == 0 || self.webhook_attempts > 20 {
+            return Err(bad(
+                "webhook_attempts",
+                format!("{} is out of range; use 1 to 20", self.webhook_attempts),
+            ));
+        }
+        let webhook = self
+            .webhook_url
+            .as_deref()
+            .map(parse_http_url)
+            .transpose()
+            .map_err(|e| bad("webhook_url", e))?;
+        if let Some(cmd) = &self.hook_command {
+            if cmd.trim().is_empty() {
+                return Err(bad(
+                    "hook_command",
+                    "is empty; remove the key to run no command",
+                ));
+            }
+        }
+        Ok(HookConfig {
+            command: self.hook_command.clone(),
+            command_timeout: Duration::from_secs_f64(self.hook_timeout_s),
+            webhook,
+            attempts: self.webhook_attempts,
+            attempt_timeout: Duration::from_secs_f64(self.webhook_timeout_s),
+            retry_backoff: WEBHOOK_RETRY_BACKOFF,
+            shutdown_grace: SHUTDOWN_GRACE,
         })
     }
 }

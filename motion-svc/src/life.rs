@@ -37,11 +37,6 @@ impl Herald {
         Herald { events_dir, hooks }
     }
 
-    /// The hooks, for their counters.
-    pub fn hooks(&self) -> &Hooks {
-        &self.hooks
-    }
-
     /// Tells the journal and the hooks what `report` says.
     pub fn tell(&self, report: &Report) {
         match report {

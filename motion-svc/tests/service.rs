@@ -1361,6 +1361,13 @@ fn assert_one_story(svc: &Svc, hooks: &Path, id: &str, edir: &Path) -> events::E
     if let Some(clip) = clip_path(&end_hook) {
         assert!(Path::new(&clip).is_file(), "{clip} named but missing");
     }
+    // A clip named at the start is being written: its event has a folder.
+    if start_hook.clip.is_some() {
+        assert!(
+            folder.is_dir(),
+            "the start names a clip of no folder: {start_hook:?}"
+        );
+    }
     end_hook
 }
 

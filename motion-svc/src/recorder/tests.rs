@@ -440,3 +440,26 @@ fn shutdown_mid_event_closes_the_clip() {
         5
     );
 }
+
+#[test]
+fn reports_past_their_bound_are_lost_and_logged_never_waited_for() {
+    let d = tempfile::tempdir().unwrap();
+    let (pool_tx, _pool) = sync_channel(1);
+    let (report_tx, mut reports) = tokio::sync::mpsc::channel(REPORT_QUEUE);
+    let mut w = Writer::new(
+        config(d.path()),
+        Box::new(AviFiles),
+        pool_tx,
+        report_tx,
+        Arc::default(),
+    );
+    // Nobody takes the reports (a stuck service): the writer goes on regardless.
+    for k in 0..REPORT_QUEUE + 3 {
+        let id = format!("20261124T1829{:02}Z-{:04}", k % 60, k + 1);
+        w.not_recorded(meta(&id), d.path().join(&id), 0, "test".into());
+        let cur = w.current.take().unwrap();
+        w.finish(cur, Some(EndReason::Quiet));
+    }
+    let kept = std::iter::from_fn(|| reports.try_recv().ok()).count();
+    assert_eq!(kept, REPORT_QUEUE);
+}

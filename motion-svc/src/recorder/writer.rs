@@ -349,6 +349,19 @@ impl Writer {
                 }
             }
         }
+        self.write_pre_capture(&mut cur, first_ns);
+        self.report(Report::Started(cur.meta.clone()));
+        if cur.meta.clip_error.is_some() {
+            // Failed before it began: closed now, as failed.
+            self.finish(cur, None);
+            return;
+        }
+        self.current = Some(cur);
+    }
+
+    /// Writes into the new clip what the ring holds from `pre_capture_s` before the first
+    /// motion (`first_ns`); a write error marks the event.
+    fn write_pre_capture(&mut self, cur: &mut Current, first_ns: u64) {
         let since = first_ns.saturating_sub((self.config.pre_capture_s * 1e9) as u64);
         if let Some(clip) = &mut cur.clip {
             let mut result = Ok(());
@@ -366,13 +379,6 @@ impl Writer {
                 cur.clip_failed("write the pre-capture", &e);
             }
         }
-        self.report(Report::Started(cur.meta.clone()));
-        if cur.meta.clip_error.is_some() {
-            // Failed before it began: closed now, as failed.
-            self.finish(cur, None);
-            return;
-        }
-        self.current = Some(cur);
     }
 
     pub(super) fn on_end(&mut self, info: EndInfo) {
