@@ -4,12 +4,17 @@
 //! Run: `cargo bench -p motion-svc --bench analysis`. Figures go in the README.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
+#[allow(dead_code)] // shared with the tests: this uses a part of it
+#[path = "../tests/support/jpeg.rs"]
+mod jpeg;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use jpeg::encode_rgb;
 use motion_svc::analyzer::{Analyzer, FrameInput};
 use motion_svc::config::MotionConfig;
-use motion_svc::decode::{LumaDecoder, encode_rgb};
+use motion_svc::decode::LumaDecoder;
 
 /// A camera-like frame: textured scene with mild noise, 4:2:0 JPEG at quality 80.
 fn camera_frame(w: usize, h: usize, seed: u64) -> Vec<u8> {

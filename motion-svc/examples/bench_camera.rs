@@ -3,9 +3,13 @@
 //! four seconds of motion every twelve) at `--fps`, so that motion-svc can be measured as a
 //! whole process without capture-svc. Not part of the product.
 
+#[allow(dead_code)] // shared with the tests: this uses a part of it
+#[path = "../tests/support/jpeg.rs"]
+mod jpeg;
+
 use std::path::PathBuf;
 
-use motion_svc::decode::encode_rgb;
+use jpeg::encode_rgb;
 use testkit::camera::{Camera, Stream};
 
 fn frame(w: usize, h: usize, k: usize, moving: bool) -> Vec<u8> {

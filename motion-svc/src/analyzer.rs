@@ -242,7 +242,7 @@ impl Analyzer {
 mod tests {
     use super::*;
     use crate::config::MotionConfig;
-    use crate::decode::encode_gray;
+    use crate::test_jpeg::encode_gray;
 
     const W: usize = 320;
     const H: usize = 240;

@@ -1,14 +1,19 @@
 //! Configuration: the `[motion]` section of the mecam TOML file, command-line overrides, and
-//! validation into the numbers the rest of the crate uses.
+//! validation into [`Settings`], everything the service uses: the raw section goes no further
+//! than [`MotionConfig::validate`].
 //!
 //! People set areas in percent of the frame and times in seconds; a sensitivity preset gives
 //! the detection numbers, and any raw number set beside it wins over the preset.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::EventSettings;
 use crate::geometry::{MAX_POLYGONS, Polygon};
+use crate::hooks::{HookConfig, SHUTDOWN_GRACE, WEBHOOK_RETRY_BACKOFF, parse_http_url};
+use events::Limits;
 
 /// Sensitivity presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -187,30 +192,6 @@ impl Default for DetectSettings {
     }
 }
 
-/// Event timing, validated.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EventSettings {
-    /// Persistence before start, seconds.
-    pub min_duration_s: f64,
-    /// Quiet gap before end, seconds.
-    pub quiet_gap_s: f64,
-    /// Longest event, seconds.
-    pub max_event_s: f64,
-    /// Pre-capture, seconds.
-    pub pre_capture_s: f64,
-    /// Post-capture, seconds.
-    pub post_capture_s: f64,
-}
-
-impl Default for EventSettings {
-    fn default() -> Self {
-        MotionConfig::default()
-            .validate()
-            .expect("defaults are valid")
-            .events
-    }
-}
-
 /// Everything validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -224,6 +205,12 @@ pub struct Settings {
     pub pre_capture_bytes: usize,
     /// Writer queue length.
     pub writer_queue_frames: usize,
+    /// Where event folders go.
+    pub events_dir: PathBuf,
+    /// Storage limits.
+    pub limits: Limits,
+    /// The hook command and the webhook.
+    pub hooks: HookConfig,
 }
 
 /// Upper bound of the writer queue.
@@ -269,40 +256,9 @@ impl MotionConfig {
                 ),
             ));
         }
-        for (key, list) in [("masks", &self.masks), ("zones", &self.zones)] {
-            if list.len() > MAX_POLYGONS {
-                return Err(bad(
-                    key,
-                    format!("{} polygons; at most {MAX_POLYGONS}", list.len()),
-                ));
-            }
-            for (i, p) in list.iter().enumerate() {
-                p.validate()
-                    .map_err(|e| bad(&format!("{key}[{i}]"), e.to_string()))?;
-            }
-        }
-        range("max_total_mib", self.max_total_mib, 0.0, 1e9)?;
-        range("max_age_days", self.max_age_days, 0.0, 1e6)?;
-        range("min_free_mib", self.min_free_mib, 0.0, 1e9)?;
-        range("hook_timeout_s", self.hook_timeout_s, 0.1, 3600.0)?;
-        range("webhook_timeout_s", self.webhook_timeout_s, 0.1, 600.0)?;
-        if self.webhook_attempts == 0 || self.webhook_attempts > 20 {
-            return Err(bad(
-                "webhook_attempts",
-                format!("{} is out of range; use 1 to 20", self.webhook_attempts),
-            ));
-        }
-        if let Some(url) = &self.webhook_url {
-            crate::hooks::parse_http_url(url).map_err(|e| bad("webhook_url", e))?;
-        }
-        if let Some(cmd) = &self.hook_command {
-            if cmd.trim().is_empty() {
-                return Err(bad(
-                    "hook_command",
-                    "is empty; remove the key to run no command",
-                ));
-            }
-        }
+        self.check_polygons()?;
+        let limits = self.storage_limits()?;
+        let hooks = self.hook_settings()?;
         if self.events_dir.as_os_str().is_empty() {
             return Err(bad("events_dir", "is empty; give a directory"));
         }
@@ -327,6 +283,73 @@ impl MotionConfig {
             },
             pre_capture_bytes: (pre_mib * 1024.0 * 1024.0) as usize,
             writer_queue_frames: self.writer_queue_frames,
+            events_dir: self.events_dir.clone(),
+            limits,
+            hooks,
+        })
+    }
+
+    /// Masks and zones: at most [`MAX_POLYGONS`] each, every polygon valid.
+    fn check_polygons(&self) -> Result<(), ConfigError> {
+        for (key, list) in [("masks", &self.masks), ("zones", &self.zones)] {
+            if list.len() > MAX_POLYGONS {
+                return Err(bad(
+                    key,
+                    format!("{} polygons; at most {MAX_POLYGONS}", list.len()),
+                ));
+            }
+            for (i, p) in list.iter().enumerate() {
+                p.validate()
+                    .map_err(|e| bad(&format!("{key}[{i}]"), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage limits, in bytes and ms.
+    fn storage_limits(&self) -> Result<Limits, ConfigError> {
+        range("max_total_mib", self.max_total_mib, 0.0, 1e9)?;
+        range("max_age_days", self.max_age_days, 0.0, 1e6)?;
+        range("min_free_mib", self.min_free_mib, 0.0, 1e9)?;
+        Ok(Limits {
+            max_total_bytes: (self.max_total_mib * 1024.0 * 1024.0) as u64,
+            max_age_ms: (self.max_age_days * 86_400_000.0) as u64,
+            min_free_bytes: (self.min_free_mib * 1024.0 * 1024.0) as u64,
+        })
+    }
+
+    /// The hook command and the webhook (its URL parsed).
+    fn hook_settings(&self) -> Result<HookConfig, ConfigError> {
+        range("hook_timeout_s", self.hook_timeout_s, 0.1, 3600.0)?;
+        range("webhook_timeout_s", self.webhook_timeout_s, 0.1, 600.0)?;
+        if self.webhook_attempts == 0 || self.webhook_attempts > 20 {
+            return Err(bad(
+                "webhook_attempts",
+                format!("{} is out of range; use 1 to 20", self.webhook_attempts),
+            ));
+        }
+        let webhook = self
+            .webhook_url
+            .as_deref()
+            .map(parse_http_url)
+            .transpose()
+            .map_err(|e| bad("webhook_url", e))?;
+        if let Some(cmd) = &self.hook_command {
+            if cmd.trim().is_empty() {
+                return Err(bad(
+                    "hook_command",
+                    "is empty; remove the key to run no command",
+                ));
+            }
+        }
+        Ok(HookConfig {
+            command: self.hook_command.clone(),
+            command_timeout: Duration::from_secs_f64(self.hook_timeout_s),
+            webhook,
+            attempts: self.webhook_attempts,
+            attempt_timeout: Duration::from_secs_f64(self.webhook_timeout_s),
+            retry_backoff: WEBHOOK_RETRY_BACKOFF,
+            shutdown_grace: SHUTDOWN_GRACE,
         })
     }
 }
@@ -366,6 +389,19 @@ mod tests {
         let c = parse("writer_queue_frames = 100000").unwrap();
         assert_eq!(c.validate().unwrap_err().key, "writer_queue_frames");
         assert!(parse("sensitivity = \"extreme\"").is_err());
+    }
+
+    #[test]
+    fn settings_carry_everything_the_service_uses() {
+        let c = parse(
+            "events_dir = \"/e\"\nmax_total_mib = 1\nwebhook_url = \"http://[::1]:8123/h\"\nhook_command = \"true\"",
+        )
+        .unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.events_dir, PathBuf::from("/e"));
+        assert_eq!(s.limits.max_total_bytes, 1 << 20);
+        assert_eq!(s.hooks.webhook.unwrap().port, 8123);
+        assert_eq!(s.hooks.command.as_deref(), Some("true"));
     }
 
     #[test]

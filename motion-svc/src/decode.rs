@@ -145,55 +145,6 @@ impl LumaDecoder {
     }
 }
 
-/// Encodes a greyscale or RGB buffer as a JPEG (used by tests, benches and the accuracy
-/// suite's scene renderer; the service itself never encodes).
-///
-/// # Errors
-/// Whatever libjpeg-turbo reports, as text.
-pub fn encode_gray(
-    width: usize,
-    height: usize,
-    pixels: &[u8],
-    quality: i32,
-) -> Result<Vec<u8>, String> {
-    let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
-    c.set_quality(quality).map_err(|e| e.to_string())?;
-    c.set_subsamp(turbojpeg::Subsamp::Gray)
-        .map_err(|e| e.to_string())?;
-    let img = Image {
-        pixels,
-        width,
-        pitch: width,
-        height,
-        format: PixelFormat::GRAY,
-    };
-    c.compress_to_vec(img).map_err(|e| e.to_string())
-}
-
-/// Encodes an RGB buffer as a 4:2:0 JPEG, like a camera would (tests and benches).
-///
-/// # Errors
-/// Whatever libjpeg-turbo reports, as text.
-pub fn encode_rgb(
-    width: usize,
-    height: usize,
-    pixels: &[u8],
-    quality: i32,
-) -> Result<Vec<u8>, String> {
-    let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
-    c.set_quality(quality).map_err(|e| e.to_string())?;
-    c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
-        .map_err(|e| e.to_string())?;
-    let img = Image {
-        pixels,
-        width,
-        pitch: width * 3,
-        height,
-        format: PixelFormat::RGB,
-    };
-    c.compress_to_vec(img).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +162,7 @@ mod tests {
 
     #[test]
     fn decodes_640x480_at_one_eighth() {
-        let jpeg = encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
+        let jpeg = crate::test_jpeg::encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
         let mut d = LumaDecoder::new().unwrap();
         let img = d.decode(&jpeg).unwrap();
         assert_eq!((img.width, img.height), (80, 60));
@@ -236,7 +187,7 @@ mod tests {
             Err(DecodeError::Rejected(FrameRejected::NotJpeg))
         ));
         assert!(d.decode(&[]).is_err());
-        let jpeg = encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
+        let jpeg = crate::test_jpeg::encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
         assert!(d.decode(&jpeg[..jpeg.len() / 2]).is_err());
         // And the decoder still works afterwards.
         assert_eq!(d.decode(&jpeg).unwrap().width, 80);
@@ -245,7 +196,7 @@ mod tests {
     #[test]
     fn frames_over_the_limits_are_refused_before_decoding() {
         let mut d = LumaDecoder::new().unwrap();
-        let small = encode_gray(640, 480, &vec![100; 640 * 480], 80).unwrap();
+        let small = crate::test_jpeg::encode_gray(640, 480, &vec![100; 640 * 480], 80).unwrap();
         d.set_limits(FrameLimits::for_camera(320, 240));
         assert!(matches!(
             d.decode(&small),
@@ -262,8 +213,8 @@ mod tests {
     #[test]
     fn geometry_change_resizes_the_buffer() {
         let mut d = LumaDecoder::new().unwrap();
-        let a = encode_gray(640, 480, &vec![100; 640 * 480], 80).unwrap();
-        let b = encode_gray(1920, 1080, &vec![100; 1920 * 1080], 80).unwrap();
+        let a = crate::test_jpeg::encode_gray(640, 480, &vec![100; 640 * 480], 80).unwrap();
+        let b = crate::test_jpeg::encode_gray(1920, 1080, &vec![100; 1920 * 1080], 80).unwrap();
         assert_eq!(d.decode(&a).unwrap().pixels.len(), 80 * 60);
         assert_eq!(d.decode(&b).unwrap().pixels.len(), 240 * 135);
     }

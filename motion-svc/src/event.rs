@@ -4,7 +4,20 @@
 //! Times are seconds on the monotonic clock of the frames. A short dropout while motion is
 //! still pending (one frame under the threshold) does not restart the wait.
 
-use crate::config::EventSettings;
+/// Event timing, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventSettings {
+    /// Persistence before start, seconds.
+    pub min_duration_s: f64,
+    /// Quiet gap before end, seconds.
+    pub quiet_gap_s: f64,
+    /// Longest event, seconds.
+    pub max_event_s: f64,
+    /// Pre-capture, seconds.
+    pub pre_capture_s: f64,
+    /// Post-capture, seconds.
+    pub post_capture_s: f64,
+}
 
 /// While an event is pending, a gap in motion up to this long is tolerated, seconds.
 pub const PENDING_TOLERANCE_S: f64 = 0.5;

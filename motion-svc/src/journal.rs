@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use crate::analyzer::Peak;
 use events::EventMeta;
 
 /// `MESSAGE_ID` of a motion start record.
@@ -20,55 +19,60 @@ fn boxes_text(boxes: &[[f32; 4]]) -> String {
     serde_json::to_string(boxes).expect("boxes serialise")
 }
 
-/// Logs a motion start.
-pub fn log_start(id: &str, peak: &Peak, clip: &Path) {
-    let (score, area_pct, boxes) = (peak.score, peak.area_pct, &peak.boxes);
+/// Logs a motion start: `clip` is the clip's path when the recorder has one.
+pub fn log_start(meta: &EventMeta, clip: Option<&Path>) {
+    let (id, score, area_pct) = (&meta.id, meta.peak_score, meta.peak_area_pct);
     tracing::info!(
         message_id = START_MESSAGE_ID,
-        mecam_event_id = id,
+        mecam_event_id = %id,
+        mecam_start_unix_ms = meta.start_unix_ms,
         mecam_score = format_args!("{score:.2}"),
         mecam_area_pct = format_args!("{area_pct:.2}"),
-        mecam_boxes = %boxes_text(boxes),
-        mecam_clip = %clip.display(),
+        mecam_boxes = %boxes_text(&meta.boxes),
+        mecam_clip = clip.map(|c| tracing::field::display(c.display())),
         "motion start: event {id}, area {area_pct:.1}%"
     );
 }
 
-/// Logs a motion end, once the recorder has closed the event: `mecam_state` says whether it
-/// was recorded (`complete`) or not (`failed`, with `mecam_error` saying why), and
-/// `mecam_end_reason` why it ended (`write-failed` when the disk let it down).
-pub fn log_end(meta: &EventMeta, clip: &Path) {
+/// Logs a motion end, once the recorder has closed the event and written its final
+/// `event.json`: `mecam_state` says whether it was recorded (`complete`) or not (`failed`,
+/// with `mecam_error` saying why), and `mecam_end_reason` why it ended (`write-failed` when
+/// the disk let it down). `clip` is the clip's path when there is one.
+pub fn log_end(meta: &EventMeta, clip: Option<&Path>) {
     let (id, score, area_pct) = (&meta.id, meta.peak_score, meta.peak_area_pct);
     let reason = meta.end_reason.map_or("unknown", |r| r.as_str());
     let state = serde_json::to_value(meta.state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let error = meta.clip_error.as_deref().unwrap_or("");
-    if error.is_empty() {
-        tracing::info!(
+    let clip = clip.map(|c| tracing::field::display(c.display()));
+    match meta.clip_error.as_deref() {
+        None => tracing::info!(
             message_id = END_MESSAGE_ID,
             mecam_event_id = %id,
+            mecam_start_unix_ms = meta.start_unix_ms,
+            mecam_end_unix_ms = meta.end_unix_ms,
             mecam_score = format_args!("{score:.2}"),
             mecam_area_pct = format_args!("{area_pct:.2}"),
             mecam_boxes = %boxes_text(&meta.boxes),
-            mecam_clip = %clip.display(),
+            mecam_clip = clip,
             mecam_end_reason = reason,
             mecam_state = %state,
             "motion end: event {id}, peak area {area_pct:.1}% ({reason})"
-        );
-    } else {
-        tracing::error!(
+        ),
+        Some(error) => tracing::error!(
             message_id = END_MESSAGE_ID,
             mecam_event_id = %id,
+            mecam_start_unix_ms = meta.start_unix_ms,
+            mecam_end_unix_ms = meta.end_unix_ms,
             mecam_score = format_args!("{score:.2}"),
             mecam_area_pct = format_args!("{area_pct:.2}"),
             mecam_boxes = %boxes_text(&meta.boxes),
-            mecam_clip = %clip.display(),
+            mecam_clip = clip,
             mecam_end_reason = reason,
             mecam_state = %state,
             mecam_error = error,
             "motion end: event {id}, peak area {area_pct:.1}% ({reason}): {state}, {error}"
-        );
+        ),
     }
 }

@@ -3,7 +3,7 @@
 //! The pipeline per announced frame: [`select`] decides whether it is analysed, [`decode`]
 //! turns it into a small luma image, [`detect`] compares it with the background, [`event`]
 //! turns per-frame verdicts into events, and [`recorder`] writes clips, posters and metadata
-//! on its own thread.
+//! on its own thread; [`life`] tells the journal and the hooks what the recorder reports.
 #![forbid(unsafe_code)]
 
 pub mod analyzer;
@@ -14,7 +14,14 @@ pub mod event;
 pub mod geometry;
 pub mod hooks;
 pub mod journal;
+pub mod life;
 pub mod recorder;
 pub mod ring;
 pub mod select;
 pub mod service;
+
+/// JPEG encoding for the unit tests (shared with the integration tests, benches, examples).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/support/jpeg.rs"]
+mod test_jpeg;

@@ -112,7 +112,6 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let rc = RunConfig {
         socket_path: args.common.socket_path(),
-        config,
         settings,
     };
     rt.block_on(run(rc, shutdown_signal()))

@@ -11,14 +11,16 @@
 //! event precision, recall, start latency and false events per hour of negatives, and fails if
 //! any positive is missed or any negative fires.
 
+mod support;
+
 use std::time::Duration;
 
 use capture_svc::synthetic::{Scene, Script};
 use motion_svc::analyzer::{Analyzer, FrameInput};
 use motion_svc::config::MotionConfig;
-use motion_svc::decode::encode_gray;
 use motion_svc::event::Transition;
 use motion_svc::geometry::Polygon;
+use support::jpeg::encode_gray;
 
 const W: u32 = 320;
 const H: u32 = 240;

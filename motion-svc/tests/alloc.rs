@@ -3,9 +3,11 @@
 //! detection, the event tracker) with motion in every one allocates nothing and leaves the
 //! live heap where it was. One leaked byte, or one allocation, per frame fails it.
 
+mod support;
+
 use motion_svc::analyzer::{Analyzer, FrameInput};
 use motion_svc::config::MotionConfig;
-use motion_svc::decode::encode_gray;
+use support::jpeg::encode_gray;
 
 #[global_allocator]
 static HEAP: ipc::heap::Counting = ipc::heap::Counting;

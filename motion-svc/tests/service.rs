@@ -1,6 +1,8 @@
 //! Integration tests: the real `motion-svc` binary against an in-test camera (a real frame
 //! region and announce server from `ipc`, publishing JPEG frames in real time).
 
+mod support;
+
 use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use events::EventState;
-use motion_svc::decode::encode_gray;
 use motion_svc::event::EndReason;
+use support::jpeg::encode_gray;
 use testkit::camera::Stream;
 use testkit::notify::{NotifySocket, StatusWatch};
 use testkit::poll;
@@ -1105,4 +1107,234 @@ fn an_unusable_events_directory_never_stops_detection_and_is_retried() {
     );
     cam.set_moving(false);
     assert!(svc.terminate().success());
+}
+
+/// The value of `key` in a log line (`key=value`, or `key="value"` with Rust escapes), if the
+/// line has it.
+fn log_field(line: &str, key: &str) -> Option<String> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[at..];
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return Some(rest.split(' ').next().unwrap_or("").to_owned());
+    };
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// The journal records (`message_id`) of event `id` in `log`.
+fn record_of(log: &str, message_id: &str, id: &str) -> String {
+    log.lines()
+        .find(|l| l.contains(message_id) && log_field(l, "mecam_event_id").as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("no {message_id} record of {id}:\n{log}"))
+        .to_owned()
+}
+
+/// The event.json of every hook call so far, as `(kind, metadata)`, in call order.
+fn hook_calls(path: &Path) -> Vec<(String, events::EventMeta)> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (kind, json) = l.split_once(' ')?;
+            Some((kind.to_owned(), serde_json::from_str(json).ok()?))
+        })
+        .collect()
+}
+
+/// The journal's start and end records of event `id`, its start and end hooks and, when it
+/// has a folder, its final `event.json` all tell the same story: the same times, a clip named
+/// only when there is one (and then on disk), the same state, end reason and clip error.
+/// Returns the end hook's metadata.
+fn assert_one_story(svc: &Svc, hooks: &Path, id: &str, edir: &Path) -> events::EventMeta {
+    let log = svc.log();
+    let start = record_of(&log, "8d6f2c1e4b7a4e0f9c3d5a1b2e6f7081", id);
+    let end = record_of(&log, "3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e", id);
+    let calls = hook_calls(hooks);
+    let hook = |kind: &str| {
+        calls
+            .iter()
+            .find(|(k, m)| k == kind && m.id == id)
+            .unwrap_or_else(|| panic!("no {kind} hook for {id}: {calls:?}"))
+            .1
+            .clone()
+    };
+    let (start_hook, end_hook) = (hook("start"), hook("end"));
+    let clip_path = |m: &events::EventMeta| {
+        m.clip
+            .as_ref()
+            .map(|c| edir.join(id).join(c).display().to_string())
+    };
+    for (record, meta) in [(&start, &start_hook), (&end, &end_hook)] {
+        assert_eq!(
+            log_field(record, "mecam_clip"),
+            clip_path(meta),
+            "the record names a clip only when its hook does:\n{record}\n{meta:?}"
+        );
+        assert_eq!(
+            log_field(record, "mecam_start_unix_ms"),
+            Some(start_hook.start_unix_ms.to_string()),
+            "{record}"
+        );
+    }
+    assert_eq!(start_hook.start_unix_ms, end_hook.start_unix_ms);
+    let state = serde_json::to_value(end_hook.state).unwrap();
+    let expected = [
+        (
+            "mecam_end_unix_ms",
+            end_hook.end_unix_ms.map(|t| t.to_string()),
+        ),
+        (
+            "mecam_end_reason",
+            end_hook.end_reason.map(|r| r.as_str().to_owned()),
+        ),
+        ("mecam_state", state.as_str().map(str::to_owned)),
+        ("mecam_error", end_hook.clip_error.clone()),
+    ];
+    for (key, want) in expected {
+        assert_eq!(log_field(&end, key), want, "{key} in {end}\n{end_hook:?}");
+    }
+    let folder = edir.join(id);
+    if folder.exists() {
+        assert_eq!(events::read_meta(&folder).unwrap(), end_hook, "event.json");
+    }
+    if let Some(clip) = clip_path(&end_hook) {
+        assert!(Path::new(&clip).is_file(), "{clip} named but missing");
+    }
+    // A clip named at the start is being written: its event has a folder.
+    if start_hook.clip.is_some() {
+        assert!(
+            folder.is_dir(),
+            "the start names a clip of no folder: {start_hook:?}"
+        );
+    }
+    end_hook
+}
+
+#[test]
+fn when_the_clip_fails_the_journal_the_hooks_and_event_json_tell_one_story() {
+    const NAME: &str = "when_the_clip_fails_the_journal_the_hooks_and_event_json_tell_one_story";
+    if !in_private_mount_namespace(NAME) {
+        return;
+    }
+    let (dir, cam) = setup();
+    let edir = dir.path().join("events");
+    fs::create_dir_all(&edir).unwrap();
+    mount(&["-t", "tmpfs", "-o", "size=4m", "tmpfs"], &edir);
+    let _mounted = Mounted(edir.clone());
+    // No storage limits: nothing is deleted to make room.
+    fs::write(
+        dir.path().join("none.toml"),
+        "[motion]\nmin_free_mib = 0\nmax_total_mib = 0\nmax_age_days = 0\n",
+    )
+    .unwrap();
+    let hooks = dir.path().join("hooks.log");
+    let cmd = format!(
+        "printf '%s %s\\n' \"$MECAM_EVENT_KIND\" \"$MECAM_EVENT_JSON\" >> {}",
+        hooks.display()
+    );
+    let ended = |svc: &Svc, n: usize| {
+        wait_for(
+            &format!("end record {n} and its hook"),
+            Duration::from_secs(60),
+            || {
+                end_records(&svc.log()).len() >= n
+                    && hook_calls(&hooks).iter().filter(|c| c.0 == "end").count() >= n
+            },
+            &|| svc.log(),
+        );
+        let end = end_records(&svc.log()).remove(n - 1);
+        log_field(&end, "mecam_event_id").unwrap()
+    };
+
+    // A full disk from the start: the event has no folder and no clip.
+    let filler = fill(&edir);
+    let svc = Svc::start(dir.path(), &["--hook-command", &cmd]);
+    svc.wait_status("the full disk", Duration::from_secs(20), |s| {
+        s.contains("events disk full")
+    });
+    svc.background_learned();
+    cam.set_moving(true);
+    svc.wait_log("motion start", Duration::from_secs(20));
+    cam.set_moving(false);
+    let id = ended(&svc, 1);
+    let m = assert_one_story(&svc, &hooks, &id, &edir);
+    assert!(!edir.join(&id).exists());
+    assert_eq!(m.clip, None, "{m:?}");
+    assert_eq!(m.end_reason, Some(EndReason::WriteFailed), "{m:?}");
+
+    // Room again, then the disk fills under a recording: the clip stops short.
+    fs::remove_file(&filler).unwrap();
+    svc.wait_status("the disk back", Duration::from_secs(20), |s| {
+        s.contains("events disk ok")
+    });
+    svc.background_learned();
+    cam.set_moving(true);
+    wait_for(
+        "an event recording",
+        Duration::from_secs(30),
+        || {
+            events(dir.path())
+                .iter()
+                .any(|(_, m)| m.state == EventState::Recording)
+        },
+        &|| svc.log(),
+    );
+    let filler = fill(&edir);
+    let id = ended(&svc, 2);
+    cam.set_moving(false);
+    // Its final event.json waits for room: it is written once there is.
+    fs::remove_file(&filler).unwrap();
+    wait_for(
+        "the final event.json",
+        Duration::from_secs(30),
+        || events::read_meta(&edir.join(&id)).is_ok_and(|m| m.state == EventState::Failed),
+        &|| svc.log(),
+    );
+    let m = assert_one_story(&svc, &hooks, &id, &edir);
+    assert_eq!(m.end_reason, Some(EndReason::WriteFailed), "{m:?}");
+    assert!(m.clip_error.is_some(), "{m:?}");
+    assert!(svc.terminate().success());
+}
+
+#[test]
+fn hooks_still_running_at_sigterm_are_drained_and_the_cut_event_gets_its_end_hook() {
+    let (dir, cam) = setup();
+    let out = dir.path().join("hooks.log");
+    // A hook that takes a while: it says when it begins and when it is done.
+    let cmd = format!(
+        "echo \"$MECAM_EVENT_KIND begin\" >> {o}; sleep 1; echo \"$MECAM_EVENT_KIND done\" >> {o}",
+        o = out.display()
+    );
+    let svc = Svc::start(dir.path(), &["--hook-command", &cmd]);
+    svc.background_learned();
+    cam.set_moving(true);
+    let said = || fs::read_to_string(&out).unwrap_or_default();
+    wait_for(
+        "the start hook running",
+        Duration::from_secs(30),
+        || said().contains("start begin"),
+        &|| svc.log(),
+    );
+    assert!(!said().contains("start done"), "{}", said());
+    let log = svc.log.clone();
+    assert!(svc.terminate().success());
+    let text = said();
+    assert!(
+        text.contains("start done"),
+        "the start hook was lost:\n{text}\n{}",
+        log_text(&log)
+    );
+    assert!(
+        text.contains("end begin") && text.contains("end done"),
+        "no end hook for the event the shutdown ended:\n{text}\n{}",
+        log_text(&log)
+    );
 }

@@ -1,0 +1,136 @@
+//! The brightness fit: `background ≈ gain * current + offset`, from the quartiles first, then
+//! a least-squares refit on the pixels near it; the noise and the threshold from the residual.
+
+use super::{Detector, MAX_THRESHOLD_FACTOR};
+use crate::decode::LumaImage;
+
+/// How the current frame maps onto the background, and the per-pixel threshold.
+pub(super) struct Fit {
+    pub(super) gain: f32,
+    pub(super) offset: f32,
+    /// Noise sigma, from the median residual.
+    pub(super) sigma: f32,
+    /// A pixel differing by more changed.
+    pub(super) threshold: f32,
+}
+
+impl Detector {
+    /// The robust fit of `img` onto the background, and the threshold it gives.
+    pub(super) fn fit_brightness(&self, img: &LumaImage) -> Fit {
+        let (mut gain, mut offset) = self.quartile_fit(img);
+        let med1 = self.median_abs_residual(img, gain, offset);
+        let inlier = (3.0 * 1.4826 * med1).max(4.0);
+        (gain, offset) = self.fit(img, gain, offset, inlier);
+        let med2 = self.median_abs_residual(img, gain, offset);
+        let sigma = 1.4826 * med2.max(0.5);
+        // Capped so that a frame that changed everywhere cannot hide itself by inflating its
+        // own noise estimate.
+        let min_diff = self.settings.min_diff as f32;
+        let threshold = (self.settings.noise_factor as f32 * sigma)
+            .clamp(min_diff, MAX_THRESHOLD_FACTOR * min_diff);
+        Fit {
+            gain,
+            offset,
+            sigma,
+            threshold,
+        }
+    }
+
+    /// `(gain, offset)` that map the current frame's quartiles onto the background's: a
+    /// first estimate that an object on less than a quarter of the watched pixels cannot
+    /// drag, whatever the contrast between it and the scene.
+    fn quartile_fit(&self, img: &LumaImage) -> (f32, f32) {
+        let (mut cur, mut bg) = ([0u32; 256], [0u32; 256]);
+        let mut n = 0u32;
+        for i in 0..img.pixels.len() {
+            if self.counted[i] == 0 {
+                continue;
+            }
+            cur[usize::from(img.pixels[i])] += 1;
+            bg[self.background[i].round().clamp(0.0, 255.0) as usize] += 1;
+            n += 1;
+        }
+        if n < 8 {
+            return (1.0, 0.0);
+        }
+        let [c25, c50, c75] = quartiles(&cur, n);
+        let [b25, b50, b75] = quartiles(&bg, n);
+        if c75 - c25 < 2.0 {
+            // Too flat to fit a gain: compensate the offset only.
+            return (1.0, b50 - c50);
+        }
+        let gain = ((b75 - b25) / (c75 - c25)).clamp(0.2, 5.0);
+        (gain, b50 - gain * c50)
+    }
+
+    /// Least-squares `(gain, offset)` over the pixels within `limit` of `g * x + o`.
+    fn fit(&self, img: &LumaImage, g: f32, o: f32, limit: f32) -> (f32, f32) {
+        let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0f64, 0f64, 0f64, 0f64, 0f64);
+        for i in 0..img.pixels.len() {
+            if self.counted[i] == 0 {
+                continue;
+            }
+            let x = f32::from(img.pixels[i]);
+            let y = self.background[i];
+            if (y - (g * x + o)).abs() > limit {
+                continue;
+            }
+            let (x, y) = (f64::from(x), f64::from(y));
+            n += 1.0;
+            sx += x;
+            sy += y;
+            sxx += x * x;
+            sxy += x * y;
+        }
+        if n < 8.0 {
+            return (1.0, 0.0);
+        }
+        let var = sxx / n - (sx / n).powi(2);
+        let cov = sxy / n - (sx / n) * (sy / n);
+        if var < 4.0 {
+            // Too flat to fit a gain: compensate the offset only.
+            return (1.0, ((sy - sx) / n) as f32);
+        }
+        let gain = (cov / var).clamp(0.2, 5.0);
+        let offset = sy / n - gain * sx / n;
+        (gain as f32, offset as f32)
+    }
+
+    fn median_abs_residual(&self, img: &LumaImage, gain: f32, offset: f32) -> f32 {
+        let mut hist = [0u32; 256];
+        let mut n = 0u32;
+        for i in 0..img.pixels.len() {
+            if self.counted[i] == 0 {
+                continue;
+            }
+            let r = (self.background[i] - (gain * f32::from(img.pixels[i]) + offset)).abs();
+            hist[(r * 2.0).min(255.0) as usize] += 1;
+            n += 1;
+        }
+        let half = n / 2;
+        let mut acc = 0;
+        for (bin, &c) in hist.iter().enumerate() {
+            acc += c;
+            if acc > half {
+                return (bin as f32 + 0.5) / 2.0;
+            }
+        }
+        0.0
+    }
+}
+
+/// The 25th, 50th and 75th percentiles of a histogram of `n` values, interpolated within
+/// a bin (each bin spread evenly over its level's width of 1).
+fn quartiles(hist: &[u32; 256], n: u32) -> [f32; 3] {
+    let mut out = [0.0f32; 3];
+    let targets = [0.25, 0.5, 0.75].map(|q| q * n as f32);
+    let (mut k, mut below) = (0, 0u32);
+    for (level, &count) in hist.iter().enumerate() {
+        while k < 3 && (below + count) as f32 >= targets[k] && count > 0 {
+            out[k] = level as f32 - 0.5 + (targets[k] - below as f32) / count as f32;
+            k += 1;
+        }
+        below += count;
+    }
+    out
+}
