@@ -969,25 +969,7 @@ fn endless_garbage_from_the_camera_is_survived() {
 /// component, `scan_components` in the first scan), a little entropy-coded data and EOI: what
 /// a hostile camera sends to make a decoder allocate for the whole claimed image.
 fn crafted_jpeg(sof: u8, width: u16, height: u16, sampling: &[u8], scan_components: u8) -> Vec<u8> {
-    let mut b = vec![0xFF, 0xD8];
-    b.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x06, b'J', b'F', b'I', b'F']);
-    let n = sampling.len() as u8;
-    b.extend_from_slice(&[0xFF, sof]);
-    b.extend_from_slice(&(8 + 3 * u16::from(n)).to_be_bytes());
-    b.push(8);
-    b.extend_from_slice(&height.to_be_bytes());
-    b.extend_from_slice(&width.to_be_bytes());
-    b.push(n);
-    for (i, &hv) in sampling.iter().enumerate() {
-        b.extend_from_slice(&[i as u8 + 1, hv, 0]);
-    }
-    b.extend_from_slice(&[0xFF, 0xDA]);
-    b.extend_from_slice(&(6 + 2 * u16::from(scan_components)).to_be_bytes());
-    b.push(scan_components);
-    for i in 0..scan_components {
-        b.extend_from_slice(&[i + 1, 0]);
-    }
-    b.extend_from_slice(&[0, 63, 0]);
+    let mut b = testkit::jpeg::headers(sof, width, height, sampling, scan_components);
     b.extend_from_slice(&[0x12; 4000]);
     b.extend_from_slice(&[0xFF, 0xD9]);
     b
