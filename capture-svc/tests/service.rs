@@ -760,18 +760,9 @@ fn http_camera(
 #[test]
 fn http_source_with_basic_auth_and_reconnect() {
     let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 5);
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@{addr}/stream");
-    let svc = Svc::start(
-        dir,
-        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
-        &[],
-    );
-    let mut n = 0;
-    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
-        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
-        n >= 8
-    });
+    let svc = http_svc(&url, &["--backoff-min-ms", "50"], &[]);
+    let (n, ev) = frames_of_width(&svc, 200, 8);
     assert!(
         n >= 8,
         "more than one connection's frames: reconnected: {ev:?}"
@@ -782,13 +773,8 @@ fn http_source_with_basic_auth_and_reconnect() {
 fn a_healthy_http_camera_logs_no_warning_about_its_multipart_headers() {
     // 250 frames 30 ms apart: one connection streams past a STATUS_PERIOD (5 s).
     let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 250);
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@{addr}/stream");
-    let svc = Svc::start(
-        dir,
-        &["--source", "http", "--url", &url],
-        &[("RUST_LOG", "info,capture_svc=debug")],
-    );
+    let svc = http_svc(&url, &[], &[("RUST_LOG", "info,capture_svc=debug")]);
     // The status check ran (its debug line counts the multipart headers) ...
     assert!(
         svc.wait_log("(multipart headers)", Duration::from_secs(20)),
@@ -996,6 +982,26 @@ fn real_progressive_jpeg() -> Vec<u8> {
     out
 }
 
+/// capture-svc in a new directory, streaming from the HTTP camera at `url`, `args` after the
+/// source's.
+fn http_svc(url: &str, args: &[&str], env: &[(&str, &str)]) -> Svc {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec!["--source", "http", "--url", url];
+    all.extend_from_slice(args);
+    Svc::start(dir, &all, env)
+}
+
+/// Watches `svc`'s socket (20 s at most) until `at_least` frames `width` pixels wide came:
+/// how many came, and every event seen.
+fn frames_of_width(svc: &Svc, width: u32, at_least: usize) -> (usize, Vec<ClientEvent>) {
+    let mut n = 0;
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == width));
+        n >= at_least
+    });
+    (n, ev)
+}
+
 /// Subscribes and collects frames (with their bytes) until `n` came or the time is up.
 fn watch_frames(
     socket: &Path,
@@ -1173,18 +1179,9 @@ fn a_frame_larger_than_the_configured_rpicam_size_is_refused() {
 fn http_camera_on_ipv6_loopback_with_basic_auth() {
     let (addr, _server) = http_camera("[::1]:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 5);
     assert!(addr.is_ipv6());
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@[::1]:{}/stream", addr.port());
-    let svc = Svc::start(
-        dir,
-        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
-        &[],
-    );
-    let mut n = 0;
-    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
-        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
-        n >= 8
-    });
+    let svc = http_svc(&url, &["--backoff-min-ms", "50"], &[]);
+    let (n, ev) = frames_of_width(&svc, 200, 8);
     assert!(n >= 8, "frames from [::1], across reconnects: {ev:?}");
     let Some(ClientEvent::Connected(hello)) = ev.first() else {
         panic!("{ev:?}")
@@ -1196,18 +1193,9 @@ fn http_camera_on_ipv6_loopback_with_basic_auth() {
 #[test]
 fn http_camera_with_a_chunked_body_streams() {
     let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Chunked11, jpeg(200, 100, 0), 5);
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@{addr}/stream");
-    let svc = Svc::start(
-        dir,
-        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
-        &[],
-    );
-    let mut n = 0;
-    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
-        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
-        n >= 3
-    });
+    let svc = http_svc(&url, &["--backoff-min-ms", "50"], &[]);
+    let (n, ev) = frames_of_width(&svc, 200, 3);
     assert!(n >= 3, "{ev:?}");
 }
 
