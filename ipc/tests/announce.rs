@@ -118,24 +118,10 @@ async fn eventually(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// A subscribe message under `name` speaking protocol `version`, framed.
-fn subscribe(version: u32, name: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode(
-        &Message::Subscribe(Subscribe {
-            protocol_version: version,
-            name: name.into(),
-        }),
-        &mut out,
-    )
-    .unwrap();
-    out
-}
-
 /// A raw connection that subscribes and then never reads again.
 async fn deaf_subscriber(socket: &Path) -> UnixStream {
     let mut s = UnixStream::connect(socket).await.unwrap();
-    let out = subscribe(PROTOCOL_VERSION, "deaf");
+    let out = subscribe_bytes(PROTOCOL_VERSION, "deaf");
     s.write_all(&out).await.unwrap();
     s
 }
@@ -290,9 +276,9 @@ async fn bad_input_closes_only_that_connection() {
     let mut server = start(ServerConfig::default());
     let mut good = connected_client(&server.socket, "good").await;
     let mut scratch = Vec::new();
-    let wrong_version = subscribe(99, "old");
+    let wrong_version = subscribe_bytes(99, "old");
     let truncated = {
-        let whole = subscribe(PROTOCOL_VERSION, "cut");
+        let whole = subscribe_bytes(PROTOCOL_VERSION, "cut");
         whole[..whole.len() - 2].to_vec()
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -328,7 +314,7 @@ async fn bad_input_closes_only_that_connection() {
     }
     // Garbage from a subscriber that was accepted: it gets its hello, then is closed.
     let mut s = UnixStream::connect(&server.socket).await.unwrap();
-    let subscribe = subscribe(PROTOCOL_VERSION, "later garbage");
+    let subscribe = subscribe_bytes(PROTOCOL_VERSION, "later garbage");
     s.write_all(&subscribe).await.unwrap();
     s.write_all(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]).await.unwrap();
     let mut rest = Vec::new();
@@ -518,7 +504,7 @@ impl Captured {
 /// A raw connection that subscribes under `name`, reads its hello and then never reads again.
 async fn idle_subscriber(socket: &Path, name: &str) -> UnixStream {
     let mut s = UnixStream::connect(socket).await.unwrap();
-    let out = subscribe(PROTOCOL_VERSION, name);
+    let out = subscribe_bytes(PROTOCOL_VERSION, name);
     s.write_all(&out).await.unwrap();
     let mut reader = ipc::announce::proto::MessageReader::new();
     let first = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut s))
@@ -535,7 +521,7 @@ async fn idle_subscriber(socket: &Path, name: &str) -> UnixStream {
 /// ignored (the server may close first).
 async fn refused_subscriber(socket: &Path, name: &str) -> Vec<u8> {
     let mut s = UnixStream::connect(socket).await.unwrap();
-    let out = subscribe(PROTOCOL_VERSION, name);
+    let out = subscribe_bytes(PROTOCOL_VERSION, name);
     let _ = s.write_all(&out).await;
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
@@ -633,6 +619,7 @@ async fn send_raw(socket: &Path, bytes: &[u8]) -> Vec<u8> {
     rest
 }
 
+/// A subscribe message under `name` speaking protocol `version`, framed.
 fn subscribe_bytes(version: u32, name: &str) -> Vec<u8> {
     let mut out = Vec::new();
     encode(
