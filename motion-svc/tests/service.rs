@@ -293,17 +293,24 @@ fn wait_for(what: &str, limit: Duration, ok: impl FnMut() -> bool, log: &dyn Fn(
     }
 }
 
+/// Waits (`limit` at most) until an event in `dir`'s events folder is in `state`.
+fn wait_event_state(svc: &Svc, dir: &Path, what: &str, limit: Duration, state: EventState) {
+    wait_for(
+        what,
+        limit,
+        || events(dir).iter().any(|(_, m)| m.state == state),
+        &|| svc.log(),
+    );
+}
+
 /// Waits until an event in `dir`'s events folder is recording.
 fn wait_recording(svc: &Svc, dir: &Path) {
-    wait_for(
+    wait_event_state(
+        svc,
+        dir,
         "an event recording",
         Duration::from_secs(30),
-        || {
-            events(dir)
-                .iter()
-                .any(|(_, m)| m.state == EventState::Recording)
-        },
-        &|| svc.log(),
+        EventState::Recording,
     );
 }
 
@@ -329,15 +336,12 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
     // Two seconds of motion (at 5 frames analysed a second).
     svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
     cam.set_moving(false);
-    wait_for(
+    wait_event_state(
+        &svc,
+        dir.path(),
         "the event to complete",
         Duration::from_secs(20),
-        || {
-            events(dir.path())
-                .iter()
-                .any(|e| e.1.state == EventState::Complete)
-        },
-        &|| svc.log(),
+        EventState::Complete,
     );
     // The end record follows once the recorder has closed the event.
     svc.wait_log("3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e", Duration::from_secs(20));
@@ -384,15 +388,12 @@ fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
     let svc = Svc::start(dir.path(), &[]);
     svc.background_learned();
     cam.set_moving(true);
-    wait_for(
+    wait_event_state(
+        &svc,
+        dir.path(),
         "an event recording",
         Duration::from_secs(20),
-        || {
-            events(dir.path())
-                .iter()
-                .any(|e| e.1.state == EventState::Recording)
-        },
-        &|| svc.log(),
+        EventState::Recording,
     );
     // Frames reach the clip being written (pre-capture and more) before the kill.
     let id = events(dir.path())[0].0.clone();
