@@ -708,20 +708,26 @@ fn two_reader_processes_never_get_a_bad_frame_from_a_racing_writer() {
 #[test]
 fn the_region_file_is_0640_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
-    let out = spawn_role("umask", dir.path()).wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "child failed ({}): {stdout}",
-        out.status
-    );
+    let stdout = succeeded(spawn_role("umask", dir.path()));
     for name in ["open", "tight", "usual"] {
         assert!(
             stdout.contains(&format!("MODE {name}=640")),
             "the region's mode follows the umask ({name}): {stdout}"
         );
     }
+}
+
+/// What the child printed, once it exited successfully (printed too).
+fn succeeded(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "child failed ({}): {stdout}",
+        out.status
+    );
+    stdout
 }
 
 /// Whether this process may mount (root): the no-space test needs a small tmpfs of its own.
@@ -755,14 +761,7 @@ fn a_full_file_system_refuses_the_region_at_creation_naming_the_directory_and_si
     )
     .spawn()
     .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "child failed ({}): {stdout}",
-        out.status
-    );
+    let stdout = succeeded(child);
     let line = stdout
         .lines()
         .find_map(|l| l.find("NOSPACE").map(|at| &l[at..]))
