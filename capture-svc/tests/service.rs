@@ -82,6 +82,11 @@ impl Svc {
         self.svc.wait_log(needle, timeout).is_ok()
     }
 
+    /// Asserts that `needle` shows in the log within `timeout`, printing the log if not.
+    fn expect_log(&self, needle: &str, timeout: Duration) {
+        assert!(self.wait_log(needle, timeout), "{}", self.log_text());
+    }
+
     /// SIGTERM and wait for exit; returns the exit code.
     fn terminate(&mut self) -> Option<i32> {
         let status = self.svc.stop(Duration::from_secs(15)).unwrap_or_else(|e| {
@@ -776,11 +781,7 @@ fn a_healthy_http_camera_logs_no_warning_about_its_multipart_headers() {
     let url = format!("http://admin:secret@{addr}/stream");
     let svc = http_svc(&url, &[], &[("RUST_LOG", "info,capture_svc=debug")]);
     // The status check ran (its debug line counts the multipart headers) ...
-    assert!(
-        svc.wait_log("(multipart headers)", Duration::from_secs(20)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("(multipart headers)", Duration::from_secs(20));
     // ... and found nothing to warn about.
     let log = svc.log_text();
     let warnings: Vec<&str> = log
@@ -797,11 +798,7 @@ fn http_source_wrong_password_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:wrong@{addr}/stream");
     let svc = Svc::start(dir, &["--source", "http", "--url", &url], &[]);
-    assert!(
-        svc.wait_log("check username and password", Duration::from_secs(15)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("check username and password", Duration::from_secs(15));
 }
 
 /// Collects sd_notify datagrams sent to a socket in `dir`.
@@ -864,11 +861,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
         ],
         &watchdog_env(&path_s),
     );
-    assert!(
-        svc.wait_log("cannot start rpicam", Duration::from_secs(10)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("cannot start rpicam", Duration::from_secs(10));
     // Long enough for a STATUS line (every 5 s), which shows the state the pings came in.
     let got = sock.collect(Duration::from_secs(6));
     assert!(
@@ -898,11 +891,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
         ],
         &watchdog_env(&path_s),
     );
-    assert!(
-        svc.wait_log("loop = false", Duration::from_secs(10)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("loop = false", Duration::from_secs(10));
     // Past the stall timeout the one frame no longer counts as flowing.
     let before = sock.collect(Duration::from_secs(1));
     assert!(before.iter().any(|m| m.contains("READY=1")), "{before:?}");
@@ -1168,11 +1157,7 @@ fn a_frame_larger_than_the_configured_rpicam_size_is_refused() {
         })
         .unwrap_or_else(|| panic!("{ev:?}"));
     assert!(reason.contains("refused"), "{reason}");
-    assert!(
-        svc.wait_log("320x240 is larger than the camera", Duration::from_secs(10)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("320x240 is larger than the camera", Duration::from_secs(10));
 }
 
 #[test]
@@ -1439,10 +1424,6 @@ fn an_http_camera_that_never_answers_times_out_and_its_connection_is_closed() {
     let (closed, after) = rx.recv_timeout(Duration::from_secs(40)).unwrap();
     println!("capture closed the silent camera's connection after {after:?}");
     assert!(closed, "the connection was left open");
-    assert!(
-        svc.wait_log("no answer within 10s", Duration::from_secs(10)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("no answer within 10s", Duration::from_secs(10));
     server.join().unwrap();
 }
