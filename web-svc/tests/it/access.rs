@@ -1105,27 +1105,23 @@ fn state_changes_need_a_same_origin_origin_or_referer() {
 
     // The login form itself: the right password without a same origin gets no session.
     let form = format!("username=admin&password={}", PW.replace(' ', "+"));
-    for extra in bad {
-        let r = http::request(
+    let login = |extra: &[(&str, &str)]| {
+        http::request(
             web.addr,
             "POST",
             "/login",
             &with(FORM, extra),
             form.as_bytes(),
         )
-        .unwrap();
+        .unwrap()
+    };
+    for extra in bad {
+        let r = login(extra);
         assert_eq!(r.status, 403, "login with {extra:?}");
         assert!(r.header("set-cookie").is_none());
     }
     for extra in good {
-        let r = http::request(
-            web.addr,
-            "POST",
-            "/login",
-            &with(FORM, extra),
-            form.as_bytes(),
-        )
-        .unwrap();
+        let r = login(extra);
         assert_eq!(r.status, 303, "login with {extra:?}");
     }
     assert!(web.log().contains("cross-site"), "{}", web.log());
