@@ -82,6 +82,11 @@ impl Svc {
         self.svc.wait_log(needle, timeout).is_ok()
     }
 
+    /// Asserts that `needle` shows in the log within `timeout`, printing the log if not.
+    fn expect_log(&self, needle: &str, timeout: Duration) {
+        assert!(self.wait_log(needle, timeout), "{}", self.log_text());
+    }
+
     /// SIGTERM and wait for exit; returns the exit code.
     fn terminate(&mut self) -> Option<i32> {
         let status = self.svc.stop(Duration::from_secs(15)).unwrap_or_else(|e| {
@@ -760,18 +765,9 @@ fn http_camera(
 #[test]
 fn http_source_with_basic_auth_and_reconnect() {
     let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 5);
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@{addr}/stream");
-    let svc = Svc::start(
-        dir,
-        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
-        &[],
-    );
-    let mut n = 0;
-    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
-        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
-        n >= 8
-    });
+    let svc = http_svc(&url, &["--backoff-min-ms", "50"], &[]);
+    let (n, ev) = frames_of_width(&svc, 200, 8);
     assert!(
         n >= 8,
         "more than one connection's frames: reconnected: {ev:?}"
@@ -782,19 +778,10 @@ fn http_source_with_basic_auth_and_reconnect() {
 fn a_healthy_http_camera_logs_no_warning_about_its_multipart_headers() {
     // 250 frames 30 ms apart: one connection streams past a STATUS_PERIOD (5 s).
     let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 250);
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@{addr}/stream");
-    let svc = Svc::start(
-        dir,
-        &["--source", "http", "--url", &url],
-        &[("RUST_LOG", "info,capture_svc=debug")],
-    );
+    let svc = http_svc(&url, &[], &[("RUST_LOG", "info,capture_svc=debug")]);
     // The status check ran (its debug line counts the multipart headers) ...
-    assert!(
-        svc.wait_log("(multipart headers)", Duration::from_secs(20)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("(multipart headers)", Duration::from_secs(20));
     // ... and found nothing to warn about.
     let log = svc.log_text();
     let warnings: Vec<&str> = log
@@ -811,11 +798,7 @@ fn http_source_wrong_password_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:wrong@{addr}/stream");
     let svc = Svc::start(dir, &["--source", "http", "--url", &url], &[]);
-    assert!(
-        svc.wait_log("check username and password", Duration::from_secs(15)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("check username and password", Duration::from_secs(15));
 }
 
 /// Collects sd_notify datagrams sent to a socket in `dir`.
@@ -878,11 +861,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
         ],
         &watchdog_env(&path_s),
     );
-    assert!(
-        svc.wait_log("cannot start rpicam", Duration::from_secs(10)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("cannot start rpicam", Duration::from_secs(10));
     // Long enough for a STATUS line (every 5 s), which shows the state the pings came in.
     let got = sock.collect(Duration::from_secs(6));
     assert!(
@@ -912,11 +891,7 @@ fn sd_notify_ready_status_and_watchdog_while_frames_flow_or_the_source_retries()
         ],
         &watchdog_env(&path_s),
     );
-    assert!(
-        svc.wait_log("loop = false", Duration::from_secs(10)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("loop = false", Duration::from_secs(10));
     // Past the stall timeout the one frame no longer counts as flowing.
     let before = sock.collect(Duration::from_secs(1));
     assert!(before.iter().any(|m| m.contains("READY=1")), "{before:?}");
@@ -969,25 +944,7 @@ fn endless_garbage_from_the_camera_is_survived() {
 /// component, `scan_components` in the first scan), a little entropy-coded data and EOI: what
 /// a hostile camera sends to make a decoder allocate for the whole claimed image.
 fn crafted_jpeg(sof: u8, width: u16, height: u16, sampling: &[u8], scan_components: u8) -> Vec<u8> {
-    let mut b = vec![0xFF, 0xD8];
-    b.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x06, b'J', b'F', b'I', b'F']);
-    let n = sampling.len() as u8;
-    b.extend_from_slice(&[0xFF, sof]);
-    b.extend_from_slice(&(8 + 3 * u16::from(n)).to_be_bytes());
-    b.push(8);
-    b.extend_from_slice(&height.to_be_bytes());
-    b.extend_from_slice(&width.to_be_bytes());
-    b.push(n);
-    for (i, &hv) in sampling.iter().enumerate() {
-        b.extend_from_slice(&[i as u8 + 1, hv, 0]);
-    }
-    b.extend_from_slice(&[0xFF, 0xDA]);
-    b.extend_from_slice(&(6 + 2 * u16::from(scan_components)).to_be_bytes());
-    b.push(scan_components);
-    for i in 0..scan_components {
-        b.extend_from_slice(&[i + 1, 0]);
-    }
-    b.extend_from_slice(&[0, 63, 0]);
+    let mut b = testkit::jpeg::headers(sof, width, height, sampling, scan_components);
     b.extend_from_slice(&[0x12; 4000]);
     b.extend_from_slice(&[0xFF, 0xD9]);
     b
@@ -1012,6 +969,26 @@ fn real_progressive_jpeg() -> Vec<u8> {
         "really progressive"
     );
     out
+}
+
+/// capture-svc in a new directory, streaming from the HTTP camera at `url`, `args` after the
+/// source's.
+fn http_svc(url: &str, args: &[&str], env: &[(&str, &str)]) -> Svc {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec!["--source", "http", "--url", url];
+    all.extend_from_slice(args);
+    Svc::start(dir, &all, env)
+}
+
+/// Watches `svc`'s socket (20 s at most) until `at_least` frames `width` pixels wide came:
+/// how many came, and every event seen.
+fn frames_of_width(svc: &Svc, width: u32, at_least: usize) -> (usize, Vec<ClientEvent>) {
+    let mut n = 0;
+    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
+        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == width));
+        n >= at_least
+    });
+    (n, ev)
 }
 
 /// Subscribes and collects frames (with their bytes) until `n` came or the time is up.
@@ -1180,29 +1157,16 @@ fn a_frame_larger_than_the_configured_rpicam_size_is_refused() {
         })
         .unwrap_or_else(|| panic!("{ev:?}"));
     assert!(reason.contains("refused"), "{reason}");
-    assert!(
-        svc.wait_log("320x240 is larger than the camera", Duration::from_secs(10)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("320x240 is larger than the camera", Duration::from_secs(10));
 }
 
 #[test]
 fn http_camera_on_ipv6_loopback_with_basic_auth() {
     let (addr, _server) = http_camera("[::1]:0", HttpMode::Mjpeg10, jpeg(200, 100, 0), 5);
     assert!(addr.is_ipv6());
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@[::1]:{}/stream", addr.port());
-    let svc = Svc::start(
-        dir,
-        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
-        &[],
-    );
-    let mut n = 0;
-    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
-        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
-        n >= 8
-    });
+    let svc = http_svc(&url, &["--backoff-min-ms", "50"], &[]);
+    let (n, ev) = frames_of_width(&svc, 200, 8);
     assert!(n >= 8, "frames from [::1], across reconnects: {ev:?}");
     let Some(ClientEvent::Connected(hello)) = ev.first() else {
         panic!("{ev:?}")
@@ -1214,18 +1178,9 @@ fn http_camera_on_ipv6_loopback_with_basic_auth() {
 #[test]
 fn http_camera_with_a_chunked_body_streams() {
     let (addr, _server) = http_camera("127.0.0.1:0", HttpMode::Chunked11, jpeg(200, 100, 0), 5);
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://admin:secret@{addr}/stream");
-    let svc = Svc::start(
-        dir,
-        &["--source", "http", "--url", &url, "--backoff-min-ms", "50"],
-        &[],
-    );
-    let mut n = 0;
-    let ev = watch(&svc.socket(), Duration::from_secs(20), |e| {
-        n += usize::from(matches!(e, ClientEvent::Frame(m) if m.width == 200));
-        n >= 3
-    });
+    let svc = http_svc(&url, &["--backoff-min-ms", "50"], &[]);
+    let (n, ev) = frames_of_width(&svc, 200, 3);
     assert!(n >= 3, "{ev:?}");
 }
 
@@ -1469,10 +1424,6 @@ fn an_http_camera_that_never_answers_times_out_and_its_connection_is_closed() {
     let (closed, after) = rx.recv_timeout(Duration::from_secs(40)).unwrap();
     println!("capture closed the silent camera's connection after {after:?}");
     assert!(closed, "the connection was left open");
-    assert!(
-        svc.wait_log("no answer within 10s", Duration::from_secs(10)),
-        "{}",
-        svc.log_text()
-    );
+    svc.expect_log("no answer within 10s", Duration::from_secs(10));
     server.join().unwrap();
 }

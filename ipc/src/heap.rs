@@ -101,6 +101,24 @@ pub fn installed() -> bool {
     ALLOCS.load(Ordering::Relaxed) > 0
 }
 
+/// The counters before and after `counted` runs of `step`, which first runs `warm_up` times
+/// uncounted so that buffers, pools and the runtime fill up: what the steady-state allocation
+/// tests compare with [`HeapStats::since`].
+pub async fn measure(
+    warm_up: u64,
+    counted: u64,
+    mut step: impl AsyncFnMut(),
+) -> (HeapStats, HeapStats) {
+    for _ in 0..warm_up {
+        step().await;
+    }
+    let before = stats();
+    for _ in 0..counted {
+        step().await;
+    }
+    (before, stats())
+}
+
 fn grew(size: usize) {
     ALLOCS.fetch_add(1, Ordering::Relaxed);
     let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;

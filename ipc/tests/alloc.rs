@@ -4,7 +4,7 @@
 //! was. One leaked byte, or one allocation, per frame fails it.
 
 use ipc::announce::{AnnounceServer, ClientConfig, ClientEvent, FrameClient, Hello, ServerConfig};
-use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+use ipc::region::{FrameInfo, RegionWriter};
 
 #[global_allocator]
 static HEAP: ipc::heap::Counting = ipc::heap::Counting;
@@ -42,31 +42,17 @@ fn publishing_announcing_and_copying_a_frame_allocates_nothing_in_the_steady_sta
         }
         let jpeg = vec![0x5a; FRAME_LEN];
         let mut seq = 0;
-        let mut one_frame = async |client: &mut FrameClient, buf: &mut Vec<u8>| {
-            let info = FrameInfo {
-                width: 4,
-                height: 4,
-                format: FrameFormat::Jpeg,
-                mono_ns: ipc::service::monotonic_ns(),
-                wall_ns: 1,
-            };
-            let meta = writer.publish(&info, &jpeg).unwrap();
+        let (before, after) = ipc::heap::measure(WARM_UP, FRAMES, async || {
+            let meta = writer.publish(&FrameInfo::jpeg_now(4, 4), &jpeg).unwrap();
             handle.frame(&meta);
             seq += 1;
-            match client.next(buf).await {
+            match client.next(&mut buf).await {
                 ClientEvent::Frame(got) => assert_eq!(got.seq, seq),
                 other => panic!("expected frame {seq}, got {other:?}"),
             }
             assert_eq!(buf.len(), FRAME_LEN);
-        };
-        for _ in 0..WARM_UP {
-            one_frame(&mut client, &mut buf).await;
-        }
-        let before = ipc::heap::stats();
-        for _ in 0..FRAMES {
-            one_frame(&mut client, &mut buf).await;
-        }
-        let after = ipc::heap::stats();
+        })
+        .await;
         assert!(ipc::heap::installed());
         eprintln!("over {FRAMES} frames: {before} -> {after}");
         assert_eq!(

@@ -121,15 +121,7 @@ async fn eventually(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 /// A raw connection that subscribes and then never reads again.
 async fn deaf_subscriber(socket: &Path) -> UnixStream {
     let mut s = UnixStream::connect(socket).await.unwrap();
-    let mut out = Vec::new();
-    encode(
-        &Message::Subscribe(Subscribe {
-            protocol_version: PROTOCOL_VERSION,
-            name: "deaf".into(),
-        }),
-        &mut out,
-    )
-    .unwrap();
+    let out = subscribe_bytes(PROTOCOL_VERSION, "deaf");
     s.write_all(&out).await.unwrap();
     s
 }
@@ -284,27 +276,10 @@ async fn bad_input_closes_only_that_connection() {
     let mut server = start(ServerConfig::default());
     let mut good = connected_client(&server.socket, "good").await;
     let mut scratch = Vec::new();
-    let wrong_version = {
-        encode(
-            &Message::Subscribe(Subscribe {
-                protocol_version: 99,
-                name: "old".into(),
-            }),
-            &mut scratch,
-        )
-        .unwrap();
-        scratch.clone()
-    };
+    let wrong_version = subscribe_bytes(99, "old");
     let truncated = {
-        encode(
-            &Message::Subscribe(Subscribe {
-                protocol_version: PROTOCOL_VERSION,
-                name: "cut".into(),
-            }),
-            &mut scratch,
-        )
-        .unwrap();
-        scratch[..scratch.len() - 2].to_vec()
+        let whole = subscribe_bytes(PROTOCOL_VERSION, "cut");
+        whole[..whole.len() - 2].to_vec()
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
         // Read as a length prefix, "GET " is far over the maximum.
@@ -339,15 +314,8 @@ async fn bad_input_closes_only_that_connection() {
     }
     // Garbage from a subscriber that was accepted: it gets its hello, then is closed.
     let mut s = UnixStream::connect(&server.socket).await.unwrap();
-    encode(
-        &Message::Subscribe(Subscribe {
-            protocol_version: PROTOCOL_VERSION,
-            name: "later garbage".into(),
-        }),
-        &mut scratch,
-    )
-    .unwrap();
-    s.write_all(&scratch).await.unwrap();
+    let subscribe = subscribe_bytes(PROTOCOL_VERSION, "later garbage");
+    s.write_all(&subscribe).await.unwrap();
     s.write_all(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]).await.unwrap();
     let mut rest = Vec::new();
     let got = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
@@ -536,15 +504,7 @@ impl Captured {
 /// A raw connection that subscribes under `name`, reads its hello and then never reads again.
 async fn idle_subscriber(socket: &Path, name: &str) -> UnixStream {
     let mut s = UnixStream::connect(socket).await.unwrap();
-    let mut out = Vec::new();
-    encode(
-        &Message::Subscribe(Subscribe {
-            protocol_version: PROTOCOL_VERSION,
-            name: name.into(),
-        }),
-        &mut out,
-    )
-    .unwrap();
+    let out = subscribe_bytes(PROTOCOL_VERSION, name);
     s.write_all(&out).await.unwrap();
     let mut reader = ipc::announce::proto::MessageReader::new();
     let first = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut s))
@@ -561,15 +521,7 @@ async fn idle_subscriber(socket: &Path, name: &str) -> UnixStream {
 /// ignored (the server may close first).
 async fn refused_subscriber(socket: &Path, name: &str) -> Vec<u8> {
     let mut s = UnixStream::connect(socket).await.unwrap();
-    let mut out = Vec::new();
-    encode(
-        &Message::Subscribe(Subscribe {
-            protocol_version: PROTOCOL_VERSION,
-            name: name.into(),
-        }),
-        &mut out,
-    )
-    .unwrap();
+    let out = subscribe_bytes(PROTOCOL_VERSION, name);
     let _ = s.write_all(&out).await;
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
@@ -667,6 +619,7 @@ async fn send_raw(socket: &Path, bytes: &[u8]) -> Vec<u8> {
     rest
 }
 
+/// A subscribe message under `name` speaking protocol `version`, framed.
 fn subscribe_bytes(version: u32, name: &str) -> Vec<u8> {
     let mut out = Vec::new();
     encode(

@@ -58,6 +58,16 @@ fn fill_frame(seq: u64, len: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// A new region with slots of `slot_capacity` bytes in a temporary directory, its writer and
+/// a reader.
+fn region(slot_capacity: usize) -> (tempfile::TempDir, RegionWriter, RegionReader) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frames");
+    let writer = RegionWriter::create(&path, slot_capacity).unwrap();
+    let reader = RegionReader::open(&path).unwrap();
+    (dir, writer, reader)
+}
+
 fn frame_is_valid(seq: u64, bytes: &[u8]) -> bool {
     if bytes.len() < 16
         || bytes[..8] != seq.to_le_bytes()
@@ -73,10 +83,7 @@ fn frame_is_valid(seq: u64, bytes: &[u8]) -> bool {
 
 #[test]
 fn a_published_frame_reads_back_whole_with_its_metadata() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("frames");
-    let mut writer = RegionWriter::create(&path, 4096).unwrap();
-    let reader = RegionReader::open(&path).unwrap();
+    let (_dir, mut writer, reader) = region(4096);
     assert_eq!(reader.generation(), writer.generation());
     let mut buf = Vec::new();
     assert_eq!(reader.read_latest(&mut buf), Err(ReadError::Empty));
@@ -98,10 +105,7 @@ fn a_published_frame_reads_back_whole_with_its_metadata() {
 
 #[test]
 fn the_writer_never_writes_the_newest_or_the_previous_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("frames");
-    let mut writer = RegionWriter::create(&path, 256).unwrap();
-    let reader = RegionReader::open(&path).unwrap();
+    let (_dir, mut writer, reader) = region(256);
     let mut recent: Vec<(u32, u64)> = Vec::new();
     let mut buf = Vec::new();
     for seq in 1..=30 {
@@ -131,10 +135,7 @@ fn the_writer_never_writes_the_newest_or_the_previous_slot() {
 
 #[test]
 fn a_frame_over_the_capacity_is_refused_counted_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("frames");
-    let mut writer = RegionWriter::create(&path, 1000).unwrap();
-    let reader = RegionReader::open(&path).unwrap();
+    let (dir, mut writer, reader) = region(1000);
     assert_eq!(
         writer.publish(&info(1), &vec![0u8; 1001]),
         Err(PublishError::TooLarge {
@@ -155,12 +156,9 @@ fn a_frame_over_the_capacity_is_refused_counted_and_writes_nothing() {
 
 #[test]
 fn the_reader_maps_the_region_read_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("frames");
-    let _writer = RegionWriter::create(&path, 4096).unwrap();
-    let reader = RegionReader::open(&path).unwrap();
+    let (dir, _writer, reader) = region(4096);
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let canonical = std::fs::canonicalize(&path).unwrap();
+    let canonical = std::fs::canonicalize(dir.path().join("frames")).unwrap();
     let lines: Vec<&str> = maps
         .lines()
         .filter(|l| l.ends_with(canonical.to_str().unwrap()))
@@ -710,20 +708,26 @@ fn two_reader_processes_never_get_a_bad_frame_from_a_racing_writer() {
 #[test]
 fn the_region_file_is_0640_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
-    let out = spawn_role("umask", dir.path()).wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "child failed ({}): {stdout}",
-        out.status
-    );
+    let stdout = succeeded(spawn_role("umask", dir.path()));
     for name in ["open", "tight", "usual"] {
         assert!(
             stdout.contains(&format!("MODE {name}=640")),
             "the region's mode follows the umask ({name}): {stdout}"
         );
     }
+}
+
+/// What the child printed, once it exited successfully (printed too).
+fn succeeded(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "child failed ({}): {stdout}",
+        out.status
+    );
+    stdout
 }
 
 /// Whether this process may mount (root): the no-space test needs a small tmpfs of its own.
@@ -757,14 +761,7 @@ fn a_full_file_system_refuses_the_region_at_creation_naming_the_directory_and_si
     )
     .spawn()
     .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "child failed ({}): {stdout}",
-        out.status
-    );
+    let stdout = succeeded(child);
     let line = stdout
         .lines()
         .find_map(|l| l.find("NOSPACE").map(|at| &l[at..]))

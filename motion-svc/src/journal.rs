@@ -46,31 +46,32 @@ pub fn log_end(meta: &EventMeta, clip: Option<&Path>) {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     let clip = clip.map(|c| tracing::field::display(c.display()));
+    // One record, at error level when the clip failed: tracing takes the level at compile
+    // time, so the fields are written once here for both.
+    macro_rules! end_record {
+        ($level:ident, $($tail:tt)+) => {
+            tracing::$level!(
+                message_id = END_MESSAGE_ID,
+                mecam_event_id = %id,
+                mecam_start_unix_ms = meta.start_unix_ms,
+                mecam_end_unix_ms = meta.end_unix_ms,
+                mecam_score = format_args!("{score:.2}"),
+                mecam_area_pct = format_args!("{area_pct:.2}"),
+                mecam_boxes = %boxes_text(&meta.boxes),
+                mecam_clip = clip,
+                mecam_end_reason = reason,
+                mecam_state = %state,
+                $($tail)+
+            )
+        };
+    }
     match meta.clip_error.as_deref() {
-        None => tracing::info!(
-            message_id = END_MESSAGE_ID,
-            mecam_event_id = %id,
-            mecam_start_unix_ms = meta.start_unix_ms,
-            mecam_end_unix_ms = meta.end_unix_ms,
-            mecam_score = format_args!("{score:.2}"),
-            mecam_area_pct = format_args!("{area_pct:.2}"),
-            mecam_boxes = %boxes_text(&meta.boxes),
-            mecam_clip = clip,
-            mecam_end_reason = reason,
-            mecam_state = %state,
+        None => end_record!(
+            info,
             "motion end: event {id}, peak area {area_pct:.1}% ({reason})"
         ),
-        Some(error) => tracing::error!(
-            message_id = END_MESSAGE_ID,
-            mecam_event_id = %id,
-            mecam_start_unix_ms = meta.start_unix_ms,
-            mecam_end_unix_ms = meta.end_unix_ms,
-            mecam_score = format_args!("{score:.2}"),
-            mecam_area_pct = format_args!("{area_pct:.2}"),
-            mecam_boxes = %boxes_text(&meta.boxes),
-            mecam_clip = clip,
-            mecam_end_reason = reason,
-            mecam_state = %state,
+        Some(error) => end_record!(
+            error,
             mecam_error = error,
             "motion end: event {id}, peak area {area_pct:.1}% ({reason}): {state}, {error}"
         ),

@@ -293,6 +293,27 @@ fn wait_for(what: &str, limit: Duration, ok: impl FnMut() -> bool, log: &dyn Fn(
     }
 }
 
+/// Waits (`limit` at most) until an event in `dir`'s events folder is in `state`.
+fn wait_event_state(svc: &Svc, dir: &Path, what: &str, limit: Duration, state: EventState) {
+    wait_for(
+        what,
+        limit,
+        || events(dir).iter().any(|(_, m)| m.state == state),
+        &|| svc.log(),
+    );
+}
+
+/// Waits until an event in `dir`'s events folder is recording.
+fn wait_recording(svc: &Svc, dir: &Path) {
+    wait_event_state(
+        svc,
+        dir,
+        "an event recording",
+        Duration::from_secs(30),
+        EventState::Recording,
+    );
+}
+
 fn setup() -> (tempfile::TempDir, Camera) {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("run")).unwrap();
@@ -315,15 +336,12 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
     // Two seconds of motion (at 5 frames analysed a second).
     svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
     cam.set_moving(false);
-    wait_for(
+    wait_event_state(
+        &svc,
+        dir.path(),
         "the event to complete",
         Duration::from_secs(20),
-        || {
-            events(dir.path())
-                .iter()
-                .any(|e| e.1.state == EventState::Complete)
-        },
-        &|| svc.log(),
+        EventState::Complete,
     );
     // The end record follows once the recorder has closed the event.
     svc.wait_log("3a9e5b7c1d2f4a6b8c0e1f2a3b4c5d6e", Duration::from_secs(20));
@@ -370,15 +388,12 @@ fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
     let svc = Svc::start(dir.path(), &[]);
     svc.background_learned();
     cam.set_moving(true);
-    wait_for(
+    wait_event_state(
+        &svc,
+        dir.path(),
         "an event recording",
         Duration::from_secs(20),
-        || {
-            events(dir.path())
-                .iter()
-                .any(|e| e.1.state == EventState::Recording)
-        },
-        &|| svc.log(),
+        EventState::Recording,
     );
     // Frames reach the clip being written (pre-capture and more) before the kill.
     let id = events(dir.path())[0].0.clone();
@@ -809,6 +824,18 @@ impl Drop for Mounted {
     }
 }
 
+/// `dir/events` on a tmpfs of `size` (`mount -o size=` syntax), unmounted when the guard drops.
+fn events_on_tmpfs(dir: &Path, size: &str) -> (PathBuf, Mounted) {
+    let edir = dir.join("events");
+    fs::create_dir_all(&edir).unwrap();
+    mount(
+        &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
+        &edir,
+    );
+    let mounted = Mounted(edir.clone());
+    (edir, mounted)
+}
+
 /// Fills the file system holding `dir` with `dir/filler`; returns its path.
 fn fill(dir: &Path) -> PathBuf {
     use std::io::Write as _;
@@ -867,10 +894,7 @@ fn a_full_or_read_only_events_disk_never_stops_detection_says_so_and_is_retried(
         return;
     }
     let (dir, cam) = setup();
-    let edir = dir.path().join("events");
-    fs::create_dir_all(&edir).unwrap();
-    mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &edir);
-    let _mounted = Mounted(edir.clone());
+    let (edir, _mounted) = events_on_tmpfs(dir.path(), "2m");
     // What a crash and a hostile hand left behind: an event still "recording", and folders
     // whose event.json is a FIFO (a blocking open hangs) or a directory.
     let crashed = "20261124T182900Z-0001";
@@ -993,10 +1017,7 @@ fn a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_
         return;
     }
     let (dir, cam) = setup();
-    let edir = dir.path().join("events");
-    fs::create_dir_all(&edir).unwrap();
-    mount(&["-t", "tmpfs", "-o", "size=8m", "tmpfs"], &edir);
-    let _mounted = Mounted(edir.clone());
+    let (edir, _mounted) = events_on_tmpfs(dir.path(), "8m");
     // Four old complete events of 1.5 MiB: 2 MiB free, under the 3 MiB minimum.
     let old: Vec<String> = (1..=4)
         .map(|k| format!("2020010{k}T000000Z-0001"))
@@ -1019,16 +1040,7 @@ fn a_disk_that_fills_during_a_recording_ends_it_failed_and_retention_makes_room_
     let svc = Svc::start(dir.path(), &[]);
     svc.wait_counter_grows("analysed", 10, Duration::from_secs(30));
     cam.set_moving(true);
-    wait_for(
-        "an event recording",
-        Duration::from_secs(30),
-        || {
-            events(dir.path())
-                .iter()
-                .any(|(_, m)| m.state == EventState::Recording)
-        },
-        &|| svc.log(),
-    );
+    wait_recording(&svc, dir.path());
     // Room was made before it started: the oldest went, and only as many as needed.
     let left: Vec<String> = events(dir.path())
         .into_iter()
@@ -1225,10 +1237,7 @@ fn when_the_clip_fails_the_journal_the_hooks_and_event_json_tell_one_story() {
         return;
     }
     let (dir, cam) = setup();
-    let edir = dir.path().join("events");
-    fs::create_dir_all(&edir).unwrap();
-    mount(&["-t", "tmpfs", "-o", "size=4m", "tmpfs"], &edir);
-    let _mounted = Mounted(edir.clone());
+    let (edir, _mounted) = events_on_tmpfs(dir.path(), "4m");
     // No storage limits: nothing is deleted to make room.
     fs::write(
         dir.path().join("none.toml"),
@@ -1277,16 +1286,7 @@ fn when_the_clip_fails_the_journal_the_hooks_and_event_json_tell_one_story() {
     });
     svc.background_learned();
     cam.set_moving(true);
-    wait_for(
-        "an event recording",
-        Duration::from_secs(30),
-        || {
-            events(dir.path())
-                .iter()
-                .any(|(_, m)| m.state == EventState::Recording)
-        },
-        &|| svc.log(),
-    );
+    wait_recording(&svc, dir.path());
     let filler = fill(&edir);
     let id = ended(&svc, 2);
     cam.set_moving(false);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipc::announce::{AnnounceHandle, AnnounceServer, Hello, ServerConfig};
-use ipc::region::{FrameFormat, FrameInfo, FrameMeta, PublishError, RegionWriter};
+use ipc::region::{FrameInfo, FrameMeta, PublishError, RegionWriter};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -94,13 +94,7 @@ impl Publisher {
     /// # Errors
     /// The region refused the frame (larger than a slot).
     pub fn commit(&mut self, bytes: &[u8]) -> Result<FrameMeta, PublishError> {
-        let info = FrameInfo {
-            width: self.width,
-            height: self.height,
-            format: FrameFormat::Jpeg,
-            mono_ns: ipc::service::monotonic_ns(),
-            wall_ns: ipc::service::wall_ns(),
-        };
+        let info = FrameInfo::jpeg_now(self.width, self.height);
         self.writer.publish(&info, bytes)
     }
 

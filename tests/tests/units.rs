@@ -1,15 +1,30 @@
 //! The unit files in `systemd/`: `systemd-analyze verify` prints nothing at all, and each
 //! service unit carries the settings the design contract (ARCHITECTURE.md) asks for.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 
 use mecam_system_tests::unit_file::{self, values};
 use mecam_system_tests::{bins, nspawn::UNITS};
 
 /// Copy the units to `dir` with `ExecStart` pointing at the built binaries (or at stand-in
 /// executables when they are not built: verify checks that the command exists).
-fn units_for_verify(dir: &Path) -> Vec<std::path::PathBuf> {
+/// `systemd-analyze verify FILES...`: how it exited, and what it printed (stdout, then stderr).
+fn verify(files: &[PathBuf]) -> (ExitStatus, String) {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(files)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, printed)
+}
+
+fn units_for_verify(dir: &Path) -> Vec<PathBuf> {
     let bin_dir = if bins::all_present() {
         bins::bin_dir()
     } else {
@@ -55,20 +70,10 @@ fn systemd_analyze_verify_prints_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     let files = units_for_verify(dir.path());
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .args(&files)
-        .output()
-        .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, printed) = verify(&files);
     assert!(
-        out.status.success(),
-        "systemd-analyze verify failed ({}):\n{printed}",
-        out.status
+        status.success(),
+        "systemd-analyze verify failed ({status}):\n{printed}"
     );
     assert!(
         printed.trim().is_empty(),
@@ -93,16 +98,7 @@ fn verify_catches_a_bad_key() {
         .unwrap()
         .replace("[Service]\n", "[Service]\nMemoryMaxx=1M\n");
     std::fs::write(&files[0], text).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&files[0])
-        .output()
-        .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, printed) = verify(&files[..1]);
     assert!(
         printed.contains("MemoryMaxx"),
         "verify did not report the bad key:\n{printed}"

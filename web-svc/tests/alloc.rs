@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use ipc::announce::{Announcement, ClientEvent, FrameAnnounce, Hello};
-use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+use ipc::region::{FrameInfo, RegionWriter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use web_svc::fanout::{Feeder, FrameSource, Hub};
@@ -72,21 +72,8 @@ type Body = Pin<Box<dyn Stream<Item = Result<Bytes, std::convert::Infallible>> +
 /// Publishes frame `seq` to the region, announces it, and reads its header and JPEG from each
 /// viewer.
 async fn one_frame(writer: &mut RegionWriter, queue: &Queue, viewers: &mut [Body], jpeg: &[u8]) {
-    let info = FrameInfo {
-        width: 4,
-        height: 4,
-        format: FrameFormat::Jpeg,
-        mono_ns: ipc::service::monotonic_ns(),
-        wall_ns: 1,
-    };
-    let meta = writer.publish(&info, jpeg).unwrap();
-    queue.push(Announcement::Frame(FrameAnnounce {
-        seq: meta.seq,
-        slot: meta.slot,
-        len: jpeg.len() as u32,
-        mono_ns: meta.mono_ns,
-        wall_ns: meta.wall_ns,
-    }));
+    let meta = writer.publish(&FrameInfo::jpeg_now(4, 4), jpeg).unwrap();
+    queue.push(Announcement::Frame(FrameAnnounce::from(&meta)));
     for v in viewers.iter_mut() {
         let _head = v.next().await.expect("a header").unwrap();
         let body = v.next().await.expect("a JPEG").unwrap();
@@ -120,14 +107,10 @@ fn fanning_a_frame_out_to_two_viewers_allocates_nothing_in_the_steady_state() {
             })
             .collect();
         let jpeg = vec![0x5a; FRAME_LEN];
-        for _ in 0..WARM_UP {
+        let (before, after) = ipc::heap::measure(WARM_UP, FRAMES, async || {
             one_frame(&mut writer, &queue, &mut viewers, &jpeg).await;
-        }
-        let before = ipc::heap::stats();
-        for _ in 0..FRAMES {
-            one_frame(&mut writer, &queue, &mut viewers, &jpeg).await;
-        }
-        let after = ipc::heap::stats();
+        })
+        .await;
         assert!(ipc::heap::installed());
         eprintln!("over {FRAMES} frames to 2 viewers: {before} -> {after}");
         assert_eq!(

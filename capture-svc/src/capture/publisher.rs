@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ipc::announce::{AnnounceHandle, CameraState};
 use ipc::jpeg::{FrameLimits, FrameRejected};
-use ipc::region::{FrameFormat, FrameInfo, PublishError, RegionWriter};
+use ipc::region::{FrameInfo, PublishError, RegionWriter};
 
 use super::backoff::Backoff;
 use super::stats::SharedStats;
@@ -103,13 +103,7 @@ impl Publisher {
                 );
             }
         }
-        let info = FrameInfo {
-            width,
-            height,
-            format: FrameFormat::Jpeg,
-            mono_ns: ipc::service::monotonic_ns(),
-            wall_ns: ipc::service::wall_ns(),
-        };
+        let info = FrameInfo::jpeg_now(width, height);
         match self.region.publish(&info, jpeg) {
             Ok(meta) => {
                 self.announce.frame(&meta);

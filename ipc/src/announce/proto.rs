@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::region::FrameMeta;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version of this protocol; a peer speaking another is refused.
@@ -92,6 +94,19 @@ pub struct FrameAnnounce {
     pub mono_ns: u64,
     /// Capture time, nanoseconds since the Unix epoch.
     pub wall_ns: u64,
+}
+
+impl From<&FrameMeta> for FrameAnnounce {
+    /// The announcement of the frame the region writer just committed.
+    fn from(meta: &FrameMeta) -> FrameAnnounce {
+        FrameAnnounce {
+            seq: meta.seq,
+            slot: meta.slot,
+            len: meta.len as u32,
+            mono_ns: meta.mono_ns,
+            wall_ns: meta.wall_ns,
+        }
+    }
 }
 
 /// What the camera is doing.

@@ -157,13 +157,7 @@ impl AnnounceHandle {
     pub fn frame(&self, meta: &FrameMeta) {
         {
             let mut latest = self.shared.latest.lock().expect("announce state poisoned");
-            latest.frame = Some(FrameAnnounce {
-                seq: meta.seq,
-                slot: meta.slot,
-                len: meta.len as u32,
-                mono_ns: meta.mono_ns,
-                wall_ns: meta.wall_ns,
-            });
+            latest.frame = Some(FrameAnnounce::from(meta));
             latest.last_frame_at = Instant::now();
             if latest.hello.width != meta.width || latest.hello.height != meta.height {
                 latest.hello.width = meta.width;

@@ -74,6 +74,19 @@ pub struct FrameInfo {
     pub wall_ns: u64,
 }
 
+impl FrameInfo {
+    /// A JPEG of `width` x `height` captured now, on both clocks.
+    pub fn jpeg_now(width: u32, height: u32) -> FrameInfo {
+        FrameInfo {
+            width,
+            height,
+            format: FrameFormat::Jpeg,
+            mono_ns: crate::service::monotonic_ns(),
+            wall_ns: crate::service::wall_ns(),
+        }
+    }
+}
+
 /// A committed frame's description, as written or as read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameMeta {

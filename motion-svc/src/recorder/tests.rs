@@ -127,6 +127,29 @@ fn paced(r: &mut Recorder, i: u64, score: Option<f32>) {
     }
 }
 
+/// A writer of AVI clips into `dir` whose reports queue holds `reports`, the receiving end of
+/// that queue, and the receiving end of its buffer pool (kept so that returned buffers have
+/// somewhere to go).
+fn writer(
+    dir: &Path,
+    reports: usize,
+) -> (
+    Writer,
+    tokio::sync::mpsc::Receiver<Report>,
+    std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let (pool_tx, pool) = sync_channel(1);
+    let (report_tx, report_rx) = tokio::sync::mpsc::channel(reports);
+    let w = Writer::new(
+        config(dir),
+        Box::new(AviFiles),
+        pool_tx,
+        report_tx,
+        Arc::default(),
+    );
+    (w, report_rx, pool)
+}
+
 #[test]
 fn a_clip_has_pre_capture_event_and_post_capture_and_a_poster() {
     let d = tempfile::tempdir().unwrap();
@@ -263,15 +286,7 @@ fn a_frame_the_full_channel_refuses_gives_its_buffer_back() {
 #[test]
 fn a_clip_write_error_keeps_what_was_written_and_marks_the_event() {
     let d = tempfile::tempdir().unwrap();
-    let (pool_tx, _pool) = sync_channel(1);
-    let (done_tx, mut done) = tokio::sync::mpsc::channel(4);
-    let mut w = Writer::new(
-        config(d.path()),
-        Box::new(AviFiles),
-        pool_tx,
-        done_tx,
-        Arc::default(),
-    );
+    let (mut w, mut done, _pool) = writer(d.path(), 4);
     for i in 0..10 {
         w.on_frame(&jpeg(i), tag(i, None));
     }
@@ -359,15 +374,7 @@ fn the_disk_probe_tells_a_usable_disk_from_a_broken_one() {
 #[test]
 fn unwritable_final_metadata_is_kept_up_to_its_bound_and_reported_failed() {
     let d = tempfile::tempdir().unwrap();
-    let (pool_tx, _pool) = sync_channel(1);
-    let (done_tx, mut done) = tokio::sync::mpsc::channel(MAX_PENDING_META * 2);
-    let mut w = Writer::new(
-        config(d.path()),
-        Box::new(AviFiles),
-        pool_tx,
-        done_tx,
-        Arc::default(),
-    );
+    let (mut w, mut done, _pool) = writer(d.path(), MAX_PENDING_META * 2);
     for k in 0..MAX_PENDING_META + 3 {
         let id = format!("20261124T1829{:02}Z-0001", k % 60);
         // A folder that is gone (as if the disk failed under it): nothing can be written.
@@ -444,15 +451,7 @@ fn shutdown_mid_event_closes_the_clip() {
 #[test]
 fn reports_past_their_bound_are_lost_and_logged_never_waited_for() {
     let d = tempfile::tempdir().unwrap();
-    let (pool_tx, _pool) = sync_channel(1);
-    let (report_tx, mut reports) = tokio::sync::mpsc::channel(REPORT_QUEUE);
-    let mut w = Writer::new(
-        config(d.path()),
-        Box::new(AviFiles),
-        pool_tx,
-        report_tx,
-        Arc::default(),
-    );
+    let (mut w, mut reports, _pool) = writer(d.path(), REPORT_QUEUE);
     // Nobody takes the reports (a stuck service): the writer goes on regardless.
     for k in 0..REPORT_QUEUE + 3 {
         let id = format!("20261124T1829{:02}Z-{:04}", k % 60, k + 1);

@@ -14,10 +14,6 @@ pub fn encode_gray(
     pixels: &[u8],
     quality: i32,
 ) -> Result<Vec<u8>, String> {
-    let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
-    c.set_quality(quality).map_err(|e| e.to_string())?;
-    c.set_subsamp(turbojpeg::Subsamp::Gray)
-        .map_err(|e| e.to_string())?;
     let img = Image {
         pixels,
         width,
@@ -25,7 +21,7 @@ pub fn encode_gray(
         height,
         format: PixelFormat::GRAY,
     };
-    c.compress_to_vec(img).map_err(|e| e.to_string())
+    encode(img, quality, turbojpeg::Subsamp::Gray)
 }
 
 /// Encodes an RGB buffer as a 4:2:0 JPEG, like a camera would (tests and benches).
@@ -38,10 +34,6 @@ pub fn encode_rgb(
     pixels: &[u8],
     quality: i32,
 ) -> Result<Vec<u8>, String> {
-    let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
-    c.set_quality(quality).map_err(|e| e.to_string())?;
-    c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
-        .map_err(|e| e.to_string())?;
     let img = Image {
         pixels,
         width,
@@ -49,5 +41,12 @@ pub fn encode_rgb(
         height,
         format: PixelFormat::RGB,
     };
+    encode(img, quality, turbojpeg::Subsamp::Sub2x2)
+}
+
+fn encode(img: Image<&[u8]>, quality: i32, subsamp: turbojpeg::Subsamp) -> Result<Vec<u8>, String> {
+    let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
+    c.set_quality(quality).map_err(|e| e.to_string())?;
+    c.set_subsamp(subsamp).map_err(|e| e.to_string())?;
     c.compress_to_vec(img).map_err(|e| e.to_string())
 }

@@ -8,7 +8,7 @@ use ipc::announce::{CameraState, ClientEvent, FrameAnnounce, Hello};
 use super::*;
 use crate::stream::ViewerSlot;
 use futures_util::StreamExt as _;
-use ipc::region::{FrameFormat, FrameInfo, RegionWriter};
+use ipc::region::{FrameInfo, RegionWriter};
 use tokio::sync::mpsc;
 
 /// Plays a script of announcements and events.
@@ -70,23 +70,12 @@ impl Camera {
 
     /// Commits a frame of `len` bytes all equal to its sequence number (mod 256).
     fn commit(&mut self, len: usize) -> FrameAnnounce {
-        let info = FrameInfo {
-            width: 4,
-            height: 4,
-            format: FrameFormat::Jpeg,
-            mono_ns: ipc::service::monotonic_ns(),
-            wall_ns: 1,
-        };
         let seq = self.writer.stats().published + 1;
-        let meta = self.writer.publish(&info, &vec![seq as u8; len]).unwrap();
+        let meta = (self.writer)
+            .publish(&FrameInfo::jpeg_now(4, 4), &vec![seq as u8; len])
+            .unwrap();
         assert_eq!(meta.seq, seq);
-        FrameAnnounce {
-            seq,
-            slot: meta.slot,
-            len: len as u32,
-            mono_ns: meta.mono_ns,
-            wall_ns: meta.wall_ns,
-        }
+        FrameAnnounce::from(&meta)
     }
 
     /// Commits a frame and announces it.

@@ -35,6 +35,22 @@ fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
+/// web-svc started with `web_config` and the password [`PW`] set; the directories outlive it
+/// (dropped after it).
+fn with_password(web_config: &str) -> (Dirs, Web) {
+    let dirs = Dirs::new(web_config);
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    (dirs, web)
+}
+
+/// `/metrics` read with `session`.
+fn metrics(web: &Web, session: &str) -> String {
+    http::get(web.addr, "/metrics", Some(session))
+        .unwrap()
+        .text()
+}
+
 /// The origin a browser sends for pages of `web`.
 fn origin(web: &Web) -> String {
     format!("http://{}", web.addr)
@@ -121,9 +137,7 @@ fn metrics_with_basic(web: &Web) -> String {
 
 #[test]
 fn every_route_but_login_and_healthz_needs_a_login() {
-    let dirs = Dirs::new("");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (_dirs, web) = with_password("");
     // Same-origin, so that state changes meet the login rule (not the same-origin one).
     let o = origin(&web);
     // The router is built from this table, so no route can be missed here.
@@ -342,9 +356,7 @@ fn wrong_setup_codes_are_limited_per_address_and_the_right_one_still_works_elsew
     let r = setup_from(&web, owner, Some(&code), "owner pass 123");
     assert_eq!(r.status, 303, "{}", r.text());
     let session = http::login(web.addr, "admin", "owner pass 123").unwrap();
-    let m = http::get(web.addr, "/metrics", Some(&session))
-        .unwrap()
-        .text();
+    let m = metrics(&web, &session);
     assert_eq!(
         metric(&m, "mecam_web_login_failures_total"),
         Some(3.0),
@@ -354,9 +366,7 @@ fn wrong_setup_codes_are_limited_per_address_and_the_right_one_still_works_elsew
 
 #[test]
 fn a_thousand_wrong_passwords_change_nothing_but_the_log() {
-    let dirs = Dirs::new("login_free_failures = 5\nlogin_backoff_first_s = 30");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (_dirs, web) = with_password("login_free_failures = 5\nlogin_backoff_first_s = 30");
     let session = http::login(web.addr, "admin", PW).unwrap();
     let rss_before = web.rss_kib();
     let o = origin(&web);
@@ -389,9 +399,7 @@ fn a_thousand_wrong_passwords_change_nothing_but_the_log() {
         u64::from(wrong) <= 5 + took.as_secs() / 30 + 1,
         "{wrong} checked in {took:?}"
     );
-    let m = http::get(web.addr, "/metrics", Some(&session))
-        .unwrap()
-        .text();
+    let m = metrics(&web, &session);
     assert_eq!(
         metric(&m, "mecam_web_login_failures_total"),
         Some(f64::from(wrong))
@@ -430,9 +438,7 @@ fn a_thousand_wrong_passwords_change_nothing_but_the_log() {
 
 #[test]
 fn cross_site_state_changes_are_refused() {
-    let dirs = Dirs::new("");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (_dirs, web) = with_password("");
     let session = http::login(web.addr, "admin", PW).unwrap();
     let host = web.addr.to_string();
     let evil = [
@@ -472,9 +478,7 @@ fn cross_site_state_changes_are_refused() {
 
 #[test]
 fn malformed_requests_get_clear_4xx_and_are_survived() {
-    let dirs = Dirs::new("max_body_bytes = 4096");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (_dirs, web) = with_password("max_body_bytes = 4096");
     let session = http::login(web.addr, "admin", PW).unwrap();
     assert_eq!(raw(web.addr, b"GARBAGE\r\n\r\n") / 100, 4);
     assert_eq!(
@@ -607,9 +611,7 @@ fn tls_from_the_config_serves_https_with_secure_cookies() {
 
 #[test]
 fn set_password_while_running_ends_every_session() {
-    let dirs = Dirs::new("");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (dirs, web) = with_password("");
     let session = http::login(web.addr, "admin", PW).unwrap();
     assert_eq!(
         http::get(web.addr, "/api/status", Some(&session))
@@ -704,9 +706,7 @@ fn bad_config_and_bad_passwords_are_refused_at_start_naming_the_problem() {
 #[test]
 fn stalled_request_bodies_are_closed_after_the_request_timeout() {
     // Every connection slot taken by a POST that announces a body and never sends it.
-    let dirs = Dirs::new("max_connections = 4\nmax_streams = 2\nrequest_timeout_s = 2");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (_dirs, web) = with_password("max_connections = 4\nmax_streams = 2\nrequest_timeout_s = 2");
     no_other_connection(&web);
     let mut stalled: Vec<TcpStream> = (0..4)
         .map(|_| {
@@ -763,9 +763,7 @@ fn stalled_request_bodies_are_closed_after_the_request_timeout() {
 #[test]
 fn a_client_that_reads_none_of_its_answers_is_dropped_after_the_request_timeout() {
     // Pipelined requests that are never read: the answers fill the socket.
-    let dirs = Dirs::new("request_timeout_s = 2");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (_dirs, web) = with_password("request_timeout_s = 2");
     let deaf = TcpStream::connect(web.addr).unwrap();
     let mut w = deaf.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
@@ -871,9 +869,7 @@ fn login_from(web: &Web, from: IpAddr, password: &str) -> http::Response {
 fn a_limited_client_learns_nothing_even_while_basic_is_cached() {
     // A long first wait, so that the client is still limited at the end however slow the
     // machine.
-    let dirs = Dirs::new("login_backoff_first_s = 600");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (_dirs, web) = with_password("login_backoff_first_s = 600");
     let ha: IpAddr = [127, 0, 0, 2].into();
     let attacker: IpAddr = [127, 0, 0, 3].into();
     let right = basic("admin", PW);
@@ -1030,9 +1026,7 @@ fn with<'a>(first: (&'a str, &'a str), rest: &[(&'a str, &'a str)]) -> Vec<(&'a 
 
 #[test]
 fn state_changes_need_a_same_origin_origin_or_referer() {
-    let dirs = Dirs::new("");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (_dirs, web) = with_password("");
     let here = origin(&web);
     let foreign = "http://evil.example";
     let same_referer = format!("{here}/events?page=1");
@@ -1090,52 +1084,44 @@ fn state_changes_need_a_same_origin_origin_or_referer() {
     // Basic: delete (of an event that does not exist: past the rule it is a 404).
     let auth = basic("admin", PW);
     let path = "/api/events/20261124T182900Z-0001";
-    for extra in bad {
-        let r = http::request(
+    let delete = |extra: &[(&str, &str)]| {
+        http::request(
             web.addr,
             "DELETE",
             path,
             &with(("Authorization", &auth), extra),
             b"",
         )
-        .unwrap();
+        .unwrap()
+    };
+    for extra in bad {
+        let r = delete(extra);
         assert_eq!(r.status, 403, "Basic delete with {extra:?}");
     }
     for extra in good {
-        let r = http::request(
-            web.addr,
-            "DELETE",
-            path,
-            &with(("Authorization", &auth), extra),
-            b"",
-        )
-        .unwrap();
+        let r = delete(extra);
         assert_eq!(r.status, 404, "Basic delete with {extra:?}");
     }
 
     // The login form itself: the right password without a same origin gets no session.
     let form = format!("username=admin&password={}", PW.replace(' ', "+"));
-    for extra in bad {
-        let r = http::request(
+    let login = |extra: &[(&str, &str)]| {
+        http::request(
             web.addr,
             "POST",
             "/login",
             &with(FORM, extra),
             form.as_bytes(),
         )
-        .unwrap();
+        .unwrap()
+    };
+    for extra in bad {
+        let r = login(extra);
         assert_eq!(r.status, 403, "login with {extra:?}");
         assert!(r.header("set-cookie").is_none());
     }
     for extra in good {
-        let r = http::request(
-            web.addr,
-            "POST",
-            "/login",
-            &with(FORM, extra),
-            form.as_bytes(),
-        )
-        .unwrap();
+        let r = login(extra);
         assert_eq!(r.status, 303, "login with {extra:?}");
     }
     assert!(web.log().contains("cross-site"), "{}", web.log());
@@ -1166,9 +1152,7 @@ fn state_changes_need_a_same_origin_origin_or_referer() {
 
 #[test]
 fn a_new_password_with_the_same_file_time_still_ends_sessions_and_basic() {
-    let dirs = Dirs::new("");
-    set_password(&dirs, PW);
-    let web = Web::start(&dirs);
+    let (dirs, web) = with_password("");
     let session = http::login(web.addr, "admin", PW).unwrap();
     let old = basic("admin", PW);
     let status = |auth: &str| {

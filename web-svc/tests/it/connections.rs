@@ -29,6 +29,31 @@ fn connect_from(rt: &tokio::runtime::Runtime, from: Ipv4Addr, to: SocketAddr) ->
     })
 }
 
+/// Connects from `from` and sends `GET path` with the session `cookie`, reading nothing.
+fn send_get(
+    rt: &tokio::runtime::Runtime,
+    from: Ipv4Addr,
+    to: SocketAddr,
+    path: &str,
+    cookie: &str,
+) -> TcpStream {
+    let mut s = connect_from(rt, from, to);
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+/// Reads the start of the answer's status line (10 s at most): a 200.
+fn expect_200(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -348,21 +373,10 @@ fn one_address_holds_at_most_its_limit_and_its_oldest_idle_connection_makes_room
     // fifth from it is refused, while another address is served.
     let cookie = http::login(web.addr, "admin", PW).unwrap();
     let mut streams: Vec<TcpStream> = (0..4)
-        .map(|_| {
-            let mut s = connect_from(&rt, me, web.addr);
-            write!(
-                s,
-                "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n"
-            )
-            .unwrap();
-            s
-        })
+        .map(|_| send_get(&rt, me, web.addr, "/stream.mjpg", &cookie))
         .collect();
     for s in &mut streams {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200");
+        expect_200(s);
     }
     // (The idle ones dropped above may still be closing at the first try.)
     poll(
@@ -395,16 +409,9 @@ fn connections_past_the_bound_are_refused_only_when_none_is_idle() {
     // bound counts).
     let mut busy = Vec::new();
     for i in 0..2u8 {
-        let mut s = connect_from(&rt, Ipv4Addr::new(127, 0, 4, i + 1), web.addr);
-        write!(
-            s,
-            "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n"
-        )
-        .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200");
+        let from = Ipv4Addr::new(127, 0, 4, i + 1);
+        let mut s = send_get(&rt, from, web.addr, "/stream.mjpg", &cookie);
+        expect_200(&mut s);
         busy.push(s);
     }
     // Two downloads of a clip bigger than the socket buffers, never read: the server is
@@ -413,16 +420,15 @@ fn connections_past_the_bound_are_refused_only_when_none_is_idle() {
     std::fs::create_dir(&clip_dir).unwrap();
     std::fs::write(clip_dir.join("clip.avi"), vec![0x55u8; 64 << 20]).unwrap();
     for i in 0..2u8 {
-        let mut s = connect_from(&rt, Ipv4Addr::new(127, 0, 4, i + 3), web.addr);
-        write!(
-            s,
-            "GET /events/20261124T182900Z-0001/clip.avi HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n"
-        )
-        .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200");
+        let from = Ipv4Addr::new(127, 0, 4, i + 3);
+        let mut s = send_get(
+            &rt,
+            from,
+            web.addr,
+            "/events/20261124T182900Z-0001/clip.avi",
+            &cookie,
+        );
+        expect_200(&mut s);
         busy.push(s);
     }
     // Every slot is busy: a newcomer is refused (the probe's own connection may still be

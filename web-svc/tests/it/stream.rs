@@ -19,6 +19,19 @@ struct Setup {
     cookie: String,
 }
 
+/// A viewer of `s`'s stream once it has shown a live frame (10 s at most).
+fn live_viewer(s: &Setup) -> Viewer {
+    let viewer = Viewer::start(s.web.addr, &s.cookie).unwrap();
+    viewer
+        .wait_for(
+            Kind::Live,
+            Instant::now() - Duration::from_secs(60),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    viewer
+}
+
 fn setup(config: &str, w: u16, h: u16, noise: u8, fps: f64) -> Setup {
     let dirs = Dirs::new(config);
     set_password(&dirs, PW);
@@ -270,14 +283,7 @@ fn a_thousand_connect_disconnect_cycles_leave_fds_and_memory_flat() {
 #[test]
 fn camera_away_and_back_under_a_connected_viewer() {
     let mut s = setup("", 320, 240, 20, 15.0);
-    let viewer = Viewer::start(s.web.addr, &s.cookie).unwrap();
-    viewer
-        .wait_for(
-            Kind::Live,
-            Instant::now() - Duration::from_secs(60),
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    let viewer = live_viewer(&s);
     let frames = s.camera.frames.clone();
     s.camera.stop();
     let gone = Instant::now();
@@ -323,14 +329,7 @@ fn camera_away_and_back_under_a_connected_viewer() {
 #[test]
 fn sigterm_ends_streams_and_the_service_exits_cleanly() {
     let mut s = setup("", 160, 120, 0, 15.0);
-    let viewer = Viewer::start(s.web.addr, &s.cookie).unwrap();
-    viewer
-        .wait_for(
-            Kind::Live,
-            Instant::now() - Duration::from_secs(60),
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    let viewer = live_viewer(&s);
     assert!(
         s.web.terminate(),
         "web-svc exited 0 on SIGTERM with a viewer connected"
