@@ -212,15 +212,12 @@ impl Analyzer {
             self.peak.boxes.clear();
             self.peak.boxes.extend(a.boxes.iter().map(|b| b.to_array()));
         }
-        let score = a.score;
-        let transition = match verdict {
-            Verdict::Grey | Verdict::SceneChange => {
-                // Never motion; an event in progress just sees a quiet frame.
-                self.tracker.observe(t, false)
-            }
-            Verdict::Learning => self.tracker.observe(t, false),
-            Verdict::Still | Verdict::Motion => self.tracker.observe(t, verdict.is_motion()),
-        };
+        let (score, since) = (a.score, a.since);
+        // Grey, scene change, learning: never motion; an event in progress just sees a quiet
+        // frame.
+        let transition = self
+            .tracker
+            .observe_since(t, since.filter(|_| verdict.is_motion()));
         // The peak belongs to the event (and its build-up); it is cleared once idle again,
         // after the caller had the End transition to read it.
         if !self.tracker.active()

@@ -29,12 +29,14 @@ pub enum Sensitivity {
 }
 
 impl Sensitivity {
-    /// `(area_pct, min_diff, noise_factor)` of this preset.
+    /// `(min_object_pct, min_diff, noise_factor)` of this preset: the smallest object as a
+    /// share of the frame height (a person about 20, 10 or 5 metres away with a usual lens),
+    /// and how strong a change must be.
     pub fn numbers(self) -> (f64, f64, f64) {
         match self {
-            Sensitivity::Low => (2.0, 18.0, 4.5),
-            Sensitivity::Medium => (0.8, 14.0, 4.0),
-            Sensitivity::High => (0.3, 10.0, 3.5),
+            Sensitivity::Low => (20.0, 18.0, 4.5),
+            Sensitivity::Medium => (10.0, 14.0, 4.0),
+            Sensitivity::High => (5.0, 10.0, 3.5),
         }
     }
 }
@@ -50,7 +52,11 @@ pub struct MotionConfig {
     pub analysis_fps: f64,
     /// Preset for the three detection numbers below: `low`, `medium` or `high`.
     pub sensitivity: Sensitivity,
-    /// Changed area, in percent of the whole frame, that counts as motion (overrides preset).
+    /// The smallest object to catch, as a share of the frame height in percent: a person at
+    /// the far end of the garden is about 10 (overrides the preset).
+    pub min_object_pct: Option<f64>,
+    /// Replaced by `min_object_pct`; refused with a message saying so.
+    #[serde(skip_serializing)]
     pub area_pct: Option<f64>,
     /// Minimum luma difference (0..255) for a pixel to count as changed (overrides preset).
     pub min_diff: Option<f64>,
@@ -107,6 +113,7 @@ impl Default for MotionConfig {
             events_dir: PathBuf::from(ipc::service::DEFAULT_EVENTS_DIR),
             analysis_fps: 5.0,
             sensitivity: Sensitivity::Medium,
+            min_object_pct: None,
             area_pct: None,
             min_diff: None,
             noise_factor: None,
@@ -165,8 +172,8 @@ fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<f64, ConfigError> {
 /// Detection numbers, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectSettings {
-    /// Percent of the whole frame that counts as motion.
-    pub area_pct: f64,
+    /// The smallest object, percent of the frame height.
+    pub min_object_pct: f64,
     /// Minimum per-pixel luma difference.
     pub min_diff: f64,
     /// Noise sigmas per changed pixel.
@@ -222,8 +229,20 @@ impl MotionConfig {
     /// # Errors
     /// The first bad value, as a [`ConfigError`] naming its key.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let (p_area, p_diff, p_noise) = self.sensitivity.numbers();
-        let area_pct = range("area_pct", self.area_pct.unwrap_or(p_area), 0.01, 100.0)?;
+        let (p_object, p_diff, p_noise) = self.sensitivity.numbers();
+        if self.area_pct.is_some() {
+            return Err(bad(
+                "area_pct",
+                "is replaced by min_object_pct, the smallest object to catch as a share of the \
+                 frame height (10 catches a person at the far end of a garden); remove area_pct",
+            ));
+        }
+        let min_object_pct = range(
+            "min_object_pct",
+            self.min_object_pct.unwrap_or(p_object),
+            1.0,
+            100.0,
+        )?;
         let min_diff = range("min_diff", self.min_diff.unwrap_or(p_diff), 1.0, 255.0)?;
         let noise_factor = range(
             "noise_factor",
@@ -232,12 +251,6 @@ impl MotionConfig {
             50.0,
         )?;
         let max_area_pct = range("max_area_pct", self.max_area_pct, 1.0, 100.0)?;
-        if max_area_pct <= area_pct {
-            return Err(bad(
-                "max_area_pct",
-                format!("{max_area_pct} must be larger than area_pct ({area_pct})"),
-            ));
-        }
         let analysis_fps = range("analysis_fps", self.analysis_fps, 0.2, 60.0)?;
         let background_s = range("background_s", self.background_s, 0.5, 3600.0)?;
         let relearn_s = range("relearn_s", self.relearn_s, 0.0, 60.0)?;
@@ -265,7 +278,7 @@ impl MotionConfig {
         Ok(Settings {
             analysis_fps,
             detect: DetectSettings {
-                area_pct,
+                min_object_pct,
                 min_diff,
                 noise_factor,
                 max_area_pct,
@@ -378,8 +391,12 @@ mod tests {
     fn bad_values_name_their_key() {
         let c = parse("analysis_fps = 0").unwrap();
         assert_eq!(c.validate().unwrap_err().key, "analysis_fps");
-        let c = parse("area_pct = 80\nmax_area_pct = 50").unwrap();
-        assert_eq!(c.validate().unwrap_err().key, "max_area_pct");
+        let c = parse("min_object_pct = 0.5").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "min_object_pct");
+        // The key it replaced is refused with the way out, not as unknown.
+        let e = parse("area_pct = 0.8").unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "area_pct");
+        assert!(e.to_string().contains("min_object_pct"), "{e}");
         let c = parse("masks = [[[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]]]").unwrap();
         let e = c.validate().unwrap_err();
         assert_eq!(e.key, "masks[0]");
@@ -406,9 +423,9 @@ mod tests {
 
     #[test]
     fn raw_numbers_override_the_preset() {
-        let c = parse("sensitivity = \"high\"\narea_pct = 5.0").unwrap();
+        let c = parse("sensitivity = \"high\"\nmin_object_pct = 25.0").unwrap();
         let s = c.validate().unwrap();
-        assert_eq!(s.detect.area_pct, 5.0);
+        assert_eq!(s.detect.min_object_pct, 25.0);
         assert_eq!(s.detect.min_diff, Sensitivity::High.numbers().1);
     }
 }

@@ -10,8 +10,9 @@ use ipc::jpeg::{FrameLimits, FrameRejected};
 use turbojpeg::{Decompressor, Image, PixelFormat, ScalingFactor};
 
 /// Analysis images are at least this wide: the decoder picks the smallest scale that keeps
-/// the width at or above it (1/8 for 640x480 and up).
-pub const MIN_ANALYSIS_WIDTH: usize = 64;
+/// the width at or above it (1/4 for 640x480, 160x120; 1/8 from 1024 wide, 240x135 for
+/// 1080p). A person at a tenth of the frame height is then 12 rows or more.
+pub const MIN_ANALYSIS_WIDTH: usize = 128;
 
 /// A greyscale image, one byte per pixel, rows packed without padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -161,21 +162,23 @@ mod tests {
     }
 
     #[test]
-    fn decodes_640x480_at_one_eighth() {
+    fn decodes_640x480_at_one_quarter() {
         let jpeg = crate::test_jpeg::encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
         let mut d = LumaDecoder::new().unwrap();
         let img = d.decode(&jpeg).unwrap();
-        assert_eq!((img.width, img.height), (80, 60));
+        assert_eq!((img.width, img.height), (160, 120));
         // Left dark, right bright: the gradient survives.
         assert!(img.pixels[0] < 30, "{}", img.pixels[0]);
-        assert!(img.pixels[79] > 200, "{}", img.pixels[79]);
+        assert!(img.pixels[159] > 200, "{}", img.pixels[159]);
         assert_eq!(d.source_size(), (640, 480));
     }
 
     #[test]
     fn scale_keeps_small_frames_usable() {
         assert_eq!(scale_for(1920), ScalingFactor::new(1, 8));
-        assert_eq!(scale_for(320), ScalingFactor::new(1, 4));
+        assert_eq!(scale_for(1024), ScalingFactor::new(1, 8));
+        assert_eq!(scale_for(640), ScalingFactor::new(1, 4));
+        assert_eq!(scale_for(320), ScalingFactor::new(1, 2));
         assert_eq!(scale_for(100), ScalingFactor::ONE);
     }
 
@@ -190,7 +193,7 @@ mod tests {
         let jpeg = crate::test_jpeg::encode_rgb(640, 480, &gradient_rgb(640, 480), 80).unwrap();
         assert!(d.decode(&jpeg[..jpeg.len() / 2]).is_err());
         // And the decoder still works afterwards.
-        assert_eq!(d.decode(&jpeg).unwrap().width, 80);
+        assert_eq!(d.decode(&jpeg).unwrap().width, 160);
     }
 
     #[test]
@@ -203,7 +206,7 @@ mod tests {
             Err(DecodeError::Rejected(FrameRejected::TooLarge { .. }))
         ));
         d.set_limits(FrameLimits::for_camera(640, 480));
-        assert_eq!(d.decode(&small).unwrap().width, 80);
+        assert_eq!(d.decode(&small).unwrap().width, 160);
         assert!(matches!(
             d.decode(b"\xff\xd8\xff"),
             Err(DecodeError::Rejected(FrameRejected::Truncated))
@@ -215,7 +218,7 @@ mod tests {
         let mut d = LumaDecoder::new().unwrap();
         let a = crate::test_jpeg::encode_gray(640, 480, &vec![100; 640 * 480], 80).unwrap();
         let b = crate::test_jpeg::encode_gray(1920, 1080, &vec![100; 1920 * 1080], 80).unwrap();
-        assert_eq!(d.decode(&a).unwrap().pixels.len(), 80 * 60);
+        assert_eq!(d.decode(&a).unwrap().pixels.len(), 160 * 120);
         assert_eq!(d.decode(&b).unwrap().pixels.len(), 240 * 135);
     }
 }

@@ -30,6 +30,15 @@ pub fn max_start_delay_s(min_duration_s: f64, analysis_fps: f64) -> f64 {
     min_duration_s + PENDING_TOLERANCE_S + 1.0 / analysis_fps
 }
 
+/// How far before its `Start` transition an event's first motion can lie: the start delay,
+/// and the time its object was followed before it counted as motion (the detector dates the
+/// motion back to when the object was first seen, by at most
+/// [`crate::detect::MAX_BACKDATE_S`]). The pre-capture ring must reach back this much further
+/// than the pre-capture itself.
+pub fn max_first_motion_age_s(min_duration_s: f64, analysis_fps: f64) -> f64 {
+    max_start_delay_s(min_duration_s, analysis_fps) + crate::detect::MAX_BACKDATE_S
+}
+
 pub use events::EndReason;
 
 /// What an observation changed.
@@ -81,10 +90,18 @@ impl EventTracker {
 
     /// Feeds one analysed frame at `t` seconds.
     pub fn observe(&mut self, t: f64, motion: bool) -> Transition {
+        self.observe_since(t, motion.then_some(t))
+    }
+
+    /// Feeds one analysed frame at `t` seconds, with motion first seen at `since` (its
+    /// object was followed since then before it counted), or `None` for no motion.
+    pub fn observe_since(&mut self, t: f64, since: Option<f64>) -> Transition {
         let s = self.settings;
+        let motion = since.is_some();
         match self.state {
             State::Idle if motion => {
-                self.state = State::Pending { since: t, last: t };
+                let since = since.map_or(t, |s| s.min(t));
+                self.state = State::Pending { since, last: t };
                 self.promote(t)
             }
             State::Idle => Transition::None,

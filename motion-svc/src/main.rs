@@ -34,9 +34,9 @@ struct Args {
     /// Sensitivity preset [config: sensitivity].
     #[arg(long, value_enum)]
     sensitivity: Option<Sensitivity>,
-    /// Changed area that counts as motion, percent of the frame [config: area_pct].
+    /// The smallest object to catch, percent of the frame height [config: min_object_pct].
     #[arg(long, value_name = "PCT")]
-    area_pct: Option<f64>,
+    min_object_pct: Option<f64>,
     /// Seconds motion must last before an event starts [config: min_duration_s].
     #[arg(long, value_name = "S")]
     min_duration_s: Option<f64>,
@@ -73,8 +73,8 @@ fn config(args: &Args) -> anyhow::Result<MotionConfig> {
         pre_capture_s,
         post_capture_s
     );
-    if let Some(v) = args.area_pct {
-        c.area_pct = Some(v);
+    if let Some(v) = args.min_object_pct {
+        c.min_object_pct = Some(v);
     }
     if let Some(v) = &args.hook_command {
         c.hook_command = Some(v.clone());

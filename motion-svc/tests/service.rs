@@ -575,7 +575,7 @@ fn bad_configuration_is_refused_naming_the_key_and_print_config_works() {
     let out = Command::new(env!("CARGO_BIN_EXE_motion-svc"))
         .arg("--config")
         .arg(&cfg)
-        .args(["--print-config", "--area-pct", "2.5"])
+        .args(["--print-config", "--min-object-pct", "25"])
         .output()
         .unwrap();
     assert!(
@@ -585,7 +585,7 @@ fn bad_configuration_is_refused_naming_the_key_and_print_config_works() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("sensitivity = \"high\"") && text.contains("area_pct = 2.5"),
+        text.contains("sensitivity = \"high\"") && text.contains("min_object_pct = 25.0"),
         "{text}"
     );
 }

@@ -4,6 +4,18 @@
 use super::{Detector, MAX_THRESHOLD_FACTOR};
 use crate::decode::LumaImage;
 
+/// Pixels at or below this level are crushed black: how dark they really are is unknown.
+pub(super) const CLIP_LO: f32 = 10.0;
+/// Pixels at or above this level are blown white.
+pub(super) const CLIP_HI: f32 = 245.0;
+
+/// Whether a pixel (current `x`, background `bg`) carries evidence about the light: neither
+/// side clipped. Crushed shadows that a light brings out, or highlights it blows, would
+/// otherwise pull the fit away from what the rest of the frame says.
+pub(super) fn unclipped(x: f32, bg: f32) -> bool {
+    x > CLIP_LO && x < CLIP_HI && bg > CLIP_LO && bg < CLIP_HI
+}
+
 /// How the current frame maps onto the background, and the per-pixel threshold.
 pub(super) struct Fit {
     pub(super) gain: f32,
@@ -43,7 +55,7 @@ impl Detector {
         let (mut cur, mut bg) = ([0u32; 256], [0u32; 256]);
         let mut n = 0u32;
         for i in 0..img.pixels.len() {
-            if self.counted[i] == 0 {
+            if self.counted[i] == 0 || !unclipped(f32::from(img.pixels[i]), self.background[i]) {
                 continue;
             }
             cur[usize::from(img.pixels[i])] += 1;
@@ -72,7 +84,7 @@ impl Detector {
             }
             let x = f32::from(img.pixels[i]);
             let y = self.background[i];
-            if (y - (g * x + o)).abs() > limit {
+            if !unclipped(x, y) || (y - (g * x + o)).abs() > limit {
                 continue;
             }
             let (x, y) = (f64::from(x), f64::from(y));
@@ -100,10 +112,11 @@ impl Detector {
         let mut hist = [0u32; 256];
         let mut n = 0u32;
         for i in 0..img.pixels.len() {
-            if self.counted[i] == 0 {
+            let (x, bg) = (f32::from(img.pixels[i]), self.background[i]);
+            if self.counted[i] == 0 || !unclipped(x, bg) {
                 continue;
             }
-            let r = (self.background[i] - (gain * f32::from(img.pixels[i]) + offset)).abs();
+            let r = (bg - (gain * x + offset)).abs();
             hist[(r * 2.0).min(255.0) as usize] += 1;
             n += 1;
         }

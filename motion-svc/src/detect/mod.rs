@@ -1,5 +1,6 @@
-//! Detection: background model, brightness/gain compensation, differencing, despeckle,
-//! changed area and bounding boxes, over small luma images.
+//! Detection: background model, brightness compensation (global, then per cell),
+//! differencing, despeckle, regions, and tracks that decide what is motion, over small luma
+//! images.
 //!
 //! Per analysed frame:
 //! 1. A frame with almost no contrast (a grey or black frame from a camera that is starting
@@ -10,17 +11,24 @@
 //!    least-squares first fit can: a dark person on a low-contrast wall pulled the gain to a
 //!    third and hid itself); pixels far from it (a moving object) are left out of a
 //!    least-squares refit, so a light change is taken out while an object moving during it
-//!    still stands out.
-//! 3. The per-pixel threshold is the larger of `min_diff` and `noise_factor` times the noise
-//!    sigma measured from the median residual of this frame (night gain raises it).
-//! 4. A changed pixel survives despeckle when at least two of its eight neighbours changed;
-//!    8-connected components give the boxes.
-//! 5. Ghost suppression: a pixel that differs from the background only counts while it has
+//!    still stands out. Clipped pixels (crushed black, blown white, on either side) carry no
+//!    evidence and are left out of every fit.
+//! 3. What the global fit leaves is corrected per cell ([`light`]): unevenly lit scenes, tone
+//!    curves, shadows lifted out of black.
+//! 4. The per-pixel threshold is the larger of `min_diff` and `noise_factor` times the noise
+//!    sigma measured from the median residual of this frame (night gain raises it). A clipped
+//!    pixel only counts in the direction it is not clipped.
+//! 5. A changed pixel survives despeckle when at least two of its eight neighbours changed;
+//!    8-connected components, merged when close, give the regions ([`regions`]).
+//! 6. Ghost suppression: a pixel that differs from the background only counts while it has
 //!    also changed from one analysed frame to the next within the last
 //!    [`MOTION_MEMORY_S`] seconds. An object that was in the frame when the background was
 //!    (re-)learned leaves a "ghost" where it stood; the ghost never moves, so it stops
 //!    counting after that memory instead of firing until the background absorbs it.
-//! 6. The background follows unchanged pixels with time constant `background_s` and changed
+//! 7. Regions are followed from frame to frame ([`tracks`]); one is motion when it is at
+//!    least the smallest object's size and keeps moving away from where it appeared. Light,
+//!    ghosts and foliage change in place and never are.
+//! 8. The background follows unchanged pixels with time constant `background_s` and changed
 //!    ones ten times slower, so slow changes (dusk, a parked car) are absorbed.
 //!
 //! All buffers are allocated when the geometry is first seen; analysing a frame allocates
@@ -31,10 +39,17 @@ use crate::decode::LumaImage;
 use crate::geometry::{Rect, rasterise};
 
 mod fit;
+mod light;
+mod regions;
 #[cfg(test)]
 mod tests;
+mod tracks;
 
-use fit::Fit;
+use fit::{CLIP_HI, CLIP_LO, Fit};
+use light::LocalLight;
+use regions::Labeller;
+use tracks::Tracker;
+pub use tracks::{CONFIRM_FRAMES, DISPLACE_FRAC, MAX_TRACKS};
 
 /// At most this many boxes are reported per frame (the largest).
 pub const MAX_BOXES: usize = 8;
@@ -42,6 +57,14 @@ pub const MAX_BOXES: usize = 8;
 pub const GREY_STD: f64 = 2.0;
 /// How long a pixel that moved keeps counting as moving, seconds.
 pub const MOTION_MEMORY_S: f32 = 3.0;
+/// An event's first motion is dated back to when its object was first seen, by at most this
+/// many seconds (the object was followed that long before it counted).
+pub const MAX_BACKDATE_S: f64 = 1.5;
+/// The smallest object's changed pixels, as a share of its height squared: a person is about
+/// 0.4 of their height wide, and half of them must differ from what is behind.
+pub const OBJECT_FILL: f32 = 0.2;
+/// ... and never fewer than this many pixels at analysis scale.
+pub const MIN_OBJECT_PX: u32 = 4;
 /// Changed pixels adapt this many times slower than unchanged ones.
 const FOREGROUND_SLOWDOWN: f32 = 10.0;
 /// The noise-driven threshold never exceeds this many times `min_diff`.
@@ -77,12 +100,16 @@ impl Verdict {
 pub struct Analysis {
     /// The verdict.
     pub verdict: Verdict,
-    /// Changed area, percent of the whole frame.
+    /// Area of the moving objects' changed pixels, percent of the whole frame.
     pub area_pct: f32,
-    /// Changed area weighted by how far over threshold each pixel was (capped at 4x).
+    /// The largest moving object's box, percent of the whole frame.
     pub score: f32,
-    /// Boxes of the largest changed regions, frame-relative.
+    /// Boxes of the moving objects, largest first, frame-relative.
     pub boxes: Vec<Rect>,
+    /// All changed pixels (moving or not), percent of the whole frame.
+    pub changed_pct: f32,
+    /// When the oldest moving object was first seen (at most [`MAX_BACKDATE_S`] ago), seconds.
+    pub since: Option<f64>,
     /// Fitted gain (background / current).
     pub gain: f32,
     /// Fitted offset.
@@ -100,21 +127,14 @@ impl Analysis {
             area_pct: 0.0,
             score: 0.0,
             boxes: Vec::with_capacity(MAX_BOXES),
+            changed_pct: 0.0,
+            since: None,
             gain: 1.0,
             offset: 0.0,
             noise_sigma: 0.0,
             threshold: 0.0,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Component {
-    count: u32,
-    x0: u32,
-    y0: u32,
-    x1: u32,
-    y1: u32,
 }
 
 /// The detector: one per camera stream.
@@ -130,9 +150,11 @@ pub struct Detector {
     clean: Vec<u8>,
     previous: Vec<f32>,
     moved_at: Vec<f32>,
+    light: LocalLight,
+    labeller: Labeller,
+    tracker: Tracker,
+    min_px: u32,
     seed_t: f64,
-    stack: Vec<u32>,
-    comps: Vec<Component>,
     needs_seed: bool,
     learning_until: f64,
     last_t: Option<f64>,
@@ -153,9 +175,11 @@ impl Detector {
             clean: Vec::new(),
             previous: Vec::new(),
             moved_at: Vec::new(),
+            light: LocalLight::default(),
+            labeller: Labeller::default(),
+            tracker: Tracker::default(),
+            min_px: MIN_OBJECT_PX,
             seed_t: 0.0,
-            stack: Vec::new(),
-            comps: Vec::with_capacity(MAX_BOXES + 1),
             needs_seed: true,
             learning_until: 0.0,
             last_t: None,
@@ -171,6 +195,11 @@ impl Detector {
     /// The settings in use.
     pub fn settings(&self) -> &DetectSettings {
         &self.settings
+    }
+
+    /// The smallest object, in changed pixels at analysis scale, for the last geometry.
+    pub fn min_object_px(&self) -> u32 {
+        self.min_px
     }
 
     fn configure(&mut self, width: usize, height: usize) {
@@ -195,8 +224,10 @@ impl Detector {
         self.previous.resize(n, 0.0);
         self.moved_at.clear();
         self.moved_at.resize(n, f32::NEG_INFINITY);
-        self.stack.clear();
-        self.stack.reserve(n);
+        self.light.configure(n);
+        self.labeller.configure(width, height);
+        let object_h = self.settings.min_object_pct as f32 / 100.0 * height as f32;
+        self.min_px = ((OBJECT_FILL * object_h * object_h) as u32).max(MIN_OBJECT_PX);
         self.needs_seed = true;
     }
 
@@ -206,6 +237,7 @@ impl Detector {
         }
         self.previous.copy_from_slice(&self.background);
         self.moved_at.fill(f32::NEG_INFINITY);
+        self.tracker.clear();
         self.seed_t = t;
         self.needs_seed = false;
         self.learning_until = t + self.settings.relearn_s;
@@ -217,6 +249,8 @@ impl Detector {
         r.verdict = verdict;
         r.area_pct = 0.0;
         r.score = 0.0;
+        r.changed_pct = 0.0;
+        r.since = None;
         r.boxes.clear();
         &self.result
     }
@@ -247,185 +281,152 @@ impl Detector {
         }
         // 2. Robust fit background ≈ gain * current + offset, and the threshold.
         let fit = self.fit_brightness(img);
-        // 3. Difference, and background update.
+        // 3. What is left, per cell.
+        self.light.estimate(
+            &img.pixels,
+            &self.background,
+            &self.counted,
+            self.width,
+            fit.gain,
+            fit.offset,
+        );
+        // 4. Difference, and background update.
         self.difference(img, &fit, (t - self.seed_t) as f32, alpha, learning);
-        // 4. Despeckle.
-        let score = self.despeckle(fit.threshold);
-        // 5. Components and boxes, and the verdict.
-        self.conclude(&fit, score, learning);
+        // 5. Despeckle, regions.
+        self.despeckle();
+        let changed = self
+            .labeller
+            .label(&mut self.clean, self.width, self.height);
+        // 7. Tracks, and the verdict.
+        self.conclude(&fit, changed, t, learning);
         if self.result.verdict == Verdict::SceneChange {
             self.seed(img, t);
         }
         &self.result
     }
 
-    /// Each pixel against the background predicted from it (`fit`), at `now` s since the
-    /// seed: `changed` holds the differences that count (over the threshold, and moved
-    /// within [`MOTION_MEMORY_S`]); the background follows with `alpha` (slower where
-    /// something changed, unless `learning`).
+    /// Each pixel against the background predicted from it (`fit` and the local field), at
+    /// `now` s since the seed: `changed` holds the differences that count (over the
+    /// threshold, and moved within [`MOTION_MEMORY_S`]); the background follows with `alpha`
+    /// (slower where something changed, unless `learning`).
     fn difference(&mut self, img: &LumaImage, fit: &Fit, now: f32, alpha: f32, learning: bool) {
         let (gain, offset, threshold) = (fit.gain, fit.offset, fit.threshold);
         for i in 0..img.pixels.len() {
-            let x = img.pixels[i];
+            let x = f32::from(img.pixels[i]);
             let bg = self.background[i];
-            let predicted = gain * f32::from(x) + offset;
-            let mut d = bg - predicted;
-            // A clipped pixel can only be trusted in the direction it is not clipped.
-            if (x >= 250 && d > 0.0) || (x <= 5 && d < 0.0) {
-                d = 0.0;
-            }
-            let d = d.abs();
+            let predicted = gain * x + offset + self.light.field[i];
+            // A clipped pixel, now or in the background, is only evidence in the direction
+            // it is not clipped (a crushed shadow could have been any darker).
+            let clipped = x <= CLIP_LO || x >= CLIP_HI || bg <= CLIP_LO || bg >= CLIP_HI;
+            let d = clipped_difference(x, bg, predicted);
             // Frame-to-frame change, both frames in background brightness.
-            if (predicted - self.previous[i]).abs() > threshold
-                && !((x >= 250 || x <= 5) && d == 0.0)
-            {
+            if (predicted - self.previous[i]).abs() > threshold && !(clipped && d == 0.0) {
                 self.moved_at[i] = now;
             }
             self.previous[i] = predicted;
             let hit =
                 self.counted[i] != 0 && d > threshold && now - self.moved_at[i] <= MOTION_MEMORY_S;
-            self.changed[i] = if hit { (d.min(255.0)) as u8 } else { 0 };
+            self.changed[i] = u8::from(hit);
             let a = if hit && !learning {
                 alpha / FOREGROUND_SLOWDOWN
             } else {
                 alpha
             };
-            self.background[i] = bg + a * (f32::from(x) - bg);
+            self.background[i] = bg + a * (x - bg);
         }
     }
 
-    /// Keeps (in `clean`) the changed pixels with at least two changed neighbours; the score
-    /// of what is kept.
-    fn despeckle(&mut self, threshold: f32) -> f32 {
+    /// Keeps (in `clean`) the changed pixels with at least two changed neighbours.
+    fn despeckle(&mut self) {
         let (w, h) = (self.width, self.height);
-        let mut score = 0.0f32;
         for y in 0..h {
+            let (y0, y1) = (y.saturating_sub(1), (y + 1).min(h - 1));
             for x in 0..w {
                 let i = y * w + x;
                 self.clean[i] = 0;
                 if self.changed[i] == 0 {
                     continue;
                 }
-                let mut nb = 0;
-                for dy in [-1isize, 0, 1] {
-                    for dx in [-1isize, 0, 1] {
-                        if dx == 0 && dy == 0 {
-                            continue;
-                        }
-                        let (nx, ny) = (x as isize + dx, y as isize + dy);
-                        if nx >= 0
-                            && ny >= 0
-                            && (nx as usize) < w
-                            && (ny as usize) < h
-                            && self.changed[ny as usize * w + nx as usize] != 0
-                        {
-                            nb += 1;
-                        }
-                    }
+                let (x0, x1) = (x.saturating_sub(1), (x + 1).min(w - 1));
+                let mut nb = 0u32;
+                for ny in y0..=y1 {
+                    let row = &self.changed[ny * w + x0..=ny * w + x1];
+                    nb += row.iter().map(|&c| u32::from(c)).sum::<u32>();
                 }
-                if nb >= 2 {
+                // The pixel itself is in the sum.
+                if nb > 2 {
                     self.clean[i] = 1;
-                    score += (f32::from(self.changed[i]) / threshold).min(4.0);
                 }
             }
         }
-        score
     }
 
-    /// The components of what despeckle kept, their boxes, the area and the verdict, into
-    /// `result`.
-    fn conclude(&mut self, fit: &Fit, score: f32, learning: bool) {
+    /// Tracks, boxes, areas and the verdict, into `result`, from `changed` pixels.
+    fn conclude(&mut self, fit: &Fit, changed: usize, t: f64, learning: bool) {
         let (w, h) = (self.width, self.height);
-        let total = self.components();
-        let counted = self.counted_px.max(1) as f32;
-        // Motion is measured against the whole frame (the units people set: "a person is
-        // about 3 % of the picture", whatever the zones); a scene change against what is
-        // watched (lights going on across a small zone are a scene change there).
-        let area_pct = total as f32 * 100.0 / (w * h).max(1) as f32;
-        let watched_pct = total as f32 * 100.0 / counted;
+        let frame = (w * h).max(1) as f32;
+        let watched_pct = changed as f32 * 100.0 / self.counted_px.max(1) as f32;
+        let scene_change = f64::from(watched_pct) > self.settings.max_area_pct;
+        if scene_change || learning {
+            self.tracker.clear();
+        } else {
+            self.tracker.update(self.labeller.regions(), t, self.min_px);
+        }
         let r = &mut self.result;
         r.gain = fit.gain;
         r.offset = fit.offset;
         r.noise_sigma = fit.sigma;
         r.threshold = fit.threshold;
-        r.area_pct = area_pct;
-        r.score = score * 100.0 / counted;
+        r.changed_pct = changed as f32 * 100.0 / frame;
+        r.area_pct = 0.0;
+        r.score = 0.0;
+        r.since = None;
         r.boxes.clear();
-        for c in &self.comps {
-            r.boxes.push(Rect {
-                x: c.x0 as f32 / w as f32,
-                y: c.y0 as f32 / h as f32,
-                w: (c.x1 - c.x0 + 1) as f32 / w as f32,
-                h: (c.y1 - c.y0 + 1) as f32 / h as f32,
-            });
+        for tr in self.tracker.moving() {
+            let g = &tr.region;
+            let (bw, bh) = g.size();
+            r.area_pct += g.px as f32 * 100.0 / frame;
+            r.score = r.score.max(bw * bh * 100.0 / frame);
+            let born = tr.born.max(t - MAX_BACKDATE_S);
+            r.since = Some(r.since.map_or(born, |s: f64| s.min(born)));
+            if r.boxes.len() < MAX_BOXES {
+                r.boxes.push(Rect {
+                    x: g.x0 as f32 / w as f32,
+                    y: g.y0 as f32 / h as f32,
+                    w: bw / w as f32,
+                    h: bh / h as f32,
+                });
+            }
         }
+        r.boxes
+            .sort_unstable_by(|a, b| (b.w * b.h).total_cmp(&(a.w * a.h)));
         r.verdict = if self.counted_px == 0 {
             Verdict::Still
-        } else if f64::from(watched_pct) > self.settings.max_area_pct {
+        } else if scene_change {
             Verdict::SceneChange
         } else if learning {
             Verdict::Learning
-        } else if f64::from(area_pct) >= self.settings.area_pct {
+        } else if r.since.is_some() {
             Verdict::Motion
         } else {
             Verdict::Still
         };
     }
+}
 
-    /// Labels 8-connected components of `clean`, keeps the largest MAX_BOXES, returns the
-    /// total number of changed pixels.
-    fn components(&mut self) -> usize {
-        let (w, h) = (self.width, self.height);
-        self.comps.clear();
-        let mut total = 0usize;
-        for start in 0..self.clean.len() {
-            if self.clean[start] == 0 {
-                continue;
-            }
-            self.clean[start] = 0;
-            self.stack.clear();
-            self.stack.push(start as u32);
-            let mut c = Component {
-                count: 0,
-                x0: u32::MAX,
-                y0: u32::MAX,
-                x1: 0,
-                y1: 0,
-            };
-            while let Some(i) = self.stack.pop() {
-                let (x, y) = (i as usize % w, i as usize / w);
-                c.count += 1;
-                c.x0 = c.x0.min(x as u32);
-                c.x1 = c.x1.max(x as u32);
-                c.y0 = c.y0.min(y as u32);
-                c.y1 = c.y1.max(y as u32);
-                for dy in [-1isize, 0, 1] {
-                    for dx in [-1isize, 0, 1] {
-                        let (nx, ny) = (x as isize + dx, y as isize + dy);
-                        if nx < 0 || ny < 0 || nx as usize >= w || ny as usize >= h {
-                            continue;
-                        }
-                        let j = ny as usize * w + nx as usize;
-                        if self.clean[j] != 0 {
-                            self.clean[j] = 0;
-                            self.stack.push(j as u32);
-                        }
-                    }
-                }
-            }
-            total += c.count as usize;
-            // Keep the MAX_BOXES largest, sorted by size, without allocating.
-            if self.comps.len() < MAX_BOXES {
-                self.comps.push(c);
-            } else if let Some(last) = self.comps.last_mut() {
-                if c.count > last.count {
-                    *last = c;
-                }
-            }
-            self.comps
-                .sort_unstable_by_key(|c| std::cmp::Reverse(c.count));
-        }
-        total
+/// How far `predicted` is from the background `bg`, zero where the difference points into a
+/// clipped side: a crushed black pixel (now `x`, or in the background) could have been any
+/// darker, a blown white one any brighter.
+fn clipped_difference(x: f32, bg: f32, predicted: f32) -> f32 {
+    // Anything at or beyond a clip level looks the same on the camera: a prediction of -20
+    // and a background of 15 in crushed shadows are both "black".
+    let d = bg.clamp(CLIP_LO, CLIP_HI) - predicted.clamp(CLIP_LO, CLIP_HI);
+    // d > 0: the background is brighter than the prediction.
+    if (d > 0.0 && (x >= CLIP_HI || bg <= CLIP_LO)) || (d < 0.0 && (x <= CLIP_LO || bg >= CLIP_HI))
+    {
+        0.0
+    } else {
+        d.abs()
     }
 }
 

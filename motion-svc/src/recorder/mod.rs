@@ -63,7 +63,7 @@ pub struct RecorderConfig {
     /// Seconds before first motion kept in the clip.
     pub pre_capture_s: f64,
     /// Longest time from first motion to the start of the event
-    /// ([`crate::event::max_start_delay_s`]): the ring keeps `pre_capture_s` plus this behind
+    /// ([`crate::event::max_first_motion_age_s`]): the ring keeps `pre_capture_s` plus this behind
     /// the newest frame, so the clip can still begin `pre_capture_s` before the first motion.
     pub start_delay_s: f64,
     /// Seconds after last motion kept in the clip.

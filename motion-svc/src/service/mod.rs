@@ -120,7 +120,7 @@ fn start_recorder(settings: &Settings, recovery_pending: bool) -> anyhow::Result
     Recorder::start(RecorderConfig {
         events_dir: settings.events_dir.clone(),
         pre_capture_s: events.pre_capture_s,
-        start_delay_s: crate::event::max_start_delay_s(
+        start_delay_s: crate::event::max_first_motion_age_s(
             events.min_duration_s,
             settings.analysis_fps,
         ),
