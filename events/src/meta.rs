@@ -16,11 +16,25 @@ use crate::open::{EventFile, OpenError, read_event_file};
 use crate::{StoreError, io_err};
 
 /// The version of the `event.json` schema written by this build. A file without the field is
-/// version 1 (the schema before the field existed is version 1 unchanged).
+/// version 1 (the schema before the field existed is version 1 unchanged). A field added with
+/// a default (`end_reason`, `clip_error`, `track`) keeps the version: older files still read.
 pub const SCHEMA_VERSION: u32 = 1;
 
 fn schema_v1() -> u32 {
     1
+}
+
+/// At most this many analysed frames of an event keep their boxes in `event.json` (2 minutes
+/// at 5 analysed frames a second; a longer event keeps them at a lower rate).
+pub const MAX_TRACK_FRAMES: usize = 600;
+
+/// The moving objects' boxes at one analysed frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackFrame {
+    /// Milliseconds after the event's start (its first motion).
+    pub t_ms: u32,
+    /// `[x, y, w, h]` frame-relative, largest first.
+    pub boxes: Vec<[f32; 4]>,
 }
 
 /// Event state in `event.json`.
@@ -101,12 +115,16 @@ pub struct EventMeta {
     pub end_unix_ms: Option<u64>,
     /// Seconds from start to end (0 while recording).
     pub duration_s: f64,
-    /// Highest score seen.
+    /// The largest moving object's box at the peak, percent of the frame.
     pub peak_score: f32,
-    /// Changed area at the peak, percent.
+    /// The moving objects' changed pixels at the peak, percent of the frame.
     pub peak_area_pct: f32,
     /// Boxes at the peak, `[x, y, w, h]` frame-relative.
     pub boxes: Vec<[f32; 4]>,
+    /// The moving objects' boxes at each analysed frame of the event, at most
+    /// [`MAX_TRACK_FRAMES`] entries (a long event keeps every second one, then every fourth...).
+    #[serde(default)]
+    pub track: Vec<TrackFrame>,
     /// Frames in the clip.
     pub frames: u64,
     /// Frames dropped from the clip (slow disk, full queue).
@@ -141,6 +159,7 @@ impl EventMeta {
             peak_score: 0.0,
             peak_area_pct: 0.0,
             boxes: Vec::new(),
+            track: Vec::new(),
             frames: 0,
             dropped_frames: 0,
             clip: None,

@@ -9,7 +9,9 @@ use crate::config::Settings;
 use crate::decode::{DecodeError, LumaDecoder};
 use crate::detect::{Detector, Verdict};
 use crate::event::{EventTracker, Transition};
+use crate::geometry::Rect;
 use crate::select::{FrameSelector, RELEARN_AFTER_SILENCE_NS, Selection};
+use events::{MAX_TRACK_FRAMES, TrackFrame};
 
 /// One announced frame.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +46,64 @@ pub struct Peak {
     pub boxes: Vec<[f32; 4]>,
 }
 
+/// The moving objects' boxes at each analysed frame of the current (or last) event, bounded by
+/// [`MAX_TRACK_FRAMES`]: when full, every second entry is dropped and from then on every
+/// second frame is kept (then every fourth...). All of it is allocated once.
+#[derive(Debug)]
+pub struct BoxTrack {
+    frames: Vec<TrackFrame>,
+    used: usize,
+    stride: u32,
+    offered: u32,
+    origin: f64,
+}
+
+impl BoxTrack {
+    fn new() -> BoxTrack {
+        BoxTrack {
+            frames: (0..MAX_TRACK_FRAMES)
+                .map(|_| TrackFrame {
+                    t_ms: 0,
+                    boxes: Vec::with_capacity(crate::detect::MAX_BOXES),
+                })
+                .collect(),
+            used: 0,
+            stride: 1,
+            offered: 0,
+            origin: 0.0,
+        }
+    }
+
+    /// Starts again for an event whose first motion was at `origin` seconds.
+    fn restart(&mut self, origin: f64) {
+        (self.used, self.stride, self.offered, self.origin) = (0, 1, 0, origin);
+    }
+
+    fn push(&mut self, t: f64, boxes: &[Rect]) {
+        self.offered += 1;
+        if (self.offered - 1) % self.stride != 0 {
+            return;
+        }
+        if self.used == self.frames.len() {
+            for i in 0..self.used / 2 {
+                self.frames.swap(i, 2 * i);
+            }
+            self.used /= 2;
+            self.stride *= 2;
+        }
+        let f = &mut self.frames[self.used];
+        f.t_ms = ((t - self.origin).max(0.0) * 1000.0) as u32;
+        f.boxes.clear();
+        f.boxes.extend(boxes.iter().map(|b| b.to_array()));
+        self.used += 1;
+    }
+
+    /// The frames kept, oldest first.
+    pub fn frames(&self) -> &[TrackFrame] {
+        &self.frames[..self.used]
+    }
+}
+
 /// Counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AnalyzerStats {
@@ -69,6 +129,7 @@ pub struct Analyzer {
     last_fingerprint: Option<u64>,
     duplicate_since: Option<u64>,
     peak: Peak,
+    track: BoxTrack,
     stats: AnalyzerStats,
     last_error: Option<String>,
 }
@@ -108,6 +169,7 @@ impl Analyzer {
                 boxes: Vec::with_capacity(crate::detect::MAX_BOXES),
                 ..Peak::default()
             },
+            track: BoxTrack::new(),
             stats: AnalyzerStats::default(),
             last_error: None,
         })
@@ -126,6 +188,11 @@ impl Analyzer {
     /// The peak of the current or last event.
     pub fn peak(&self) -> &Peak {
         &self.peak
+    }
+
+    /// The boxes of the current or last event's analysed frames.
+    pub fn track(&self) -> &BoxTrack {
+        &self.track
     }
 
     /// Whether an event is in progress.
@@ -218,6 +285,12 @@ impl Analyzer {
         let transition = self
             .tracker
             .observe_since(t, since.filter(|_| verdict.is_motion()));
+        if let Transition::Start { first_motion } = transition {
+            self.track.restart(first_motion);
+        }
+        if self.tracker.active() && verdict.is_motion() {
+            self.track.push(t, &a.boxes);
+        }
         // The peak belongs to the event (and its build-up); it is cleared once idle again,
         // after the caller had the End transition to read it.
         if !self.tracker.active()
@@ -293,6 +366,44 @@ mod tests {
         assert!(matches!(transitions[0].1, Transition::Start { .. }));
         assert!(matches!(transitions[1].1, Transition::End { .. }));
         assert!(a.peak().area_pct > 1.0);
+        // Boxes for each analysed frame of the event, following the object rightwards.
+        let track = a.track().frames();
+        assert!(track.len() >= 5, "{track:?}");
+        assert!(track.iter().all(|f| !f.boxes.is_empty()));
+        assert!(
+            track.last().unwrap().boxes[0][0] > track[0].boxes[0][0],
+            "{track:?}"
+        );
+    }
+
+    #[test]
+    fn the_box_track_is_bounded_and_spans_the_whole_event() {
+        let mut track = BoxTrack::new();
+        track.restart(10.0);
+        let b = [Rect {
+            x: 0.1,
+            y: 0.2,
+            w: 0.3,
+            h: 0.4,
+        }];
+        let n = MAX_TRACK_FRAMES * 5 + 3;
+        for k in 0..n {
+            track.push(10.0 + k as f64 * 0.2, &b);
+        }
+        let frames = track.frames();
+        assert!(frames.len() <= MAX_TRACK_FRAMES && frames.len() > MAX_TRACK_FRAMES / 2);
+        assert_eq!(frames[0].t_ms, 0);
+        let last_ms = ((n - 1) as f64 * 200.0) as u32;
+        assert!(
+            frames.last().unwrap().t_ms + 8 * 200 >= last_ms,
+            "{:?}",
+            frames.last()
+        );
+        assert!(frames.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
+        assert_eq!(frames[1].boxes, vec![[0.1, 0.2, 0.3, 0.4]]);
+        // A new event starts empty.
+        track.restart(100.0);
+        assert!(track.frames().is_empty());
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub struct EndInfo {
     pub peak_area_pct: f32,
     /// Boxes at the peak.
     pub boxes: Vec<[f32; 4]>,
+    /// Boxes at each analysed frame (bounded, [`events::MAX_TRACK_FRAMES`]).
+    pub track: Vec<events::TrackFrame>,
     /// Why the event ended.
     pub reason: EndReason,
 }

@@ -80,6 +80,7 @@ fn end(id: &str, last: u64) -> EndInfo {
         peak_score: 1.0,
         peak_area_pct: 1.0,
         boxes: vec![],
+        track: vec![],
         reason: EndReason::Quiet,
     }
 }
@@ -169,6 +170,10 @@ fn a_clip_has_pre_capture_event_and_post_capture_and_a_poster() {
         peak_score: 9.0,
         peak_area_pct: 3.0,
         boxes: vec![[0.1, 0.1, 0.2, 0.2]],
+        track: vec![events::TrackFrame {
+            t_ms: 600,
+            boxes: vec![[0.1, 0.1, 0.2, 0.2]],
+        }],
         reason: EndReason::Quiet,
     });
     // Post-capture 0.5 s: frames 40..=44 go in, 45 closes the clip.
@@ -187,6 +192,8 @@ fn a_clip_has_pre_capture_event_and_post_capture_and_a_poster() {
     assert_eq!(on_disk, m);
     assert_eq!(on_disk.frames, 25);
     assert_eq!(on_disk.peak_score, 9.0);
+    assert_eq!(on_disk.track.len(), 1);
+    assert_eq!(on_disk.track[0].t_ms, 600);
     assert!(!dir.join(CLIP_PART).exists());
     assert_eq!(on_disk.end_reason, Some(EndReason::Quiet));
     assert_eq!(on_disk.clip_error, None);

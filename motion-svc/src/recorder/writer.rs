@@ -389,6 +389,7 @@ impl Writer {
         cur.meta.peak_score = info.peak_score;
         cur.meta.peak_area_pct = info.peak_area_pct;
         cur.meta.boxes = info.boxes;
+        cur.meta.track = info.track;
         cur.meta.end_reason = Some(info.reason);
         cur.ending_at_ns = Some(info.last_motion_ns + (self.config.post_capture_s * 1e9) as u64);
         cur.last_frame = Instant::now();

@@ -225,6 +225,7 @@ impl Detection {
                         peak_score: peak.score,
                         peak_area_pct: peak.area_pct,
                         boxes: peak.boxes.clone(),
+                        track: self.analyzer.track().frames().to_vec(),
                         reason,
                     });
                 }
