@@ -153,8 +153,7 @@ pub fn load_or_skip() -> Option<Vec<Scenario>> {
         Ok(scenarios) => Some(scenarios.to_vec()),
         Err(e) if std::env::var_os("CI").is_some() => panic!("{e}"),
         Err(e) => {
-            println!("SKIPPED: {e}");
-            eprintln!("SKIPPED: {e}");
+            eprintln!("\n!!!!! SKIPPED: {e}\n");
             None
         }
     }
