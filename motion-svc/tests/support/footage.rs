@@ -364,6 +364,21 @@ fn frames_of(name: &str, args: &[String], frames_dir: &Path) -> Result<Vec<Vec<u
     if std::fs::write(&tmp, &out.stdout).is_ok() && std::fs::rename(&tmp, &stored).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    // Frames of this scenario made with older arguments are of no further use.
+    if let Ok(dir) = std::fs::read_dir(frames_dir) {
+        let prefix = format!("{slug}.");
+        for entry in dir.flatten() {
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            if file.starts_with(&prefix)
+                && file.ends_with(".mjpeg")
+                && file.len() == prefix.len() + 16 + ".mjpeg".len()
+                && entry.path() != stored
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     Ok(jpegs.into_iter().map(<[u8]>::to_vec).collect())
 }
 
