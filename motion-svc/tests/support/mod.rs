@@ -2,4 +2,6 @@
 
 // Each test binary uses a part of it.
 #[allow(dead_code)]
+pub mod footage;
+#[allow(dead_code)]
 pub mod jpeg;
