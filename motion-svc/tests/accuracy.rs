@@ -537,3 +537,137 @@ fn the_unmasked_branch_really_sways() {
         .fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     assert!(hi - lo > 0.06, "the branch's left edge spans {lo}..{hi}");
 }
+
+/// One real-footage scenario through the analyzer: event starts and the clip window each
+/// event would record (first motion less pre-capture to last motion plus post-capture).
+fn run_footage(s: &support::footage::Scenario) -> Vec<(f64, f64)> {
+    let cfg = config();
+    let settings = cfg.validate().unwrap();
+    let (pre, post) = (
+        settings.events.pre_capture_s,
+        settings.events.post_capture_s,
+    );
+    let mut a = Analyzer::new(&settings).unwrap();
+    let mut clips = Vec::new();
+    let mut open: Option<f64> = None;
+    let end_of = |last: f64| last + post;
+    for (seq, (at, jpeg)) in s.frames.iter().enumerate() {
+        let out = a.offer(FrameInput {
+            seq: seq as u64,
+            mono_ns: 1_000_000_000 + at.as_nanos() as u64,
+            wall_ns: 0,
+            jpeg,
+        });
+        match out.transition {
+            Transition::Start { first_motion } => open = Some(first_motion - 1.0 - pre),
+            Transition::End { last_motion, .. } => {
+                if let Some(from) = open.take() {
+                    clips.push((from, end_of(last_motion - 1.0)));
+                }
+            }
+            Transition::None => {}
+        }
+    }
+    if let Some(from) = open {
+        // Still going when the footage ends: the clip runs to the end.
+        clips.push((from, s.duration.as_secs_f64() + post));
+    }
+    clips
+}
+
+/// Real camera footage and scenes built from real frames (`tests/footage/labels.toml`, fetched
+/// by `scripts/footage`): every labelled motion makes an event whose clip covers it, no light
+/// or noise negative fires. Prints one table.
+#[test]
+fn real_footage_table() {
+    use support::footage::{self, Kind};
+    let Some(scenarios) = footage::load_or_skip() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    let (mut windows, mut detected, mut tp, mut fp) = (0usize, 0usize, 0usize, 0usize);
+    for s in &scenarios {
+        let clips = run_footage(s);
+        // Event start: the start of the clip less the pre-capture is its first motion.
+        let pre = config().pre_capture_s;
+        let starts: Vec<f64> = clips.iter().map(|c| c.0 + pre).collect();
+        let in_window =
+            |t: f64, w: &[(f64, f64)]| w.iter().any(|&(m0, m1)| t >= m0 - 0.5 && t <= m1 + GRACE_S);
+        let mut latency = None;
+        let mut clip_ok = true;
+        for &(m0, m1) in &s.motion {
+            windows += 1;
+            // An event detects the window when it starts before the window ends (or just
+            // after) and its clip reaches into it: one that began in an `ignore` stretch
+            // just before counts, with no latency.
+            match clips
+                .iter()
+                .position(|&(from, to)| from + pre <= m1 + GRACE_S && to >= m0)
+            {
+                Some(i) => {
+                    detected += 1;
+                    latency.get_or_insert((starts[i] - m0).max(0.0));
+                    // The clips together cover the motion from its start to its end.
+                    let covered =
+                        clips.iter().any(|c| c.0 <= m0) && clips.iter().any(|c| c.1 >= m1);
+                    clip_ok &= covered;
+                    if !covered {
+                        failures.push(format!(
+                            "{}: clips {clips:?} do not cover {m0}..{m1}",
+                            s.name
+                        ));
+                    }
+                }
+                None => failures.push(format!("missed: {} at {m0:.1}..{m1:.1} s", s.name)),
+            }
+        }
+        let false_starts: Vec<f64> = starts
+            .iter()
+            .copied()
+            .filter(|&t| !in_window(t, &s.motion) && !in_window(t, &s.ignore))
+            .collect();
+        tp += starts.len() - false_starts.len();
+        fp += false_starts.len();
+        if !false_starts.is_empty() {
+            failures.push(format!("false event(s) in {}: {false_starts:?}", s.name));
+        }
+        let expected = match s.kind {
+            Kind::Positive => "positive",
+            Kind::Negative => "negative",
+        };
+        rows.push(format!(
+            "| {:<44} | {:<11} | {expected:<8} | {:>6} | {:>11} | {:>7} |",
+            s.name,
+            s.origin,
+            starts.len(),
+            latency.map_or("-".to_owned(), |l: f64| format!("{l:.1}")),
+            if s.motion.is_empty() {
+                "-"
+            } else if clip_ok {
+                "yes"
+            } else {
+                "NO"
+            },
+        ));
+    }
+    println!(
+        "\n| scenario                                     | origin      | expected | events | latency (s) | clip ok |"
+    );
+    println!(
+        "|----------------------------------------------|-------------|----------|--------|-------------|---------|"
+    );
+    for r in &rows {
+        println!("{r}");
+    }
+    let precision = if tp + fp == 0 {
+        1.0
+    } else {
+        tp as f64 / (tp + fp) as f64
+    };
+    println!(
+        "\nreal footage: precision {precision:.2}, recall {:.2} ({detected} of {windows} motion windows)\n",
+        detected as f64 / windows.max(1) as f64
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}

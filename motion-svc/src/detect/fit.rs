@@ -28,7 +28,8 @@ pub(super) struct Fit {
 
 impl Detector {
     /// The robust fit of `img` onto the background, and the threshold it gives.
-    pub(super) fn fit_brightness(&self, img: &LumaImage) -> Fit {
+    pub(super) fn fit_brightness(&self) -> Fit {
+        let img = &self.aligned;
         let (mut gain, mut offset) = self.quartile_fit(img);
         let med1 = self.median_abs_residual(img, gain, offset);
         let inlier = (3.0 * 1.4826 * med1).max(4.0);
@@ -55,7 +56,7 @@ impl Detector {
         let (mut cur, mut bg) = ([0u32; 256], [0u32; 256]);
         let mut n = 0u32;
         for i in 0..img.pixels.len() {
-            if self.counted[i] == 0 || !unclipped(f32::from(img.pixels[i]), self.background[i]) {
+            if self.valid[i] == 0 || !unclipped(f32::from(img.pixels[i]), self.background[i]) {
                 continue;
             }
             cur[usize::from(img.pixels[i])] += 1;
@@ -79,7 +80,7 @@ impl Detector {
     fn fit(&self, img: &LumaImage, g: f32, o: f32, limit: f32) -> (f32, f32) {
         let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0f64, 0f64, 0f64, 0f64, 0f64);
         for i in 0..img.pixels.len() {
-            if self.counted[i] == 0 {
+            if self.valid[i] == 0 {
                 continue;
             }
             let x = f32::from(img.pixels[i]);
@@ -113,7 +114,7 @@ impl Detector {
         let mut n = 0u32;
         for i in 0..img.pixels.len() {
             let (x, bg) = (f32::from(img.pixels[i]), self.background[i]);
-            if self.counted[i] == 0 || !unclipped(x, bg) {
+            if self.valid[i] == 0 || !unclipped(x, bg) {
                 continue;
             }
             let r = (bg - (gain * x + offset)).abs();

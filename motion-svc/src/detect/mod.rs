@@ -5,6 +5,8 @@
 //! Per analysed frame:
 //! 1. A frame with almost no contrast (a grey or black frame from a camera that is starting
 //!    or failing) is refused and the background is re-learned from the next good frame.
+//!    A camera that shook or was knocked by a few pixels is followed ([`shake`]): the frame is
+//!    compared with the background where the scene now is.
 //! 2. A robust fit maps the current frame onto the background:
 //!    `background ≈ gain * current + offset`. The first estimate matches the two images'
 //!    quartiles, which an object covering less than a quarter of the frame cannot drag (a
@@ -15,9 +17,16 @@
 //!    evidence and are left out of every fit.
 //! 3. What the global fit leaves is corrected per cell ([`light`]): unevenly lit scenes, tone
 //!    curves, shadows lifted out of black.
-//! 4. The per-pixel threshold is the larger of `min_diff` and `noise_factor` times the noise
-//!    sigma measured from the median residual of this frame (night gain raises it). A clipped
-//!    pixel only counts in the direction it is not clipped.
+//! 4. While the camera is seen to sway (a shift found in the last [`SWAY_MEMORY_S`] seconds),
+//!    each pixel is compared with the nearest value the background takes in its 3x3
+//!    neighbourhood, so an edge that moved by less than a pixel is still background; a still
+//!    camera keeps full sensitivity (behind a fence, every pixel's neighbours span black to
+//!    white). The per-pixel threshold is the larger of `min_diff` and `noise_factor` times the noise
+//!    sigma measured from the median residual of this frame (night gain raises it), and of
+//!    [`UNREST_FACTOR`] times the pixel's own unrest: the running spread of its difference
+//!    over [`UNREST_S`] seconds. Where leaves, water or a flag move all the time, or an edge
+//!    of a shaking camera's picture comes and goes, the threshold rises to what that place
+//!    always does. A clipped pixel only counts in the direction it is not clipped.
 //! 5. A changed pixel survives despeckle when at least two of its eight neighbours changed;
 //!    8-connected components, merged when close, give the regions ([`regions`]).
 //! 6. Ghost suppression: a pixel that differs from the background only counts while it has
@@ -41,6 +50,7 @@ use crate::geometry::{Rect, rasterise};
 mod fit;
 mod light;
 mod regions;
+mod shake;
 #[cfg(test)]
 mod tests;
 mod tracks;
@@ -48,6 +58,7 @@ mod tracks;
 use fit::{CLIP_HI, CLIP_LO, Fit};
 use light::LocalLight;
 use regions::Labeller;
+use shake::Shake;
 use tracks::Tracker;
 pub use tracks::{CONFIRM_FRAMES, DISPLACE_FRAC, MAX_TRACKS};
 
@@ -65,6 +76,15 @@ pub const MAX_BACKDATE_S: f64 = 1.5;
 pub const OBJECT_FILL: f32 = 0.2;
 /// ... and never fewer than this many pixels at analysis scale.
 pub const MIN_OBJECT_PX: u32 = 4;
+/// After a shake is seen, edges are compared with their neighbourhood for this long, seconds.
+pub const SWAY_MEMORY_S: f64 = 10.0;
+/// Time constant of each pixel's unrest (the running mean of its squared difference), seconds.
+pub const UNREST_S: f32 = 10.0;
+/// A pixel changes only when it differs by more than this many times its unrest's root.
+pub const UNREST_FACTOR: f32 = 2.0;
+/// A difference counts into the unrest up to this many times the threshold (one person
+/// passing raises it a little, not for good).
+const UNREST_CLAMP: f32 = 6.0;
 /// Changed pixels adapt this many times slower than unchanged ones.
 const FOREGROUND_SLOWDOWN: f32 = 10.0;
 /// The noise-driven threshold never exceeds this many times `min_diff`.
@@ -146,10 +166,27 @@ pub struct Detector {
     background: Vec<f32>,
     counted: Vec<u8>,
     counted_px: usize,
+    /// The frame, moved onto the background by the camera's shake.
+    aligned: LumaImage,
+    /// The shake, and the background's pixels that the shaken frame covers.
+    shift: (isize, isize),
+    view: [usize; 4],
+    /// Counted and in view.
+    valid: Vec<u8>,
+    shake: Shake,
+    /// Until when the camera counts as swaying (monotonic seconds).
+    swaying_until: f64,
     changed: Vec<u8>,
     clean: Vec<u8>,
     previous: Vec<f32>,
     moved_at: Vec<f32>,
+    /// Per pixel: running mean of the squared difference.
+    unrest: Vec<f32>,
+    /// Per pixel: the background's range over its 3x3 neighbourhood (and the row pass).
+    bg_lo: Vec<f32>,
+    bg_hi: Vec<f32>,
+    row_lo: Vec<f32>,
+    row_hi: Vec<f32>,
     light: LocalLight,
     labeller: Labeller,
     tracker: Tracker,
@@ -171,10 +208,21 @@ impl Detector {
             background: Vec::new(),
             counted: Vec::new(),
             counted_px: 0,
+            aligned: LumaImage::default(),
+            shift: (0, 0),
+            view: [0; 4],
+            valid: Vec::new(),
+            shake: Shake::default(),
+            swaying_until: f64::NEG_INFINITY,
             changed: Vec::new(),
             clean: Vec::new(),
             previous: Vec::new(),
             moved_at: Vec::new(),
+            unrest: Vec::new(),
+            bg_lo: Vec::new(),
+            bg_hi: Vec::new(),
+            row_lo: Vec::new(),
+            row_hi: Vec::new(),
             light: LocalLight::default(),
             labeller: Labeller::default(),
             tracker: Tracker::default(),
@@ -216,6 +264,11 @@ impl Detector {
             &mut self.counted,
         );
         self.counted_px = self.counted.iter().filter(|&&c| c != 0).count();
+        self.aligned = LumaImage::filled(width, height, 0);
+        self.valid.clone_from(&self.counted);
+        self.shift = (0, 0);
+        self.view = [0, 0, width, height];
+        self.shake.configure(width, height);
         self.changed.clear();
         self.changed.resize(n, 0);
         self.clean.clear();
@@ -224,6 +277,16 @@ impl Detector {
         self.previous.resize(n, 0.0);
         self.moved_at.clear();
         self.moved_at.resize(n, f32::NEG_INFINITY);
+        for v in [
+            &mut self.unrest,
+            &mut self.bg_lo,
+            &mut self.bg_hi,
+            &mut self.row_lo,
+            &mut self.row_hi,
+        ] {
+            v.clear();
+            v.resize(n, 0.0);
+        }
         self.light.configure(n);
         self.labeller.configure(width, height);
         let object_h = self.settings.min_object_pct as f32 / 100.0 * height as f32;
@@ -237,6 +300,8 @@ impl Detector {
         }
         self.previous.copy_from_slice(&self.background);
         self.moved_at.fill(f32::NEG_INFINITY);
+        self.unrest.fill(0.0);
+        self.swaying_until = f64::NEG_INFINITY;
         self.tracker.clear();
         self.seed_t = t;
         self.needs_seed = false;
@@ -272,6 +337,11 @@ impl Detector {
             self.seed(img, t);
             return self.set_verdict(Verdict::Learning);
         }
+        self.align(img);
+        if self.shift != (0, 0) {
+            self.swaying_until = t + SWAY_MEMORY_S;
+        }
+        let swaying = t < self.swaying_until;
         let dt = (t - self.last_t.unwrap_or(t)).clamp(0.0, 1.0);
         self.last_t = Some(t);
         let learning = t < self.learning_until;
@@ -280,18 +350,26 @@ impl Detector {
             alpha = alpha.max(SETTLE_ALPHA);
         }
         // 2. Robust fit background ≈ gain * current + offset, and the threshold.
-        let fit = self.fit_brightness(img);
+        let fit = self.fit_brightness();
         // 3. What is left, per cell.
         self.light.estimate(
-            &img.pixels,
+            &self.aligned.pixels,
             &self.background,
-            &self.counted,
+            &self.valid,
             self.width,
             fit.gain,
             fit.offset,
         );
         // 4. Difference, and background update.
-        self.difference(img, &fit, (t - self.seed_t) as f32, alpha, learning);
+        let beta = dt as f32 / UNREST_S;
+        self.difference(
+            &fit,
+            (t - self.seed_t) as f32,
+            alpha,
+            beta,
+            learning,
+            swaying,
+        );
         // 5. Despeckle, regions.
         self.despeckle();
         let changed = self
@@ -305,27 +383,92 @@ impl Detector {
         &self.result
     }
 
+    /// Moves `img` onto the background by the camera's shake, into `aligned`, and marks what
+    /// it covers (`view`, `valid`).
+    fn align(&mut self, img: &LumaImage) {
+        let (w, h) = (self.width, self.height);
+        let shift = self.shake.estimate(&img.pixels, &self.background, w);
+        let (sx, sy) = shift;
+        for y in 0..h {
+            let src_y = (y as isize + sy).clamp(0, h as isize - 1) as usize;
+            for x in 0..w {
+                let src_x = (x as isize + sx).clamp(0, w as isize - 1) as usize;
+                self.aligned.pixels[y * w + x] = img.pixels[src_y * w + src_x];
+            }
+        }
+        if shift != self.shift {
+            self.shift = shift;
+            let span = |s: isize, len: usize| {
+                let lo = (-s).max(0) as usize;
+                (
+                    lo.min(len),
+                    (len as isize - s.max(0)).max(lo as isize) as usize,
+                )
+            };
+            let ((x0, x1), (y0, y1)) = (span(sx, w), span(sy, h));
+            self.view = [x0, y0, x1, y1];
+            for y in 0..h {
+                for x in 0..w {
+                    let i = y * w + x;
+                    let inside = x >= x0 && x < x1 && y >= y0 && y < y1;
+                    self.valid[i] = u8::from(inside && self.counted[i] != 0);
+                }
+            }
+        }
+    }
+
     /// Each pixel against the background predicted from it (`fit` and the local field), at
     /// `now` s since the seed: `changed` holds the differences that count (over the
     /// threshold, and moved within [`MOTION_MEMORY_S`]); the background follows with `alpha`
-    /// (slower where something changed, unless `learning`).
-    fn difference(&mut self, img: &LumaImage, fit: &Fit, now: f32, alpha: f32, learning: bool) {
+    /// (slower where something changed, unless `learning`), the unrest with `beta`. What the
+    /// shaken frame does not cover is neither compared nor learned; while `swaying`, each
+    /// pixel is compared with its background neighbourhood.
+    #[allow(clippy::too_many_arguments)]
+    fn difference(
+        &mut self,
+        fit: &Fit,
+        now: f32,
+        alpha: f32,
+        beta: f32,
+        learning: bool,
+        swaying: bool,
+    ) {
         let (gain, offset, threshold) = (fit.gain, fit.offset, fit.threshold);
-        for i in 0..img.pixels.len() {
-            let x = f32::from(img.pixels[i]);
+        if swaying {
+            self.neighbourhood_range();
+        } else {
+            self.bg_lo.copy_from_slice(&self.background);
+            self.bg_hi.copy_from_slice(&self.background);
+        }
+        let [x0, y0, x1, y1] = self.view;
+        for i in 0..self.aligned.pixels.len() {
+            let (px, py) = (i % self.width, i / self.width);
+            if px < x0 || px >= x1 || py < y0 || py >= y1 {
+                self.changed[i] = 0;
+                continue;
+            }
+            let x = f32::from(self.aligned.pixels[i]);
             let bg = self.background[i];
             let predicted = gain * x + offset + self.light.field[i];
+            // Compared with the nearest value of the background around it: an edge that moved
+            // by less than a pixel (a camera's sway, shimmer) is still the background.
+            let near = predicted.clamp(self.bg_lo[i], self.bg_hi[i]);
             // A clipped pixel, now or in the background, is only evidence in the direction
             // it is not clipped (a crushed shadow could have been any darker).
-            let clipped = x <= CLIP_LO || x >= CLIP_HI || bg <= CLIP_LO || bg >= CLIP_HI;
-            let d = clipped_difference(x, bg, predicted);
+            let clipped = x <= CLIP_LO || x >= CLIP_HI || near <= CLIP_LO || near >= CLIP_HI;
+            let d = clipped_difference(x, near, predicted);
             // Frame-to-frame change, both frames in background brightness.
             if (predicted - self.previous[i]).abs() > threshold && !(clipped && d == 0.0) {
                 self.moved_at[i] = now;
             }
             self.previous[i] = predicted;
-            let hit =
-                self.counted[i] != 0 && d > threshold && now - self.moved_at[i] <= MOTION_MEMORY_S;
+            let u = &mut self.unrest[i];
+            let own = UNREST_FACTOR * u.sqrt();
+            let counted = d.min(UNREST_CLAMP * threshold);
+            *u += beta * (counted * counted - *u);
+            let hit = self.valid[i] != 0
+                && d > threshold.max(own)
+                && now - self.moved_at[i] <= MOTION_MEMORY_S;
             self.changed[i] = u8::from(hit);
             let a = if hit && !learning {
                 alpha / FOREGROUND_SLOWDOWN
@@ -333,6 +476,37 @@ impl Detector {
                 alpha
             };
             self.background[i] = bg + a * (x - bg);
+        }
+    }
+
+    /// `bg_lo`/`bg_hi`: the least and greatest background value in each pixel's 3x3
+    /// neighbourhood (separable: across, then down).
+    fn neighbourhood_range(&mut self) {
+        let (w, h) = (self.width, self.height);
+        for y in 0..h {
+            let row = &self.background[y * w..(y + 1) * w];
+            for x in 0..w {
+                let (a, b) = (x.saturating_sub(1), (x + 1).min(w - 1));
+                let (mut lo, mut hi) = (row[x], row[x]);
+                for &v in &row[a..=b] {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+                self.row_lo[y * w + x] = lo;
+                self.row_hi[y * w + x] = hi;
+            }
+        }
+        for y in 0..h {
+            let (a, b) = (y.saturating_sub(1), (y + 1).min(h - 1));
+            for x in 0..w {
+                let (mut lo, mut hi) = (f32::MAX, f32::MIN);
+                for ny in a..=b {
+                    lo = lo.min(self.row_lo[ny * w + x]);
+                    hi = hi.max(self.row_hi[ny * w + x]);
+                }
+                self.bg_lo[y * w + x] = lo;
+                self.bg_hi[y * w + x] = hi;
+            }
         }
     }
 

@@ -319,3 +319,29 @@ fn boxes_and_tracks_are_bounded() {
     assert_eq!(a.boxes.len(), MAX_BOXES);
     assert!(d.labeller.regions().len() <= regions::MAX_COMPONENTS);
 }
+
+/// The scene `dx` pixels to the right (a camera knocked or swaying on its pole).
+fn shaken(img: &LumaImage, dx: isize) -> LumaImage {
+    let mut out = img.clone();
+    for y in 0..H {
+        for x in 0..W {
+            let src = (x as isize - dx).clamp(0, W as isize - 1) as usize;
+            out.pixels[y * W + x] = img.pixels[y * W + src];
+        }
+    }
+    out
+}
+
+#[test]
+fn a_shaking_camera_is_not_motion_but_a_person_walking_then_is() {
+    let (mut d, mut t) = warmed(DetectSettings::default());
+    // Swaying by up to 3 px (12 px of a 640-wide frame), both ways, for 10 s.
+    let sway = |k: usize| (3.0 * (k as f32 * 0.7).sin()).round() as isize;
+    let (verdicts, _) = feed(&mut d, &mut t, 50, |k| shaken(&scene(1.0), sway(k)));
+    assert!(verdicts.iter().all(|v| !v.is_motion()), "{verdicts:?}");
+    let (verdicts, a) = feed(&mut d, &mut t, 10, |k| {
+        shaken(&with_box(scene(1.0), 30 + 4 * k, 30, 12, 30, 250), sway(k))
+    });
+    assert!(verdicts[5..].iter().all(|v| v.is_motion()), "{verdicts:?}");
+    assert_eq!(a.boxes.len(), 1, "{a:?}");
+}

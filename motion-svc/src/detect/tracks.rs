@@ -2,7 +2,8 @@
 //! decides which of them are motion.
 //!
 //! A region becomes motion when it has been followed for [`CONFIRM_FRAMES`] analysed frames,
-//! is at least the smallest object's size, and has moved away from where it was first seen by
+//! in all of them but one at least the smallest object's size and [`MIN_SIDE_PX`] thick, and has
+//! moved away from where it was first seen by
 //! [`DISPLACE_FRAC`] of the shorter side of the box it has covered so far (its "home"),
 //! getting further away at each of the last [`FORWARD_STEPS`] frames. That is what a person, a
 //! car or a cat does, however small and far away: walking extends the home as fast as the
@@ -26,6 +27,9 @@ pub const FORWARD_STEPS: u32 = 2;
 pub const DISPLACE_FRAC: f32 = 0.35;
 /// ... and at least this many pixels at analysis scale (centroids jitter by about one).
 const MIN_DISPLACE_PX: f32 = 1.5;
+/// A region thinner than this at analysis scale (12 px of a 640-wide frame) is an edge that
+/// came and went (a shaking camera, a swaying wire), not an object: it is never motion.
+pub const MIN_SIDE_PX: f32 = 3.0;
 /// A track not seen in this many consecutive analysed frames is forgotten.
 const MAX_MISSES: u32 = 2;
 /// A region whose pixel count changes by more than this factor from one frame to the next
@@ -40,6 +44,8 @@ pub struct Track {
     frames: u32,
     misses: u32,
     forward: u32,
+    /// Frames in which its region was object-sized, less those in which it was not.
+    solid: u32,
     origin: (f32, f32),
     centre: (f32, f32),
     /// The union of its boxes since the origin: x0, y0, x1, y1.
@@ -59,6 +65,7 @@ impl Track {
             frames: 1,
             misses: 0,
             forward: 0,
+            solid: 0,
             origin: region.centre(),
             centre: region.centre(),
             home: [region.x0, region.y0, region.x1, region.y1],
@@ -102,11 +109,19 @@ impl Track {
         ];
         let now = away(self.centre, self.origin);
         self.forward = if now > before { self.forward + 1 } else { 0 };
+        let (rw, rh) = region.size();
+        let object = region.px >= min_px && rw.min(rh) >= MIN_SIDE_PX;
+        self.solid = if object {
+            self.solid + 1
+        } else {
+            self.solid.saturating_sub(1)
+        };
         if !self.moving {
             let (w, h) = ((h[2] - h[0] + 1) as f32, (h[3] - h[1] + 1) as f32);
             let need = (DISPLACE_FRAC * w.min(h)).max(MIN_DISPLACE_PX);
             self.moving = self.frames >= CONFIRM_FRAMES
-                && region.px >= min_px
+                && object
+                && self.solid >= CONFIRM_FRAMES - 1
                 && now >= need
                 && self.forward >= FORWARD_STEPS;
         }
