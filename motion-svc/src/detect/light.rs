@@ -3,8 +3,9 @@
 //! a tone curve, shadows lifted out of black).
 //!
 //! The frame is cut into [`GRID`] x [`GRID`] cells; in each, the most common value of what the
-//! global fit leaves over (background minus predicted, on unclipped pixels, smoothed over
-//! [`MODE_WINDOW`] levels) is that cell's own offset. Light moves a cell's whole residual
+//! global fit leaves over (background minus predicted, on unclipped pixels that it leaves
+//! within [`RESIDUAL_LIMIT`] thresholds, smoothed over [`MODE_WINDOW`] levels) is that cell's
+//! own offset. What the global fit leaves further out is an object, not the light. Light moves a cell's whole residual
 //! together, so its peak moves; an object's pixels differ from the background by amounts
 //! spread over its texture and the scene's, so they rarely make a peak of their own (a median
 //! would follow an object over half of a cell). A peak away from zero must also hold
@@ -21,6 +22,8 @@ pub const GRID: usize = 4;
 const BINS: usize = 256;
 /// A cell with fewer unclipped pixels than this keeps the global fit (offset 0).
 const MIN_CELL_PX: u32 = 16;
+/// Pixels the global fit leaves further out than this many thresholds are not light.
+pub const RESIDUAL_LIMIT: f32 = 3.0;
 /// The residual's peak is found over windows of this many grey levels.
 const MODE_WINDOW: usize = 7;
 /// A cell's peak away from zero must hold this many times the pixels of the window at zero.
@@ -46,7 +49,8 @@ impl LocalLight {
     }
 
     /// Estimates the field for `pixels` against `background` after the global
-    /// `gain`/`offset`, over the `counted` pixels of a `width`-wide image.
+    /// `gain`/`offset` (and its `threshold`), over the `counted` pixels of a `width`-wide
+    /// image.
     #[allow(clippy::too_many_arguments)]
     pub fn estimate(
         &mut self,
@@ -56,7 +60,9 @@ impl LocalLight {
         width: usize,
         gain: f32,
         offset: f32,
+        threshold: f32,
     ) {
+        let limit = RESIDUAL_LIMIT * threshold;
         let height = pixels.len() / width.max(1);
         self.hist.fill(0);
         self.counts = [0; GRID * GRID];
@@ -68,8 +74,12 @@ impl LocalLight {
                 if counted[i] == 0 || !unclipped(v, bg) {
                     continue;
                 }
+                let r = bg - (gain * v + offset);
+                if r.abs() > limit {
+                    continue;
+                }
                 let cell = cy * GRID + x * GRID / width;
-                let r = (bg - (gain * v + offset)).clamp(-128.0, 127.0);
+                let r = r.clamp(-128.0, 127.0);
                 self.hist[cell * BINS + (r + 128.0) as usize] += 1;
                 self.counts[cell] += 1;
             }

@@ -359,6 +359,7 @@ impl Detector {
             self.width,
             fit.gain,
             fit.offset,
+            fit.threshold,
         );
         // 4. Difference, and background update.
         let beta = dt as f32 / UNREST_S;

@@ -13,7 +13,7 @@
 /// The largest shift looked for, as a share of the image's width (or height).
 pub const MAX_SHIFT_FRAC: f32 = 0.05;
 /// A shift is taken when its profile mismatch is at most this share of no shift's.
-const MIN_GAIN: f32 = 0.8;
+const MIN_GAIN: f32 = 0.5;
 /// The picture is measured in this many bands, which must agree.
 pub const BANDS: usize = 3;
 

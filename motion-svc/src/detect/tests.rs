@@ -345,3 +345,17 @@ fn a_shaking_camera_is_not_motion_but_a_person_walking_then_is() {
     assert!(verdicts[5..].iter().all(|v| v.is_motion()), "{verdicts:?}");
     assert_eq!(a.boxes.len(), 1, "{a:?}");
 }
+
+/// Someone close to the camera covers most of a light cell: the per-cell correction must not
+/// take them for light.
+#[test]
+fn a_person_close_to_the_camera_is_not_taken_for_light() {
+    let (mut d, mut t) = warmed(DetectSettings::default());
+    let (verdicts, a) = feed(&mut d, &mut t, 8, |k| {
+        with_box(scene(1.0), 10 + 6 * k, 10, 50, 100, 235)
+    });
+    assert!(verdicts[4..].iter().all(|v| v.is_motion()), "{verdicts:?}");
+    let person = 50.0 * 100.0 * 100.0 / (W * H) as f32;
+    assert!(a.area_pct >= person * 0.8, "{} vs {person}", a.area_pct);
+    assert_eq!(a.boxes.len(), 1, "{a:?}");
+}
