@@ -28,10 +28,21 @@ pub(super) struct Fit {
 
 impl Detector {
     /// The robust fit of `img` onto the background, and the threshold it gives.
+    ///
+    /// The first estimate is the one of three that leaves the smallest median residual (least
+    /// median): the quartile match (a light change), no change at all, and the last frame's
+    /// fit. An object over more than a quarter of the picture (someone close to the camera)
+    /// drags the quartiles, but not the median residual of "no change", which most of the
+    /// picture still agrees with.
     pub(super) fn fit_brightness(&self) -> Fit {
         let img = &self.aligned;
-        let (mut gain, mut offset) = self.quartile_fit(img);
-        let med1 = self.median_abs_residual(img, gain, offset);
+        let (mut gain, mut offset, mut med1) = (1.0, 0.0, f32::MAX);
+        for (g, o) in [self.quartile_fit(img), (1.0, 0.0), self.last_fit] {
+            let med = self.median_abs_residual(img, g, o);
+            if med < med1 {
+                (gain, offset, med1) = (g, o, med);
+            }
+        }
         let inlier = (3.0 * 1.4826 * med1).max(4.0);
         (gain, offset) = self.fit(img, gain, offset, inlier);
         let med2 = self.median_abs_residual(img, gain, offset);

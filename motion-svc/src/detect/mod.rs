@@ -191,6 +191,8 @@ pub struct Detector {
     labeller: Labeller,
     tracker: Tracker,
     min_px: u32,
+    /// The last frame's `(gain, offset)`.
+    last_fit: (f32, f32),
     seed_t: f64,
     needs_seed: bool,
     learning_until: f64,
@@ -227,6 +229,7 @@ impl Detector {
             labeller: Labeller::default(),
             tracker: Tracker::default(),
             min_px: MIN_OBJECT_PX,
+            last_fit: (1.0, 0.0),
             seed_t: 0.0,
             needs_seed: true,
             learning_until: 0.0,
@@ -301,6 +304,7 @@ impl Detector {
         self.previous.copy_from_slice(&self.background);
         self.moved_at.fill(f32::NEG_INFINITY);
         self.unrest.fill(0.0);
+        self.last_fit = (1.0, 0.0);
         self.swaying_until = f64::NEG_INFINITY;
         self.tracker.clear();
         self.seed_t = t;
@@ -351,6 +355,7 @@ impl Detector {
         }
         // 2. Robust fit background ≈ gain * current + offset, and the threshold.
         let fit = self.fit_brightness();
+        self.last_fit = (fit.gain, fit.offset);
         // 3. What is left, per cell.
         self.light.estimate(
             &self.aligned.pixels,
