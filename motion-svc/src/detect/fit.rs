@@ -9,6 +9,17 @@ pub(super) const CLIP_LO: f32 = 10.0;
 /// Pixels at or above this level are blown white.
 pub(super) const CLIP_HI: f32 = 245.0;
 
+/// Images with more pixels than this are fitted on every [`FIT_STRIDE`]th pixel: the fit is
+/// four numbers, and a sample of thousands estimates them as well as all of them.
+const FIT_SAMPLE_ABOVE: usize = 8192;
+/// The sampling stride (odd, so that it does not beat with a texture's period).
+const FIT_STRIDE: usize = 3;
+
+/// The pixels the fit looks at.
+fn sampled(n: usize) -> std::iter::StepBy<std::ops::Range<usize>> {
+    (0..n).step_by(if n > FIT_SAMPLE_ABOVE { FIT_STRIDE } else { 1 })
+}
+
 /// Whether a pixel (current `x`, background `bg`) carries evidence about the light: neither
 /// side clipped. Crushed shadows that a light brings out, or highlights it blows, would
 /// otherwise pull the fit away from what the rest of the frame says.
@@ -66,7 +77,7 @@ impl Detector {
     fn quartile_fit(&self, img: &LumaImage) -> (f32, f32) {
         let (mut cur, mut bg) = ([0u32; 256], [0u32; 256]);
         let mut n = 0u32;
-        for i in 0..img.pixels.len() {
+        for i in sampled(img.pixels.len()) {
             if self.valid[i] == 0 || !unclipped(f32::from(img.pixels[i]), self.background[i]) {
                 continue;
             }
@@ -90,7 +101,7 @@ impl Detector {
     /// Least-squares `(gain, offset)` over the pixels within `limit` of `g * x + o`.
     fn fit(&self, img: &LumaImage, g: f32, o: f32, limit: f32) -> (f32, f32) {
         let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0f64, 0f64, 0f64, 0f64, 0f64);
-        for i in 0..img.pixels.len() {
+        for i in sampled(img.pixels.len()) {
             if self.valid[i] == 0 {
                 continue;
             }
@@ -123,7 +134,7 @@ impl Detector {
     fn median_abs_residual(&self, img: &LumaImage, gain: f32, offset: f32) -> f32 {
         let mut hist = [0u32; 256];
         let mut n = 0u32;
-        for i in 0..img.pixels.len() {
+        for i in sampled(img.pixels.len()) {
             let (x, bg) = (f32::from(img.pixels[i]), self.background[i]);
             if self.valid[i] == 0 || !unclipped(x, bg) {
                 continue;

@@ -37,15 +37,20 @@ pub struct LocalLight {
     offsets: [f32; GRID * GRID],
     /// Per pixel: the offset to add to the global prediction.
     pub field: Vec<f32>,
+    /// Per column: the cell column to its left and how far towards the next it is.
+    columns: Vec<(usize, f32)>,
 }
 
 impl LocalLight {
-    /// Buffers for `n` pixels.
-    pub fn configure(&mut self, n: usize) {
+    /// Buffers for a `width` x `height` image.
+    pub fn configure(&mut self, width: usize, height: usize) {
         self.hist.clear();
         self.hist.resize(GRID * GRID * BINS, 0);
         self.field.clear();
-        self.field.resize(n, 0.0);
+        self.field.resize(width * height, 0.0);
+        self.columns.clear();
+        self.columns
+            .extend((0..width).map(|x| cell_coord(x, width)));
     }
 
     /// Estimates the field for `pixels` against `background` after the global
@@ -68,7 +73,9 @@ impl LocalLight {
         self.counts = [0; GRID * GRID];
         for y in 0..height {
             let cy = y * GRID / height;
-            for x in 0..width {
+            for (cx, x) in (0..GRID)
+                .flat_map(|c| (c * width / GRID..(c + 1) * width / GRID).map(move |x| (c, x)))
+            {
                 let i = y * width + x;
                 let (v, bg) = (f32::from(pixels[i]), background[i]);
                 if counted[i] == 0 || !unclipped(v, bg) {
@@ -78,7 +85,7 @@ impl LocalLight {
                 if r.abs() > limit {
                     continue;
                 }
-                let cell = cy * GRID + x * GRID / width;
+                let cell = cy * GRID + cx;
                 let r = r.clamp(-128.0, 127.0);
                 self.hist[cell * BINS + (r + 128.0) as usize] += 1;
                 self.counts[cell] += 1;
@@ -94,7 +101,8 @@ impl LocalLight {
         self.interpolate(width, height);
     }
 
-    /// Bilinear between cell centres, held flat beyond the outer ones.
+    /// Bilinear between cell centres, held flat beyond the outer ones: per row, the cells'
+    /// offsets blended down once, then across per pixel.
     fn interpolate(&mut self, width: usize, height: usize) {
         let coord = |p: usize, len: usize| {
             let f =
@@ -102,17 +110,30 @@ impl LocalLight {
             let i = (f as usize).min(GRID - 2);
             (i, f - i as f32)
         };
+        let mut across = [0.0f32; GRID];
         for y in 0..height {
             let (cy, fy) = coord(y, height);
-            for x in 0..width {
-                let (cx, fx) = coord(x, width);
-                let at = |r: usize, c: usize| self.offsets[r * GRID + c];
-                let top = at(cy, cx) * (1.0 - fx) + at(cy, cx + 1) * fx;
-                let bottom = at(cy + 1, cx) * (1.0 - fx) + at(cy + 1, cx + 1) * fx;
-                self.field[y * width + x] = top * (1.0 - fy) + bottom * fy;
+            for (c, v) in across.iter_mut().enumerate() {
+                let (top, bottom) = (
+                    self.offsets[cy * GRID + c],
+                    self.offsets[(cy + 1) * GRID + c],
+                );
+                *v = top + (bottom - top) * fy;
+            }
+            let row = &mut self.field[y * width..(y + 1) * width];
+            for (out, &(cx, fx)) in row.iter_mut().zip(&self.columns) {
+                *out = across[cx] + (across[cx + 1] - across[cx]) * fx;
             }
         }
     }
+}
+
+/// The cell to the left of (or above) pixel `p` of `len` and how far towards the next cell's
+/// centre it is.
+fn cell_coord(p: usize, len: usize) -> (usize, f32) {
+    let f = ((p as f32 + 0.5) * GRID as f32 / len as f32 - 0.5).clamp(0.0, (GRID - 1) as f32);
+    let i = (f as usize).min(GRID - 2);
+    (i, f - i as f32)
 }
 
 /// The centre of the fullest [`MODE_WINDOW`]-level window of a cell's residual histogram

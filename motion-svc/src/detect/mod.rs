@@ -290,7 +290,7 @@ impl Detector {
             v.clear();
             v.resize(n, 0.0);
         }
-        self.light.configure(n);
+        self.light.configure(width, height);
         self.labeller.configure(width, height);
         let object_h = self.settings.min_object_pct as f32 / 100.0 * height as f32;
         self.min_px = ((OBJECT_FILL * object_h * object_h) as u32).max(MIN_OBJECT_PX);
@@ -304,6 +304,7 @@ impl Detector {
         self.previous.copy_from_slice(&self.background);
         self.moved_at.fill(f32::NEG_INFINITY);
         self.unrest.fill(0.0);
+        self.shake.reset();
         self.last_fit = (1.0, 0.0);
         self.swaying_until = f64::NEG_INFINITY;
         self.tracker.clear();
@@ -447,11 +448,15 @@ impl Detector {
             self.bg_hi.copy_from_slice(&self.background);
         }
         let [x0, y0, x1, y1] = self.view;
+        let (w, shaken) = (self.width, self.shift != (0, 0));
         for i in 0..self.aligned.pixels.len() {
-            let (px, py) = (i % self.width, i / self.width);
-            if px < x0 || px >= x1 || py < y0 || py >= y1 {
-                self.changed[i] = 0;
-                continue;
+            // The hottest loop there is: the view is only looked up when the camera shook.
+            if shaken {
+                let (px, py) = (i % w, i / w);
+                if px < x0 || px >= x1 || py < y0 || py >= y1 {
+                    self.changed[i] = 0;
+                    continue;
+                }
             }
             let x = f32::from(self.aligned.pixels[i]);
             let bg = self.background[i];

@@ -16,6 +16,8 @@ pub const MAX_SHIFT_FRAC: f32 = 0.05;
 const MIN_GAIN: f32 = 0.5;
 /// The picture is measured in this many bands, which must agree.
 pub const BANDS: usize = 3;
+/// The background changes slowly: its profiles are measured again every this many frames.
+const BACKGROUND_EVERY: u32 = 5;
 
 /// Profile buffers, allocated with the geometry: per band, the frame's and the background's.
 #[derive(Debug, Default)]
@@ -24,6 +26,8 @@ pub struct Shake {
     bg_cols: Vec<f32>,
     cur_rows: Vec<f32>,
     bg_rows: Vec<f32>,
+    /// Frames since the background's profiles were measured.
+    bg_age: u32,
 }
 
 impl Shake {
@@ -38,6 +42,12 @@ impl Shake {
             v.clear();
             v.resize(n * BANDS, 0.0);
         }
+        self.bg_age = BACKGROUND_EVERY;
+    }
+
+    /// The background was replaced: measure it again on the next frame.
+    pub fn reset(&mut self) {
+        self.bg_age = BACKGROUND_EVERY;
     }
 
     /// The shift `(sx, sy)` of the scene from the background to `pixels`: what was at `(x, y)`
@@ -88,15 +98,16 @@ fn profiles(w: usize, h: usize, at: impl Fn(usize) -> f32, cols: &mut [f32], row
     rows.fill(0.0);
     for y in 0..h {
         let row_band = y * BANDS / h;
-        for x in 0..w {
-            let col_band = x * BANDS / w;
-            let i = y * w + x;
-            let v = at(i);
-            if x + 1 < w {
-                cols[row_band * w + x] += (at(i + 1) - v).abs();
-            }
-            if y + 1 < h {
-                rows[col_band * h + y] += (at(i + w) - v).abs();
+        for col_band in 0..BANDS {
+            for x in col_band * w / BANDS..(col_band + 1) * w / BANDS {
+                let i = y * w + x;
+                let v = at(i);
+                if x + 1 < w {
+                    cols[row_band * w + x] += (at(i + 1) - v).abs();
+                }
+                if y + 1 < h {
+                    rows[col_band * h + y] += (at(i + w) - v).abs();
+                }
             }
         }
     }
