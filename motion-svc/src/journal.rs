@@ -30,7 +30,7 @@ pub fn log_start(meta: &EventMeta, clip: Option<&Path>) {
         mecam_area_pct = format_args!("{area_pct:.2}"),
         mecam_boxes = %boxes_text(&meta.boxes),
         mecam_clip = clip.map(|c| tracing::field::display(c.display())),
-        "motion start: event {id}, area {area_pct:.1}%"
+        "motion start: event {id}, largest object {score:.1}% of the frame"
     );
 }
 
@@ -68,12 +68,12 @@ pub fn log_end(meta: &EventMeta, clip: Option<&Path>) {
     match meta.clip_error.as_deref() {
         None => end_record!(
             info,
-            "motion end: event {id}, peak area {area_pct:.1}% ({reason})"
+            "motion end: event {id}, largest object {score:.1}% of the frame ({reason})"
         ),
         Some(error) => end_record!(
             error,
             mecam_error = error,
-            "motion end: event {id}, peak area {area_pct:.1}% ({reason}): {state}, {error}"
+            "motion end: event {id}, largest object {score:.1}% of the frame ({reason}): {state}, {error}"
         ),
     }
 }

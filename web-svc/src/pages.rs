@@ -110,11 +110,11 @@ pub fn event_card(e: &EventInfo) -> String {
     let m = e.meta.as_ref();
     format!(
         "<div class=\"card\"><a href=\"/events/{id}\">{poster}</a><div>{when} {state}</div>\
-         <div>{dur} s, score {score}</div></div>",
+         <div>{dur} s, largest object {score} % of the frame</div></div>",
         id = esc(&e.id),
         when = when(m.map(|m| m.start_unix_ms)),
         dur = m.map_or("?".into(), |m| format!("{:.1}", m.duration_s)),
-        score = m.map_or("?".into(), |m| format!("{:.2}", m.peak_score)),
+        score = m.map_or("?".into(), |m| format!("{:.1}", m.peak_score)),
     )
 }
 
@@ -224,13 +224,13 @@ pub fn event(e: &EventInfo) -> String {
         &format!(
             "<h1>{id}</h1>{problem}{player}<table>\
              <tr><td>state</td><td>{state}</td></tr><tr><td>start</td><td>{start}</td></tr>\
-             <tr><td>duration</td><td>{dur} s</td></tr><tr><td>peak score</td><td>{score}</td></tr>\
-             <tr><td>peak area</td><td>{area} %</td></tr><tr><td>frames</td><td>{frames}</td></tr>\
+             <tr><td>duration</td><td>{dur} s</td></tr><tr><td>largest object</td><td>{score} % of the frame</td></tr>\
+             <tr><td>moving area</td><td>{area} %</td></tr><tr><td>frames</td><td>{frames}</td></tr>\
              <tr><td>dropped frames</td><td>{dropped}</td></tr><tr><td>ended</td><td>{ended}</td></tr></table>{delete}",
             state = e.state.as_str(),
             start = when(m.map(|m| m.start_unix_ms)),
             dur = m.map_or("?".into(), |m| format!("{:.1}", m.duration_s)),
-            score = m.map_or("?".into(), |m| format!("{:.2}", m.peak_score)),
+            score = m.map_or("?".into(), |m| format!("{:.1}", m.peak_score)),
             area = m.map_or("?".into(), |m| format!("{:.1}", m.peak_area_pct)),
             frames = m.map_or("?".into(), |m| m.frames.to_string()),
             dropped = m.map_or("?".into(), |m| m.dropped_frames.to_string()),
