@@ -81,7 +81,8 @@ pub struct MotionConfig {
     /// Seconds of video kept after the last motion (the clip ends at the later of this and
     /// the quiet gap).
     pub post_capture_s: f64,
-    /// Bytes the pre-capture ring may hold, MiB.
+    /// The most the pre-capture ring may grow to, MiB: a bound, not an allocation (the ring is
+    /// sized by the seconds it keeps and the frames seen).
     pub pre_capture_max_mib: f64,
     /// Frames the writer thread may have queued; more are dropped from the clip and counted.
     pub writer_queue_frames: usize,

@@ -1,10 +1,15 @@
 //! The pre-capture ring: the last few seconds of compressed camera frames, so a clip can
 //! start before the motion that triggered it.
 //!
-//! One byte arena allocated at construction and an index of at most `max_frames` entries;
-//! frames are bounded both by age (seconds) and by bytes. Pushing never allocates.
+//! One byte arena and an index of at most `max_frames` entries; frames are bounded both by age
+//! (seconds) and by bytes. The arena is sized by what the seconds need, not by the cap: it
+//! starts at [`MIN_ARENA`], doubles (up to the cap, never above) when the frames of the window
+//! would fill more than three quarters of it, and is halved back towards twice what the window
+//! held when, over a whole window, they never filled a quarter of it (the camera's frames got
+//! smaller, the scene quieter). A resize copies the frames it keeps into a new arena; between
+//! resizes pushing never allocates, and a steady stream settles after a few doublings.
 //!
-//! The arena is written in full when it is made, so it is resident from the start: zeroed
+//! Each arena is written in full when it is made, so it is resident from the start: zeroed
 //! memory comes from the kernel as pages that are only made resident when first written, and
 //! the ring writes its arena from one end to the other before it wraps, so a lazily backed
 //! arena made resident memory climb for as long as that first pass took (minutes at a low
@@ -15,6 +20,10 @@ use std::collections::VecDeque;
 /// What the arena holds before any frame: not zero, so that neither the allocator nor the
 /// compiler can hand out untouched zero pages instead of writing them.
 const ARENA_FILL: u8 = 0xa5;
+/// The arena's first (and smallest) size, unless the cap is smaller: a few 640x480 frames.
+pub const MIN_ARENA: usize = 256 * 1024;
+/// Index entries reserved at first; the index grows (to `max_frames`) with the frame rate.
+const FIRST_ENTRIES: usize = 64;
 
 /// One stored frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,30 +41,49 @@ pub struct RingEntry {
 pub struct FrameRing {
     arena: Vec<u8>,
     entries: VecDeque<RingEntry>,
+    cap: usize,
     max_frames: usize,
     keep_ns: u64,
     head: usize,
-    /// Frames refused because one alone is larger than the arena.
+    /// Bytes of the frames held.
+    held: usize,
+    /// The most `held` reached since `watch_since_ns`, for shrinking.
+    held_peak: usize,
+    watch_since_ns: Option<u64>,
+    /// Arena resizes so far.
+    pub resizes: u64,
+    /// Frames refused because one alone is larger than the cap.
     pub too_large: u64,
 }
 
 impl FrameRing {
-    /// A ring of `bytes` bytes holding at most `max_frames` frames no older than `keep_s`
-    /// seconds behind the newest. All `bytes` are resident when it returns.
-    pub fn new(bytes: usize, max_frames: usize, keep_s: f64) -> FrameRing {
+    /// A ring of at most `cap` bytes holding at most `max_frames` frames no older than `keep_s`
+    /// seconds behind the newest. Its arena starts at [`MIN_ARENA`] (or `cap` if smaller),
+    /// resident.
+    pub fn new(cap: usize, max_frames: usize, keep_s: f64) -> FrameRing {
         FrameRing {
-            arena: vec![ARENA_FILL; bytes],
-            entries: VecDeque::with_capacity(max_frames),
+            arena: vec![ARENA_FILL; MIN_ARENA.min(cap)],
+            entries: VecDeque::with_capacity(FIRST_ENTRIES.min(max_frames)),
+            cap,
             max_frames,
             keep_ns: (keep_s * 1e9) as u64,
             head: 0,
+            held: 0,
+            held_peak: 0,
+            watch_since_ns: None,
+            resizes: 0,
             too_large: 0,
         }
     }
 
-    /// Bytes of arena (fixed).
+    /// Bytes of arena now.
     pub fn capacity_bytes(&self) -> usize {
         self.arena.len()
+    }
+
+    /// Bytes the arena may grow to.
+    pub fn cap_bytes(&self) -> usize {
+        self.cap
     }
 
     /// Frames held.
@@ -70,42 +98,64 @@ impl FrameRing {
 
     /// Bytes held by frames (not counting space wasted at the wrap).
     pub fn bytes(&self) -> usize {
-        self.entries.iter().map(|e| e.len).sum()
+        self.held
     }
 
     /// Forgets everything (camera restart: old frames are from another stream).
     pub fn clear(&mut self) {
         self.entries.clear();
         self.head = 0;
+        self.held = 0;
     }
 
     fn overlaps(e: &RingEntry, start: usize, end: usize) -> bool {
         e.start < end && start < e.start + e.len
     }
 
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.held -= e.len;
+        }
+    }
+
     /// Stores a copy of `jpeg`, evicting the oldest frames as needed.
     pub fn push(&mut self, jpeg: &[u8], mono_ns: u64, wall_ns: u64) {
         let len = jpeg.len();
-        if len > self.arena.len() || self.max_frames == 0 {
+        if len > self.cap || self.max_frames == 0 {
             self.too_large += 1;
             return;
         }
+        // What the window no longer wants goes first.
+        while let Some(front) = self.entries.front() {
+            let stale = mono_ns.saturating_sub(front.mono_ns) > self.keep_ns;
+            if stale || self.entries.len() >= self.max_frames {
+                self.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.resize_for(len, mono_ns);
         let start = if self.head + len <= self.arena.len() {
             self.head
         } else {
             0
         };
         let end = start + len;
-        while let Some(front) = self.entries.front() {
-            let stale = mono_ns.saturating_sub(front.mono_ns) > self.keep_ns;
-            if stale || self.entries.len() >= self.max_frames || Self::overlaps(front, start, end) {
-                self.entries.pop_front();
-            } else {
-                break;
-            }
+        while self
+            .entries
+            .front()
+            .is_some_and(|front| Self::overlaps(front, start, end))
+        {
+            self.pop_front();
         }
         // After a wrap, entries behind the front may still overlap the new range.
-        self.entries.retain(|e| !Self::overlaps(e, start, end));
+        let mut freed = 0;
+        self.entries.retain(|e| {
+            let keep = !Self::overlaps(e, start, end);
+            freed += if keep { 0 } else { e.len };
+            keep
+        });
+        self.held -= freed;
         self.arena[start..end].copy_from_slice(jpeg);
         self.entries.push_back(RingEntry {
             start,
@@ -113,7 +163,45 @@ impl FrameRing {
             mono_ns,
             wall_ns,
         });
+        self.held += len;
+        self.held_peak = self.held_peak.max(self.held);
         self.head = end;
+    }
+
+    /// Grows the arena when the window's frames and a new one of `len` bytes would fill more
+    /// than three quarters of it; shrinks it when a whole window went by under a quarter.
+    fn resize_for(&mut self, len: usize, now_ns: u64) {
+        let need = self.held + len;
+        let size = self.arena.len();
+        if need * 4 > size * 3 && size < self.cap {
+            self.rebuild((need * 2).max(size * 2).min(self.cap));
+            return;
+        }
+        let since = *self.watch_since_ns.get_or_insert(now_ns);
+        if now_ns.saturating_sub(since) < self.keep_ns.max(1_000_000_000) {
+            return;
+        }
+        let peak = self.held_peak.max(need);
+        if peak * 4 < size && size > MIN_ARENA {
+            self.rebuild((peak * 2).max(MIN_ARENA).min(self.cap));
+        }
+        self.watch_since_ns = Some(now_ns);
+        self.held_peak = self.held;
+    }
+
+    /// A new resident arena of `size` bytes with the frames held copied to its start, oldest
+    /// first (all of them fit: `size` is at least twice what they hold).
+    fn rebuild(&mut self, size: usize) {
+        let mut arena = vec![ARENA_FILL; size];
+        let mut at = 0;
+        for e in &mut self.entries {
+            arena[at..at + e.len].copy_from_slice(&self.arena[e.start..e.start + e.len]);
+            e.start = at;
+            at += e.len;
+        }
+        self.arena = arena;
+        self.head = at;
+        self.resizes += 1;
     }
 
     /// Frames captured at or after `since_ns`, oldest first.
@@ -154,28 +242,79 @@ mod tests {
     }
 
     #[test]
-    fn the_arena_is_resident_from_the_start_and_frames_add_nothing() {
-        // Larger than glibc's largest mmap threshold (32 MiB): a mapping of its own, whatever
+    fn a_steady_stream_settles_the_arena_resident_and_then_adds_nothing() {
+        // Settles above glibc's largest mmap threshold (32 MiB): a mapping of its own, whatever
         // the other tests of this process allocated and freed before.
-        const BYTES: usize = 40 << 20;
-        // A frame bound like the service's (hundreds): the index stays on the heap, where it
-        // cannot be merged into the arena's mapping and counted with it.
-        let mut r = FrameRing::new(BYTES, 1_000, 1e6);
+        const CAP: usize = 80 << 20;
+        let frame = vec![7u8; 1 << 20];
+        // 1 MiB frames at 10 fps, 3 s kept: 30 MiB in the window.
+        let mut r = FrameRing::new(CAP, 1_000, 3.0);
+        let mut t = 0u64;
+        let mut push = |r: &mut FrameRing, n: u64| {
+            for _ in 0..n {
+                r.push(&frame, t, 0);
+                t += S / 10;
+            }
+        };
+        push(&mut r, 100);
+        let (size, resizes) = (r.capacity_bytes(), r.resizes);
+        assert!((32 << 20..CAP).contains(&size), "{size}");
         let addr = r.arena.as_ptr() as usize;
-        let at_start = resident_kib_at(addr);
+        let settled = resident_kib_at(addr);
         assert!(
-            at_start >= (BYTES / 1024) as u64,
-            "{at_start} KiB of the {} KiB arena resident after construction: the rest would \
-             become resident frame by frame, memory rising until the ring first wraps",
-            BYTES / 1024
+            settled >= (size / 1024) as u64,
+            "{settled} KiB of the {} KiB arena resident: the rest would become resident frame \
+             by frame, memory rising until the ring first wraps",
+            size / 1024
         );
-        // Frames through the whole arena twice, as a long soak would.
-        let frame = vec![7u8; 64 * 1024];
-        for i in 0..(2 * BYTES / frame.len()) as u64 {
-            r.push(&frame, i, 0);
+        // Frames through the whole arena several times, as a long soak would.
+        push(&mut r, 400);
+        assert_eq!((r.capacity_bytes(), r.resizes), (size, resizes));
+        assert_eq!(resident_kib_at(addr), settled);
+    }
+
+    #[test]
+    fn the_arena_grows_to_what_the_seconds_need_never_above_the_cap() {
+        // 40 KB at 15 fps for 4 s: 2.4 MB in the window, in a ring allowed 24 MiB.
+        let mut r = FrameRing::new(24 << 20, 1_000, 4.0);
+        for i in 0..600u64 {
+            r.push(&vec![(i % 251) as u8; 40_000], i * S / 15, 0);
         }
-        assert!(r.bytes() > BYTES / 2, "the frames filled the ring");
-        assert_eq!(resident_kib_at(addr), at_start);
+        let window = 61 * 40_000;
+        assert!(r.bytes() >= window - 40_000, "{}", r.bytes());
+        assert!(
+            r.capacity_bytes() <= 4 * window && r.capacity_bytes() >= window,
+            "{} bytes for a window of {window}",
+            r.capacity_bytes()
+        );
+        // A cap under what the seconds need: the arena is the cap, the window shorter.
+        let mut r = FrameRing::new(1 << 20, 1_000, 4.0);
+        for i in 0..600u64 {
+            r.push(&vec![1; 40_000], i * S / 15, 0);
+            assert!(r.capacity_bytes() <= 1 << 20 && r.bytes() <= 1 << 20);
+        }
+        assert_eq!(r.capacity_bytes(), 1 << 20);
+    }
+
+    #[test]
+    fn smaller_frames_give_memory_back() {
+        let mut r = FrameRing::new(64 << 20, 1_000, 3.0);
+        let mut t = 0;
+        for _ in 0..300 {
+            r.push(&[1; 200_000], t, 0);
+            t += S / 15;
+        }
+        let big = r.capacity_bytes();
+        // The scene got dark and quiet: frames a tenth of the size.
+        for _ in 0..300 {
+            r.push(&[2; 20_000], t, 0);
+            t += S / 15;
+        }
+        let small = r.capacity_bytes();
+        assert!(small * 4 <= big, "{big} -> {small}");
+        assert!(small >= r.bytes() * 2, "{small} for {} held", r.bytes());
+        // The newest frames are intact after the moves.
+        assert!(r.since(0).all(|(_, b)| b.iter().all(|&x| x == 2)));
     }
 
     #[test]

@@ -68,8 +68,8 @@ pub struct RecorderConfig {
     pub start_delay_s: f64,
     /// Seconds after last motion kept in the clip.
     pub post_capture_s: f64,
-    /// Bytes of the pre-capture ring (allocated once; it bounds the window when frames are
-    /// large).
+    /// Bytes the pre-capture ring may grow to (it is sized by the seconds it keeps and the
+    /// frames seen; this cap bounds the window when frames are large).
     pub pre_capture_bytes: usize,
     /// Frame buffers in flight (the channel bound).
     pub queue_frames: usize,

@@ -75,10 +75,12 @@ impl Writer {
         let ring = FrameRing::new(config.pre_capture_bytes, max_frames, window_s);
         tracing::info!(
             ring_bytes = ring.capacity_bytes(),
+            ring_cap = ring.cap_bytes(),
             ring_window_s = window_s,
             ring_max_frames = max_frames,
-            "pre-capture ring: {} bytes allocated, {window_s:.2} s ({} s pre-capture + {:.2} s until an event starts), at most {max_frames} frames",
+            "pre-capture ring: {} bytes now, growing with the frames up to {} bytes, {window_s:.2} s ({} s pre-capture + {:.2} s until an event starts), at most {max_frames} frames",
             ring.capacity_bytes(),
+            ring.cap_bytes(),
             config.pre_capture_s,
             config.start_delay_s,
         );
