@@ -145,6 +145,8 @@ fn config(args: &Args) -> anyhow::Result<CaptureConfig> {
 }
 
 fn main() -> ExitCode {
+    // Large buffers go back to the kernel when freed (see `ipc::heap`).
+    ipc::heap::release_large_blocks();
     let mut argv = std::env::args_os();
     if argv.nth(1).as_deref() == Some(capture_svc::supervise::SHIM_ARG.as_ref()) {
         capture_svc::supervise::shim_main(argv.collect());

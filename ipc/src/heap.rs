@@ -4,7 +4,7 @@
 //!
 //! The second and last module of the project with `unsafe` code (the first is `region::raw`):
 //! implementing [`GlobalAlloc`] is an `unsafe impl`, and every method only forwards to
-//! [`System`] with the caller's own arguments. A maintained crate was not taken: `stats_alloc`
+//! [`System`] with the caller's own arguments; [`release_large_blocks`] is one `mallopt` call. A maintained crate was not taken: `stats_alloc`
 //! has no peak, `cap` no allocation count, and either would be a dependency for forty lines.
 //!
 //! Install it in a binary (services keep `#![forbid(unsafe_code)]`, which the attribute does
@@ -16,6 +16,12 @@
 //! ```
 //!
 //! Without it installed every figure reads 0 ([`installed`] says which).
+//!
+//! Services also call [`release_large_blocks`] first thing: glibc then maps every block of
+//! [`LARGE_BLOCK`] bytes or more on its own and unmaps it when it is freed, so a buffer used
+//! for a moment (argon2's 7 MiB work area at a login, a pre-capture arena the ring outgrew)
+//! goes back to the kernel, instead of staying in the heap because glibc's adaptive threshold
+//! rose to its size after the first one.
 //!
 //! Cost: `cargo bench -p ipc --bench heap_counting` and `--bench heap_system` print ns per
 //! allocate+free pair through this allocator and the plain system one. On the x86-64 build
@@ -117,6 +123,30 @@ pub async fn measure(
         step().await;
     }
     (before, stats())
+}
+
+/// Blocks of this many bytes or more are mapped on their own once [`release_large_blocks`] ran:
+/// the largest threshold glibc accepts on a 32-bit system (armhf), where its limit is 512 KiB.
+pub const LARGE_BLOCK: usize = 512 << 10;
+
+/// Makes the C allocator (glibc's malloc, which [`Counting`] forwards to) map each block of
+/// [`LARGE_BLOCK`] bytes or more on its own and unmap it when freed (one `mmap` and `munmap`
+/// each, for blocks that are rare: arenas, work areas, frame pools): memory a service used for
+/// a moment goes back to the kernel. Setting the threshold also turns off glibc's adaptive one,
+/// which otherwise rises to the size of the first large block freed and keeps later ones in
+/// the heap. Returns whether it was set (false with another C library, where nothing changes).
+pub fn release_large_blocks() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallopt` sets one of malloc's tunables and touches no memory of ours;
+        // M_MMAP_THRESHOLD takes a byte count, and LARGE_BLOCK is within its range on every
+        // glibc target (up to 512 KiB on 32-bit systems, 32 MiB on 64-bit ones).
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_BLOCK as libc::c_int) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }
 
 fn grew(size: usize) {

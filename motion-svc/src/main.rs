@@ -86,6 +86,8 @@ fn config(args: &Args) -> anyhow::Result<MotionConfig> {
 }
 
 fn main() -> ExitCode {
+    // Large buffers go back to the kernel when freed (see `ipc::heap`).
+    ipc::heap::release_large_blocks();
     let args = Args::parse();
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,6 +53,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Large buffers go back to the kernel when freed (see `ipc::heap`).
+    ipc::heap::release_large_blocks();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,7 @@ pub use client::ClientKey;
 pub use limiter::{Attempt, BUSY_RETRY, FORGET_FAILURES_AFTER, Lane, LoginPolicy, RateLimiter};
 pub use password::{
     ARGON2_M_KIB, ARGON2_MAX_M_KIB, ARGON2_T, PasswordError, PasswordFileError, PasswordStore,
-    verify,
+    hash_phc, verify,
 };
 pub use sessions::Sessions;
 pub use setup_code::{SETUP_CODE_LEN, SetupCode, SetupCodeError, codes_match};

@@ -2,7 +2,6 @@
 //! atomically, never mistaken for "no password" when it cannot be used.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use argon2::password_hash::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -74,11 +73,6 @@ pub const ARGON2_MAX_M_KIB: u32 = 64 * 1024;
 /// Hash output length in bytes.
 const HASH_LEN: usize = 32;
 
-/// The argon2 working memory, allocated once and reused: freeing and re-allocating several
-/// MiB per login would leave the allocator holding it in per-thread arenas, and resident
-/// memory would climb with every login thread.
-static ARGON2_MEMORY: Mutex<Vec<argon2::Block>> = Mutex::new(Vec::new());
-
 fn argon2_raw(
     m_kib: u32,
     t: u32,
@@ -92,20 +86,18 @@ fn argon2_raw(
         ));
     }
     let params = Params::new(m_kib, t, 1, Some(out.len())).map_err(|e| e.to_string())?;
-    let mut mem = ARGON2_MEMORY
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if mem.len() < params.block_count() {
-        mem.resize(params.block_count(), argon2::Block::default());
-    }
-    let blocks = params.block_count();
+    // The work area lives only while hashing: at most MAX_CONCURRENT_CHECKS at once, each
+    // several MiB, mapped on its own and given back to the kernel when dropped (the service
+    // called `ipc::heap::release_large_blocks`), so nothing of it stays resident between
+    // logins.
+    let mut memory = vec![argon2::Block::default(); params.block_count()];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into_with_memory(password, salt, out, &mut mem[..blocks])
+        .hash_password_into_with_memory(password, salt, out, &mut memory)
         .map_err(|e| e.to_string())
 }
 
 /// A PHC string (`$argon2id$v=19$m=..,t=..,p=1$salt$hash`) for `password`.
-fn hash_phc(password: &str) -> Result<String, String> {
+pub fn hash_phc(password: &str) -> Result<String, String> {
     use base64::Engine as _;
     let salt: [u8; 16] = rand::random();
     let mut out = [0u8; HASH_LEN];
