@@ -269,21 +269,36 @@ impl Mapping {
     /// # Panics
     /// If `len` exceeds the slot capacity; the caller checks first.
     pub(crate) fn read_slot_data(&self, slot: usize, len: usize, buf: &mut Vec<u8>) {
-        assert!(len <= self.slot_capacity, "length larger than the slot");
-        let start = self.slot_base(slot) + SLOT_HEADER_SIZE;
         buf.clear();
         buf.reserve(len);
+        // SAFETY: `buf` has at least `len` bytes of spare capacity after `reserve`, its own heap
+        // memory that never overlaps the mapping; `set_len` is sound once `copy_slot` wrote
+        // all `len` of them.
+        unsafe {
+            self.copy_slot(slot, len, buf.as_mut_ptr());
+            buf.set_len(len);
+        }
+    }
+
+    /// [`Mapping::read_slot_data`] into `dst`, already `len` bytes long (any buffer type).
+    pub(crate) fn read_slot_data_to(&self, slot: usize, dst: &mut [u8]) {
+        // SAFETY: `dst` is `dst.len()` writable bytes of this process's memory.
+        unsafe { self.copy_slot(slot, dst.len(), dst.as_mut_ptr()) }
+    }
+
+    /// Copies `len` bytes of `slot`'s data to `dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `len` bytes of writes and must not overlap the mapping.
+    unsafe fn copy_slot(&self, slot: usize, len: usize, dst: *mut u8) {
+        assert!(len <= self.slot_capacity, "length larger than the slot");
+        let start = self.slot_base(slot) + SLOT_HEADER_SIZE;
         // SAFETY: the source range `start..start+len` is inside the mapping (the stride covers
         // header + capacity, and len <= capacity: invariant of `checked`) and `start` is
         // 64-aligned (page-aligned base; HEADER_SIZE, stride and SLOT_HEADER_SIZE multiples of
         // 64: checked in `checked` and at compile time in `layout`), as `copy_shared` needs.
-        // The destination has at least `len` bytes of spare capacity after `reserve`; it is
-        // this process's own heap memory, so it never overlaps the mapping. `set_len` is sound
-        // because `copy_shared` initialised all `len` bytes.
-        unsafe {
-            copy_shared(self.base.add(start), buf.as_mut_ptr(), len);
-            buf.set_len(len);
-        }
+        // The destination is the caller's: `len` writable bytes apart from the mapping.
+        unsafe { copy_shared(self.base.add(start), dst, len) }
     }
 }
 

@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{Ordering, fence};
 
+use bytes::BytesMut;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
@@ -182,6 +183,30 @@ impl RegionReader {
         }
     }
 
+    /// [`RegionReader::read_latest`] into a [`BytesMut`]: a buffer that can be frozen into
+    /// [`bytes::Bytes`] to share with many readers and, once they let go, taken back
+    /// ([`bytes::Bytes::try_into_mut`]) and filled again, so a frame fanned out to any number
+    /// of clients costs one copy and no allocation. `buf` is resized to the frame (only the
+    /// bytes past its old length are zeroed first) and keeps its allocation.
+    ///
+    /// # Errors
+    /// As [`RegionReader::read_latest`].
+    pub fn read_latest_bytes(&self, buf: &mut BytesMut) -> Result<FrameMeta, ReadError> {
+        match self.latest()? {
+            (_, 0) => Err(ReadError::Empty),
+            (slot, seq) => {
+                let result = self.read_slot_by(slot, seq, |map, slot, len| {
+                    buf.resize(len, 0);
+                    map.read_slot_data_to(slot, &mut buf[..]);
+                });
+                if matches!(result, Err(ReadError::Torn)) {
+                    buf.clear();
+                }
+                result
+            }
+        }
+    }
+
     /// The newest frame's announcement in the header, `(slot, seq)`; `seq` is 0 before the
     /// first frame. Read under its own sequence lock with relaxed 32-bit loads and fences.
     fn latest(&self) -> Result<(u32, u64), ReadError> {
@@ -224,6 +249,23 @@ impl RegionReader {
         slot: u32,
         seq: u64,
         buf: &mut Vec<u8>,
+    ) -> Result<FrameMeta, ReadError> {
+        let result = self.read_slot_by(slot, seq, |map, slot, len| {
+            map.read_slot_data(slot, len, buf);
+        });
+        if matches!(result, Err(ReadError::Torn)) {
+            buf.clear();
+        }
+        result
+    }
+
+    /// The sequence-locked read of [`RegionReader::read_slot`], copying with `copy(map, slot,
+    /// len)`; a torn copy is the caller's to discard.
+    fn read_slot_by(
+        &self,
+        slot: u32,
+        seq: u64,
+        copy: impl FnOnce(&Mapping, usize, usize),
     ) -> Result<FrameMeta, ReadError> {
         let slot = slot as usize;
         if slot >= SLOT_COUNT {
@@ -281,11 +323,10 @@ impl RegionReader {
                 self.torn()
             });
         };
-        map.read_slot_data(slot, len, buf);
+        copy(map, slot, len);
         #[cfg(test)]
         super::tests::after_copy();
         if !unchanged(map) {
-            buf.clear();
             return Err(self.torn());
         }
         self.read.set(self.read.get() + 1);

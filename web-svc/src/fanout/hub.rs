@@ -2,34 +2,38 @@
 //! once, the camera's status, and the counters.
 
 use std::io::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{BufMut as _, Bytes, BytesMut};
 use ipc::announce::Hello;
 use ipc::region::RegionReader;
 use tokio::sync::{Notify, watch};
 
 use super::{BOUNDARY, POOL_SIZE};
 
-/// One pooled buffer: the multipart part header and the JPEG bytes.
+/// One pooled pair of buffers: the multipart part header and the JPEG bytes. A frame is
+/// published as the filled part split off and frozen ([`BytesMut::split`]: the same storage,
+/// one more reference); once every viewer has let go of it the whole storage is taken back
+/// ([`BytesMut::try_reclaim`]) and filled again in place. After the first frames, copying a
+/// frame and publishing it allocate nothing, however many viewers share it.
 #[derive(Debug, Default)]
 struct FrameBuf {
-    head: Vec<u8>,
-    jpeg: Vec<u8>,
+    head: BytesMut,
+    jpeg: BytesMut,
+    /// Whether a frame published from it may still be held (a fresh pair, or one given back
+    /// unpublished, has nothing to take back).
+    used: bool,
 }
 
-struct HeadView(Arc<FrameBuf>);
-impl AsRef<[u8]> for HeadView {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.head
-    }
-}
-struct JpegView(Arc<FrameBuf>);
-impl AsRef<[u8]> for JpegView {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.jpeg
+impl FrameBuf {
+    /// Whether no viewer holds the frame published from it: its storage is taken back.
+    fn reclaim(&mut self) -> bool {
+        // More than what is left after the split: only the whole storage, unshared, has it.
+        !self.used
+            || (self.head.try_reclaim(self.head.capacity() + 1)
+                && self.jpeg.try_reclaim(self.jpeg.capacity() + 1))
     }
 }
 
@@ -113,7 +117,7 @@ pub struct Metrics {
 struct Store {
     /// The region the latest hello named, mapped read-only.
     reader: Option<RegionReader>,
-    pool: Vec<Arc<FrameBuf>>,
+    pool: Vec<FrameBuf>,
     /// Whether the camera counts as live: a frame was announced since it last did not.
     live: bool,
     /// Sequence number of the live frame in the channel (0: none, or the placeholder).
@@ -123,16 +127,20 @@ struct Store {
 }
 
 impl Store {
-    /// A buffer no viewer holds, from the pool if one is free.
-    fn take_buf(&mut self, metrics: &Metrics) -> Arc<FrameBuf> {
-        if let Some(i) = self.pool.iter().position(|b| Arc::strong_count(b) == 1) {
-            return self.pool.swap_remove(i);
+    /// Buffers no viewer holds, from the pool if a pair is free.
+    fn take_buf(&mut self, metrics: &Metrics) -> FrameBuf {
+        if let Some(i) = self.pool.iter_mut().position(FrameBuf::reclaim) {
+            let mut b = self.pool.swap_remove(i);
+            b.head.clear();
+            b.jpeg.clear();
+            return b;
         }
         metrics.pool_misses.fetch_add(1, Ordering::Relaxed);
-        Arc::new(FrameBuf::default())
+        FrameBuf::default()
     }
 
-    fn give_back(&mut self, buf: Arc<FrameBuf>) {
+    /// Keeps `buf` for a later frame.
+    fn give_back(&mut self, buf: FrameBuf) {
         if self.pool.len() < POOL_SIZE {
             self.pool.push(buf);
         }
@@ -163,9 +171,7 @@ impl Default for Hub {
             }),
             store: Mutex::new(Store {
                 reader: None,
-                pool: (0..POOL_SIZE)
-                    .map(|_| Arc::new(FrameBuf::default()))
-                    .collect(),
+                pool: (0..POOL_SIZE).map(|_| FrameBuf::default()).collect(),
                 live: false,
                 published: 0,
                 geometry: (0, 0),
@@ -220,9 +226,8 @@ impl Hub {
             return;
         }
         let mut buf = store.take_buf(&self.metrics);
-        let fb = Arc::get_mut(&mut buf).expect("take_buf returns unshared buffers");
         let read = match &store.reader {
-            Some(reader) => reader.read_latest(&mut fb.jpeg),
+            Some(reader) => reader.read_latest_bytes(&mut buf.jpeg),
             None => Err(ipc::region::ReadError::Empty),
         };
         let meta = match read {
@@ -231,11 +236,13 @@ impl Hub {
                 self.metrics
                     .frames_skipped_source
                     .fetch_add(1, Ordering::Relaxed);
+                // Nothing was split off: the pair is free as it is.
+                buf.used = false;
                 store.give_back(buf);
                 return;
             }
         };
-        write_head(&mut fb.head, fb.jpeg.len(), meta.seq, meta.wall_ns, true);
+        write_head(&mut buf.head, buf.jpeg.len(), meta.seq, meta.wall_ns, true);
         self.metrics.frames_copied.fetch_add(1, Ordering::Relaxed);
         if store.geometry != (meta.width, meta.height) {
             store.geometry = (meta.width, meta.height);
@@ -246,14 +253,15 @@ impl Hub {
     }
 
     /// Publishes a filled buffer; the store stays locked, so frames go out in order.
-    fn publish(&self, store: &mut Store, buf: Arc<FrameBuf>, seq: u64, wall_ns: u64, live: bool) {
+    fn publish(&self, store: &mut Store, mut buf: FrameBuf, seq: u64, wall_ns: u64, live: bool) {
         let frame = Frame {
-            head: Bytes::from_owner(HeadView(buf.clone())),
-            jpeg: Bytes::from_owner(JpegView(buf.clone())),
+            head: buf.head.split().freeze(),
+            jpeg: buf.jpeg.split().freeze(),
             seq,
             wall_ns,
             live,
         };
+        buf.used = true;
         store.give_back(buf);
         self.tx.send_replace(Some(frame));
     }
@@ -302,10 +310,9 @@ impl Hub {
         store.live = false;
         store.published = 0;
         let mut buf = store.take_buf(&self.metrics);
-        let fb = Arc::get_mut(&mut buf).expect("take_buf returns unshared buffers");
-        fb.jpeg.clear();
-        fb.jpeg.extend_from_slice(jpeg);
-        write_head(&mut fb.head, fb.jpeg.len(), 0, wall_ns, false);
+        buf.jpeg.clear();
+        buf.jpeg.extend_from_slice(jpeg);
+        write_head(&mut buf.head, buf.jpeg.len(), 0, wall_ns, false);
         self.metrics.offline_frames.fetch_add(1, Ordering::Relaxed);
         self.publish(&mut store, buf, 0, wall_ns, false);
     }
@@ -324,10 +331,10 @@ impl Hub {
 }
 
 /// Writes the multipart part header for a frame into `out` (cleared, reused).
-fn write_head(out: &mut Vec<u8>, len: usize, seq: u64, wall_ns: u64, live: bool) {
+fn write_head(out: &mut BytesMut, len: usize, seq: u64, wall_ns: u64, live: bool) {
     out.clear();
     let _ = write!(
-        out,
+        out.writer(),
         "\r\n--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nX-Timestamp: {}.{:06}\r\nX-Mecam-Seq: {seq}\r\nX-Mecam-Camera: {}\r\n\r\n",
         wall_ns / 1_000_000_000,
         wall_ns % 1_000_000_000 / 1000,
