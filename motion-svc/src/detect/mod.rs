@@ -24,9 +24,11 @@
 //!    white). The per-pixel threshold is the larger of `min_diff` and `noise_factor` times the noise
 //!    sigma measured from the median residual of this frame (night gain raises it), and of
 //!    [`UNREST_FACTOR`] times the pixel's own unrest: the running spread of its difference
-//!    over [`UNREST_S`] seconds. Where leaves, water or a flag move all the time, or an edge
-//!    of a shaking camera's picture comes and goes, the threshold rises to what that place
-//!    always does. A clipped pixel only counts in the direction it is not clipped.
+//!    over [`UNREST_S`] seconds, not counted inside the boxes of the objects that were moving
+//!    in the last frame. Where leaves, water or a flag move all the time, or an edge of a
+//!    shaking camera's picture comes and goes, the threshold rises to what that place always
+//!    does; a busy path keeps its threshold for the next person. A clipped pixel only counts
+//!    in the direction it is not clipped.
 //! 5. A changed pixel survives despeckle when at least two of its eight neighbours changed;
 //!    8-connected components, merged when close, give the regions ([`regions`]).
 //! 6. Ghost suppression: a pixel that differs from the background only counts while it has
@@ -182,6 +184,8 @@ pub struct Detector {
     moved_at: Vec<f32>,
     /// Per pixel: running mean of the squared difference.
     unrest: Vec<f32>,
+    /// Per pixel: inside a moving object's box in the last frame.
+    foreground: Vec<u8>,
     /// Per pixel: the background's range over its 3x3 neighbourhood (and the row pass).
     bg_lo: Vec<f32>,
     bg_hi: Vec<f32>,
@@ -221,6 +225,7 @@ impl Detector {
             previous: Vec::new(),
             moved_at: Vec::new(),
             unrest: Vec::new(),
+            foreground: Vec::new(),
             bg_lo: Vec::new(),
             bg_hi: Vec::new(),
             row_lo: Vec::new(),
@@ -290,6 +295,8 @@ impl Detector {
             v.clear();
             v.resize(n, 0.0);
         }
+        self.foreground.clear();
+        self.foreground.resize(n, 0);
         self.light.configure(width, height);
         self.labeller.configure(width, height);
         let object_h = self.settings.min_object_pct as f32 / 100.0 * height as f32;
@@ -441,6 +448,7 @@ impl Detector {
         swaying: bool,
     ) {
         let (gain, offset, threshold) = (fit.gain, fit.offset, fit.threshold);
+        self.mark_foreground();
         if swaying {
             self.neighbourhood_range();
         } else {
@@ -475,8 +483,12 @@ impl Detector {
             self.previous[i] = predicted;
             let u = &mut self.unrest[i];
             let own = UNREST_FACTOR * u.sqrt();
-            let counted = d.min(UNREST_CLAMP * threshold);
-            *u += beta * (counted * counted - *u);
+            // Where a moving object was in the last frame, its passing is not the place's
+            // unrest: a busy path keeps its threshold for the next person.
+            if self.foreground[i] == 0 {
+                let counted = d.min(UNREST_CLAMP * threshold);
+                *u += beta * (counted * counted - *u);
+            }
             let hit = self.valid[i] != 0
                 && d > threshold.max(own)
                 && now - self.moved_at[i] <= MOTION_MEMORY_S;
@@ -487,6 +499,21 @@ impl Detector {
                 alpha
             };
             self.background[i] = bg + a * (x - bg);
+        }
+    }
+
+    /// `foreground`: the boxes of the objects that were moving in the last frame.
+    fn mark_foreground(&mut self) {
+        let (w, h) = (self.width as f32, self.height as f32);
+        self.foreground.fill(0);
+        for b in &self.result.boxes {
+            let x0 = (b.x * w) as usize;
+            let x1 = (((b.x + b.w) * w).ceil() as usize).min(self.width);
+            let y0 = (b.y * h) as usize;
+            let y1 = (((b.y + b.h) * h).ceil() as usize).min(self.height);
+            for y in y0..y1 {
+                self.foreground[y * self.width + x0..y * self.width + x1].fill(1);
+            }
         }
     }
 
