@@ -29,8 +29,9 @@ pub const WATCH_AFTER: Duration = Duration::from_secs(2);
 /// `Result` and `ExecMainStatus` can be read before the restart replaces them.
 pub const RESTART_SEC_OOM: &str = "3s";
 /// motion-svc's limit for its fault: under the 96 MiB pre-capture ring of
-/// [`motion_oom_options`], which motion-svc writes in full as it starts (so that its memory is
-/// flat from the first frame), and well over what it needs without it.
+/// [`motion_oom_options`], whose arena motion-svc grows (each step resident at once) to what 60 s
+/// of its large frames need within seconds of starting, and well over what it needs without
+/// it.
 pub const MOTION_OOM_LIMIT: u64 = 64 * 1024 * 1024;
 /// web-svc's limit is lowered to this much above its anonymous memory; the 7 MiB of argon2
 /// working memory of the first login then goes over it.
@@ -294,7 +295,7 @@ fn wait_oom_then(
 pub fn motion_oom_options() -> MecamOptions {
     MecamOptions {
         config: Some(
-            "[capture]\nfps = 30\n[motion]\npre_capture_s = 60.0\npre_capture_max_mib = 96.0\n[web]\n"
+            "[capture]\nfps = 30\nwidth = 1280\nheight = 720\nquality = 95\n[motion]\npre_capture_s = 60.0\npre_capture_max_mib = 96.0\n[web]\n"
                 .into(),
         ),
         dropins: vec![slow_restart(MOTION)],
@@ -303,8 +304,8 @@ pub fn motion_oom_options() -> MecamOptions {
 }
 
 /// Start motion-svc again (run with [`motion_oom_options`]) with its `MemoryMax` lowered to
-/// [`MOTION_OOM_LIMIT`], under its pre-capture ring: it writes the ring in full as it starts
-/// and the kernel kills it. Its limit is put back as soon as it waits to restart, so its
+/// [`MOTION_OOM_LIMIT`], under its pre-capture ring: its ring grows past the limit within
+/// seconds (a few MiB of frames a second) and the kernel kills it. Its limit is put back as soon as it waits to restart, so its
 /// restart succeeds.
 ///
 /// # Errors
