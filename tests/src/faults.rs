@@ -32,7 +32,7 @@ pub const RESTART_SEC_OOM: &str = "3s";
 /// [`motion_oom_options`], whose arena motion-svc grows (each step resident at once) to what 60 s
 /// of its large frames need within seconds of starting, and well over what it needs without
 /// it.
-pub const MOTION_OOM_LIMIT: u64 = 64 * 1024 * 1024;
+pub const MOTION_OOM_LIMIT: u64 = 40 * 1024 * 1024;
 /// web-svc's limit is lowered to this much above its anonymous memory; the 7 MiB of argon2
 /// working memory of the first login then goes over it.
 pub const WEB_OOM_MARGIN: u64 = 3 * 1024 * 1024;

@@ -222,10 +222,10 @@ fn sigkill_web_restarts_only_web_and_detection_goes_on() {
 
 #[test]
 fn a_unit_over_its_memory_max_is_killed_by_the_kernel_and_the_others_do_not_notice() {
-    // motion-svc's pre-capture ring is [motion] pre_capture_max_mib (96 MiB here, 60 s at
-    // 30 fps), written in full as it starts; it is started again with its unit's MemoryMax
-    // lowered under that: the kernel must kill motion-svc, and it restarts once the limit is
-    // back.
+    // motion-svc's pre-capture ring may grow to [motion] pre_capture_max_mib (96 MiB here, for
+    // 60 s of 1280x720 frames at 30 fps), which it reaches within seconds; it is started again
+    // with its unit's MemoryMax lowered under that: the kernel must kill motion-svc, and it
+    // restarts once the limit is back.
     let Some(m) = start("memory_max", faults::motion_oom_options()) else {
         return;
     };
