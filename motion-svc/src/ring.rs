@@ -7,8 +7,7 @@
 //! would fill more than three quarters of it, and is halved back towards twice what the window
 //! held when, over a whole window, they never filled a quarter of it (the camera's frames got
 //! smaller, the scene quieter). A resize copies the frames it keeps into a new arena, so for
-//! that moment both exist (at most the cap and half of it, or twice the cap when it is the
-//! last step up to the cap); between resizes pushing never allocates, and a steady stream
+//! that moment both exist (together under twice the cap); between resizes pushing never allocates, and a steady stream
 //! settles after a few doublings.
 //!
 //! Each arena is written in full when it is made, so it is resident from the start: zeroed
