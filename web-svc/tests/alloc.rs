@@ -1,7 +1,8 @@
 //! Steady-state allocation of the live fan-out, counted by `ipc::heap`'s allocator installed in
 //! this test binary: after warm-up, a frame announced, copied out of the region once and
 //! handed to two viewers' MJPEG bodies allocates nothing and leaves the live heap where it
-//! was, and a viewer that comes and goes leaves it where it found it. One leaked byte, or one
+//! was, and a viewer that comes and goes, or a capture-svc restart, leaves it where it found
+//! it. One leaked byte, or one
 //! allocation, per frame fails it.
 
 use std::collections::VecDeque;
@@ -138,6 +139,27 @@ fn fanning_a_frame_out_to_two_viewers_allocates_nothing_in_the_steady_state() {
         assert_eq!(
             after.live, base.live,
             "live heap bytes after 20 viewers came and went: {base} -> {after}"
+        );
+        // capture-svc restarts: its region made again at the same path (a new generation),
+        // a new hello, frames again. After the first, each leaves the live heap where it was.
+        let path = dir.path().join("frames");
+        let mut base = None;
+        for restart in 0..6 {
+            drop(writer);
+            writer = RegionWriter::create(&path, 4096).unwrap();
+            let hello = Hello::streaming(&writer, 4, 4, 15.0, "alloc-test");
+            queue.push(Announcement::Event(ClientEvent::Connected(hello)));
+            for _ in 0..3 {
+                one_frame(&mut writer, &queue, &mut viewers, &jpeg).await;
+            }
+            if restart == 0 {
+                base = Some(ipc::heap::stats());
+            }
+        }
+        let (base, after) = (base.unwrap(), ipc::heap::stats());
+        assert_eq!(
+            after.live, base.live,
+            "live heap bytes after 5 capture-svc restarts: {base} -> {after}"
         );
         stop.cancel();
         drop(viewers);
