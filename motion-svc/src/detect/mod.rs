@@ -57,7 +57,7 @@ mod shake;
 mod tests;
 mod tracks;
 
-use fit::{CLIP_HI, CLIP_LO, Fit};
+use fit::{CLIP_HI, CLIP_LO, Fit, unclipped};
 use light::LocalLight;
 use regions::Labeller;
 use shake::Shake;
@@ -451,9 +451,6 @@ impl Detector {
         self.mark_foreground();
         if swaying {
             self.neighbourhood_range();
-        } else {
-            self.bg_lo.copy_from_slice(&self.background);
-            self.bg_hi.copy_from_slice(&self.background);
         }
         let [x0, y0, x1, y1] = self.view;
         let (w, shaken) = (self.width, self.shift != (0, 0));
@@ -471,10 +468,14 @@ impl Detector {
             let predicted = gain * x + offset + self.light.field[i];
             // Compared with the nearest value of the background around it: an edge that moved
             // by less than a pixel (a camera's sway, shimmer) is still the background.
-            let near = predicted.clamp(self.bg_lo[i], self.bg_hi[i]);
+            let near = if swaying {
+                predicted.clamp(self.bg_lo[i], self.bg_hi[i])
+            } else {
+                bg
+            };
             // A clipped pixel, now or in the background, is only evidence in the direction
             // it is not clipped (a crushed shadow could have been any darker).
-            let clipped = x <= CLIP_LO || x >= CLIP_HI || near <= CLIP_LO || near >= CLIP_HI;
+            let clipped = !unclipped(x, near);
             let d = clipped_difference(x, near, predicted);
             // Frame-to-frame change, both frames in background brightness.
             if (predicted - self.previous[i]).abs() > threshold && !(clipped && d == 0.0) {

@@ -85,10 +85,9 @@ impl Track {
     }
 
     fn follow(&mut self, region: Region, min_px: u32) {
-        let away = |c: (f32, f32), o: (f32, f32)| (c.0 - o.0).hypot(c.1 - o.1);
         let reshaped = region.px > self.region.px * RESHAPE_FACTOR
             || region.px * RESHAPE_FACTOR < self.region.px;
-        let before = away(self.centre, self.origin);
+        let before = distance(self.centre, self.origin);
         self.centre = region.centre();
         self.region = region;
         self.frames += 1;
@@ -107,7 +106,7 @@ impl Track {
             h[2].max(region.x1),
             h[3].max(region.y1),
         ];
-        let now = away(self.centre, self.origin);
+        let now = distance(self.centre, self.origin);
         self.forward = if now > before { self.forward + 1 } else { 0 };
         let (rw, rh) = region.size();
         let object = region.px >= min_px && rw.min(rh) >= MIN_SIDE_PX;
@@ -165,11 +164,7 @@ impl Tracker {
                 .iter()
                 .enumerate()
                 .filter(|&(i, tr)| !self.taken[i] && tr.reaches(r))
-                .min_by(|(_, a), (_, b)| {
-                    let da = (a.centre.0 - c.0).hypot(a.centre.1 - c.1);
-                    let db = (b.centre.0 - c.0).hypot(b.centre.1 - c.1);
-                    da.total_cmp(&db)
-                })
+                .min_by(|(_, a), (_, b)| distance(a.centre, c).total_cmp(&distance(b.centre, c)))
                 .map(|(i, _)| i);
             match best {
                 Some(i) => {
@@ -195,4 +190,9 @@ impl Tracker {
     pub fn moving(&self) -> impl Iterator<Item = &Track> {
         self.tracks.iter().filter(|tr| tr.moving && tr.seen)
     }
+}
+
+/// The distance between two points, pixels.
+fn distance(a: (f32, f32), b: (f32, f32)) -> f32 {
+    (a.0 - b.0).hypot(a.1 - b.1)
 }
