@@ -79,20 +79,28 @@ macro_rules! person {
     };
 }
 
-/// A branch swaying in the top-left corner (inside [`branch_mask`] for all of its sway).
-const BRANCH: &str = r#"
-    [[object]]
-    name = "branch"
-    shape = "ellipse"
-    size = [0.2, 0.26]
-    color = [40, 75, 35]
-    start = 0.0
-    end = 60.0
-    from = [0.15, 0.17]
-    to = [0.15, 0.17]
-    sway = [0.04, 0.01]
-    sway_hz = 0.4
-"#;
+/// Script text: a branch swaying in the top-left corner for a minute (inside [`branch_mask`]
+/// for all of its sway); a macro so that `concat!` can put it beside a person.
+macro_rules! branch {
+    () => {
+        r#"
+            [[object]]
+            name = "branch"
+            shape = "ellipse"
+            size = [0.2, 0.26]
+            color = [40, 75, 35]
+            start = 0.0
+            end = 60.0
+            from = [0.15, 0.17]
+            to = [0.15, 0.17]
+            sway = [0.04, 0.01]
+            sway_hz = 0.4
+        "#
+    };
+}
+
+/// The branch alone.
+const BRANCH: &str = branch!();
 
 fn positives() -> Vec<Scenario> {
     vec![
@@ -119,22 +127,7 @@ fn positives() -> Vec<Scenario> {
         },
         Scenario {
             name: "person past a swaying branch",
-            script: concat!(
-                person!(12.0, 16.0),
-                r#"
-                [[object]]
-                name = "branch"
-                shape = "ellipse"
-                size = [0.2, 0.26]
-                color = [40, 75, 35]
-                start = 0.0
-                end = 30.0
-                from = [0.15, 0.17]
-                to = [0.15, 0.17]
-                sway = [0.04, 0.01]
-                sway_hz = 0.4
-                "#
-            ),
+            script: concat!(person!(12.0, 16.0), branch!()),
             ..BASE
         },
         Scenario {
