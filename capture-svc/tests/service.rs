@@ -930,12 +930,7 @@ fn endless_garbage_from_the_camera_is_survived() {
         matches!(ev.first(), Some(ClientEvent::Connected(_))),
         "{ev:?}"
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", svc.svc.pid())).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap();
+    let rss_kib = testkit::procfs::status_kib(svc.svc.pid(), "VmRSS");
     // The splitter's buffer is slot capacity + 64 KiB; a growing buffer would be gigabytes.
     assert!(rss_kib < 64 * 1024, "RSS {rss_kib} KiB");
 }

@@ -235,11 +235,7 @@ impl Svc {
 
     /// Peak resident memory (VmHWM) of the process, in KiB.
     fn peak_rss_kib(&self) -> u64 {
-        let text = fs::read_to_string(format!("/proc/{}/status", self.svc.pid())).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status")
+        testkit::procfs::status_kib(self.svc.pid(), "VmHWM")
     }
 
     /// The log so far, without terminal colour codes.

@@ -3,10 +3,12 @@
 //! - [`service`]: a spawned service binary with its log, SIGTERM on request, SIGKILL on drop;
 //! - [`jpeg`]: JPEG headers built byte by byte, for the header checks;
 //! - [`notify`]: a fake `NOTIFY_SOCKET` the test reads;
-//! - [`poll`]: waiting for a state with a deadline, never a guessed sleep.
+//! - [`poll`]: waiting for a state with a deadline, never a guessed sleep;
+//! - [`procfs`]: a process's memory figures.
 
 pub mod camera;
 pub mod jpeg;
 pub mod notify;
 pub mod poll;
+pub mod procfs;
 pub mod service;

@@ -35,10 +35,5 @@ fn a_password_check_keeps_no_memory() {
 
 /// Resident KiB of this process.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    testkit::procfs::status_kib("self", "VmRSS")
 }

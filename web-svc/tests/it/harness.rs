@@ -316,11 +316,7 @@ impl Web {
 
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        testkit::procfs::status_kib(self.pid(), "VmRSS")
     }
 }
 
