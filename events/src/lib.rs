@@ -33,8 +33,8 @@ pub use layout::{
 };
 pub use limits::{Limits, dir_size, enforce_limits, free_bytes};
 pub use meta::{
-    EndReason, EventMeta, EventState, MAX_TRACK_FRAMES, MetaError, PreparedMeta, SCHEMA_VERSION,
-    TrackFrame, prepare_meta, read_meta, read_meta_map, says_recording, write_meta,
+    EndReason, EventMeta, EventState, MAX_TRACK_BOXES, MAX_TRACK_FRAMES, MetaError, PreparedMeta,
+    SCHEMA_VERSION, TrackFrame, prepare_meta, read_meta, read_meta_map, says_recording, write_meta,
 };
 pub use open::{
     EventFile, MAX_CLIP_BYTES, MAX_META_BYTES, MAX_POSTER_BYTES, OpenError, flush_skipped_log,

@@ -24,17 +24,31 @@ fn schema_v1() -> u32 {
     1
 }
 
-/// At most this many analysed frames of an event keep their boxes in `event.json` (2 minutes
-/// at 5 analysed frames a second; a longer event keeps them at a lower rate).
-pub const MAX_TRACK_FRAMES: usize = 600;
+/// At most this many analysed frames of an event keep their boxes in `event.json` (a minute at
+/// 5 analysed frames a second; a longer event keeps them at a lower rate).
+pub const MAX_TRACK_FRAMES: usize = 300;
+/// At most this many boxes (the largest) of one analysed frame are kept in `track`.
+pub const MAX_TRACK_BOXES: usize = 4;
 
 /// The moving objects' boxes at one analysed frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackFrame {
     /// Milliseconds after the event's start (its first motion).
     pub t_ms: u32,
-    /// `[x, y, w, h]` frame-relative, largest first.
+    /// `[x, y, w, h]` frame-relative, largest first; written to a thousandth (a pixel of a
+    /// 1000-wide frame), so that a full track stays a small file.
+    #[serde(serialize_with = "thousandths")]
     pub boxes: Vec<[f32; 4]>,
+}
+
+/// Serialises boxes rounded to a thousandth.
+fn thousandths<S: serde::Serializer>(boxes: &[[f32; 4]], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq as _;
+    let mut seq = s.serialize_seq(Some(boxes.len()))?;
+    for b in boxes {
+        seq.serialize_element(&b.map(|v| (v * 1000.0).round() / 1000.0))?;
+    }
+    seq.end()
 }
 
 /// Event state in `event.json`.
@@ -264,13 +278,27 @@ pub(crate) fn prepare_bytes(dir: &Path, text: &[u8]) -> Result<PreparedMeta, Sto
 
 /// Writes `event.json.tmp` and syncs it; [`PreparedMeta::commit`] renames it into place.
 ///
+/// The file is compact JSON (`jq .` indents it), and never larger than a reader takes
+/// ([`crate::MAX_META_BYTES`]): a `track` that would make it so is thinned (every second entry
+/// dropped, until it fits), never the file left unreadable.
+///
 /// # Errors
 /// A create or write error (a full disk shows here).
 pub fn prepare_meta(dir: &Path, meta: &EventMeta) -> Result<PreparedMeta, StoreError> {
-    prepare_bytes(
-        dir,
-        &serde_json::to_vec_pretty(meta).expect("EventMeta serialises"),
-    )
+    let text = |m: &EventMeta| serde_json::to_vec(m).expect("EventMeta serialises");
+    let mut bytes = text(meta);
+    if bytes.len() as u64 > crate::MAX_META_BYTES {
+        let mut thin = meta.clone();
+        while bytes.len() as u64 > crate::MAX_META_BYTES && !thin.track.is_empty() {
+            let mut keep = false;
+            thin.track.retain(|_| {
+                keep = !keep;
+                keep
+            });
+            bytes = text(&thin);
+        }
+    }
+    prepare_bytes(dir, &bytes)
 }
 
 /// Writes `event.json` atomically (tmp, fsync, rename).
@@ -285,6 +313,41 @@ pub fn write_meta(dir: &Path, meta: &EventMeta) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::test_support::meta;
+
+    /// Boxes with as many digits as an `f32` prints.
+    fn busy_frame(t_ms: u32, boxes: usize) -> TrackFrame {
+        TrackFrame {
+            t_ms,
+            boxes: vec![[1.0 / 3.0, 2.0 / 3.0, 1.0 / 7.0, 5.0 / 7.0]; boxes],
+        }
+    }
+
+    /// The longest, busiest event the recorder can describe reads back whole; whatever a
+    /// writer puts in `track`, the file stays readable (under [`crate::MAX_META_BYTES`]), the
+    /// track thinned to fit.
+    #[test]
+    fn a_long_busy_event_is_written_readable() {
+        let d = tempfile::tempdir().unwrap();
+        let mut m = meta("20261124T182900Z-0001", EventState::Complete);
+        m.track = (0..MAX_TRACK_FRAMES)
+            .map(|k| busy_frame(u32::MAX - k as u32, MAX_TRACK_BOXES))
+            .collect();
+        write_meta(d.path(), &m).unwrap();
+        let size = fs::metadata(d.path().join(META)).unwrap().len();
+        assert!(size <= crate::MAX_META_BYTES, "{size} bytes");
+        assert_eq!(read_meta(d.path()).unwrap().track.len(), MAX_TRACK_FRAMES);
+        // Far past the bounds: ten times the frames, twice the boxes.
+        m.track = (0..10 * MAX_TRACK_FRAMES as u32)
+            .map(|k| busy_frame(k, 2 * MAX_TRACK_BOXES))
+            .collect();
+        write_meta(d.path(), &m).unwrap();
+        let size = fs::metadata(d.path().join(META)).unwrap().len();
+        assert!(size <= crate::MAX_META_BYTES, "{size} bytes");
+        let back = read_meta(d.path()).unwrap();
+        assert!(!back.track.is_empty());
+        assert!(back.track.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
+        assert_eq!(back.track[0].t_ms, 0);
+    }
 
     #[test]
     fn event_json_without_the_newer_fields_still_reads() {

@@ -160,7 +160,9 @@ fn recover_one(dir: &Path, name: &str, start_ms: u64) -> Result<Option<Recovered
     );
     meta.insert("end_unix_ms".into(), json!(end));
     meta.insert("duration_s".into(), json!((end - start_ms) as f64 / 1000.0));
-    let text = serde_json::to_vec_pretty(&meta).expect("a JSON map serialises");
+    // Compact, as prepare_meta writes: the patch adds a few short fields to a file that was
+    // within MAX_META_BYTES.
+    let text = serde_json::to_vec(&meta).expect("a JSON map serialises");
     prepare_bytes(dir, &text)
         .and_then(|p| p.commit())
         .map_err(RecoverError::Write)?;

@@ -11,7 +11,7 @@ use crate::detect::{Detector, Verdict};
 use crate::event::{EventTracker, Transition};
 use crate::geometry::Rect;
 use crate::select::{FrameSelector, RELEARN_AFTER_SILENCE_NS, Selection};
-use events::{MAX_TRACK_FRAMES, TrackFrame};
+use events::{MAX_TRACK_BOXES, MAX_TRACK_FRAMES, TrackFrame};
 
 /// One announced frame.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +64,7 @@ impl BoxTrack {
             frames: (0..MAX_TRACK_FRAMES)
                 .map(|_| TrackFrame {
                     t_ms: 0,
-                    boxes: Vec::with_capacity(crate::detect::MAX_BOXES),
+                    boxes: Vec::with_capacity(MAX_TRACK_BOXES),
                 })
                 .collect(),
             used: 0,
@@ -94,7 +94,9 @@ impl BoxTrack {
         let f = &mut self.frames[self.used];
         f.t_ms = ((t - self.origin).max(0.0) * 1000.0) as u32;
         f.boxes.clear();
-        f.boxes.extend(boxes.iter().map(|b| b.to_array()));
+        // The largest (the detector reports them largest first).
+        f.boxes
+            .extend(boxes.iter().take(MAX_TRACK_BOXES).map(|b| b.to_array()));
         self.used += 1;
     }
 
@@ -380,12 +382,13 @@ mod tests {
     fn the_box_track_is_bounded_and_spans_the_whole_event() {
         let mut track = BoxTrack::new();
         track.restart(10.0);
+        // More boxes than a frame keeps: the first (largest) ones stay.
         let b = [Rect {
             x: 0.1,
             y: 0.2,
             w: 0.3,
             h: 0.4,
-        }];
+        }; MAX_TRACK_BOXES + 3];
         let n = MAX_TRACK_FRAMES * 5 + 3;
         for k in 0..n {
             track.push(10.0 + k as f64 * 0.2, &b);
@@ -400,7 +403,7 @@ mod tests {
             frames.last()
         );
         assert!(frames.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
-        assert_eq!(frames[1].boxes, vec![[0.1, 0.2, 0.3, 0.4]]);
+        assert_eq!(frames[1].boxes, vec![[0.1, 0.2, 0.3, 0.4]; MAX_TRACK_BOXES]);
         // A new event starts empty.
         track.restart(100.0);
         assert!(track.frames().is_empty());
