@@ -86,6 +86,9 @@ pub struct MotionConfig {
     /// The file of settings changed from the web UI, whose keys replace this section's:
     /// web-svc writes it, motion-svc reads it again within a second of a change.
     pub overrides_file: PathBuf,
+    /// Unix socket on which the live preview of detection is served to web-svc, which reads
+    /// this key too.
+    pub preview_socket: PathBuf,
 }
 
 impl Default for MotionConfig {
@@ -119,6 +122,7 @@ impl Default for MotionConfig {
             webhook_attempts: 3,
             webhook_timeout_s: 5.0,
             overrides_file: PathBuf::from(tuning::DEFAULT_OVERRIDES_FILE),
+            preview_socket: PathBuf::from(crate::preview::DEFAULT_PREVIEW_SOCKET),
         }
     }
 }
@@ -205,6 +209,10 @@ pub struct Settings {
     pub writer_queue_frames: usize,
     /// Where event folders go.
     pub events_dir: PathBuf,
+    /// The overrides file.
+    pub overrides_file: PathBuf,
+    /// The preview socket.
+    pub preview_socket: PathBuf,
     /// Storage limits.
     pub limits: Limits,
     /// The hook command and the webhook.
@@ -284,6 +292,8 @@ impl MotionConfig {
             pre_capture_bytes: (pre_mib * 1024.0 * 1024.0) as usize,
             writer_queue_frames: self.writer_queue_frames,
             events_dir: self.events_dir.clone(),
+            overrides_file: self.overrides_file.clone(),
+            preview_socket: self.preview_socket.clone(),
             limits,
             hooks,
         })

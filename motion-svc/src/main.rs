@@ -59,6 +59,10 @@ struct Args {
     /// /var/lib/mecam/overrides.toml].
     #[arg(long, value_name = "PATH")]
     overrides_file: Option<PathBuf>,
+    /// The Unix socket of the live preview [config: preview_socket; default
+    /// /run/mecam-motion/preview.sock].
+    #[arg(long, value_name = "PATH")]
+    preview_socket: Option<PathBuf>,
 }
 
 fn config(args: &Args) -> anyhow::Result<MotionConfig> {
@@ -68,6 +72,9 @@ fn config(args: &Args) -> anyhow::Result<MotionConfig> {
     }
     if let Some(v) = &args.overrides_file {
         c.overrides_file = v.clone();
+    }
+    if let Some(v) = &args.preview_socket {
+        c.preview_socket = v.clone();
     }
     macro_rules! over {
         ($($f:ident),*) => { $( if let Some(v) = args.$f.clone() { c.$f = v.into(); } )* };
@@ -122,6 +129,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     let rc = RunConfig {
         socket_path: args.common.socket_path(),
         settings,
+        base: config,
     };
     rt.block_on(run(rc, shutdown_signal()))
 }
