@@ -311,26 +311,7 @@ impl MotionConfig {
     /// key of the section: the service reads it from the overrides themselves).
     pub fn with_overrides(&self, o: &Overrides) -> MotionConfig {
         let mut c = self.clone();
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = o.$f { c.$f = v; } )* };
-        }
-        set!(
-            sensitivity,
-            analysis_fps,
-            pre_capture_s,
-            post_capture_s,
-            max_total_mib,
-            max_age_days
-        );
-        if o.min_object_pct.is_some() {
-            c.min_object_pct = o.min_object_pct;
-        }
-        if let Some(m) = &o.masks {
-            c.masks.clone_from(m);
-        }
-        if let Some(z) = &o.zones {
-            c.zones.clone_from(z);
-        }
+        tuning::apply_overrides!(c, o);
         c
     }
 

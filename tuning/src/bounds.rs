@@ -175,14 +175,7 @@ mod tests {
 
     #[test]
     fn defaults_are_within_their_bounds() {
-        for b in [
-            MIN_OBJECT_PCT,
-            ANALYSIS_FPS,
-            PRE_CAPTURE_S,
-            POST_CAPTURE_S,
-            MAX_TOTAL_MIB,
-            MAX_AGE_DAYS,
-        ] {
+        for b in crate::Overrides::BOUNDS {
             assert_eq!(b.check(b.default), Ok(b.default), "{}", b.key);
         }
     }

@@ -63,6 +63,43 @@ pub struct Overrides {
     pub zones: Option<Vec<Polygon>>,
 }
 
+/// Sets each field of `$target` whose key `$o` (an [`Overrides`]) sets, by name: for any
+/// struct with the `[motion]` keys of [`Overrides::MOTION_KEYS`] as fields of the same types
+/// ([`Tunables`], motion-svc's `MotionConfig`).
+#[macro_export]
+macro_rules! apply_overrides {
+    ($target:expr, $o:expr) => {{
+        let (t, o) = (&mut $target, &$o);
+        if let Some(v) = o.sensitivity {
+            t.sensitivity = v;
+        }
+        if let Some(v) = o.min_object_pct {
+            t.min_object_pct = Some(v);
+        }
+        if let Some(v) = o.analysis_fps {
+            t.analysis_fps = v;
+        }
+        if let Some(v) = o.pre_capture_s {
+            t.pre_capture_s = v;
+        }
+        if let Some(v) = o.post_capture_s {
+            t.post_capture_s = v;
+        }
+        if let Some(v) = o.max_total_mib {
+            t.max_total_mib = v;
+        }
+        if let Some(v) = o.max_age_days {
+            t.max_age_days = v;
+        }
+        if let Some(v) = &o.masks {
+            t.masks.clone_from(v);
+        }
+        if let Some(v) = &o.zones {
+            t.zones.clone_from(v);
+        }
+    }};
+}
+
 /// Calls `$m!(field, ...)` with the numeric fields and their bounds.
 macro_rules! numbers {
     ($m:ident) => {
@@ -223,27 +260,10 @@ impl Tunables {
 
     /// Applies the keys `o` sets.
     pub fn apply(&mut self, o: &Overrides) {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = o.$f { self.$f = v; } )* };
+        if let Some(v) = o.detection {
+            self.detection = v;
         }
-        set!(
-            detection,
-            sensitivity,
-            analysis_fps,
-            pre_capture_s,
-            post_capture_s,
-            max_total_mib,
-            max_age_days
-        );
-        if o.min_object_pct.is_some() {
-            self.min_object_pct = o.min_object_pct;
-        }
-        if let Some(m) = &o.masks {
-            self.masks.clone_from(m);
-        }
-        if let Some(z) = &o.zones {
-            self.zones.clone_from(z);
-        }
+        crate::apply_overrides!(*self, o);
     }
 
     /// The smallest object in effect: the raw number if set, else the preset's.
