@@ -23,10 +23,7 @@ pub const MAX_DOCUMENT_BYTES: usize = 2048;
 const _: () =
     assert!(GRID_COLS * GRID_COLS / 4 + crate::detect::MAX_BOXES * 48 + 256 <= MAX_DOCUMENT_BYTES);
 
-/// Where the socket is unless `[motion] preview_socket` says otherwise: motion-svc's own
-/// runtime directory (the unit's `RuntimeDirectory=mecam-motion`), which web-svc (same user)
-/// may connect to.
-pub const DEFAULT_PREVIEW_SOCKET: &str = "/run/mecam-motion/preview.sock";
+pub use tuning::DEFAULT_PREVIEW_SOCKET;
 
 static PREVIEW_LOG: LogThrottle = LogThrottle::new(OUTSIDER_LOG_INTERVAL);
 

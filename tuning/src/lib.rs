@@ -29,3 +29,9 @@ pub use store::{MAX_FILE_BYTES, StoreError, Watcher};
 /// `--overrides-file`) says otherwise: the units' `StateDirectory=mecam`, which both
 /// motion-svc and web-svc (user `mecam`) may write.
 pub const DEFAULT_OVERRIDES_FILE: &str = "/var/lib/mecam/overrides.toml";
+
+/// Where motion-svc serves the live preview of detection unless `[motion] preview_socket`
+/// (or `--preview-socket` of motion-svc and web-svc) says otherwise: motion-svc's own runtime
+/// directory (the unit's `RuntimeDirectory=mecam-motion`), which web-svc (same user) connects
+/// to.
+pub const DEFAULT_PREVIEW_SOCKET: &str = "/run/mecam-motion/preview.sock";

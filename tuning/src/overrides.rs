@@ -266,6 +266,26 @@ impl Tunables {
         crate::apply_overrides!(*self, o);
     }
 
+    /// The overrides that turn `base` (the administrator's values) into `self`: only the keys
+    /// that differ, so a key left alone keeps following the administrator's file.
+    pub fn overrides_from(&self, base: &Tunables) -> Overrides {
+        fn differs<T: PartialEq + Clone>(want: &T, base: &T) -> Option<T> {
+            (want != base).then(|| want.clone())
+        }
+        Overrides {
+            detection: differs(&self.detection, &base.detection),
+            sensitivity: differs(&self.sensitivity, &base.sensitivity),
+            min_object_pct: differs(&self.min_object_pct, &base.min_object_pct).flatten(),
+            analysis_fps: differs(&self.analysis_fps, &base.analysis_fps),
+            pre_capture_s: differs(&self.pre_capture_s, &base.pre_capture_s),
+            post_capture_s: differs(&self.post_capture_s, &base.post_capture_s),
+            max_total_mib: differs(&self.max_total_mib, &base.max_total_mib),
+            max_age_days: differs(&self.max_age_days, &base.max_age_days),
+            masks: differs(&self.masks, &base.masks),
+            zones: differs(&self.zones, &base.zones),
+        }
+    }
+
     /// The smallest object in effect: the raw number if set, else the preset's.
     pub fn effective_min_object_pct(&self) -> f64 {
         self.min_object_pct.unwrap_or(self.sensitivity.numbers().0)
@@ -326,6 +346,25 @@ mod tests {
             Tunables::from_motion_section(&bad).unwrap_err().key,
             "analysis_fps"
         );
+    }
+
+    #[test]
+    fn overrides_from_keep_only_what_differs_and_round_trip() {
+        let admin: toml::Table = toml::from_str("analysis_fps = 2.0").unwrap();
+        let base = Tunables::from_motion_section(&admin).unwrap();
+        let mut want = base.clone();
+        assert!(want.overrides_from(&base).is_empty());
+        want.detection = false;
+        want.pre_capture_s = 5.0;
+        want.masks = vec![Polygon(vec![[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]])];
+        let o = want.overrides_from(&base);
+        assert_eq!(
+            o.changed_keys(&Overrides::default()),
+            ["detection", "pre_capture_s", "masks"]
+        );
+        let mut back = base.clone();
+        back.apply(&o);
+        assert_eq!(back, want);
     }
 
     #[test]

@@ -8,5 +8,6 @@ mod disk;
 mod events;
 mod harness;
 mod metrics;
+mod settings;
 mod startup;
 mod stream;
