@@ -133,6 +133,10 @@ impl LocalSystem {
                     &path_str(&dir.path().join("events")),
                     "--state-dir",
                     &path_str(&dir.path().join("web")),
+                    "--overrides-file",
+                    &path_str(&dir.path().join("overrides.toml")),
+                    "--preview-socket",
+                    &path_str(&dir.path().join("run").join("preview.sock")),
                 ],
                 &opts.web_args,
             ),
@@ -160,6 +164,11 @@ impl LocalSystem {
     /// The events directory.
     pub fn events_dir(&self) -> PathBuf {
         self.dir.path().join("events")
+    }
+
+    /// The overrides file (the settings page writes it, motion-svc reads it).
+    pub fn overrides_file(&self) -> PathBuf {
+        self.dir.path().join("overrides.toml")
     }
 
     /// `web-svc`'s state directory.

@@ -99,7 +99,7 @@ pub fn settings(
         .map(|p| {
             let (obj, _, _) = p.numbers();
             format!(
-                "<option value=\"{n}\"{sel}>{n} (objects from {obj} % of the height)</option>",
+                "<option value=\"{n}\"{sel}>{n}: objects from {obj} %</option>",
                 n = p.as_str(),
                 sel = if v("sensitivity") == p.as_str() {
                     " selected"

@@ -11,3 +11,4 @@ mod metrics;
 mod settings;
 mod startup;
 mod stream;
+mod tune_browser;
