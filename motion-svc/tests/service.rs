@@ -1384,6 +1384,23 @@ fn a_mask_in_the_overrides_file_applies_without_a_restart_and_keeps_the_backgrou
         p["cells"].as_str().unwrap().chars().all(|c| c == '0'),
         "{p}"
     );
+    // Preview clients that connect and never read cost one answer each and are closed:
+    // detection goes on and no descriptor is kept.
+    let fds = || fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds_before = fds();
+    let idle: Vec<_> = (0..200)
+        .map(|_| {
+            std::os::unix::net::UnixStream::connect(dir.path().join("run/preview.sock")).unwrap()
+        })
+        .collect();
+    svc.wait_counter_grows("analysed", 5, Duration::from_secs(30));
+    wait_for(
+        "every idle preview client answered and closed",
+        Duration::from_secs(10),
+        || fds() <= fds_before + 2,
+        &|| svc.log(),
+    );
+    drop(idle);
     // The mask removed: the same motion starts an event, in the same process, and the
     // background was never re-learned for it.
     write_overrides(

@@ -37,8 +37,8 @@ impl Tuner {
     /// What changed since the last poll, validated; `None` when nothing did or the file was
     /// refused (logged).
     pub(super) fn poll(&mut self) -> Option<Change> {
-        let path = self.watcher.path().display().to_string();
         let read = self.watcher.poll()?;
+        let path = self.watcher.path().display().to_string();
         let result = read.map_err(|e| e.to_string()).and_then(|o| {
             self.base
                 .with_overrides(&o)
