@@ -7,7 +7,9 @@
   const ov = $('ov'), pic = $('pic'), view = $('view'), hint = $('hint');
   const text = { masks: $('masks'), zones: $('zones') };
   const MAX_SHAPES = 16, MAX_POINTS = 64, STEP = 0.03;
-  const round = (v) => Math.round(Math.min(1, Math.max(0, v)) * 1e4) / 1e4;
+  // A point within 2 % of an edge goes onto it: a finger cannot hit the frame's edge exactly.
+  const SNAP = 0.02;
+  const round = (v) => (v < SNAP ? 0 : v > 1 - SNAP ? 1 : Math.round(v * 1e4) / 1e4);
   const parse = (t) => t.split('\n').map((l) => l.trim()).filter(Boolean)
     .map((l) => l.split(/\s+/).map((p) => p.split(',').map(Number)));
   const valid = (list) => list.every((p) => p.every((q) => q.length === 2 && q.every((v) => v >= 0 && v <= 1)));

@@ -259,6 +259,8 @@ fn a_mask_drawn_with_a_finger_is_obeyed_by_motion_svc_without_a_restart() {
         mask.contains(0.25, 0.5) && !mask.contains(0.75, 0.5),
         "{mask:?}"
     );
+    // Corners tapped a pixel inside the picture went onto its edges.
+    assert_eq!(mask.0[0], [0.0, 0.0], "{mask:?}");
 
     // motion-svc applies it without a restart, and reports no motion there any more.
     sys.motion
