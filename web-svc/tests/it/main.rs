@@ -8,5 +8,6 @@ mod disk;
 mod events;
 mod harness;
 mod metrics;
+mod review;
 mod startup;
 mod stream;
