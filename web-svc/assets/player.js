@@ -8,8 +8,7 @@
   var info = null, n = 0, playing = false, timer = 0, loading = false, pending = -1;
 
   function fmt(ms) {
-    return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' }) +
-      '.' + String(Math.floor(ms % 1000 / 100));
+    return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', fractionalSecondDigits: 1 });
   }
   function boxesAt(t) {
     var best = null;
@@ -87,13 +86,14 @@
   var form = $('mp4form'), box = $('mp4');
   if (!form) return;
   var msg = $('mp4msg'), prog = $('mp4prog'), link = $('mp4link');
+  function size(b) { return b < 1e6 ? Math.ceil(b / 1e3) + ' KB' : (b / 1e6).toFixed(1) + ' MB'; }
   function showState(s) {
     box.dataset.state = s.state;
     prog.hidden = s.state !== 'running';
     prog.value = s.progress || 0;
     link.hidden = s.state !== 'done';
     form.hidden = s.state === 'done';
-    if (s.state === 'done' && s.bytes) $('mp4size').textContent = ' (' + (s.bytes / 1e6).toFixed(1) + ' MB)';
+    if (s.state === 'done' && s.bytes) $('mp4size').textContent = ' (' + size(s.bytes) + ')';
     msg.textContent = s.state === 'running' ? 'Making the MP4: ' + Math.round(s.progress * 100) + ' %'
       : s.state === 'failed' ? 'The MP4 could not be made: ' + s.message
       : s.state === 'done' ? '' : (s.message || '');

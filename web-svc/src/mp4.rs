@@ -35,6 +35,10 @@ const STDERR_TAIL: usize = 600;
 /// How long deleting an event waits for its job to be killed and gone.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
+/// Runs ffmpeg at a lower priority than the camera and detection (coreutils; ffmpeg runs as
+/// it is when it is missing).
+const NICE: &str = "/usr/bin/nice";
+
 /// The hardware encoder of the Raspberry Pi's kernel (V4L2 memory-to-memory).
 pub const HW_ENCODER: &str = "h264_v4l2m2m";
 /// The software encoder.
@@ -406,7 +410,15 @@ impl Job {
 
     /// Runs ffmpeg once with `enc`.
     async fn encode(&self, enc: &'static str, part: &Path) -> Result<(), String> {
-        let mut child = tokio::process::Command::new(&self.ffmpeg)
+        // Below capture and detection: `nice` execs ffmpeg, so the group and pid stay its.
+        let mut cmd = if Path::new(NICE).is_file() {
+            let mut c = tokio::process::Command::new(NICE);
+            c.args(["-n", "10"]).arg(&self.ffmpeg);
+            c
+        } else {
+            tokio::process::Command::new(&self.ffmpeg)
+        };
+        let mut child = cmd
             .args(ffmpeg_args(enc, &self.folder.join(CLIP), part))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

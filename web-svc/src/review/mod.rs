@@ -278,7 +278,13 @@ fn mp4_block(id: &str, st: &Mp4Status) -> String {
     let done = st.state == "done";
     let size = st
         .bytes
-        .map(|b| format!(" ({:.1} MB)", b as f64 / 1e6))
+        .map(|b| {
+            if b < 1_000_000 {
+                format!(" ({} KB)", b.div_ceil(1000))
+            } else {
+                format!(" ({:.1} MB)", b as f64 / 1e6)
+            }
+        })
         .unwrap_or_default();
     format!(
         "<div class=\"downloads\" id=\"mp4\" data-state=\"{state}\">\
@@ -303,7 +309,7 @@ fn player(e: &EventInfo, m: Option<&EventMeta>) -> String {
     let id = esc(&e.id);
     let frames = m.map_or(0, |m| m.frames);
     format!(
-        "<div class=\"player\" id=\"player\" data-id=\"{id}\" data-frames=\"{frames}\">{poster}\
+        "<div class=\"player\" id=\"player\" data-id=\"{id}\" data-frames=\"{frames}\"{fit}>{poster}\
          <div class=\"controls\" id=\"controls\" hidden>\
          <input id=\"seek\" type=\"range\" min=\"0\" max=\"0\" value=\"0\" step=\"1\" aria-label=\"position\">\
          <div class=\"row\"><button id=\"play\" type=\"button\">Play</button>\
@@ -315,6 +321,14 @@ fn player(e: &EventInfo, m: Option<&EventMeta>) -> String {
          <label><input id=\"showboxes\" type=\"checkbox\" checked> Boxes</label></div>\
          <div class=\"ftime\"><span id=\"ftime\"></span> &middot; frame <span id=\"fno\">1</span> of <span id=\"fcount\">?</span></div>\
          </div></div>",
+        // Wide enough for the page, low enough that the controls stay on a laptop's screen.
+        fit = m
+            .filter(|m| m.width > 0 && m.height > 0)
+            .map(|m| format!(
+                " style=\"max-width:calc(55vh * {} / {})\"",
+                m.width, m.height
+            ))
+            .unwrap_or_default(),
         poster = if e.has_poster {
             poster(e, " id=\"frame\"", " id=\"boxes\"")
         } else {

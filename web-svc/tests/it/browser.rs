@@ -17,7 +17,7 @@ use crate::harness::{Camera, Dirs, Web, make_frames, poll, print_setup_code};
 
 const PW: &str = "browser test password";
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser"].iter().find_map(|name| {
         std::env::var_os("PATH")?
             .to_str()?
@@ -28,7 +28,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// The browser process group; killed on drop.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     _profile: tempfile::TempDir,
 }
@@ -41,13 +41,13 @@ impl Drop for Browser {
     }
 }
 
-struct Cdp {
+pub(crate) struct Cdp {
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
     next_id: u64,
 }
 
 impl Cdp {
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
@@ -64,7 +64,7 @@ impl Cdp {
         panic!("no answer to {method}");
     }
 
-    fn eval(&mut self, expr: &str) -> Value {
+    pub(crate) fn eval(&mut self, expr: &str) -> Value {
         let r = self.call(
             "Runtime.evaluate",
             json!({"expression": expr, "returnByValue": true}),
@@ -81,24 +81,9 @@ const FRAME_HASH_JS: &str = "(() => { const i = document.getElementById('live');
   for (let k = 0; k < d.length; k += 61) { h = (h * 31 + d[k]) | 0; }
   return c.width + 'x' + c.height + ':' + h; })()";
 
-#[test]
-fn a_real_browser_logs_in_and_sees_the_live_image_change() {
-    let Some(chromium) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium missing: CI must install it"
-        );
-        eprintln!(
-            "\n!!!!! SKIPPED a_real_browser_logs_in_and_sees_the_live_image_change: chromium is not installed.\n\
-             !!!!! Lead: add `apt-get install -y chromium` to .ci/run so this test runs.\n"
-        );
-        return;
-    };
-    let dirs = Dirs::new("");
-    let frames = Arc::new(make_frames(6, 320, 240, 0));
-    let _camera = Camera::start(&dirs.run(), frames, 320, 240, 10.0);
-    let web = Web::start(&dirs);
-
+/// Starts headless `chromium` with a fresh profile (a process group, killed on drop) and
+/// connects to its page over the DevTools protocol.
+pub(crate) fn start_browser(chromium: &std::path::Path) -> (Browser, Cdp) {
     let profile = tempfile::Builder::new()
         .prefix("web-svc-chromium-")
         .tempdir()
@@ -161,7 +146,28 @@ fn a_real_browser_logs_in_and_sees_the_live_image_change() {
     if let MaybeTlsStream::Plain(s) = ws.get_ref() {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     }
-    let mut cdp = Cdp { ws, next_id: 0 };
+    (browser, Cdp { ws, next_id: 0 })
+}
+
+#[test]
+fn a_real_browser_logs_in_and_sees_the_live_image_change() {
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium missing: CI must install it"
+        );
+        eprintln!(
+            "\n!!!!! SKIPPED a_real_browser_logs_in_and_sees_the_live_image_change: chromium is not installed.\n\
+             !!!!! Lead: add `apt-get install -y chromium` to .ci/run so this test runs.\n"
+        );
+        return;
+    };
+    let dirs = Dirs::new("");
+    let frames = Arc::new(make_frames(6, 320, 240, 0));
+    let _camera = Camera::start(&dirs.run(), frames, 320, 240, 10.0);
+    let web = Web::start(&dirs);
+
+    let (browser, mut cdp) = start_browser(&chromium);
 
     // First visit: the setup form, which takes the one-time code printed at install.
     let code = print_setup_code(&dirs).1.expect("a setup code");

@@ -3,6 +3,7 @@
 
 mod access;
 mod browser;
+mod browser_review;
 mod connections;
 mod disk;
 mod events;

@@ -382,3 +382,37 @@ fn save_as_mp4_makes_h264_that_phones_play_and_it_goes_with_the_event() {
     assert_eq!(r.status, 303);
     assert!(!ev.join(id).exists());
 }
+
+/// Each review page, HTML, CSS and script together, stays under 50 KB with a full page of
+/// events (the default 20 cards); the sizes are printed for the README's page-weight table.
+#[test]
+fn review_pages_stay_under_50_kb() {
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let frames = make_frames(3, 160, 120, 10);
+    let ids: Vec<String> = (0..25u64)
+        .map(|k| ::events::format_id(START_MS - k * 3_600_000, 1))
+        .collect();
+    for id in &ids {
+        write_event(&dirs.events(), id, &frames, 160, 120);
+    }
+    let web = Web::start(&dirs);
+    let cookie = http::login(web.addr, "admin", PW).unwrap();
+    // The first event's day, 2026-11-24 (UTC: the test sends no time-zone cookie).
+    for path in [
+        "/events".to_owned(),
+        "/events?day=2026-11-24".to_owned(),
+        format!("/events/{}", ids[1]),
+    ] {
+        let r = http::get(web.addr, &path, Some(&cookie)).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        eprintln!("page weight: {path}: {} bytes", r.body.len());
+        assert!(r.body.len() < 50_000, "{path}: {} bytes", r.body.len());
+    }
+    let list = http::get(web.addr, "/events", Some(&cookie))
+        .unwrap()
+        .text();
+    assert_eq!(list.matches("class=\"card\"").count(), 20, "a full page");
+    let r = http::get(web.addr, "/events?day=2026-13-45", Some(&cookie)).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+}

@@ -1,0 +1,256 @@
+//! Reviewing an event in a real browser (headless Debian `chromium` over the DevTools
+//! protocol), at a phone's size and a laptop's: log in, the list by day, open an event, play,
+//! pause, seek, and "Save as MP4" down to a file ffprobe reads as H.264. Each page is written
+//! as a screenshot to `target/tmp/screenshots/` (the phone ones are in `docs/screenshots/`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::browser::{Cdp, chromium, start_browser};
+use crate::harness::{Dirs, Web, make_frames, poll, set_password};
+use crate::review::{have_ffmpeg, probe, write_event};
+
+const PW: &str = "review browser password";
+
+/// Where the screenshots go.
+fn shots_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn screenshot(cdp: &mut Cdp, name: &str) {
+    use base64::Engine as _;
+    let r = cdp.call("Page.captureScreenshot", json!({"format": "png"}));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(r["data"].as_str().unwrap())
+        .unwrap();
+    let path = shots_dir().join(format!("{name}.png"));
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+fn wait_for(cdp: &mut Cdp, what: &str, expr: &str) {
+    poll(Duration::from_secs(30), what, || {
+        cdp.eval(expr) == json!(true)
+    });
+}
+
+fn open(cdp: &mut Cdp, web: &Web, path: &str, ready: &str) {
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("http://{}{path}", web.addr)}),
+    );
+    wait_for(
+        cdp,
+        path,
+        &format!(
+            "document.readyState === 'complete' && location.pathname === {} && ({ready})",
+            json!(path)
+        ),
+    );
+}
+
+#[test]
+fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
+    const TEST: &str = "a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4";
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium missing: CI must install it"
+        );
+        eprintln!(
+            "\n!!!!! SKIPPED {TEST}: chromium is not installed (apt-get install -y chromium).\n"
+        );
+        return;
+    };
+    if !have_ffmpeg(TEST) {
+        return;
+    }
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let frames = make_frames(40, 320, 240, 10);
+    let now = ::events::now_unix_ms();
+    // Two events today, one yesterday (in UTC; the browser's zone may say otherwise, which
+    // the page follows).
+    let ids: Vec<String> = [(20 * 60_000, 3), (90 * 60_000, 2), (25 * 3_600_000, 1)]
+        .iter()
+        .map(|&(ago, n)| ::events::format_id(now - ago, n))
+        .collect();
+    for id in &ids {
+        write_event(&dirs.events(), id, &frames, 320, 240);
+    }
+    let web = Web::start(&dirs);
+    let (browser, mut cdp) = start_browser(&chromium);
+
+    open(
+        &mut cdp,
+        &web,
+        "/login",
+        "!!document.getElementById('password')",
+    );
+    // The browser's offset, as the review pages' script keeps it (so that they need not
+    // reload to tell the server while the test drives them).
+    cdp.eval("document.cookie = 'mecam_tz=' + -new Date().getTimezoneOffset() + '; path=/'; true");
+    cdp.eval(&format!(
+        "document.getElementById('password').value = {}; document.querySelector('form').submit(); true",
+        json!(PW)
+    ));
+    wait_for(&mut cdp, "logged in", "location.pathname === '/'");
+    let cookies = cdp.call("Network.getCookies", json!({}));
+    let session = cookies["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={}",
+                c["name"].as_str().unwrap(),
+                c["value"].as_str().unwrap()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+
+    for (size, w, h, mobile, event) in [
+        ("phone", 390, 844, true, &ids[0]),
+        ("laptop", 1366, 900, false, &ids[1]),
+    ] {
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": w, "height": h, "deviceScaleFactor": 1, "mobile": mobile}),
+        );
+        // The list: grouped by day, cards in words.
+        open(
+            &mut cdp,
+            &web,
+            "/events",
+            "document.querySelectorAll('.card').length === 3",
+        );
+        let headings = cdp.eval(
+            "[...document.querySelectorAll('section.day h2')].map(h => h.textContent).join('|')",
+        );
+        assert!(
+            headings.as_str().unwrap().contains("Today"),
+            "{size}: {headings}"
+        );
+        let words = cdp.eval("document.querySelector('.card .what').textContent");
+        assert_eq!(
+            words,
+            json!("A large object (12 % of the frame) in the bottom left, for 2 s."),
+            "{size}"
+        );
+        assert_eq!(
+            cdp.eval("document.querySelectorAll('.card svg.boxes rect').length"),
+            json!(3),
+            "{size}: every poster has its box"
+        );
+        screenshot(&mut cdp, &format!("review-{size}-events"));
+
+        // Open the event its card links to (navigated to, so that no evaluation races the
+        // page change).
+        let card = format!("/events/{event}");
+        assert_eq!(
+            cdp.eval(&format!(
+                "!!document.querySelector('.card a[href=\"{card}\"]')"
+            )),
+            json!(true),
+            "{size}: a card links to {card}"
+        );
+        open(
+            &mut cdp,
+            &web,
+            &card,
+            "!!document.getElementById('player') && document.getElementById('player').dataset.ready === '1'",
+        );
+        assert_eq!(
+            cdp.eval("document.getElementById('fcount').textContent"),
+            json!("40")
+        );
+        screenshot(&mut cdp, &format!("review-{size}-event"));
+
+        // Play: the frames move on; pause: they stop.
+        cdp.eval("document.getElementById('play').click(); true");
+        wait_for(
+            &mut cdp,
+            "playing",
+            "document.getElementById('player').dataset.playing === '1' && +document.getElementById('player').dataset.frame >= 5",
+        );
+        cdp.eval("document.getElementById('play').click(); true");
+        wait_for(
+            &mut cdp,
+            "paused",
+            "document.getElementById('player').dataset.playing === ''",
+        );
+        let at = cdp.eval("document.getElementById('player').dataset.frame");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(
+            cdp.eval("document.getElementById('player').dataset.frame"),
+            at,
+            "{size}: paused means still"
+        );
+        // Seek on the scrubber: frame 30 is shown, with its time.
+        cdp.eval(
+            "const s = document.getElementById('seek'); s.value = 30; \
+             s.dispatchEvent(new Event('input')); true",
+        );
+        wait_for(
+            &mut cdp,
+            "frame 30",
+            "(() => { const i = document.getElementById('frame'); \
+             return i.src.endsWith('/frames/30') && i.complete && i.naturalWidth === 320; })()",
+        );
+        assert_eq!(
+            cdp.eval("document.getElementById('fno').textContent"),
+            json!("31")
+        );
+        assert!(
+            cdp.eval("document.getElementById('ftime').textContent")
+                .as_str()
+                .is_some_and(|t| t.contains(':')),
+            "{size}: the frame's time is shown"
+        );
+        // A step back.
+        cdp.eval("document.getElementById('back').click(); true");
+        wait_for(
+            &mut cdp,
+            "frame 29",
+            "document.getElementById('player').dataset.frame === '29'",
+        );
+
+        // Save as MP4: progress, then the link; the file is H.264.
+        cdp.eval("document.getElementById('mp4btn').click(); true");
+        poll(Duration::from_secs(90), "the MP4", || {
+            let st = cdp.eval("document.getElementById('mp4').dataset.state");
+            assert!(
+                st != json!("failed") && st != json!("refused"),
+                "{size}: {}",
+                cdp.eval("document.getElementById('mp4msg').textContent")
+            );
+            st == json!("done")
+        });
+        assert_eq!(
+            cdp.eval("document.getElementById('mp4link').hidden"),
+            json!(false)
+        );
+        screenshot(&mut cdp, &format!("review-{size}-event-mp4"));
+        let href = cdp.eval("document.getElementById('mp4link').getAttribute('href')");
+        let mp4 = mecam_system_tests::http::get(web.addr, href.as_str().unwrap(), Some(&session))
+            .unwrap();
+        assert_eq!(mp4.status, 200, "{size}");
+        let file = dirs.tmp.path().join(format!("{size}.mp4"));
+        std::fs::write(&file, &mp4.body).unwrap();
+        assert_eq!(probe(&file), "h264,yuv420p,40", "{size}");
+
+        // Prev/next: the older event is one tap away.
+        let older = cdp.eval("document.getElementById('next') && document.getElementById('next').getAttribute('href')");
+        assert!(
+            older.as_str().is_some_and(|h| h.starts_with("/events/")),
+            "{size}: {older}"
+        );
+    }
+    let _: Value = cdp.eval("true");
+    drop(browser);
+}
