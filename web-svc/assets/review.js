@@ -1,9 +1,11 @@
-// Times in the browser's own zone; the server learns the offset (a cookie) for day headings.
+// Times in the browser's own zone; the server learns the offset (a cookie) for day headings
+// and the pages seen before the script runs.
 (function () {
   var off = -new Date().getTimezoneOffset();
   var m = document.cookie.match(/(?:^|; )mecam_tz=(-?\d+)/);
   document.cookie = 'mecam_tz=' + off + '; path=/; max-age=31536000; SameSite=Lax';
-  if (!m || +m[1] !== off) {
+  // Only the list's day headings need the server to know it at once.
+  if ((!m || +m[1] !== off) && document.querySelector('section.day')) {
     if (!sessionStorage.getItem('mecam_tz_reload')) {
       sessionStorage.setItem('mecam_tz_reload', '1');
       location.reload();

@@ -94,6 +94,7 @@ pub fn event_card(e: &EventInfo) -> String {
             offset_min: 0,
             now_ms: ::events::now_unix_ms(),
         },
+        true,
     )
 }
 
@@ -113,14 +114,15 @@ pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
              <img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
              <p id=\"status\">camera: <span id=\"cam\">?</span> · <span id=\"fps\">?</span> fps · \
              motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>\
-             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p>\
+             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p><script>{time_js}</script>\
              <script>async function s(){{try{{const r=await fetch('/api/status');if(r.ok){{const j=await r.json();\
              document.getElementById('cam').textContent=j.camera.state;\
              document.getElementById('fps').textContent=j.fps.toFixed(1);\
              document.getElementById('motion').textContent=j.motion.active?'MOTION NOW':'none';\
              document.getElementById('viewers').textContent=j.viewers;\
              const d=document.getElementById('disk');d.hidden=!j.disk.problem;\
-             d.firstChild.textContent=j.disk.problem||'';}}}}catch(e){{}}}}s();setInterval(s,2000);</script>"
+             d.firstChild.textContent=j.disk.problem||'';}}}}catch(e){{}}}}s();setInterval(s,2000);</script>",
+            time_js = crate::review::TIME_JS,
         ),
     )
 }

@@ -19,8 +19,8 @@ use day::{Local, iso_utc};
 
 /// The review pages' style (embedded in each page, a few KB).
 const CSS: &str = include_str!("../../assets/review.css");
-/// Localises `<time>` and keeps the `mecam_tz` cookie current (every review page).
-const TIME_JS: &str = include_str!("../../assets/review.js");
+/// Localises `<time>` and keeps the `mecam_tz` cookie current (every page with event times).
+pub const TIME_JS: &str = include_str!("../../assets/review.js");
 /// The player and the MP4 button (the event page).
 const PLAYER_JS: &str = include_str!("../../assets/player.js");
 /// Days offered by the day filter at most (the newest days that have events).
@@ -45,12 +45,26 @@ impl View {
         self.local(self.now_ms)
     }
 
+    /// `UTC` or `+01:00`: said after a time the server wrote (the script writes the
+    /// browser's own, without it).
+    fn zone(&self) -> String {
+        match self.offset_min {
+            0 => "UTC".into(),
+            m => format!(
+                "{}{:02}:{:02}",
+                if m < 0 { '-' } else { '+' },
+                m.abs() / 60,
+                m.abs() % 60
+            ),
+        }
+    }
+
     /// A `<time>` the script localises; `fmt` is `t` (clock) or `dt` (day and clock).
     fn time(&self, unix_ms: u64, fmt: &str) -> String {
         let l = self.local(unix_ms);
         let text = match fmt {
-            "t" => l.clock(),
-            _ => format!("{}, {}", l.day_words(self.now()), l.clock()),
+            "t" => format!("{} {}", l.clock(), self.zone()),
+            _ => format!("{}, {} {}", l.day_words(self.now()), l.clock(), self.zone()),
         };
         format!(
             "<time datetime=\"{}\" data-t=\"{unix_ms}\" data-f=\"{fmt}\">{text}</time>",
@@ -117,9 +131,11 @@ fn state_badge(s: Shown) -> String {
     }
 }
 
-/// One event as a card: poster with boxes, start time, what was seen.
-pub fn card(e: &EventInfo, view: &View) -> String {
-    let when = start_ms(e).map_or_else(|| "unknown time".into(), |ms| view.time(ms, "t"));
+/// One event as a card: poster with boxes, start time (with its day unless the card is under
+/// its day's heading), what was seen.
+pub fn card(e: &EventInfo, view: &View, with_day: bool) -> String {
+    let fmt = if with_day { "dt" } else { "t" };
+    let when = start_ms(e).map_or_else(|| "unknown time".into(), |ms| view.time(ms, fmt));
     format!(
         "<div class=\"card\"><a href=\"/events/{id}\">{poster}</a><div>{when} {state}</div>\
          <div class=\"what\">{what}</div></div>",
@@ -213,7 +229,7 @@ pub fn events(list: &[EventInfo], q: &ListView<'_>) -> String {
             ));
             current = Some(key.unwrap_or_default());
         }
-        body.push_str(&card(e, v));
+        body.push_str(&card(e, v, false));
     }
     if current.is_some() {
         body.push_str("</div></section>");
