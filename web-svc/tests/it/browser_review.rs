@@ -1,12 +1,13 @@
 //! Reviewing an event in a real browser (headless Debian `chromium` over the DevTools
 //! protocol), at a phone's size and a laptop's: log in, the list by day, open an event, play,
-//! pause, seek, and "Save as MP4" down to a file ffprobe reads as H.264. Each page is written
+//! pause, seek, and "Save as MP4" down to a file ffprobe reads as H.264; then the event page
+//! without JavaScript (poster, boxes, downloads). Each page is written
 //! as a screenshot to `target/tmp/screenshots/` (the phone ones are in `docs/screenshots/`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::browser::{Cdp, chromium, start_browser};
 use crate::harness::{Dirs, Web, make_frames, poll, set_password};
@@ -251,6 +252,30 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
             "{size}: {older}"
         );
     }
-    let _: Value = cdp.eval("true");
+    // Without JavaScript the event page still shows the poster with its boxes, the downloads
+    // and the MP4 form; the player's controls stay hidden.
+    cdp.call(
+        "Emulation.setScriptExecutionDisabled",
+        json!({"value": true}),
+    );
+    let plain = format!("/events/{}", ids[2]);
+    open(&mut cdp, &web, &plain, "!!document.getElementById('frame')");
+    let shown = cdp.call(
+        "Runtime.evaluate",
+        json!({"expression": "[document.getElementById('frame').getAttribute('src'),             document.querySelectorAll('#boxes rect').length, document.getElementById('controls').hidden,             !!document.querySelector('a[href$=\"/clip.avi\"]'), !!document.getElementById('mp4form')]",
+            "returnByValue": true}),
+    );
+    assert_eq!(
+        shown["result"]["value"],
+        json!([
+            format!("/events/{}/poster.jpg", ids[2]),
+            1,
+            true,
+            true,
+            true
+        ]),
+        "{shown}"
+    );
+    screenshot(&mut cdp, "review-laptop-event-nojs");
     drop(browser);
 }
