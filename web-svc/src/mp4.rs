@@ -104,6 +104,8 @@ struct Running {
 }
 
 impl Running {
+    /// Relaxed loads and stores of `frames_done` throughout: a figure to show, through which
+    /// nothing else is published.
     fn progress(&self) -> f64 {
         let done = self.frames_done.load(Ordering::Relaxed);
         (done as f64 / self.total.max(1) as f64).min(1.0)
