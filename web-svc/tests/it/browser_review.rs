@@ -221,6 +221,28 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
             "document.getElementById('player').dataset.frame === '29'",
         );
 
+        // Loop at 4x: the replay comes back to the start by itself; boxes off.
+        cdp.eval(
+            "document.getElementById('loop').checked = true; \
+             const sp = document.getElementById('speed'); sp.value = '4'; \
+             document.getElementById('play').click(); true",
+        );
+        let mut seen_end = false;
+        poll(Duration::from_secs(30), "the loop to come round", || {
+            let f = cdp
+                .eval("+document.getElementById('player').dataset.frame")
+                .as_u64()
+                .unwrap_or(0);
+            seen_end |= f >= 35;
+            seen_end && f < 10
+        });
+        cdp.eval("document.getElementById('play').click(); document.getElementById('showboxes').click(); true");
+        assert_eq!(
+            cdp.eval("document.getElementById('player').classList.contains('noboxes')"),
+            json!(true)
+        );
+        cdp.eval("document.getElementById('showboxes').click(); true");
+
         // Save as MP4: progress, then the link; the file is H.264.
         cdp.eval("document.getElementById('mp4btn').click(); true");
         poll(Duration::from_secs(90), "the MP4", || {

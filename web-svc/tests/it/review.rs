@@ -266,6 +266,39 @@ fn one_mp4_job_at_a_time_killed_with_its_event_and_a_clear_answer_without_ffmpeg
     assert!(!ev.join(b).join("clip.mp4.part").exists());
     assert!(!ev.join(b).join("clip.mp4").exists());
 
+    // An ffmpeg that fails: the job ends as failed with ffmpeg's last words, nothing is left
+    // behind, and the page says it.
+    let failing = dirs.tmp.path().join("failing");
+    std::fs::create_dir(&failing).unwrap();
+    fake_ffmpeg(
+        &failing,
+        "case \"$*\" in *-encoders*) exit 0;; esac\necho 'clip.avi: Invalid data found' >&2\nexit 1",
+    );
+    let mut web = Web::start_with(&dirs, |c| {
+        c.env("PATH", &failing);
+    });
+    let cookie = http::login(web.addr, "admin", PW).unwrap();
+    assert_eq!(post(&web, &format!("/events/{b}/mp4"), &cookie).status, 202);
+    let mut st = Value::Null;
+    poll(Duration::from_secs(10), "the job to fail", || {
+        st = status_of(&web, b, &cookie);
+        st["state"] == "failed"
+    });
+    let why = st["message"].as_str().unwrap();
+    assert!(
+        why.contains("Invalid data found") && why.contains("libx264"),
+        "{st}"
+    );
+    assert!(!ev.join(b).join("clip.mp4.part").exists());
+    let page = http::get(web.addr, &format!("/events/{b}"), Some(&cookie))
+        .unwrap()
+        .text();
+    assert!(
+        page.contains("could not be made") && page.contains("Invalid data found"),
+        "{page}"
+    );
+    assert!(web.terminate());
+
     // No ffmpeg at all: a clear answer, the page says so, the AVI still downloads.
     let empty = dirs.tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
