@@ -76,10 +76,13 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
     let now = ::events::now_unix_ms();
     // Two events today, one yesterday (in UTC; the browser's zone may say otherwise, which
     // the page follows).
-    let ids: Vec<String> = [(20 * 60_000, 3), (90 * 60_000, 2), (25 * 3_600_000, 1)]
+    // And one at 20:00 UTC yesterday, 05:00 today in Tokyo: a day apart in the two zones.
+    let evening = now - now % 86_400_000 - 4 * 3_600_000;
+    let mut ids: Vec<String> = [(20 * 60_000, 3), (90 * 60_000, 2), (25 * 3_600_000, 1)]
         .iter()
         .map(|&(ago, n)| ::events::format_id(now - ago, n))
         .collect();
+    ids.push(::events::format_id(evening, 4));
     for id in &ids {
         write_event(&dirs.events(), id, &frames, 320, 240);
     }
@@ -128,7 +131,7 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
             &mut cdp,
             &web,
             "/events",
-            "document.querySelectorAll('.card').length === 3",
+            "document.querySelectorAll('.card').length === 4",
         );
         let headings = cdp.eval(
             "[...document.querySelectorAll('section.day h2')].map(h => h.textContent).join('|')",
@@ -145,7 +148,7 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
         );
         assert_eq!(
             cdp.eval("document.querySelectorAll('.card svg.boxes rect').length"),
-            json!(3),
+            json!(4),
             "{size}: every poster has its box"
         );
         screenshot(&mut cdp, &format!("review-{size}-events"));
@@ -274,6 +277,48 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
             "{size}: {older}"
         );
     }
+    // In Tokyo (UTC+9), a first visit: the list's script tells the server the browser's
+    // offset and reloads once, and the day headings are Tokyo's days.
+    cdp.call("Emulation.clearDeviceMetricsOverride", json!({}));
+    cdp.call(
+        "Emulation.setTimezoneOverride",
+        json!({"timezoneId": "Asia/Tokyo"}),
+    );
+    cdp.call(
+        "Network.deleteCookies",
+        json!({"name": "mecam_tz", "url": format!("http://{}/", web.addr)}),
+    );
+    cdp.eval("sessionStorage.clear(); true");
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("http://{}/events", web.addr)}),
+    );
+    let tokyo_day = |id: &str| {
+        let ms = ::events::parse_id(id).unwrap() + 9 * 3_600_000;
+        let s = ::events::utc_stamp(ms);
+        format!("{}-{}-{}", &s[0..4], &s[4..6], &s[6..8])
+    };
+    assert_ne!(
+        tokyo_day(&ids[3]).replace('-', ""),
+        ::events::utc_stamp(evening)[..8]
+    );
+    let want = json!([tokyo_day(&ids[3]), "540"]);
+    let expr = format!(
+        "document.readyState === 'complete' && \
+         [document.querySelector('a[href=\"/events/{}\"]').closest('section').dataset.day, \
+          (document.cookie.match(/mecam_tz=(-?\\d+)/) || [])[1]]",
+        ids[3]
+    );
+    poll(Duration::from_secs(30), "Tokyo's day headings", || {
+        // An evaluation the reload cuts short is simply tried again.
+        cdp.try_call(
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true}),
+        )
+        .is_ok_and(|r| r["result"]["value"] == want)
+    });
+    cdp.call("Emulation.setTimezoneOverride", json!({"timezoneId": ""}));
+
     // Without JavaScript the event page still shows the poster with its boxes, the downloads
     // and the MP4 form; the player's controls stay hidden.
     cdp.call(
