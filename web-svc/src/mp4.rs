@@ -298,35 +298,48 @@ fn mp4_size(folder: &Path) -> Option<u64> {
         .map(|m| m.len())
 }
 
-/// Whether the kernel shows a V4L2 memory-to-memory H.264 encoder (the Pi's is
-/// `bcm2835-codec-encode`, `/dev/video11`).
-fn kernel_has_m2m_encoder() -> bool {
-    std::fs::read_dir("/sys/class/video4linux").is_ok_and(|rd| {
+/// Where the kernel lists its video devices, and where their nodes are.
+const V4L2_SYSFS: &str = "/sys/class/video4linux";
+const DEV: &str = "/dev";
+
+/// Whether the kernel shows a V4L2 memory-to-memory encoder in `sysfs` with its node in `dev`
+/// (the Pi's is `bcm2835-codec-encode`, `/dev/video11`).
+fn kernel_has_m2m_encoder(sysfs: &Path, dev: &Path) -> bool {
+    std::fs::read_dir(sysfs).is_ok_and(|rd| {
         rd.flatten().take(64).any(|e| {
             std::fs::read_to_string(e.path().join("name")).is_ok_and(|n| n.contains("encode"))
-                && Path::new("/dev").join(e.file_name()).exists()
+                && dev.join(e.file_name()).exists()
         })
     })
 }
 
-/// The encoders to try, best first.
-async fn encoders(ffmpeg: &Path) -> Vec<&'static str> {
+/// The encoders to try, best first: the hardware one when the kernel has an encoder and
+/// ffmpeg's list (`-encoders`, text `listed` gives) names it, then the software one.
+fn choose_encoders(kernel_has_one: bool, listed: Option<&str>) -> Vec<&'static str> {
     let mut list = Vec::with_capacity(2);
-    if kernel_has_m2m_encoder() {
-        let out = tokio::process::Command::new(ffmpeg)
-            .args(["-hide_banner", "-encoders"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(10), out).await {
-            if String::from_utf8_lossy(&out.stdout).contains(HW_ENCODER) {
-                list.push(HW_ENCODER);
-            }
-        }
+    if kernel_has_one && listed.is_some_and(|l| l.contains(HW_ENCODER)) {
+        list.push(HW_ENCODER);
     }
     list.push(SW_ENCODER);
     list
+}
+
+/// The encoders to try with `ffmpeg` on this machine, best first.
+async fn encoders(ffmpeg: &Path) -> Vec<&'static str> {
+    if !kernel_has_m2m_encoder(Path::new(V4L2_SYSFS), Path::new(DEV)) {
+        return choose_encoders(false, None);
+    }
+    let out = tokio::process::Command::new(ffmpeg)
+        .args(["-hide_banner", "-encoders"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let listed = match tokio::time::timeout(Duration::from_secs(10), out).await {
+        Ok(Ok(out)) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        _ => None,
+    };
+    choose_encoders(true, listed.as_deref())
 }
 
 /// ffmpeg's arguments for `encoder` from `input` to `output`, progress on stdout.
@@ -522,6 +535,39 @@ mod tests {
         assert_eq!(done.load(Ordering::Relaxed), 12);
         let tail = read_tail(&vec![b'e'; 5000][..]).await;
         assert_eq!(tail.len(), STDERR_TAIL);
+    }
+
+    #[test]
+    fn the_pi_hardware_encoder_is_used_only_when_the_kernel_and_ffmpeg_both_have_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (sys, dev) = (d.path().join("sys"), d.path().join("dev"));
+        std::fs::create_dir_all(sys.join("video0")).unwrap();
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(sys.join("video0/name"), "unicam-image\n").unwrap();
+        std::fs::write(dev.join("video0"), "").unwrap();
+        assert!(
+            !kernel_has_m2m_encoder(&sys, &dev),
+            "a camera is no encoder"
+        );
+        std::fs::create_dir_all(sys.join("video11")).unwrap();
+        std::fs::write(sys.join("video11/name"), "bcm2835-codec-encode\n").unwrap();
+        assert!(
+            !kernel_has_m2m_encoder(&sys, &dev),
+            "no device node (PrivateDevices=yes)"
+        );
+        std::fs::write(dev.join("video11"), "").unwrap();
+        assert!(kernel_has_m2m_encoder(&sys, &dev));
+        assert!(!kernel_has_m2m_encoder(&d.path().join("none"), &dev));
+
+        let listed =
+            " V..... h264_v4l2m2m  V4L2 mem2mem H.264 encoder wrapper\n V....D libx264 ...";
+        assert_eq!(
+            choose_encoders(true, Some(listed)),
+            [HW_ENCODER, SW_ENCODER]
+        );
+        assert_eq!(choose_encoders(true, Some(" V....D libx264")), [SW_ENCODER]);
+        assert_eq!(choose_encoders(true, None), [SW_ENCODER]);
+        assert_eq!(choose_encoders(false, Some(listed)), [SW_ENCODER]);
     }
 
     #[test]

@@ -417,14 +417,15 @@ fn save_as_mp4_makes_h264_that_phones_play_and_it_goes_with_the_event() {
 }
 
 /// Each review page, HTML, CSS and script together, stays under 50 KB with a full page of
-/// events (the default 20 cards); the sizes are printed for the README's page-weight table.
+/// events (the default 20 cards) and the day filter full (events on 25 days, 14 offered);
+/// the sizes are printed for the README's page-weight table.
 #[test]
 fn review_pages_stay_under_50_kb() {
     let dirs = Dirs::new("");
     set_password(&dirs, PW);
     let frames = make_frames(3, 160, 120, 10);
     let ids: Vec<String> = (0..25u64)
-        .map(|k| ::events::format_id(START_MS - k * 3_600_000, 1))
+        .map(|k| ::events::format_id(START_MS - k * 86_400_000, 1))
         .collect();
     for id in &ids {
         write_event(&dirs.events(), id, &frames, 160, 120);
@@ -446,6 +447,16 @@ fn review_pages_stay_under_50_kb() {
         .unwrap()
         .text();
     assert_eq!(list.matches("class=\"card\"").count(), 20, "a full page");
+    assert_eq!(
+        list.matches("class=\"chip").count(),
+        1 + web_svc::review::MAX_FILTER_DAYS,
+        "All and the newest days with events, no more"
+    );
+    let one_day = http::get(web.addr, "/events?day=2026-11-20", Some(&cookie))
+        .unwrap()
+        .text();
+    assert_eq!(one_day.matches("class=\"card\"").count(), 1, "{one_day}");
+    assert!(one_day.contains("/events/20261120T"), "{one_day}");
     let r = http::get(web.addr, "/events?day=2026-13-45", Some(&cookie)).unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
 }
