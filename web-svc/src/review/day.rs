@@ -86,8 +86,10 @@ pub struct Local {
 impl Local {
     /// `unix_ms` at `offset_min` minutes east of UTC.
     pub fn new(unix_ms: u64, offset_min: i32) -> Local {
+        // Saturating: a damaged event.json's time shows as nonsense, never a panic.
+        let ms = i64::try_from(unix_ms).unwrap_or(i64::MAX);
         Local {
-            ms: unix_ms as i64 + i64::from(offset_min) * 60_000,
+            ms: ms.saturating_add(i64::from(offset_min) * 60_000),
         }
     }
 
@@ -218,6 +220,13 @@ mod tests {
             "Today"
         );
         assert_eq!(iso_utc(T), "2026-11-24T18:29:00Z");
+        // Times from a damaged event.json: shown as nonsense, never a panic.
+        for ms in [0, u64::MAX, i64::MAX as u64] {
+            for off in [-MAX_OFFSET_MIN, 0, MAX_OFFSET_MIN] {
+                let l = Local::new(ms, off);
+                let _ = (l.day(), l.clock(), l.day_words(utc), iso_utc(ms));
+            }
+        }
         assert!(valid_day("2026-11-24") && !valid_day("2026-13-24") && !valid_day("20261124"));
         assert!(!valid_day("2026-11-2x") && !valid_day("../../etc/"));
     }
