@@ -114,7 +114,7 @@ pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
              <img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
              <p id=\"status\">camera: <span id=\"cam\">?</span> · <span id=\"fps\">?</span> fps · \
              motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>\
-             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p><script>{time_js}</script>\
+             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p><style>{card_css}</style><script>{time_js}</script>\
              <script>async function s(){{try{{const r=await fetch('/api/status');if(r.ok){{const j=await r.json();\
              document.getElementById('cam').textContent=j.camera.state;\
              document.getElementById('fps').textContent=j.fps.toFixed(1);\
@@ -123,6 +123,7 @@ pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
              const d=document.getElementById('disk');d.hidden=!j.disk.problem;\
              d.firstChild.textContent=j.disk.problem||'';}}}}catch(e){{}}}}s();setInterval(s,2000);</script>",
             time_js = crate::review::TIME_JS,
+            card_css = crate::review::CSS,
         ),
     )
 }

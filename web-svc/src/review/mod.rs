@@ -17,8 +17,8 @@ use crate::mp4::Mp4Status;
 use crate::pages::{esc, page};
 use day::{Local, iso_utc};
 
-/// The review pages' style (embedded in each page, a few KB).
-const CSS: &str = include_str!("../../assets/review.css");
+/// The review pages' style (embedded in each page with event cards, a few KB).
+pub const CSS: &str = include_str!("../../assets/review.css");
 /// Localises `<time>` and keeps the `mecam_tz` cookie current (every page with event times).
 pub const TIME_JS: &str = include_str!("../../assets/review.js");
 /// The player and the MP4 button (the event page).

@@ -33,6 +33,14 @@ fn screenshot(cdp: &mut Cdp, name: &str) {
     eprintln!("screenshot: {}", path.display());
 }
 
+/// Whether every card's box overlay covers exactly its poster (so a box is drawn where the
+/// object was).
+const OVERLAYS_FIT: &str = "[...document.querySelectorAll('.card .shot')].every(s => { \
+    const i = s.querySelector('img').getBoundingClientRect(); \
+    const o = s.querySelector('svg.boxes').getBoundingClientRect(); \
+    return i.height > 20 && Math.abs(i.left - o.left) < 1 && Math.abs(i.top - o.top) < 1 \
+        && Math.abs(i.width - o.width) < 1 && Math.abs(i.height - o.height) < 1; })";
+
 fn wait_for(cdp: &mut Cdp, what: &str, expr: &str) {
     poll(Duration::from_secs(30), what, || {
         cdp.eval(expr) == json!(true)
@@ -126,6 +134,15 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
             "Emulation.setDeviceMetricsOverride",
             json!({"width": w, "height": h, "deviceScaleFactor": 1, "mobile": mobile}),
         );
+        // The dashboard's latest events: each poster's boxes lie on the poster itself.
+        open(
+            &mut cdp,
+            &web,
+            "/",
+            "document.querySelectorAll('.card img').length === 4 && \
+             [...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth)",
+        );
+        assert_eq!(cdp.eval(OVERLAYS_FIT), json!(true), "{size}: dashboard");
         // The list: grouped by day, cards in words.
         open(
             &mut cdp,
@@ -151,6 +168,12 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
             json!(4),
             "{size}: every poster has its box"
         );
+        wait_for(
+            &mut cdp,
+            "the posters",
+            "[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth)",
+        );
+        assert_eq!(cdp.eval(OVERLAYS_FIT), json!(true), "{size}: list");
         screenshot(&mut cdp, &format!("review-{size}-events"));
 
         // Open the event its card links to (navigated to, so that no evaluation races the
