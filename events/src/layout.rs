@@ -14,6 +14,12 @@ pub const META_TMP: &str = "event.json.tmp";
 pub const CLIP: &str = "clip.avi";
 /// Clip file name while being written.
 pub const CLIP_PART: &str = "clip.avi.part";
+/// The clip as H.264 in MP4, made from `clip.avi` on demand by web-svc (for phones); deleted
+/// with the folder.
+pub const CLIP_MP4: &str = "clip.mp4";
+/// `clip.mp4` while ffmpeg writes it (renamed when done; a left-over one is removed by the
+/// next job).
+pub const CLIP_MP4_PART: &str = "clip.mp4.part";
 /// Poster file name.
 pub const POSTER: &str = "poster.jpg";
 /// The poster while being written.

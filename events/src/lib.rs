@@ -28,8 +28,8 @@ pub use folders::{
     MAX_SCAN, create_event_dir, delete_folder, event_folders, last_counter, newest_ids, next_id,
 };
 pub use layout::{
-    CLIP, CLIP_PART, MAX_COUNTER, MAX_ID_LEN, META, META_TMP, POSTER, POSTER_TMP, format_id,
-    id_counter, now_unix_ms, parse_id, utc_stamp, valid_id,
+    CLIP, CLIP_MP4, CLIP_MP4_PART, CLIP_PART, MAX_COUNTER, MAX_ID_LEN, META, META_TMP, POSTER,
+    POSTER_TMP, format_id, id_counter, now_unix_ms, parse_id, utc_stamp, valid_id,
 };
 pub use limits::{Limits, dir_size, enforce_limits, free_bytes};
 pub use meta::{

@@ -157,6 +157,29 @@ mod tests {
         assert!(d.path().join(&ids[0]).exists());
     }
 
+    /// web-svc's `clip.mp4` (and a `clip.mp4.part` being written) count in the folder's size,
+    /// and go with the folder when the limits delete it.
+    #[test]
+    fn the_mp4_beside_a_clip_counts_and_goes_with_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = 0;
+        let (id, dir) = create_event_dir(d.path(), 1_700_000_000_000, &mut c).unwrap();
+        write_meta(&dir, &meta(&id, EventState::Complete)).unwrap();
+        fs::write(dir.join(CLIP), vec![0u8; 10_000]).unwrap();
+        let without = dir_size(&dir);
+        fs::write(dir.join(crate::CLIP_MP4), vec![0u8; 5_000]).unwrap();
+        fs::write(dir.join(crate::CLIP_MP4_PART), vec![0u8; 700]).unwrap();
+        assert_eq!(dir_size(&dir), without + 5_700);
+        let limits = Limits {
+            max_total_bytes: without,
+            max_age_ms: 0,
+            min_free_bytes: 0,
+        };
+        let deleted = enforce_limits(d.path(), limits, None, 1_700_000_001_000, &|| None).unwrap();
+        assert_eq!(deleted, [id]);
+        assert!(!dir.exists());
+    }
+
     /// Four complete events of 100 kB, a second apart, oldest first.
     fn four_complete_events() -> (tempfile::TempDir, Vec<String>) {
         let d = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ use crate::{StoreError, io_err};
 
 /// The version of the `event.json` schema written by this build. A file without the field is
 /// version 1 (the schema before the field existed is version 1 unchanged). A field added with
-/// a default (`end_reason`, `clip_error`, `track`) keeps the version: older files still read.
+/// a default (`end_reason`, `clip_error`, `track`, `clip_lead_ms`) keeps the version: older files still read.
 pub const SCHEMA_VERSION: u32 = 1;
 
 fn schema_v1() -> u32 {
@@ -158,6 +158,11 @@ pub struct EventMeta {
     /// written before it and the state is `interrupted`. `None` when nothing went wrong.
     #[serde(default)]
     pub clip_error: Option<String>,
+    /// Milliseconds of the clip before the event's start (its pre-capture): a `track` entry's
+    /// `t_ms` plus this is its time in the clip. `None` while unknown and in files written
+    /// before this field.
+    #[serde(default)]
+    pub clip_lead_ms: Option<u32>,
 }
 
 impl EventMeta {
@@ -182,6 +187,7 @@ impl EventMeta {
             height,
             end_reason: None,
             clip_error: None,
+            clip_lead_ms: None,
         }
     }
 }

@@ -11,7 +11,7 @@ use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use crate::layout::{CLIP, META, POSTER};
+use crate::layout::{CLIP, CLIP_MP4, META, POSTER};
 
 /// Largest `event.json` read (a real one is under 2 KB): a bigger file is not an event's.
 pub const MAX_META_BYTES: u64 = 64 * 1024;
@@ -33,6 +33,8 @@ pub enum EventFile {
     Poster,
     /// `clip.avi`.
     Clip,
+    /// `clip.mp4` (made by web-svc on demand).
+    Mp4,
 }
 
 impl EventFile {
@@ -42,6 +44,7 @@ impl EventFile {
             EventFile::Json => META,
             EventFile::Poster => POSTER,
             EventFile::Clip => CLIP,
+            EventFile::Mp4 => CLIP_MP4,
         }
     }
 
@@ -50,7 +53,7 @@ impl EventFile {
         match self {
             EventFile::Json => MAX_META_BYTES,
             EventFile::Poster => MAX_POSTER_BYTES,
-            EventFile::Clip => MAX_CLIP_BYTES,
+            EventFile::Clip | EventFile::Mp4 => MAX_CLIP_BYTES,
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct WebConfig {
     /// Failed logins a minute, all addresses together, past which checks for addresses that
     /// already failed are spaced out to this many a minute (fresh addresses are not slowed).
     pub login_slow_after_failures_per_min: u32,
+    /// Time zone of the pages without JavaScript (with it, every time is shown in the
+    /// browser's own zone): `UTC` or a fixed offset such as `+01:00`.
+    pub timezone: String,
 }
 
 impl Default for WebConfig {
@@ -132,6 +135,7 @@ impl Default for WebConfig {
             login_backoff_first_s: 30.0,
             login_backoff_max_s: 900.0,
             login_slow_after_failures_per_min: 30,
+            timezone: "UTC".into(),
         }
     }
 }
@@ -192,6 +196,7 @@ impl WebConfig {
         if !(self.events_min_free_mib.is_finite() && self.events_min_free_mib >= 0.0) {
             return Err("[web] events_min_free_mib must be a number of MiB, 0 or more".into());
         }
+        crate::review::day::parse_offset(&self.timezone)?;
         self.validate_login()
     }
 
@@ -227,6 +232,11 @@ impl WebConfig {
             max_clients: self.max_tracked_clients,
             slow_after_per_min: self.login_slow_after_failures_per_min,
         }
+    }
+
+    /// `timezone` in minutes east of UTC (validated at start).
+    pub fn utc_offset_min(&self) -> i32 {
+        crate::review::day::parse_offset(&self.timezone).unwrap_or(0)
     }
 
     /// `viewer_timeout_s` as a duration.

@@ -9,8 +9,10 @@ pub mod auth;
 pub mod config;
 pub mod events;
 pub mod fanout;
+pub mod mp4;
 pub mod offline;
 pub mod pages;
+pub mod review;
 pub mod routes;
 pub mod server;
 pub mod settings;
@@ -163,5 +165,6 @@ pub async fn run(
     );
     server.await;
     state.begin_shutdown();
+    state.0.mp4.wait().await;
     tasks.wait().await;
 }

@@ -1,10 +1,7 @@
 //! HTML pages: small, server-rendered, no external assets, readable on a phone. Every value
 //! from outside (event fields, reasons) goes through [`esc`].
 
-use ::events::EndReason;
-
-use crate::events::{DiskState, EventInfo, Shown};
-use crate::offline::format_utc;
+use crate::events::{DiskState, EventInfo};
 
 /// HTML-escapes `s`.
 pub fn esc(s: &str) -> String {
@@ -88,33 +85,16 @@ pub fn setup(message: Option<&str>) -> String {
     )
 }
 
-fn when(ms: Option<u64>) -> String {
-    ms.map_or_else(|| "unknown time".into(), |ms| format_utc(ms / 1000))
-}
-
-/// One event as a card.
+/// One event as a card (see [`crate::review::card`]), times at UTC until the page's script
+/// shows them in the browser's zone.
 pub fn event_card(e: &EventInfo) -> String {
-    let poster = if e.has_poster {
-        format!(
-            "<img loading=\"lazy\" src=\"/events/{0}/poster.jpg\" alt=\"poster of {0}\">",
-            esc(&e.id)
-        )
-    } else {
-        "<p>(no poster)</p>".into()
-    };
-    let state = match e.state {
-        Shown::Recording => "<b class=\"bad\">motion now</b>".to_owned(),
-        Shown::Complete => String::new(),
-        other => format!("<span class=\"bad\">{}</span>", other.as_str()),
-    };
-    let m = e.meta.as_ref();
-    format!(
-        "<div class=\"card\"><a href=\"/events/{id}\">{poster}</a><div>{when} {state}</div>\
-         <div>{dur} s, largest object {score} % of the frame</div></div>",
-        id = esc(&e.id),
-        when = when(m.map(|m| m.start_unix_ms)),
-        dur = m.map_or("?".into(), |m| format!("{:.1}", m.duration_s)),
-        score = m.map_or("?".into(), |m| format!("{:.1}", m.peak_score)),
+    crate::review::card(
+        e,
+        &crate::review::View {
+            offset_min: 0,
+            now_ms: ::events::now_unix_ms(),
+        },
+        true,
     )
 }
 
@@ -134,107 +114,16 @@ pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
              <img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
              <p id=\"status\">camera: <span id=\"cam\">?</span> · <span id=\"fps\">?</span> fps · \
              motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>\
-             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p>\
+             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p><style>{card_css}</style><script>{time_js}</script>\
              <script>async function s(){{try{{const r=await fetch('/api/status');if(r.ok){{const j=await r.json();\
              document.getElementById('cam').textContent=j.camera.state;\
              document.getElementById('fps').textContent=j.fps.toFixed(1);\
              document.getElementById('motion').textContent=j.motion.active?'MOTION NOW':'none';\
              document.getElementById('viewers').textContent=j.viewers;\
              const d=document.getElementById('disk');d.hidden=!j.disk.problem;\
-             d.firstChild.textContent=j.disk.problem||'';}}}}catch(e){{}}}}s();setInterval(s,2000);</script>"
-        ),
-    )
-}
-
-/// A page of the event list.
-pub fn events(list: &[EventInfo], page_no: usize, has_more: bool) -> String {
-    let cards: String = list.iter().map(event_card).collect();
-    let prev = if page_no > 0 {
-        format!("<a href=\"/events?page={}\">newer</a> ", page_no - 1)
-    } else {
-        String::new()
-    };
-    let next = if has_more {
-        format!("<a href=\"/events?page={}\">older</a>", page_no + 1)
-    } else {
-        String::new()
-    };
-    let empty = if list.is_empty() {
-        "<p>No events.</p>"
-    } else {
-        ""
-    };
-    page(
-        "Events",
-        true,
-        &format!("<h1>Events</h1>{empty}<div class=\"grid\">{cards}</div><p>{prev}{next}</p>"),
-    )
-}
-
-/// Why an event ended, in words.
-fn ended(reason: Option<EndReason>) -> &'static str {
-    match reason {
-        None => "?",
-        Some(EndReason::Quiet) => "motion stopped",
-        Some(EndReason::MaxDuration) => "longest event length reached",
-        Some(EndReason::Interrupted) => "camera went away",
-        Some(EndReason::Shutdown) => "motion-svc was stopped",
-        Some(EndReason::Crash) => "motion-svc died; closed when it came back",
-        Some(EndReason::WriteFailed) => {
-            "the recording could not be written (events disk full, read-only or failing)"
-        }
-    }
-}
-
-/// One event.
-pub fn event(e: &EventInfo) -> String {
-    let id = esc(&e.id);
-    let player = if e.has_clip {
-        format!(
-            "<img class=\"live\" src=\"/events/{id}/play.mjpg\" alt=\"clip replay\">\
-             <p><a href=\"/events/{id}/clip.avi\" download>Download clip (AVI)</a></p>"
-        )
-    } else if e.has_poster {
-        format!(
-            "<img class=\"live\" src=\"/events/{id}/poster.jpg\" alt=\"poster\"><p>No clip.</p>"
-        )
-    } else {
-        "<p>No clip or poster.</p>".into()
-    };
-    let problem = e
-        .problem
-        .iter()
-        .chain(e.meta.iter().filter_map(|m| m.clip_error.as_ref()))
-        .map(|p| format!("<p class=\"bad\">{}</p>", esc(p)))
-        .collect::<String>();
-    let m = e.meta.as_ref();
-    let delete = if e.state == Shown::Recording {
-        "<p>Being recorded now, so it cannot be deleted yet: it can be once motion-svc ends it \
-         (when the motion stops, at the latest after <code>[motion] max_event_s</code>). To end it \
-         now, stop motion-svc (<code>sudo systemctl stop mecam-motion</code>), which closes it.</p>"
-            .into()
-    } else {
-        format!(
-            "<form method=\"post\" action=\"/events/{id}/delete\" onsubmit=\"return confirm('Delete this event?')\"><button>Delete</button></form>"
-        )
-    };
-    page(
-        &e.id,
-        true,
-        &format!(
-            "<h1>{id}</h1>{problem}{player}<table>\
-             <tr><td>state</td><td>{state}</td></tr><tr><td>start</td><td>{start}</td></tr>\
-             <tr><td>duration</td><td>{dur} s</td></tr><tr><td>largest object</td><td>{score} % of the frame</td></tr>\
-             <tr><td>moving area</td><td>{area} %</td></tr><tr><td>frames</td><td>{frames}</td></tr>\
-             <tr><td>dropped frames</td><td>{dropped}</td></tr><tr><td>ended</td><td>{ended}</td></tr></table>{delete}",
-            state = e.state.as_str(),
-            start = when(m.map(|m| m.start_unix_ms)),
-            dur = m.map_or("?".into(), |m| format!("{:.1}", m.duration_s)),
-            score = m.map_or("?".into(), |m| format!("{:.1}", m.peak_score)),
-            area = m.map_or("?".into(), |m| format!("{:.1}", m.peak_area_pct)),
-            frames = m.map_or("?".into(), |m| m.frames.to_string()),
-            dropped = m.map_or("?".into(), |m| m.dropped_frames.to_string()),
-            ended = ended(m.and_then(|m| m.end_reason)),
+             d.firstChild.textContent=j.disk.problem||'';}}}}catch(e){{}}}}s();setInterval(s,2000);</script>",
+            time_js = crate::review::TIME_JS,
+            card_css = crate::review::CSS,
         ),
     )
 }

@@ -14,6 +14,7 @@ use crate::config::WebConfig;
 use crate::events::EventStore;
 use crate::fanout::Hub;
 use crate::settings::SettingsStore;
+use crate::mp4::Exporter;
 
 /// Everything handlers share.
 #[derive(Debug)]
@@ -42,6 +43,8 @@ pub struct Inner {
     pub(crate) events: EventStore,
     /// The settings page's overrides file and motion-svc's preview.
     pub(crate) settings: SettingsStore,
+    /// The MP4 jobs ("Save as MP4").
+    pub(crate) mp4: Arc<Exporter>,
     /// Cancelled on shutdown: every stream and task ends.
     shutdown: CancellationToken,
     /// Whether the service is served over TLS (cookies are `Secure`, origins `https`).
@@ -77,6 +80,7 @@ impl AppState {
                 config.motion_tunables.clone(),
                 config.preview_socket.clone(),
             ),
+            mp4: Arc::new(Exporter::default()),
             shutdown: CancellationToken::new(),
             tls,
             password_error_logged: AtomicBool::new(false),

@@ -7,12 +7,14 @@
 //! measured frame rate. A file cut off by a crash still has a valid header and whole chunks
 //! up to the crash; [`repair`] walks them, truncates a torn last chunk and finishes the file.
 //! This module is the one definition of that layout: the writer ([`write`]), the repair
-//! ([`repair`]) and the readers ([`read`]) all use the offsets and the chunk header below.
+//! ([`repair`]) and the readers ([`read`], and [`index`] for one frame by its number) all use the offsets and the chunk header below.
 
+mod index;
 mod read;
 mod repair;
 mod write;
 
+pub use index::{ClipIndex, IndexError};
 pub use read::{AviFrames, read_frames};
 pub use repair::{RepairError, repair};
 pub use write::AviWriter;

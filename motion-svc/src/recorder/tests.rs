@@ -194,6 +194,11 @@ fn a_clip_has_pre_capture_event_and_post_capture_and_a_poster() {
     assert_eq!(on_disk.peak_score, 9.0);
     assert_eq!(on_disk.track.len(), 1);
     assert_eq!(on_disk.track[0].t_ms, 600);
+    assert_eq!(
+        on_disk.clip_lead_ms,
+        Some(1000),
+        "frame 20 is 1 s before the motion"
+    );
     assert!(!dir.join(CLIP_PART).exists());
     assert_eq!(on_disk.end_reason, Some(EndReason::Quiet));
     assert_eq!(on_disk.clip_error, None);

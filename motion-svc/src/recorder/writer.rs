@@ -379,9 +379,13 @@ impl Writer {
         let since = first_ns.saturating_sub((self.config.pre_capture_s * 1e9) as u64);
         if let Some(clip) = &mut cur.clip {
             let mut result = Ok(());
+            // The clip starts at its first frame: the pre-capture's, else the next one.
+            cur.meta.clip_lead_ms = Some(0);
             for (entry, bytes) in self.ring.since(since) {
                 if self.poster.is_empty() {
                     self.poster.extend_from_slice(bytes);
+                    let lead_ms = first_ns.saturating_sub(entry.mono_ns) / 1_000_000;
+                    cur.meta.clip_lead_ms = Some(u32::try_from(lead_ms).unwrap_or(u32::MAX));
                 }
                 if let Err(e) = clip.push(bytes, entry.mono_ns) {
                     result = Err(e);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,7 @@ use super::WebError;
 use super::live::{busy, mjpeg_response};
 use crate::events::{AviFrames, EventFile, EventInfo};
 use crate::fanout::BOUNDARY;
-use crate::pages;
+use crate::review;
 use crate::state::AppState;
 use crate::stream::{self, ConnWatch, ViewerSlot};
 
@@ -48,24 +48,119 @@ pub(super) async fn list_events(
     .map_err(|e| WebError::Internal(e.to_string()))
 }
 
+/// The query of the event list: a page, and a day (`YYYY-MM-DD`, the viewer's).
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    page: Option<usize>,
+    day: Option<String>,
+}
+
+/// How the viewer reads times: the browser's offset from its cookie, else `[web] timezone`.
+fn viewer(state: &AppState, headers: &HeaderMap) -> review::View {
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(review::day::cookie_offset);
+    review::View {
+        offset_min: cookie.unwrap_or_else(|| state.0.config.utc_offset_min()),
+        now_ms: ::events::now_unix_ms(),
+    }
+}
+
 pub(super) async fn events_page(
     State(state): State<AppState>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
 ) -> Result<Html<String>, WebError> {
     let page = q.page.unwrap_or(0);
-    let (list, more) = list_events(&state, page).await?;
-    Ok(Html(pages::events(&list, page, more)))
+    let view = viewer(&state, &headers);
+    let day = q.day.filter(|d| !d.is_empty());
+    if let Some(d) = &day {
+        if !review::day::valid_day(d) {
+            return Err(WebError::BadRequest(format!(
+                "day {d:?} is not a date like 2026-11-24"
+            )));
+        }
+    }
+    let store = state.0.events.clone();
+    let per = state.0.config.events_per_page;
+    let (list, more, days) = tokio::task::spawn_blocking(move || {
+        // The day of each event comes from its id (its UTC start): no file is read for it.
+        let day_of = |id: &str| ::events::parse_id(id).map(|ms| view.local(ms).day());
+        let ids = store.ids();
+        let mut days: Vec<String> = Vec::with_capacity(review::MAX_FILTER_DAYS);
+        for d in ids.iter().filter_map(|id| day_of(id)) {
+            if days.last() != Some(&d) && !days.contains(&d) {
+                if days.len() == review::MAX_FILTER_DAYS {
+                    break;
+                }
+                days.push(d);
+            }
+        }
+        let matching: Vec<&String> = ids
+            .iter()
+            .filter(|id| day.is_none() || day_of(id) == day)
+            .collect();
+        let start = page.saturating_mul(per);
+        let list: Vec<EventInfo> = matching
+            .iter()
+            .skip(start)
+            .take(per)
+            .filter_map(|id| store.info(id).ok())
+            .collect();
+        (
+            list,
+            matching.len() > start.saturating_add(per),
+            (days, day),
+        )
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?;
+    let (days, day) = days;
+    Ok(Html(review::events(
+        &list,
+        &review::ListView {
+            page,
+            more,
+            day: day.as_deref(),
+            days: &days,
+            view,
+        },
+    )))
 }
 
 pub(super) async fn event_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Html<String>, WebError> {
-    Ok(Html(pages::event(&state.0.events.info(&id)?)))
+    let store = state.0.events.clone();
+    let id2 = id.clone();
+    let (info, nav) = tokio::task::spawn_blocking(move || {
+        let info = store.info(&id2)?;
+        let ids = store.ids();
+        let at = ids.iter().position(|i| *i == id2);
+        let nav = review::Neighbours {
+            newer: at.and_then(|k| k.checked_sub(1)).map(|k| ids[k].clone()),
+            older: at.and_then(|k| ids.get(k + 1)).cloned(),
+        };
+        Ok::<_, WebError>((info, nav))
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))??;
+    let folder = state.0.events.folder(&id)?;
+    let mp4 = state.0.mp4.status(&id, &folder);
+    Ok(Html(review::event(
+        &info,
+        &nav,
+        &mp4,
+        &viewer(&state, &headers),
+    )))
 }
 
 /// Opens `file` of event `id` off the runtime (see [`EventStore::open`]).
-async fn open_event_file(
+pub(super) async fn open_event_file(
     state: &AppState,
     id: &str,
     file: EventFile,
@@ -76,7 +171,7 @@ async fn open_event_file(
         .map_err(|e| WebError::Internal(e.to_string()))??)
 }
 
-async fn send_file(
+pub(super) async fn send_file(
     (file, len): (std::fs::File, u64),
     content_type: &'static str,
     download: Option<String>,
@@ -218,6 +313,8 @@ pub(super) async fn event_delete_form(
 }
 
 pub(super) async fn delete_event(state: &AppState, id: &str) -> Result<(), WebError> {
+    // An MP4 being made of it is stopped first, so that nothing writes into the folder.
+    state.0.mp4.cancel(id).await;
     let store = state.0.events.clone();
     let id2 = id.to_owned();
     tokio::task::spawn_blocking(move || store.delete(&id2))

@@ -1,8 +1,9 @@
 //! The router: which path goes to which handler, behind which rule, and the error every
 //! handler answers with. Handlers live by area: [`auth`] (login, setup, logout, the login
 //! rule), [`origin`] (the same-origin rule for state changes), [`live`] (the dashboard, the
-//! live stream, the snapshot), [`events`] (event pages, files and replay), [`api`] (JSON for
-//! scripts), [`metrics`] (Prometheus) and [`settings`] (the settings page, the live preview).
+//! live stream, the snapshot), [`events`] (event pages, files and replay), [`review`] (the
+//! player's frames by number, MP4 export), [`api`] (JSON for scripts), [`metrics`]
+//! (Prometheus) and [`settings`] (the settings page, the live preview).
 
 pub mod api;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod events;
 pub mod live;
 pub mod metrics;
 pub mod origin;
+pub mod review;
 pub mod settings;
 
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +49,18 @@ pub enum WebError {
     /// An internal failure (logged).
     #[error("internal error; see the service log")]
     Internal(String),
+    /// No such thing (a frame past the clip's end), saying what there is.
+    #[error("{0}")]
+    NotFound(String),
+    /// Cannot be done in the state it is in (a job busy, an event still recording).
+    #[error("{0}")]
+    Conflict(String),
+    /// The file is there but cannot be used this way (a damaged clip index).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Something the camera lacks (ffmpeg), saying what to install.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl IntoResponse for WebError {
@@ -54,7 +68,10 @@ impl IntoResponse for WebError {
         let status = match &self {
             WebError::Event(EventError::BadId) | WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Event(EventError::NotFound) => StatusCode::NOT_FOUND,
-            WebError::Event(EventError::Recording) => StatusCode::CONFLICT,
+            WebError::Event(EventError::Recording) | WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Event(EventError::Io(e)) => {
                 if let Some(held_back) = SERVER_ERROR_LOG.check() {
                     tracing::error!(error = %e, held_back, "events directory error");
@@ -110,6 +127,11 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/events/{id}/clip.avi"),
     ("GET", "/events/{id}/poster.jpg"),
     ("GET", "/events/{id}/play.mjpg"),
+    ("GET", "/events/{id}/frames.json"),
+    ("GET", "/events/{id}/frames/{n}"),
+    ("GET", "/events/{id}/mp4"),
+    ("POST", "/events/{id}/mp4"),
+    ("GET", "/events/{id}/clip.mp4"),
     ("POST", "/events/{id}/delete"),
     ("GET", "/api/status"),
     ("GET", "/api/events"),
@@ -137,6 +159,11 @@ fn protected_handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/events/{id}/clip.avi") => get(events::event_clip),
         ("GET", "/events/{id}/poster.jpg") => get(events::event_poster),
         ("GET", "/events/{id}/play.mjpg") => get(events::event_play),
+        ("GET", "/events/{id}/frames.json") => get(review::frames_json),
+        ("GET", "/events/{id}/frames/{n}") => get(review::frame),
+        ("GET", "/events/{id}/mp4") => get(review::mp4_status),
+        ("POST", "/events/{id}/mp4") => post(review::mp4_start),
+        ("GET", "/events/{id}/clip.mp4") => get(review::mp4_file),
         ("POST", "/events/{id}/delete") => post(events::event_delete_form),
         ("GET", "/api/status") => get(api::api_status),
         ("GET", "/api/events") => get(api::api_events),

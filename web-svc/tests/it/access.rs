@@ -142,7 +142,9 @@ fn every_route_but_login_and_healthz_needs_a_login() {
     let o = origin(&web);
     // The router is built from this table, so no route can be missed here.
     for (method, pattern) in web_svc::routes::PROTECTED_ROUTES {
-        let path = &pattern.replace("{id}", "20261124T182900Z-0001");
+        let path = &pattern
+            .replace("{id}", "20261124T182900Z-0001")
+            .replace("{n}", "0");
         assert!(
             !path.contains('{'),
             "{pattern}: a parameter the walk cannot fill"

@@ -117,8 +117,8 @@ fn events_are_listed_played_downloaded_and_deleted() {
         "the half-written event has no poster"
     );
     assert!(
-        dash.contains("1.5 s, largest object 0.4 % of the frame"),
-        "duration and largest object:\n{dash}"
+        dash.contains("A small object (0.4 % of the frame) in the top left, for 2 s."),
+        "what was seen, where, for how long:\n{dash}"
     );
     assert!(dash.contains("2026-"), "start time shown:\n{dash}");
     assert!(dash.contains("motion now") && dash.contains("corrupt") && dash.contains("incomplete"));

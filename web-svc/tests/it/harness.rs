@@ -241,7 +241,7 @@ impl Web {
         })
     }
 
-    fn start_with(dirs: &Dirs, configure: impl FnOnce(&mut Command)) -> Web {
+    pub(crate) fn start_with(dirs: &Dirs, configure: impl FnOnce(&mut Command)) -> Web {
         let log = dirs.new_log();
         let mut cmd = Command::new(bin());
         configure(&mut cmd);

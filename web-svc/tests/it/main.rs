@@ -3,12 +3,14 @@
 
 mod access;
 mod browser;
+mod browser_review;
 mod connections;
 mod disk;
 mod events;
 mod harness;
 mod metrics;
 mod settings;
+mod review;
 mod startup;
 mod stream;
 mod tune_browser;
