@@ -13,8 +13,8 @@ use crate::auth::{BasicCache, Checker, PasswordStore, RateLimiter, Sessions, Set
 use crate::config::WebConfig;
 use crate::events::EventStore;
 use crate::fanout::Hub;
-use crate::settings::SettingsStore;
 use crate::mp4::Exporter;
+use crate::settings::SettingsStore;
 
 /// Everything handlers share.
 #[derive(Debug)]
