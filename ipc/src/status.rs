@@ -333,6 +333,8 @@ pub struct StatusWriter {
     pid: u32,
     started_unix_ms: u64,
     last_error: String,
+    /// Failed writes, logged once per interval.
+    failures: crate::throttle::LogThrottle,
 }
 
 impl StatusWriter {
@@ -361,7 +363,26 @@ impl StatusWriter {
             pid: std::process::id(),
             started_unix_ms: now_unix_ms(),
             last_error: String::with_capacity(MAX_TEXT_BYTES),
+            failures: crate::throttle::LogThrottle::new(crate::throttle::OUTSIDER_LOG_INTERVAL),
         })
+    }
+
+    /// [`StatusWriter::new`], or `None` after a warning: a service runs without its record
+    /// rather than not at all.
+    pub fn open_or_warn(runtime_dir: &Path, service: Service) -> Option<StatusWriter> {
+        StatusWriter::new(runtime_dir, service)
+            .inspect_err(|e| tracing::warn!("no status record: {e}"))
+            .ok()
+    }
+
+    /// Writes the record (`stopped`: the last one, as the service stops); a failure is
+    /// logged, at most once per [`crate::throttle::OUTSIDER_LOG_INTERVAL`], and survived.
+    pub fn publish(&mut self, detail: &Detail, stopped: bool) {
+        if let Err(e) = self.write_as(detail, stopped) {
+            if let Some(held_back) = self.failures.check() {
+                tracing::warn!(held_back, "{e}");
+            }
+        }
     }
 
     /// The record's path.
