@@ -24,6 +24,7 @@ use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 
 mod detection;
 mod gate;
+mod health;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ mod watchdog;
 
 use detection::Detection;
 pub use gate::FrameGate;
+use health::Health;
 pub use watchdog::Progress;
 use watchdog::spawn_watchdog;
 
@@ -45,6 +47,8 @@ pub const STATUS_LOG_EVERY: Duration = Duration::from_secs(600);
 pub struct RunConfig {
     /// The announce socket of capture-svc.
     pub socket_path: PathBuf,
+    /// The runtime directory, whose `status/` gets this service's status record.
+    pub runtime_dir: PathBuf,
     /// The `[motion]` section with flags applied, validated.
     pub settings: Settings,
 }
@@ -80,7 +84,16 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     Notifier.ready();
     tracing::info!(events_dir = %settings.events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
-    detect(&mut det, &mut client, &herald, &progress, shutdown).await;
+    let mut health = Health::new(&rc.runtime_dir, &settings.events_dir);
+    detect(
+        &mut det,
+        &mut health,
+        &mut client,
+        &herald,
+        &progress,
+        shutdown,
+    )
+    .await;
 
     Notifier.stopping();
     if let Some(id) = det.take_current() {
@@ -88,6 +101,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     det.report(&client, true);
     close_recorder(det.recorder, &herald).await;
+    health.write_stopped();
     drain(&tasks, &stop, settings.hooks.shutdown_grace).await;
     tracing::info!("motion-svc stopped");
     Ok(())
@@ -134,9 +148,10 @@ fn start_recorder(settings: &Settings, recovery_pending: bool) -> anyhow::Result
 }
 
 /// The loop, until `shutdown`: camera events through `det`, the recorder's reports to the
-/// herald, and a tick at least every [`TICK`].
+/// herald, and a tick at least every [`TICK`], which writes the status record (`health`).
 async fn detect(
     det: &mut Detection,
+    health: &mut Health,
     client: &mut FrameClient,
     herald: &Herald,
     progress: &Progress,
@@ -152,6 +167,7 @@ async fn detect(
             () = &mut shutdown => return,
             Some(report) = det.recorder.next_report() => {
                 herald.tell(&report);
+                health.on_report(&report);
                 continue;
             }
             ev = client.next(&mut buf) => Some(ev),
@@ -164,6 +180,7 @@ async fn detect(
                 last_status_log = tokio::time::Instant::now();
             }
             det.on_tick(client, log);
+            health.write(det, client);
             continue;
         };
         let transition = det.on_event(event, &buf);
