@@ -49,10 +49,12 @@ pub(super) async fn api_status(
         s.config.events_dir.clone(),
         s.config.events_min_free_bytes(),
     );
-    let (recording, disk) = tokio::task::spawn_blocking(move || {
+    let runtime_dir = s.runtime_dir.clone();
+    let (recording, disk, health) = tokio::task::spawn_blocking(move || {
         (
             store.recording_now(),
             crate::events::disk_state(&dir, min_free),
+            crate::health::Health::read(&runtime_dir),
         )
     })
     .await
@@ -74,5 +76,8 @@ pub(super) async fn api_status(
         },
         "motion": { "active": recording.is_some(), "event": recording },
         "disk": disk,
+        "services": health.services,
+        "disk_used_pct": health.disk_used_pct,
+        "banner": health.banner,
     })))
 }
