@@ -2,7 +2,9 @@
 //! writes its own record once a second ([`run_health`]), reads capture-svc's and motion-svc's,
 //! and says in words whether each runs ("motion detector: not running since 21:04"). The
 //! dashboard, the page frame's banner, `/api/status` and `/metrics` show what this module
-//! reads.
+//! reads; [`metrics`] turns capture's and motion's records into `/metrics`.
+
+pub mod metrics;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -21,9 +23,9 @@ use crate::state::AppState;
 pub const DISK_NEARLY_FULL_PCT: f64 = 90.0;
 
 /// The status area's and the banner's style (in every page's `<style>`).
-pub const CSS: &str = include_str!("../assets/health.css");
+pub const CSS: &str = include_str!("../../assets/health.css");
 /// The dashboard's status script: polls `/api/status`, shows times in the viewer's zone.
-pub const JS: &str = include_str!("../assets/health.js");
+pub const JS: &str = include_str!("../../assets/health.js");
 
 /// One service's health, as pages and `/api/status` show it.
 #[derive(Debug, Clone, Serialize)]
