@@ -93,6 +93,7 @@ pub fn app(state: AppState) -> Router {
             origin::check_origin,
         ))
         .layer(DefaultBodyLimit::max(state.0.config.max_body_bytes))
+        .layer(middleware::from_fn(api::json_errors))
         .with_state(state)
 }
 

@@ -2,6 +2,7 @@
 //! in-test camera publishing through the real region and announce socket.
 
 mod access;
+mod api;
 mod browser;
 mod connections;
 mod disk;

@@ -31,7 +31,7 @@ fn scrape() -> (String, Option<String>) {
 
 /// Fresh status records of capture-svc and motion-svc (the test camera writes none), so that
 /// `/metrics` serves all three services' families.
-fn write_records(run: &std::path::Path) {
+pub(crate) fn write_records(run: &std::path::Path) {
     use ipc::status::{CameraState, CaptureStatus, Detail, MotionStatus, Service, StatusWriter};
     let capture = Detail::Capture(CaptureStatus {
         camera: CameraState::Streaming,
