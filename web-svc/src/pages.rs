@@ -64,7 +64,7 @@ pub fn login(message: Option<&str>) -> String {
         false,
         &format!(
             "<h1>Log in</h1>{msg}<form method=\"post\" action=\"/login\">\
-             <input type=\"hidden\" name=\"username\" value=\"admin\">\
+             <p><label>User name<br><input id=\"username\" name=\"username\" value=\"admin\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required></label></p>\
              <p><label>Password<br><input id=\"password\" type=\"password\" name=\"password\" autocomplete=\"current-password\" autofocus required></label></p>\
              <p><button id=\"login\" type=\"submit\">Log in</button></p></form>"
         ),
@@ -100,11 +100,15 @@ fn when(ms: Option<u64>) -> String {
 
 /// One event as a card.
 pub fn event_card(e: &EventInfo) -> String {
+    let recording = e.state == Shown::Recording;
     let poster = if e.has_poster {
         format!(
             "<img loading=\"lazy\" src=\"/events/{0}/poster.jpg\" alt=\"poster of {0}\">",
             esc(&e.id)
         )
+    } else if recording {
+        // The poster is written at the end: meanwhile the picture of now.
+        "<img loading=\"lazy\" src=\"/snapshot.jpg\" alt=\"live picture of the event being recorded\">".into()
     } else {
         "<p>(no poster)</p>".into()
     };
@@ -119,7 +123,13 @@ pub fn event_card(e: &EventInfo) -> String {
          <div>{dur} s, largest object {score} % of the frame</div></div>",
         id = esc(&e.id),
         when = when(m.map(|m| m.start_unix_ms)),
-        dur = m.map_or("?".into(), |m| format!("{:.1}", m.duration_s)),
+        dur = m.map_or("?".into(), |m| if recording {
+            // duration_s is written at the end: the time so far.
+            let so_far = ::events::now_unix_ms().saturating_sub(m.start_unix_ms) / 1000;
+            format!("recording for {so_far}")
+        } else {
+            format!("{:.1}", m.duration_s)
+        }),
         score = m.map_or("?".into(), |m| format!("{:.1}", m.peak_score)),
     )
 }

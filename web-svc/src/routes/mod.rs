@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod events;
+pub mod favicon;
 pub mod live;
 pub mod metrics;
 pub mod origin;
@@ -85,6 +86,7 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/favicon.ico", get(favicon::favicon))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .merge(protected)

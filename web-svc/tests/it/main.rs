@@ -8,6 +8,7 @@ mod connections;
 mod disk;
 mod events;
 mod harness;
+mod health;
 mod metrics;
 mod startup;
 mod stream;
