@@ -23,7 +23,7 @@
     li.appendChild(document.createTextNode(": " + h.words));
     if (h.since_unix_ms) {
       var up = h.level === "ok" || h.level === "warn";
-      li.appendChild(document.createTextNode(up ? " up since " : " since "));
+      li.appendChild(document.createTextNode(up ? ", up since " : " since "));
       var t = el("time", "");
       t.setAttribute("datetime", new Date(h.since_unix_ms).toISOString());
       li.appendChild(t);
@@ -70,6 +70,17 @@
       set("cam", "web server unreachable");
     }
   }
+  // Leaving the page (or the browser keeping it in its back/forward cache) ends the live
+  // stream at once: otherwise the frozen page holds its connection until the server drops it
+  // as stalled, and the next page counts two viewers for one tab.
+  var live = document.getElementById("live");
+  var src = live && live.getAttribute("src");
+  window.addEventListener("pagehide", function () {
+    if (live) live.src = "data:,";
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (live && e.persisted) live.src = src;
+  });
   localise(document);
   poll();
   setInterval(poll, 2000);

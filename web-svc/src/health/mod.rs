@@ -56,8 +56,12 @@ impl ServiceHealth {
     /// that the page's script shows in the viewer's time zone.
     pub fn html(&self) -> String {
         let since = self.since_unix_ms.map_or(String::new(), |ms| {
-            let word = if self.running() { "up" } else { "" };
-            format!(" {word} since {}", time_html(ms)).replace("  ", " ")
+            let word = if self.running() {
+                ", up since"
+            } else {
+                " since"
+            };
+            format!("{word} {}", time_html(ms))
         });
         format!(
             "<li class=\"h-{level}\" data-service=\"{svc}\"><b>{label}</b>: {words}{since}</li>",

@@ -61,7 +61,7 @@ fn the_dashboard_says_which_service_runs_and_since_when_one_stopped() {
     // Both running: green, up since; no banner.
     write_records(&dirs.run());
     let page = http::get(web.addr, "/", Some(&cookie)).unwrap().text();
-    assert!(page.contains("<li class=\"h-ok\" data-service=\"capture\"><b>camera</b>: streaming, 15.0 fps up since <time datetime=\""), "{page}");
+    assert!(page.contains("<li class=\"h-ok\" data-service=\"capture\"><b>camera</b>: streaming, 15.0 fps, up since <time datetime=\""), "{page}");
     assert!(
         page.contains("<li class=\"h-ok\" data-service=\"motion\">"),
         "{page}"
