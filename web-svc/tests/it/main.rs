@@ -10,5 +10,6 @@ mod events;
 mod harness;
 mod health;
 mod metrics;
+mod page_weight;
 mod startup;
 mod stream;
