@@ -121,3 +121,59 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     );
     Response::from_parts(parts, Body::from(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn answer(path: &str, status: StatusCode, body: String) -> (StatusCode, String, String) {
+        let app = Router::new()
+            .route(path, get(move || async move { (status, body) }))
+            .layer(axum::middleware::from_fn(json_errors));
+        let res = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let kind = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map_or(String::new(), |v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, kind, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_api_error_becomes_json_and_a_page_error_does_not() {
+        let (status, kind, body) =
+            answer("/api/x", StatusCode::CONFLICT, "being recorded\n".into()).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::CONFLICT, "application/json")
+        );
+        assert_eq!(body, r#"{"error":"being recorded"}"#);
+        let (status, kind, body) =
+            answer("/page", StatusCode::CONFLICT, "being recorded\n".into()).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(kind.starts_with("text/plain"), "{kind}");
+        assert_eq!(body, "being recorded\n");
+    }
+
+    #[tokio::test]
+    async fn an_error_text_past_the_bound_is_not_copied_whole() {
+        let long = "x".repeat(MAX_ERROR_TEXT * 10);
+        let (status, kind, body) = answer("/api/x", StatusCode::BAD_REQUEST, long).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::BAD_REQUEST, "application/json")
+        );
+        // The status's own words instead of ten kilobytes echoed back.
+        assert_eq!(body, r#"{"error":"bad request"}"#);
+    }
+}
