@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mecam_system_tests::browser::{self, Browser, LAPTOP, PHONE, Screen};
 use mecam_system_tests::system::{LocalSystem, Options, STOP_TIMEOUT};
-use mecam_system_tests::{bins, http};
+use mecam_system_tests::{bins, http, scenes};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -45,7 +45,13 @@ fn the_dashboard_shows_each_service_and_says_when_the_motion_detector_stops() {
         );
         return;
     };
-    let mut sys = LocalSystem::start(Options::default()).unwrap();
+    // A crossing every 1.5 s: events on the pages and in the screenshots.
+    let mut sys = LocalSystem::start(Options {
+        config: Some(scenes::config("{dir}/scene.toml", "", scenes::MOTION_FAST)),
+        files: vec![("scene.toml".into(), scenes::CROSSINGS.into())],
+        ..Options::default()
+    })
+    .unwrap();
     let base = format!("http://{}", sys.addr);
     let mut b = Browser::start(&chromium).unwrap();
     // Somewhere that is not UTC, to see the times shown in the viewer's zone.
@@ -72,12 +78,18 @@ fn the_dashboard_shows_each_service_and_says_when_the_motion_detector_stops() {
     )
     .unwrap();
 
+    // The first crossings' events, complete, before the pages are looked at.
+    let events_dir = sys.events_dir();
+    mecam_system_tests::poll::until_true("two events", WAIT, || {
+        std::fs::read_dir(&events_dir).is_ok_and(|d| d.count() >= 2)
+    })
+    .unwrap();
     for screen in [PHONE, LAPTOP] {
         b.resize(screen).unwrap();
         b.open(&format!("{base}/")).unwrap();
         for (service, words) in [
             ("capture", "streaming"),
-            ("motion", "watching"),
+            ("motion", "frames analysed/s"),
             ("web", "running"),
         ] {
             b.wait_for(
@@ -144,6 +156,14 @@ fn the_dashboard_shows_each_service_and_says_when_the_motion_detector_stops() {
         shot(&mut b, "dashboard", screen);
         b.open(&format!("{base}/events")).unwrap();
         shot(&mut b, "events", screen);
+        // The oldest event on the page: complete by now.
+        let event = b
+            .eval("(() => { const a = [...document.querySelectorAll('.card a')].pop(); return a ? a.href : null; })()")
+            .unwrap();
+        if let Some(url) = event.as_str() {
+            b.open(url).unwrap();
+            shot(&mut b, "event", screen);
+        }
     }
 
     // motion-svc stops (SIGTERM, as systemctl stop does): the dashboard says so, in words, in

@@ -70,17 +70,6 @@
       set("cam", "web server unreachable");
     }
   }
-  // Leaving the page (or the browser keeping it in its back/forward cache) ends the live
-  // stream at once: otherwise the frozen page holds its connection until the server drops it
-  // as stalled, and the next page counts two viewers for one tab.
-  var live = document.getElementById("live");
-  var src = live && live.getAttribute("src");
-  window.addEventListener("pagehide", function () {
-    if (live) live.src = "data:,";
-  });
-  window.addEventListener("pageshow", function (e) {
-    if (live && e.persisted) live.src = src;
-  });
   localise(document);
   poll();
   setInterval(poll, 2000);

@@ -43,13 +43,18 @@ pub fn page(title: &str, nav: bool, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{} - mecam</title><style>{CSS}{health_css}</style></head><body>{menu}{banner}<main>{body}</main></body></html>",
+         <title>{} - mecam</title><style>{CSS}{health_css}</style></head><body>{menu}{banner}<main>{body}</main>{streams}</body></html>",
         esc(title),
         health_css = crate::health::CSS,
         banner = if nav {
             crate::health::banner_html()
         } else {
             String::new()
+        },
+        streams = if nav {
+            crate::health::STREAMS_SCRIPT
+        } else {
+            ""
         },
     )
 }

@@ -27,6 +27,14 @@ pub const CSS: &str = include_str!("../../assets/health.css");
 /// The dashboard's status script: polls `/api/status`, shows times in the viewer's zone.
 pub const JS: &str = include_str!("../../assets/health.js");
 
+/// Every logged-in page's script that ends its streams when the page is left
+/// (`assets/streams.js`), so one tab counts one viewer.
+pub const STREAMS_SCRIPT: &str = concat!(
+    "<script>",
+    include_str!("../../assets/streams.js"),
+    "</script>"
+);
+
 /// One service's health, as pages and `/api/status` show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceHealth {
