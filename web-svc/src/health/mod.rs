@@ -125,7 +125,13 @@ impl Health {
         let mut banner: Vec<String> = services
             .iter()
             .filter(|h| !h.running())
-            .map(|h| format!("The {} is not running.", h.label))
+            .map(|h| match h.level {
+                "down" => format!("The {} is not running.", h.label),
+                _ => format!(
+                    "The {}'s state is unknown: its status record is unreadable.",
+                    h.label
+                ),
+            })
             .collect();
         if let Some(pct) = disk_used_pct.filter(|&p| p >= DISK_NEARLY_FULL_PCT) {
             banner.push(format!(
@@ -313,6 +319,7 @@ mod tests {
         };
         let h = describe(Service::Motion, Err(garbage), 0);
         assert_eq!(h.level, "unknown");
+        assert!(!h.running());
         assert!(h.html().contains("&lt;script&gt;"), "{}", h.html());
     }
 

@@ -127,6 +127,15 @@ fn a_garbage_or_oversize_record_is_shown_as_unknown_and_survived() {
     );
     assert!(!page.contains("<script>alert"), "{page}");
     assert!(page.contains("larger than 4096 bytes"), "{page}");
+    // The banner (refreshed once a second) says so.
+    poll(Duration::from_secs(10), "the banner", || {
+        http::get(web.addr, "/", Some(&cookie))
+            .unwrap()
+            .text()
+            .contains(
+                "The motion detector&#39;s state is unknown: its status record is unreadable.",
+            )
+    });
     let r = http::get(web.addr, "/metrics", Some(&cookie)).unwrap();
     assert!(r.text().contains("mecam_motion_up 0"), "{}", r.text());
 }
