@@ -204,3 +204,24 @@ fn a_recording_card_shows_the_picture_of_now_and_the_time_so_far() {
         assert!(page.contains("recording for "), "{path}: {page}");
     }
 }
+
+#[test]
+fn web_svc_writes_its_own_record_and_a_stopped_one_at_exit() {
+    let (dirs, mut web, cookie) = logged_in("");
+    let mut last = None;
+    poll(
+        Duration::from_secs(10),
+        "web-svc's record with a session",
+        || {
+            last = ipc::status::read(&dirs.run(), Service::Web).ok();
+            last.as_ref().is_some_and(|r| {
+                r.running() && matches!(&r.record.detail, Detail::Web(w) if w.sessions == 1)
+            })
+        },
+    );
+    assert_eq!(last.unwrap().record.pid, web.pid());
+    drop(cookie);
+    assert!(web.terminate(), "{}", web.log());
+    let r = ipc::status::read(&dirs.run(), Service::Web).unwrap();
+    assert!(r.record.stopped && !r.running(), "{r:?}");
+}
