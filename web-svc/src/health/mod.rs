@@ -200,14 +200,24 @@ fn running_words(r: &StatusRecord) -> (&'static str, String) {
             CameraState::Failed => ("warn", format!("camera failed: {error}")),
         },
         Detail::Motion(m) if !m.camera_ok => ("warn", "waiting for the camera".into()),
-        Detail::Motion(m) if m.recording => (
-            "ok",
-            format!("recording, {:.1} frames analysed/s", m.analysed_fps),
-        ),
-        Detail::Motion(m) => (
-            "ok",
-            format!("watching, {:.1} frames analysed/s", m.analysed_fps),
-        ),
+        Detail::Motion(m) => {
+            let doing = if m.recording { "recording" } else { "watching" };
+            let mut words = format!("{doing}, {:.1} frames analysed/s", m.analysed_fps);
+            let total = m.disk_used_bytes + m.disk_free_bytes;
+            if total > 0 {
+                words.push_str(&format!(
+                    ", events disk {:.0} % used ({:.1} GB free)",
+                    m.disk_used_bytes as f64 * 100.0 / total as f64,
+                    m.disk_free_bytes as f64 / 1e9
+                ));
+            }
+            if m.clip_errors > 0 {
+                // Recording failed since start: worth a look even though detection goes on.
+                words.push_str(&format!(", {} clip(s) failed: {error}", m.clip_errors));
+                return ("warn", words);
+            }
+            ("ok", words)
+        }
         Detail::Web(w) => ("ok", format!("running, {} live viewer(s)", w.viewers)),
     }
 }
@@ -321,6 +331,39 @@ mod tests {
         assert_eq!(h.level, "unknown");
         assert!(!h.running());
         assert!(h.html().contains("&lt;script&gt;"), "{}", h.html());
+    }
+
+    #[test]
+    fn the_motion_detector_says_its_disk_and_warns_of_failed_clips() {
+        let m = MotionStatus {
+            camera_ok: true,
+            analysed_fps: 5.0,
+            disk_used_bytes: 1_000_000_000,
+            disk_free_bytes: 3_000_000_000,
+            ..MotionStatus::default()
+        };
+        let (level, words) = running_words(&record(Detail::Motion(m.clone()), false, 0).record);
+        assert_eq!(level, "ok");
+        assert_eq!(
+            words,
+            "watching, 5.0 frames analysed/s, events disk 25 % used (3.0 GB free)"
+        );
+        let mut r = record(
+            Detail::Motion(MotionStatus {
+                clip_errors: 2,
+                ..m
+            }),
+            false,
+            0,
+        )
+        .record;
+        r.last_error = Some("events disk full: recording nothing".into());
+        let (level, words) = running_words(&r);
+        assert_eq!(level, "warn");
+        assert!(
+            words.ends_with(", 2 clip(s) failed: events disk full: recording nothing"),
+            "{words}"
+        );
     }
 
     #[test]
