@@ -2,7 +2,7 @@
 //! handler answers with. Handlers live by area: [`auth`] (login, setup, logout, the login
 //! rule), [`origin`] (the same-origin rule for state changes), [`live`] (the dashboard, the
 //! live stream, the snapshot), [`events`] (event pages, files and replay), [`api`] (JSON for
-//! scripts) and [`metrics`] (Prometheus).
+//! scripts, and its errors as JSON), [`metrics`] (Prometheus) and [`favicon`].
 
 pub mod api;
 pub mod auth;
