@@ -40,8 +40,19 @@ pub fn page(title: &str, nav: bool, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{} - mecam</title><style>{CSS}</style></head><body>{menu}<main>{body}</main></body></html>",
-        esc(title)
+         <title>{} - mecam</title><style>{CSS}{health_css}</style></head><body>{menu}{banner}<main>{body}</main>{streams}</body></html>",
+        esc(title),
+        health_css = crate::health::CSS,
+        banner = if nav {
+            crate::health::banner_html()
+        } else {
+            String::new()
+        },
+        streams = if nav {
+            crate::health::STREAMS_SCRIPT
+        } else {
+            ""
+        },
     )
 }
 
@@ -55,7 +66,7 @@ pub fn login(message: Option<&str>) -> String {
         false,
         &format!(
             "<h1>Log in</h1>{msg}<form method=\"post\" action=\"/login\">\
-             <input type=\"hidden\" name=\"username\" value=\"admin\">\
+             <p><label>User name<br><input id=\"username\" name=\"username\" value=\"admin\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required></label></p>\
              <p><label>Password<br><input id=\"password\" type=\"password\" name=\"password\" autocomplete=\"current-password\" autofocus required></label></p>\
              <p><button id=\"login\" type=\"submit\">Log in</button></p></form>"
         ),
@@ -98,9 +109,9 @@ pub fn event_card(e: &EventInfo) -> String {
     )
 }
 
-/// The dashboard; `disk` says whether events can be recorded (a banner when not, kept
-/// current by the status poll).
-pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
+/// The dashboard; `disk` says whether events can be recorded (a banner when not), `health`
+/// how each service is (`crate::health`); the status area is kept current by its script.
+pub fn dashboard(latest: &[EventInfo], disk: &DiskState, health: &crate::health::Health) -> String {
     let cards: String = latest.iter().map(event_card).collect();
     let (hidden, problem) = match &disk.problem {
         Some(p) => ("", esc(p)),
@@ -111,17 +122,13 @@ pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
         true,
         &format!(
             "<p class=\"bad\" id=\"disk\"{hidden}><b>{problem}</b></p>\
-             <img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
              <p id=\"status\">camera: <span id=\"cam\">?</span> · <span id=\"fps\">?</span> fps · \
-             motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>\
-             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p><style>{card_css}</style><script>{time_js}</script>\
-             <script>async function s(){{try{{const r=await fetch('/api/status');if(r.ok){{const j=await r.json();\
-             document.getElementById('cam').textContent=j.camera.state;\
-             document.getElementById('fps').textContent=j.fps.toFixed(1);\
-             document.getElementById('motion').textContent=j.motion.active?'MOTION NOW':'none';\
-             document.getElementById('viewers').textContent=j.viewers;\
-             const d=document.getElementById('disk');d.hidden=!j.disk.problem;\
-             d.firstChild.textContent=j.disk.problem||'';}}}}catch(e){{}}}}s();setInterval(s,2000);</script>",
+             motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>{health}\
+             <img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
+             <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p>\
+             <style>{card_css}</style><script>{time_js}</script><script>{js}</script>",
+            health = health.html(),
+            js = crate::health::JS,
             time_js = crate::review::TIME_JS,
             card_css = crate::review::CSS,
         ),

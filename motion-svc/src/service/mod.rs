@@ -26,6 +26,7 @@ use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 mod detection;
 mod gate;
 mod overrides;
+mod health;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ mod watchdog;
 use detection::Detection;
 pub use gate::FrameGate;
 use overrides::Tuner;
+use health::Health;
 pub use watchdog::Progress;
 use watchdog::spawn_watchdog;
 
@@ -48,6 +50,8 @@ pub const STATUS_LOG_EVERY: Duration = Duration::from_secs(600);
 pub struct RunConfig {
     /// The announce socket of capture-svc.
     pub socket_path: PathBuf,
+    /// The runtime directory, whose `status/` gets this service's status record.
+    pub runtime_dir: PathBuf,
     /// The `[motion]` section with flags applied, validated.
     pub settings: Settings,
     /// That section as written (with the flags): the overrides file's keys replace its own.
@@ -101,8 +105,10 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     tracing::info!(events_dir = %settings.events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
     let mut ends = Ends { tuner, preview };
+    let mut health = Health::new(&rc.runtime_dir, &settings.events_dir);
     detect(
         &mut det,
+        &mut health,
         &mut client,
         &herald,
         &progress,
@@ -117,6 +123,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     det.report(&client, true);
     close_recorder(det.recorder, &herald).await;
+    health.write_stopped();
     drain(&tasks, &stop, settings.hooks.shutdown_grace).await;
     tracing::info!("motion-svc stopped");
     Ok(())
@@ -179,9 +186,10 @@ async fn preview_conn(p: Option<&PreviewSocket>) -> Option<tokio::net::UnixStrea
 
 /// The loop, until `shutdown`: camera events through `det`, the recorder's reports to the
 /// herald, preview requests, and a tick at least every [`TICK`] (which also looks at the
-/// overrides file).
+/// overrides file and writes the status record, `health`).
 async fn detect(
     det: &mut Detection,
+    health: &mut Health,
     client: &mut FrameClient,
     herald: &Herald,
     progress: &Progress,
@@ -198,6 +206,7 @@ async fn detect(
             () = &mut shutdown => return,
             Some(report) = det.recorder.next_report() => {
                 herald.tell(&report);
+                health.on_report(&report);
                 continue;
             }
             Some(conn) = preview_conn(ends.preview.as_ref()) => {
@@ -220,6 +229,7 @@ async fn detect(
                 det.retune(&change.settings, change.armed);
             }
             det.retry_retune();
+            health.write(det, client);
             continue;
         };
         let transition = det.on_event(event, &buf);

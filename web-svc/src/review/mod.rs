@@ -105,7 +105,12 @@ fn boxes_svg(boxes: &[[f32; 4]], id: &str) -> String {
 /// The poster with the boxes of the event's peak drawn over it.
 fn poster(e: &EventInfo, img_id: &str, svg_id: &str) -> String {
     if !e.has_poster {
-        return "<p class=\"noposter\">(no poster)</p>".into();
+        return if e.state == Shown::Recording {
+            // The poster is written at the end: meanwhile the picture of now.
+            "<div class=\"shot\"><img loading=\"lazy\" src=\"/snapshot.jpg\" alt=\"live picture of the event being recorded\"></div>".into()
+        } else {
+            "<p class=\"noposter\">(no poster)</p>".into()
+        };
     }
     let boxes = e.meta.as_ref().map_or(&[][..], |m| &m.boxes[..]);
     format!(
@@ -118,7 +123,11 @@ fn poster(e: &EventInfo, img_id: &str, svg_id: &str) -> String {
 /// What the event was, in words, or what is wrong with it.
 fn what(e: &EventInfo) -> String {
     match (&e.meta, e.state) {
-        (Some(m), s) => esc(&words::describe(m, s == Shown::Recording)),
+        (Some(m), Shown::Recording) => {
+            let so_far = ::events::now_unix_ms().saturating_sub(m.start_unix_ms) / 1000;
+            esc(&words::describe(m, Some(so_far)))
+        }
+        (Some(m), _) => esc(&words::describe(m, None)),
         (None, _) => "Details unknown (see the event).".into(),
     }
 }

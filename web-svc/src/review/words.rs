@@ -61,8 +61,9 @@ fn pct(p: f32) -> String {
 }
 
 /// What was seen: "A large object (12 % of the frame) in the bottom left, for 6 s." While
-/// recording, the duration is left out.
-pub fn describe(m: &EventMeta, recording: bool) -> String {
+/// recording (`recording_for_s`, the seconds so far: `duration_s` is written at the end), "...,
+/// recording for 4 s."
+pub fn describe(m: &EventMeta, recording_for_s: Option<u64>) -> String {
     let mut s = match m.boxes.first() {
         Some(&b) => format!(
             "{} ({} of the frame) in the {}",
@@ -72,9 +73,12 @@ pub fn describe(m: &EventMeta, recording: bool) -> String {
         ),
         None => "Motion".into(),
     };
-    if !recording {
-        s.push_str(", for ");
-        s.push_str(&duration(m.duration_s));
+    match recording_for_s {
+        Some(so_far) => s.push_str(&format!(", recording for {so_far} s")),
+        None => {
+            s.push_str(", for ");
+            s.push_str(&duration(m.duration_s));
+        }
     }
     s.push('.');
     s
@@ -93,12 +97,12 @@ mod tests {
             ..EventMeta::new("x".into(), 0, 640, 480)
         };
         assert_eq!(
-            describe(&m, false),
+            describe(&m, None),
             "A large object (12 % of the frame) in the bottom left, for 6 s."
         );
         assert_eq!(
-            describe(&m, true),
-            "A large object (12 % of the frame) in the bottom left."
+            describe(&m, Some(4)),
+            "A large object (12 % of the frame) in the bottom left, recording for 4 s."
         );
         let far = EventMeta {
             peak_score: 0.42,
@@ -107,7 +111,7 @@ mod tests {
             ..m.clone()
         };
         assert_eq!(
-            describe(&far, false),
+            describe(&far, None),
             "A small object (0.4 % of the frame) in the centre, for 2 min 5 s."
         );
         assert_eq!(
@@ -116,7 +120,7 @@ mod tests {
                     boxes: vec![],
                     ..far
                 },
-                false
+                None
             ),
             "Motion, for 2 min 5 s."
         );

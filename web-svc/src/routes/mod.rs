@@ -3,11 +3,13 @@
 //! rule), [`origin`] (the same-origin rule for state changes), [`live`] (the dashboard, the
 //! live stream, the snapshot), [`events`] (event pages, files and replay), [`review`] (the
 //! player's frames by number, MP4 export), [`api`] (JSON for scripts), [`metrics`]
-//! (Prometheus) and [`settings`] (the settings page, the live preview).
+//! (Prometheus), [`settings`] (the settings page, the live preview) and [`favicon`]; errors
+//! under `/api/` are JSON ([`api::json_errors`]).
 
 pub mod api;
 pub mod auth;
 pub mod events;
+pub mod favicon;
 pub mod live;
 pub mod metrics;
 pub mod origin;
@@ -103,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/favicon.ico", get(favicon::favicon))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .merge(protected)
@@ -111,6 +114,7 @@ pub fn app(state: AppState) -> Router {
             origin::check_origin,
         ))
         .layer(DefaultBodyLimit::max(state.0.config.max_body_bytes))
+        .layer(middleware::from_fn(api::json_errors))
         .with_state(state)
 }
 

@@ -88,7 +88,7 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
         write_event(&dirs.events(), id, &frames, 320, 240);
     }
     let web = Web::start(&dirs);
-    let (browser, mut cdp) = launch(chromium);
+    let mut cdp = launch(chromium);
 
     open(
         &mut cdp,
@@ -360,5 +360,5 @@ fn a_phone_and_a_laptop_review_an_event_play_pause_seek_and_save_it_as_mp4() {
         "{shown}"
     );
     screenshot(&mut cdp, "review-laptop-event-nojs");
-    drop(browser);
+    drop(cdp);
 }

@@ -2,15 +2,18 @@
 //! in-test camera publishing through the real region and announce socket.
 
 mod access;
+mod api;
 mod browser;
 mod browser_review;
 mod connections;
 mod disk;
 mod events;
 mod harness;
+mod health;
 mod metrics;
 mod review;
 mod settings;
+mod page_weight;
 mod startup;
 mod stream;
 mod tune_browser;

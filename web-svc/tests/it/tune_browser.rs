@@ -209,7 +209,7 @@ fn a_mask_drawn_with_a_finger_is_obeyed_by_motion_svc_without_a_restart() {
         !event_ids(&events).is_empty()
     });
 
-    let (browser, mut cdp) = launch(chromium);
+    let mut cdp = launch(chromium);
     log_in(&mut cdp, &sys);
 
     // Phone: draw a mask over the left half with a finger, save.
@@ -338,6 +338,6 @@ fn a_mask_drawn_with_a_finger_is_obeyed_by_motion_svc_without_a_restart() {
     cdp.eval("window.scrollTo(0, 0); true");
     screenshot(&mut cdp, "preview-laptop", false);
     assert_eq!(sys.motion.pid(), motion_pid);
-    drop(browser);
+    drop(cdp);
     sys.stop().unwrap();
 }
