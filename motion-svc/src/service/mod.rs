@@ -25,8 +25,8 @@ use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 
 mod detection;
 mod gate;
-mod overrides;
 mod health;
+mod overrides;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -34,8 +34,8 @@ mod watchdog;
 
 use detection::Detection;
 pub use gate::FrameGate;
-use overrides::Tuner;
 use health::Health;
+use overrides::Tuner;
 pub use watchdog::Progress;
 use watchdog::spawn_watchdog;
 

@@ -22,7 +22,9 @@ pub(crate) fn chromium_or_skip(test: &str) -> Option<PathBuf> {
             std::env::var_os("CI").is_none(),
             "chromium missing: CI must install it"
         );
-        eprintln!("\n!!!!! SKIPPED {test}: chromium is not installed (apt-get install -y chromium).\n");
+        eprintln!(
+            "\n!!!!! SKIPPED {test}: chromium is not installed (apt-get install -y chromium).\n"
+        );
     }
     found
 }
@@ -32,7 +34,9 @@ pub(crate) struct Cdp(Browser);
 
 impl Cdp {
     pub(crate) fn call(&mut self, method: &str, params: Value) -> Value {
-        self.0.call(method, params).unwrap_or_else(|e| panic!("{e:#}"))
+        self.0
+            .call(method, params)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// [`Cdp::call`], with DevTools' error as an `Err` (an evaluation cut by a page load).
