@@ -31,6 +31,16 @@ pub const POOL_SIZE: usize = 8;
 pub const OFFLINE_AFTER: Duration = Duration::from_secs(2);
 /// How often the offline placeholder is re-rendered (it shows the time).
 pub const OFFLINE_PERIOD: Duration = Duration::from_secs(1);
+/// While someone watches, the fan-out also turns this often with no announcement, to notice a
+/// camera that went quiet (the offline frame is due [`OFFLINE_AFTER`] after its last frame).
+pub const TICK: Duration = Duration::from_millis(250);
+/// With nobody watching, the fan-out turns only this often (or when a viewer joins) to read
+/// what was announced meanwhile: the camera's state and rate for the status, and proof for the
+/// watchdog that the task turns. Between turns the connection to capture-svc is parked, so
+/// frames wake nothing. A second keeps the status that fresh, and the announcements of a
+/// second (a few hundred bytes at 30 fps) stay far below what the socket holds, so
+/// capture-svc's idle timeout (its writes blocking for 5 s) is never near.
+pub const IDLE_TICK: Duration = Duration::from_secs(1);
 /// The multipart boundary of every MJPEG stream.
 pub const BOUNDARY: &str = "mecamframe";
 

@@ -214,7 +214,7 @@ fn motion_keys(cli: &Cli, config: &mut WebConfig) -> anyhow::Result<()> {
 }
 
 /// Pings the systemd watchdog every `period`, only while the fan-out task turns (it wakes at
-/// least every 250 ms) and this runtime schedules tasks; a wedged service is restarted by
+/// least once a second, `fanout::IDLE_TICK`) and this runtime schedules tasks; a wedged service is restarted by
 /// systemd.
 async fn ping_watchdog(
     period: std::time::Duration,

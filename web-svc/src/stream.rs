@@ -7,6 +7,7 @@
 //! connection whose socket has taken nothing for the viewer timeout.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -194,6 +195,9 @@ struct Viewer {
     /// [`OFFLINE_PERIOD`]: crate::fanout::OFFLINE_PERIOD
     last_live: bool,
     fresh: bool,
+    /// The resend timer, made once per viewer and moved only when it fires early (see
+    /// [`Viewer::wait_for_change`]): a frame costs no timer work.
+    resend: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// The body stream of one live viewer.
@@ -217,6 +221,7 @@ pub fn live(
         last_seq: 0,
         last_live: false,
         fresh: true,
+        resend: Box::pin(tokio::time::sleep(Duration::ZERO)),
     };
     futures_util::stream::unfold(viewer, |mut v| async move {
         let part = v.next_part().await?;
@@ -269,22 +274,31 @@ impl Viewer {
 
     /// Waits for a new frame, or for the time to send a live one again ([`RESEND_AFTER`]);
     /// `None` at shutdown or when the fan-out is gone.
+    ///
+    /// The resend timer is not set again for every frame sent (a timer registered and
+    /// cancelled per frame): it is left where it was, and when it fires before the resend is
+    /// due (a frame was sent since) it is moved to when it is due. So it fires about once per
+    /// [`RESEND_AFTER`] while frames flow, and the resend still comes exactly
+    /// [`RESEND_AFTER`] after the last frame sent.
     async fn wait_for_change(&mut self) -> Option<()> {
         let resend_at = self
             .last_sent
             .filter(|_| self.last_live)
             .map(|t| t + RESEND_AFTER);
-        tokio::select! {
-            () = self.shutdown.cancelled() => return None,
-            r = self.rx.changed() => if r.is_err() { return None },
-            () = async {
-                match resend_at {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return None,
+                r = self.rx.changed() => return r.is_ok().then_some(()),
+                () = self.resend.as_mut(), if resend_at.is_some() => {
+                    let due = resend_at.expect("guarded by the branch's condition");
+                    // tokio's clock, the timer's own (the same as std's unless a test pauses it).
+                    if tokio::time::Instant::now() >= tokio::time::Instant::from_std(due) {
+                        return Some(());
+                    }
+                    self.resend.as_mut().reset(due.into());
                 }
-            } => {}
+            }
         }
-        Some(())
     }
 
     /// Counts `frame` as sent (and the frames skipped before it) and gives its header; its

@@ -8,7 +8,14 @@ use std::time::{Duration, Instant};
 use ipc::announce::{Announcement, CameraState, ClientEvent, FrameAnnounce};
 
 use super::hub::Hub;
-use super::{FrameSource, OFFLINE_AFTER, OFFLINE_PERIOD};
+use super::{FrameSource, IDLE_TICK, OFFLINE_AFTER, OFFLINE_PERIOD, TICK};
+
+/// The fan-out's two periods: [`TICK`] while someone watches, [`IDLE_TICK`] while nobody does.
+#[derive(Debug)]
+struct Ticks {
+    watched: tokio::time::Interval,
+    idle: tokio::time::Interval,
+}
 
 /// The task that follows the announcements and feeds the hub.
 #[derive(Debug)]
@@ -41,10 +48,20 @@ impl Feeder {
     /// Runs until `shutdown` completes.
     pub async fn run<S: FrameSource>(mut self, mut source: S, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Each interval is a timer only while it is awaited: while nobody watches only the
+        // idle one runs.
+        let mut ticks = Ticks {
+            watched: tokio::time::interval(TICK),
+            idle: tokio::time::interval(IDLE_TICK),
+        };
+        ticks
+            .watched
+            .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+            .idle
+            .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(event) = self.wait(&mut source, &mut shutdown, &mut tick).await else {
+            let Some(event) = self.wait(&mut source, &mut shutdown, &mut ticks).await else {
                 self.hub.shut();
                 return;
             };
@@ -70,20 +87,20 @@ impl Feeder {
         &self,
         source: &mut S,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-        tick: &mut tokio::time::Interval,
+        ticks: &mut Ticks,
     ) -> Option<Option<Announcement>> {
         let idle = self.hub.metrics.viewers.load(Ordering::Acquire) == 0;
         if idle && source.is_connected() {
             // Nobody watches: no wake-up per frame. What came since the last turn is taken
             // without waiting (the connection is parked in between, so announcements
-            // arriving wake no thread), then the task sleeps until the tick or a viewer
+            // arriving wake no thread), then the task sleeps until the idle tick or a viewer
             // joins (a snapshot reads the region's newest frame itself).
             if let Some(ev) = source.try_next() {
                 return Some(Some(ev));
             }
             tokio::select! {
                 () = shutdown => return None,
-                _ = tick.tick() => {}
+                _ = ticks.idle.tick() => {}
                 () = self.hub.joined.notified() => {}
             }
             Some(None)
@@ -91,7 +108,7 @@ impl Feeder {
             tokio::select! {
                 () = shutdown => None,
                 ev = source.next() => Some(Some(ev)),
-                _ = tick.tick() => Some(None),
+                _ = ticks.watched.tick() => Some(None),
             }
         }
     }

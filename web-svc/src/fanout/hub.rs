@@ -1,12 +1,11 @@
 //! The fan-out's shared end: the buffer pool, the newest frame copied out of the region at most
 //! once, the camera's status, and the counters.
 
-use std::io::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use ipc::announce::Hello;
 use ipc::region::RegionReader;
 use tokio::sync::{Notify, watch};
@@ -330,14 +329,34 @@ impl Hub {
     }
 }
 
-/// Writes the multipart part header for a frame into `out` (cleared, reused).
-fn write_head(out: &mut BytesMut, len: usize, seq: u64, wall_ns: u64, live: bool) {
+/// Writes the multipart part header for a frame into `out` (cleared, reused). Written per
+/// frame, so without the formatting machinery: byte strings and [`put_decimal`].
+pub(super) fn write_head(out: &mut BytesMut, len: usize, seq: u64, wall_ns: u64, live: bool) {
     out.clear();
-    let _ = write!(
-        out.writer(),
-        "\r\n--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nX-Timestamp: {}.{:06}\r\nX-Mecam-Seq: {seq}\r\nX-Mecam-Camera: {}\r\n\r\n",
-        wall_ns / 1_000_000_000,
-        wall_ns % 1_000_000_000 / 1000,
-        if live { "live" } else { "offline" }
-    );
+    out.extend_from_slice(b"\r\n--");
+    out.extend_from_slice(BOUNDARY.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: image/jpeg\r\nContent-Length: ");
+    put_decimal(out, len as u64, 1);
+    out.extend_from_slice(b"\r\nX-Timestamp: ");
+    put_decimal(out, wall_ns / 1_000_000_000, 1);
+    out.extend_from_slice(b".");
+    put_decimal(out, wall_ns % 1_000_000_000 / 1000, 6);
+    out.extend_from_slice(b"\r\nX-Mecam-Seq: ");
+    put_decimal(out, seq, 1);
+    out.extend_from_slice(b"\r\nX-Mecam-Camera: ");
+    out.extend_from_slice(if live { b"live" } else { b"offline" });
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Appends `v` in decimal, zero-padded to at least `width` digits (at most 20, the digits of
+/// `u64::MAX`).
+fn put_decimal(out: &mut BytesMut, mut v: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while v > 0 || digits.len() - start < width.min(digits.len()) {
+        start -= 1;
+        digits[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&digits[start..]);
 }

@@ -292,3 +292,120 @@ async fn stalled_or_gone_camera_gives_offline_frames_and_live_ones_resume() {
     assert!(n <= 2, "{n} placeholders in 1.5 s");
     cam.stop().await;
 }
+
+/// A connected source with nothing to say, counting how often the feeder asks it.
+struct Quiet(Arc<AtomicU64>);
+impl FrameSource for Quiet {
+    async fn next(&mut self) -> Announcement {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        std::future::pending().await
+    }
+    fn try_next(&mut self) -> Option<Announcement> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_nobody_watching_the_fan_out_turns_once_a_second_and_a_viewer_brings_the_tick_back() {
+    let hub = Arc::new(Hub::default());
+    let asked = Arc::new(AtomicU64::new(0));
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(Feeder::new(hub.clone()).run(Quiet(asked.clone()), async {
+        let _ = stop_rx.await;
+    }));
+    // Each turn asks the source once. Idle: one turn per IDLE_TICK (and one at the start),
+    // not one per TICK as before.
+    let ticks = 20u32;
+    tokio::time::sleep(IDLE_TICK * ticks).await;
+    let idle = asked.swap(0, Ordering::Relaxed);
+    let expected = u64::from(ticks);
+    assert!(
+        (expected..=expected + 3).contains(&idle),
+        "{idle} turns in {ticks} idle ticks"
+    );
+    // A viewer: the feeder waits on the source again, and turns every TICK to notice a camera
+    // gone quiet.
+    let viewer = ViewerSlot::acquire(&hub, 10, None).unwrap();
+    tokio::time::sleep(IDLE_TICK * ticks).await;
+    let watched = asked.swap(0, Ordering::Relaxed);
+    let per_tick = (IDLE_TICK.as_millis() / TICK.as_millis()) as u64;
+    assert!(
+        watched >= expected * per_tick - 2,
+        "{watched} turns in {ticks} s with a viewer"
+    );
+    // The viewer gone, the fan-out is idle again.
+    drop(viewer);
+    tokio::time::sleep(IDLE_TICK * 2).await;
+    asked.store(0, Ordering::Relaxed);
+    tokio::time::sleep(IDLE_TICK * ticks).await;
+    let again = asked.load(Ordering::Relaxed);
+    assert!(
+        (expected - 1..=expected + 2).contains(&again),
+        "{again} turns in {ticks} idle ticks after the viewer left"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[test]
+fn the_part_header_is_what_the_formatter_wrote() {
+    let cases = [
+        (0, 0, 0, false),
+        (1, 1, 1_000, true),
+        (39_712, 151, 1_764_662_400_123_456_789, true),
+        (usize::MAX, u64::MAX, u64::MAX, true),
+        (7, 9, 999_999_999, false),
+    ];
+    let mut out = bytes::BytesMut::new();
+    for (len, seq, wall_ns, live) in cases {
+        hub::write_head(&mut out, len, seq, wall_ns, live);
+        let expected = format!(
+            "\r\n--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nX-Timestamp: {}.{:06}\r\nX-Mecam-Seq: {seq}\r\nX-Mecam-Camera: {}\r\n\r\n",
+            wall_ns / 1_000_000_000,
+            wall_ns % 1_000_000_000 / 1000,
+            if live { "live" } else { "offline" }
+        );
+        assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_camera_s_last_frame_is_resent_a_resend_period_after_it_was_sent() {
+    let mut cam = Camera::start();
+    let slot = ViewerSlot::acquire(&cam.hub, 10, None).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut parts = std::pin::pin!(crate::stream::live(slot, stop.clone(), None));
+    cam.connect().await;
+    let mut next_head = async || {
+        let head = parts.next().await.unwrap().unwrap();
+        let jpeg = parts.next().await.unwrap().unwrap();
+        let head = String::from_utf8(head.to_vec()).unwrap();
+        (head, jpeg.len())
+    };
+    cam.frame(10).await;
+    let (first, len) = next_head().await;
+    assert!(first.contains("X-Mecam-Seq: 1\r\n"), "{first}");
+    assert_eq!(len, 10);
+    // A second frame before the first one's resend was due: the resend is due a period after
+    // it, not after the first (the timer, set for the first, is moved when it fires early).
+    tokio::time::sleep(crate::stream::RESEND_AFTER * 3 / 5).await;
+    cam.frame(20).await;
+    let (second, len) = next_head().await;
+    let sent = std::time::Instant::now();
+    assert!(second.contains("X-Mecam-Seq: 2\r\n"), "{second}");
+    assert_eq!(len, 20);
+    let (again, len) = next_head().await;
+    let waited = sent.elapsed();
+    assert!(again.contains("X-Mecam-Seq: 2\r\n"), "{again}");
+    assert_eq!(len, 20, "the same frame again");
+    assert!(
+        waited + Duration::from_millis(5) >= crate::stream::RESEND_AFTER,
+        "resent {waited:?} after it was sent, before the resend period"
+    );
+    stop.cancel();
+    cam.stop().await;
+}
