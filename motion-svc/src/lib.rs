@@ -15,6 +15,7 @@ pub mod geometry;
 pub mod hooks;
 pub mod journal;
 pub mod life;
+pub mod mqtt;
 pub mod recorder;
 pub mod ring;
 pub mod select;

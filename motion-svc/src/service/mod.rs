@@ -1,6 +1,6 @@
 //! The service: reads frames from `capture-svc` through `ipc`, runs the analyzer, feeds the
 //! recorder, and talks to systemd; what the recorder reports about events goes to the
-//! [`Herald`] (journal, hooks).
+//! [`Herald`] (journal, hooks, MQTT).
 //!
 //! Here: `run`, as its steps (recovery, the recorder, the loop, shutdown). `detection.rs`
 //! holds the loop's state and what each camera event does; `gate.rs` checks frames before
@@ -18,8 +18,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::analyzer::Analyzer;
 use crate::config::Settings;
+use crate::event::Transition;
 use crate::hooks::Hooks;
 use crate::life::Herald;
+use crate::mqtt::{Mqtt, MqttSettings};
 use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 
 mod detection;
@@ -47,6 +49,8 @@ pub struct RunConfig {
     pub socket_path: PathBuf,
     /// The `[motion]` section with flags applied, validated.
     pub settings: Settings,
+    /// The `[mqtt]` section, validated; `None` (MQTT off): nothing of MQTT runs.
+    pub mqtt: Option<MqttSettings>,
 }
 
 /// Runs until `shutdown` resolves: recovers interrupted events, then detects and records.
@@ -61,7 +65,12 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     // Every task of the service (hooks, the watchdog) is tracked, and drained at shutdown.
     let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
     let hooks = Hooks::new(settings.hooks.clone(), tasks.clone(), stop.clone());
-    let herald = Herald::new(settings.events_dir.clone(), hooks);
+    let mqtt = rc
+        .mqtt
+        .clone()
+        .map(|m| Mqtt::start(m, settings.events_dir.clone(), &tasks, &stop))
+        .transpose()?;
+    let herald = Herald::new(settings.events_dir.clone(), hooks, mqtt.clone());
     let mut det = Detection::new(recorder, Analyzer::new(settings)?, counter);
     let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), MOTION_SVC));
     let progress = Progress::default();
@@ -80,13 +89,14 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     Notifier.ready();
     tracing::info!(events_dir = %settings.events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
-    detect(&mut det, &mut client, &herald, &progress, shutdown).await;
+    let mqtt = mqtt.as_ref();
+    detect(&mut det, &mut client, (&herald, mqtt), &progress, shutdown).await;
 
     Notifier.stopping();
     if let Some(id) = det.take_current() {
         tracing::info!(event = %id, "shutting down during an event: the clip is closed");
     }
-    det.report(&client, true);
+    det.report(&client, mqtt, true);
     close_recorder(det.recorder, &herald).await;
     drain(&tasks, &stop, settings.hooks.shutdown_grace).await;
     tracing::info!("motion-svc stopped");
@@ -138,7 +148,7 @@ fn start_recorder(settings: &Settings, recovery_pending: bool) -> anyhow::Result
 async fn detect(
     det: &mut Detection,
     client: &mut FrameClient,
-    herald: &Herald,
+    (herald, mqtt): (&Herald, Option<&Mqtt>),
     progress: &Progress,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -163,10 +173,13 @@ async fn detect(
             if log {
                 last_status_log = tokio::time::Instant::now();
             }
-            det.on_tick(client, log);
+            det.on_tick(client, mqtt, log);
             continue;
         };
         let transition = det.on_event(event, &buf);
+        if let (Some(m), Transition::Start { .. }) = (mqtt, &transition) {
+            m.poster_frame(&buf);
+        }
         det.on_transition(transition);
     }
 }

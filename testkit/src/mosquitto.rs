@@ -1,0 +1,192 @@
+//! A real MQTT broker for the tests: Debian's `mosquitto` on a free loopback port, with its
+//! own configuration, password file (`mosquitto_passwd`), persistence directory and, on
+//! request, a TLS listener with a CA made in the test (`openssl`). Stopped with SIGTERM on
+//! request (it saves its sessions), restarted on the same ports, SIGKILLed on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::poll;
+use crate::service::Service;
+
+/// The user and password every test broker knows.
+pub const USER: &str = "mecam";
+/// Its password.
+pub const PASSWORD: &str = "test-password-1";
+
+/// A mosquitto process and its files.
+#[derive(Debug)]
+pub struct Broker {
+    dir: PathBuf,
+    /// The plain listener's port.
+    pub port: u16,
+    /// The TLS listener's port, with [`Broker::start_tls`].
+    pub tls_port: Option<u16>,
+    service: Option<Service>,
+}
+
+/// A free TCP port on 127.0.0.1 (free when this returns).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (apt-get install mosquitto openssl)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Broker {
+    /// A broker in `dir` (created) that takes [`USER`] with [`PASSWORD`] only.
+    ///
+    /// # Panics
+    /// mosquitto is not installed or does not listen within 10 s.
+    pub fn start(dir: &Path) -> Broker {
+        Broker::start_with(dir, false)
+    }
+
+    /// [`Broker::start`] plus a TLS listener whose certificate (for `127.0.0.1` and
+    /// `localhost`) is signed by a CA made now: its PEM file is [`Broker::ca_file`].
+    ///
+    /// # Panics
+    /// As [`Broker::start`], or openssl failed.
+    pub fn start_tls(dir: &Path) -> Broker {
+        Broker::start_with(dir, true)
+    }
+
+    fn start_with(dir: &Path, tls: bool) -> Broker {
+        std::fs::create_dir_all(dir.join("db")).expect("broker directory");
+        let passwd = dir.join("passwd");
+        run(Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwd)
+            .args([USER, PASSWORD]));
+        let port = free_port();
+        let mut conf = format!(
+            "per_listener_settings false\nallow_anonymous false\npassword_file {}\nuser root\npersistence true\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n",
+            passwd.display(),
+            dir.join("db").display(),
+        );
+        let tls_port = tls.then(|| {
+            make_certificates(dir);
+            let p = free_port();
+            conf.push_str(&format!(
+                "listener {p} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+                dir.display()
+            ));
+            p
+        });
+        std::fs::write(dir.join("mosquitto.conf"), conf).expect("broker config");
+        let mut b = Broker {
+            dir: dir.to_owned(),
+            port,
+            tls_port,
+            service: None,
+        };
+        b.restart();
+        b
+    }
+
+    /// The CA's PEM file (TLS brokers).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same ports) and waits until it listens.
+    ///
+    /// # Panics
+    /// It does not listen within 10 s.
+    pub fn restart(&mut self) {
+        assert!(self.service.is_none(), "the broker is running");
+        let mut cmd = Command::new("mosquitto");
+        cmd.arg("-c").arg(self.dir.join("mosquitto.conf"));
+        let svc = Service::start("mosquitto", cmd, &self.dir.join("mosquitto.log"))
+            .expect("mosquitto starts (apt-get install mosquitto)");
+        self.service = Some(svc);
+        let port = self.port;
+        if let Err(e) = poll::until_true("mosquitto to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }) {
+            panic!("{e}; its log:\n{}", self.log());
+        }
+    }
+
+    /// Stops it with SIGTERM (it writes its sessions to disk) and waits for it.
+    ///
+    /// # Panics
+    /// It was not running, or did not stop within 10 s.
+    pub fn stop(&mut self) {
+        let mut svc = self.service.take().expect("the broker is running");
+        svc.stop(Duration::from_secs(10))
+            .expect("mosquitto stops on SIGTERM");
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it, in `dir`
+/// (`ca.pem`, `server.pem`, `server.key`): P-256 keys, valid for two days.
+fn make_certificates(dir: &Path) {
+    let p = |f: &str| dir.join(f);
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=mecam test CA", "-keyout"])
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")));
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("extension file");
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-CAcreateserial")
+        .arg("-out")
+        .arg(p("server.pem"))
+        .arg("-extfile")
+        .arg(p("ext.cnf")));
+}
