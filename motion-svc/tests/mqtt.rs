@@ -6,22 +6,19 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use support::jpeg::encode_gray;
 use testkit::camera::Stream;
-use testkit::mosquitto::{Broker, PASSWORD, USER};
+use testkit::mosquitto::{Broker, Got, PASSWORD, Subscriber, USER, WAIT};
 use testkit::notify::{NotifySocket, StatusWatch};
 use testkit::poll;
 use testkit::service::{Service, fresh_log};
 
 const W: usize = 320;
 const H: usize = 240;
-const WAIT: Duration = Duration::from_secs(30);
 
 /// The test camera: a still textured scene, and a bright box moving across it on request.
 struct Camera {
@@ -67,124 +64,6 @@ impl Camera {
 
     fn set_moving(&self, on: bool) {
         self.moving.store(on, Ordering::Relaxed);
-    }
-}
-
-/// One message as the subscriber got it.
-#[derive(Debug, Clone)]
-struct Got {
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
-}
-
-impl Got {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.payload).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload)
-            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.topic, self.text()))
-    }
-}
-
-/// A subscriber to `#` on the broker's plain port, on a thread of its own: what Home
-/// Assistant would see. With `persistent`, its session (and the QoS 1 messages for it)
-/// outlives a broker restart. Stopped on drop.
-struct Subscriber {
-    got: Arc<Mutex<Vec<Got>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Subscriber {
-    fn start(broker: &Broker, persistent: bool) -> Subscriber {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let mut o = MqttOptions::new(
-            format!("test-sub-{}-{n}", std::process::id()),
-            "127.0.0.1",
-            broker.port,
-        );
-        o.set_credentials(USER, PASSWORD)
-            .set_clean_session(!persistent)
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut conn) = Client::new(o, 16);
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (g2, s2) = (Arc::clone(&got), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            while !s2.load(Ordering::Relaxed) {
-                match conn.recv_timeout(Duration::from_millis(100)) {
-                    Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                        client.try_subscribe("#", QoS::AtLeastOnce).unwrap();
-                    }
-                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) => g2.lock().unwrap().push(Got {
-                        topic: p.topic.clone(),
-                        payload: p.payload.to_vec(),
-                        retain: p.retain,
-                    }),
-                    Ok(Ok(_)) | Err(_) => {}
-                    Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
-            let _ = client.try_disconnect();
-        });
-        Subscriber {
-            got,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn all(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn on(&self, topic: &str) -> Vec<Got> {
-        self.all()
-            .into_iter()
-            .filter(|g| g.topic == topic)
-            .collect()
-    }
-
-    /// Waits until a message on `topic` satisfies `ok`; returns it.
-    fn wait(&self, what: &str, topic: &str, ok: impl Fn(&Got) -> bool) -> Got {
-        poll::until(what, WAIT, || {
-            Ok(self.on(topic).into_iter().find(|g| ok(g)))
-        })
-        .unwrap_or_else(|e| panic!("{e}; got: {:?}", self.summary()))
-    }
-
-    /// Waits until the latest message on `topic` has `payload`.
-    fn wait_latest(&self, topic: &str, payload: &str) -> Got {
-        poll::until(&format!("{topic} = {payload}"), WAIT, || {
-            Ok(self
-                .on(topic)
-                .pop()
-                .filter(|g| g.payload == payload.as_bytes()))
-        })
-        .unwrap_or_else(|e| panic!("{e}; got: {:?}", self.summary()))
-    }
-
-    fn summary(&self) -> Vec<String> {
-        self.all()
-            .iter()
-            .map(|g| {
-                let t = g.text();
-                format!("{} {}", g.topic, &t[..t.len().min(80)])
-            })
-            .collect()
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! A real MQTT broker for the tests: Debian's `mosquitto` on a free loopback port, with its
+//! A real MQTT broker for the tests, and a subscriber to it: Debian's `mosquitto` on a free loopback port, with its
 //! own configuration, password file (`mosquitto_passwd`), persistence directory and, on
 //! request, a TLS listener with a CA made in the test (`openssl`). Stopped with SIGTERM on
 //! request (it saves its sessions), restarted on the same ports, SIGKILLed on drop.
@@ -6,10 +6,17 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 use crate::poll;
 use crate::service::Service;
+
+/// How long [`Subscriber::wait`] waits.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The user and password every test broker knows.
 pub const USER: &str = "mecam";
@@ -138,6 +145,139 @@ impl Broker {
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+/// One message as the subscriber got it.
+#[derive(Debug, Clone)]
+pub struct Got {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Delivered as a retained message (what a new subscriber finds).
+    pub retain: bool,
+}
+
+impl Got {
+    /// The payload as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+
+    /// The payload as JSON (panics if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.topic, self.text()))
+    }
+}
+
+/// A subscriber to `#` on the broker's plain port, on a thread of its own: what Home
+/// Assistant would see. With `persistent`, its session (and the QoS 1 messages for it)
+/// outlives a broker restart. Stopped on drop.
+pub struct Subscriber {
+    got: Arc<Mutex<Vec<Got>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    /// Connected (and reconnecting) to `broker` as [`USER`].
+    pub fn start(broker: &Broker, persistent: bool) -> Subscriber {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let mut o = MqttOptions::new(
+            format!("test-sub-{}-{n}", std::process::id()),
+            "127.0.0.1",
+            broker.port,
+        );
+        o.set_credentials(USER, PASSWORD)
+            .set_clean_session(!persistent)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut conn) = Client::new(o, 16);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g2, s2) = (Arc::clone(&got), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match conn.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        client.try_subscribe("#", QoS::AtLeastOnce).unwrap();
+                    }
+                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) => g2.lock().unwrap().push(Got {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    }),
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+            let _ = client.try_disconnect();
+        });
+        Subscriber {
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Everything received so far, in order.
+    pub fn all(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// What was received on `topic`, in order.
+    pub fn on(&self, topic: &str) -> Vec<Got> {
+        self.all()
+            .into_iter()
+            .filter(|g| g.topic == topic)
+            .collect()
+    }
+
+    /// Waits until a message on `topic` satisfies `ok`; returns it.
+    ///
+    /// # Panics
+    /// Not within [`WAIT`].
+    pub fn wait(&self, what: &str, topic: &str, ok: impl Fn(&Got) -> bool) -> Got {
+        poll::until(what, WAIT, || {
+            Ok(self.on(topic).into_iter().find(|g| ok(g)))
+        })
+        .unwrap_or_else(|e| panic!("{e}; got: {:?}", self.summary()))
+    }
+
+    /// Waits until the latest message on `topic` has `payload`.
+    ///
+    /// # Panics
+    /// Not within [`WAIT`].
+    pub fn wait_latest(&self, topic: &str, payload: &str) -> Got {
+        poll::until(&format!("{topic} = {payload}"), WAIT, || {
+            Ok(self
+                .on(topic)
+                .pop()
+                .filter(|g| g.payload == payload.as_bytes()))
+        })
+        .unwrap_or_else(|e| panic!("{e}; got: {:?}", self.summary()))
+    }
+
+    /// Topic and the start of the payload of everything received (for failure messages).
+    pub fn summary(&self) -> Vec<String> {
+        self.all()
+            .iter()
+            .map(|g| {
+                let t = g.text();
+                format!("{} {}", g.topic, &t[..t.len().min(80)])
+            })
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
