@@ -7,6 +7,7 @@ mod connections;
 mod disk;
 mod events;
 mod harness;
+mod hub;
 mod metrics;
 mod startup;
 mod stream;
