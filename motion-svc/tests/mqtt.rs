@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::jpeg::encode_gray;
@@ -476,4 +477,57 @@ fn with_mqtt_off_no_mqtt_runs() {
     assert!(!status.contains("mqtt"), "{status}");
     assert!(tcp_sockets(svc.svc.pid()).is_empty());
     assert!(!svc.log().to_lowercase().contains("mqtt"), "{}", svc.log());
+}
+
+/// CPU time (user + system) of `pid` so far, seconds (`/proc/<pid>/stat`, 100 ticks a second).
+fn cpu_s(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the line; 12 and 13 after the name and state.
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// The README's figures for MQTT (not a check: run it by hand, in release):
+/// `cargo test --release -p motion-svc --test mqtt -- --ignored --nocapture mqtt_figures`.
+/// Two motion-svc on the same camera, one with MQTT and one without, through `EVENTS` events
+/// one every `PERIOD` (one a minute, scaled down): the difference is what MQTT costs.
+#[test]
+#[ignore = "figures for the README; run by hand in release"]
+fn mqtt_figures() {
+    const EVENTS: usize = 10;
+    const PERIOD: Duration = Duration::from_secs(6);
+    let (dir, cam) = setup();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let sub = Subscriber::start(&broker, false);
+    let off = Svc::start(dir.path(), "off", "");
+    let keys = mqtt_keys(dir.path(), &broker.url(), "state_interval_s = 60");
+    let on = Svc::start(dir.path(), "on", &keys);
+    sub.wait_latest("cam1/availability", "online");
+    on.warmed_up();
+    off.warmed_up();
+    let pids = [off.svc.pid(), on.svc.pid()];
+    let rss0 = pids.map(|p| testkit::procfs::status_kib(p, "VmRSS"));
+    let cpu0 = pids.map(cpu_s);
+    let t0 = std::time::Instant::now();
+    for n in 0..EVENTS {
+        let start = std::time::Instant::now();
+        one_event(&cam, &on, n);
+        std::thread::sleep(PERIOD.saturating_sub(start.elapsed()));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    sub.wait("the last end", "cam1/events", |g| {
+        g.json()["kind"] == "end" && sub.on("cam1/events").len() >= 2 * EVENTS
+    });
+    for (i, name) in ["mqtt off", "mqtt on"].iter().enumerate() {
+        let cpu = cpu_s(pids[i]) - cpu0[i];
+        println!(
+            "{name}: {EVENTS} events in {secs:.0} s: CPU {cpu:.2} s ({:.2} % of a core), VmRSS {} -> {} KiB, VmHWM {} KiB",
+            100.0 * cpu / secs,
+            rss0[i],
+            testkit::procfs::status_kib(pids[i], "VmRSS"),
+            testkit::procfs::status_kib(pids[i], "VmHWM"),
+        );
+    }
+    drop((on, off));
 }
