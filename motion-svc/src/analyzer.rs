@@ -177,6 +177,25 @@ impl Analyzer {
         })
     }
 
+    /// New settings while running (the overrides file changed): the analysis rate and the
+    /// detection numbers, masks and zones change; the background, the event in progress and
+    /// the counters stay.
+    pub fn retune(&mut self, settings: &Settings) {
+        self.selector.set_fps(settings.analysis_fps);
+        self.detector.retune(settings.detect.clone());
+    }
+
+    /// Forgets an event the service did not record (detection was disarmed): motion still
+    /// going on starts a new one after `min_duration_s`.
+    pub fn forget_event(&mut self) {
+        let _ = self.tracker.interrupt();
+    }
+
+    /// The detector (its last analysis and changed pixels, for the live preview).
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
     /// Counters.
     pub fn stats(&self) -> AnalyzerStats {
         self.stats

@@ -11,35 +11,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventSettings;
-use crate::geometry::{MAX_POLYGONS, Polygon};
+use crate::geometry::Polygon;
 use crate::hooks::{HookConfig, SHUTDOWN_GRACE, WEBHOOK_RETRY_BACKOFF, parse_http_url};
 use events::Limits;
+use tuning::{Overrides, bounds};
 
-/// Sensitivity presets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Sensitivity {
-    /// Fewer events: bigger area, stronger change needed.
-    Low,
-    /// The default.
-    #[default]
-    Medium,
-    /// More events: small objects count.
-    High,
-}
-
-impl Sensitivity {
-    /// `(min_object_pct, min_diff, noise_factor)` of this preset: the smallest object as a
-    /// share of the frame height (a person about 20, 10 or 5 metres away with a usual lens),
-    /// and how strong a change must be.
-    pub fn numbers(self) -> (f64, f64, f64) {
-        match self {
-            Sensitivity::Low => (20.0, 18.0, 4.5),
-            Sensitivity::Medium => (10.0, 14.0, 4.0),
-            Sensitivity::High => (5.0, 10.0, 3.5),
-        }
-    }
-}
+pub use tuning::Sensitivity;
 
 /// The `[motion]` section, as written in the file (every key optional).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,13 +83,19 @@ pub struct MotionConfig {
     pub webhook_attempts: u32,
     /// Seconds per webhook attempt.
     pub webhook_timeout_s: f64,
+    /// The file of settings changed from the web UI, whose keys replace this section's:
+    /// web-svc writes it, motion-svc reads it again within a second of a change.
+    pub overrides_file: PathBuf,
+    /// Unix socket on which the live preview of detection is served to web-svc, which reads
+    /// this key too.
+    pub preview_socket: PathBuf,
 }
 
 impl Default for MotionConfig {
     fn default() -> Self {
         MotionConfig {
             events_dir: PathBuf::from(ipc::service::DEFAULT_EVENTS_DIR),
-            analysis_fps: 5.0,
+            analysis_fps: bounds::ANALYSIS_FPS.default,
             sensitivity: Sensitivity::Medium,
             min_object_pct: None,
             area_pct: None,
@@ -124,20 +107,22 @@ impl Default for MotionConfig {
             min_duration_s: 0.4,
             quiet_gap_s: 4.0,
             max_event_s: 300.0,
-            pre_capture_s: 3.0,
-            post_capture_s: 3.0,
+            pre_capture_s: bounds::PRE_CAPTURE_S.default,
+            post_capture_s: bounds::POST_CAPTURE_S.default,
             pre_capture_max_mib: 24.0,
             writer_queue_frames: 16,
             masks: Vec::new(),
             zones: Vec::new(),
-            max_total_mib: 2048.0,
-            max_age_days: 30.0,
+            max_total_mib: bounds::MAX_TOTAL_MIB.default,
+            max_age_days: bounds::MAX_AGE_DAYS.default,
             min_free_mib: 256.0,
             hook_command: None,
             hook_timeout_s: 10.0,
             webhook_url: None,
             webhook_attempts: 3,
             webhook_timeout_s: 5.0,
+            overrides_file: PathBuf::from(tuning::DEFAULT_OVERRIDES_FILE),
+            preview_socket: PathBuf::from(crate::preview::DEFAULT_PREVIEW_SOCKET),
         }
     }
 }
@@ -150,6 +135,15 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong and what is allowed.
     pub problem: String,
+}
+
+impl From<tuning::KeyError> for ConfigError {
+    fn from(e: tuning::KeyError) -> Self {
+        ConfigError {
+            key: e.key,
+            problem: e.problem,
+        }
+    }
 }
 
 fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
@@ -215,6 +209,10 @@ pub struct Settings {
     pub writer_queue_frames: usize,
     /// Where event folders go.
     pub events_dir: PathBuf,
+    /// The overrides file.
+    pub overrides_file: PathBuf,
+    /// The preview socket.
+    pub preview_socket: PathBuf,
     /// Storage limits.
     pub limits: Limits,
     /// The hook command and the webhook.
@@ -238,12 +236,8 @@ impl MotionConfig {
                  frame height (10 catches a person at the far end of a garden); remove area_pct",
             ));
         }
-        let min_object_pct = range(
-            "min_object_pct",
-            self.min_object_pct.unwrap_or(p_object),
-            1.0,
-            100.0,
-        )?;
+        let min_object_pct =
+            bounds::MIN_OBJECT_PCT.check(self.min_object_pct.unwrap_or(p_object))?;
         let min_diff = range("min_diff", self.min_diff.unwrap_or(p_diff), 1.0, 255.0)?;
         let noise_factor = range(
             "noise_factor",
@@ -252,14 +246,14 @@ impl MotionConfig {
             50.0,
         )?;
         let max_area_pct = range("max_area_pct", self.max_area_pct, 1.0, 100.0)?;
-        let analysis_fps = range("analysis_fps", self.analysis_fps, 0.2, 60.0)?;
+        let analysis_fps = bounds::ANALYSIS_FPS.check(self.analysis_fps)?;
         let background_s = range("background_s", self.background_s, 0.5, 3600.0)?;
         let relearn_s = range("relearn_s", self.relearn_s, 0.0, 60.0)?;
         let min_duration_s = range("min_duration_s", self.min_duration_s, 0.0, 60.0)?;
         let quiet_gap_s = range("quiet_gap_s", self.quiet_gap_s, 0.1, 600.0)?;
         let max_event_s = range("max_event_s", self.max_event_s, 1.0, 3600.0)?;
-        let pre_capture_s = range("pre_capture_s", self.pre_capture_s, 0.0, 60.0)?;
-        let post_capture_s = range("post_capture_s", self.post_capture_s, 0.0, 600.0)?;
+        let pre_capture_s = bounds::PRE_CAPTURE_S.check(self.pre_capture_s)?;
+        let post_capture_s = bounds::POST_CAPTURE_S.check(self.post_capture_s)?;
         let pre_mib = range("pre_capture_max_mib", self.pre_capture_max_mib, 0.0, 1024.0)?;
         if self.writer_queue_frames == 0 || self.writer_queue_frames > MAX_WRITER_QUEUE {
             return Err(bad(
@@ -298,32 +292,33 @@ impl MotionConfig {
             pre_capture_bytes: (pre_mib * 1024.0 * 1024.0) as usize,
             writer_queue_frames: self.writer_queue_frames,
             events_dir: self.events_dir.clone(),
+            overrides_file: self.overrides_file.clone(),
+            preview_socket: self.preview_socket.clone(),
             limits,
             hooks,
         })
     }
 
-    /// Masks and zones: at most [`MAX_POLYGONS`] each, every polygon valid.
+    /// Masks and zones: at most [`MAX_POLYGONS`](crate::geometry::MAX_POLYGONS) each, every
+    /// polygon valid (the same check as the overrides file's).
     fn check_polygons(&self) -> Result<(), ConfigError> {
-        for (key, list) in [("masks", &self.masks), ("zones", &self.zones)] {
-            if list.len() > MAX_POLYGONS {
-                return Err(bad(
-                    key,
-                    format!("{} polygons; at most {MAX_POLYGONS}", list.len()),
-                ));
-            }
-            for (i, p) in list.iter().enumerate() {
-                p.validate()
-                    .map_err(|e| bad(&format!("{key}[{i}]"), e.to_string()))?;
-            }
-        }
+        tuning::polygon::check_list("masks", &self.masks)?;
+        tuning::polygon::check_list("zones", &self.zones)?;
         Ok(())
+    }
+
+    /// This section with the keys the overrides file sets replaced (its `detection` is no
+    /// key of the section: the service reads it from the overrides themselves).
+    pub fn with_overrides(&self, o: &Overrides) -> MotionConfig {
+        let mut c = self.clone();
+        tuning::apply_overrides!(c, o);
+        c
     }
 
     /// The storage limits, in bytes and ms.
     fn storage_limits(&self) -> Result<Limits, ConfigError> {
-        range("max_total_mib", self.max_total_mib, 0.0, 1e9)?;
-        range("max_age_days", self.max_age_days, 0.0, 1e6)?;
+        bounds::MAX_TOTAL_MIB.check(self.max_total_mib)?;
+        bounds::MAX_AGE_DAYS.check(self.max_age_days)?;
         range("min_free_mib", self.min_free_mib, 0.0, 1e9)?;
         Ok(Limits {
             max_total_bytes: (self.max_total_mib * 1024.0 * 1024.0) as u64,

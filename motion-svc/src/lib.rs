@@ -4,6 +4,8 @@
 //! turns it into a small luma image, [`detect`] compares it with the background, [`event`]
 //! turns per-frame verdicts into events, and [`recorder`] writes clips, posters and metadata
 //! on its own thread; [`life`] tells the journal and the hooks what the recorder reports.
+//! [`preview`] shows web-svc what the detector saw, on request; the settings changed from
+//! the web UI come from the `tuning` crate's overrides file (see [`service`]).
 #![forbid(unsafe_code)]
 
 pub mod analyzer;
@@ -16,6 +18,7 @@ pub mod hooks;
 pub mod journal;
 pub mod life;
 pub mod mqtt;
+pub mod preview;
 pub mod recorder;
 pub mod ring;
 pub mod select;

@@ -33,8 +33,8 @@ struct Args {
     /// Frames analysed per second [config: analysis_fps].
     #[arg(long, value_name = "FPS")]
     analysis_fps: Option<f64>,
-    /// Sensitivity preset [config: sensitivity].
-    #[arg(long, value_enum)]
+    /// Sensitivity preset: low, medium or high [config: sensitivity].
+    #[arg(long, value_name = "PRESET")]
     sensitivity: Option<Sensitivity>,
     /// The smallest object to catch, percent of the frame height [config: min_object_pct].
     #[arg(long, value_name = "PCT")]
@@ -57,12 +57,26 @@ struct Args {
     /// URL that receives event JSON [config: webhook_url].
     #[arg(long, value_name = "URL")]
     webhook_url: Option<String>,
+    /// The overrides file written by the web UI [config: overrides_file; default
+    /// /var/lib/mecam/overrides.toml].
+    #[arg(long, value_name = "PATH")]
+    overrides_file: Option<PathBuf>,
+    /// The Unix socket of the live preview [config: preview_socket; default
+    /// /run/mecam-motion/preview.sock].
+    #[arg(long, value_name = "PATH")]
+    preview_socket: Option<PathBuf>,
 }
 
 fn config(args: &Args) -> anyhow::Result<MotionConfig> {
     let mut c: MotionConfig = load_section(&args.common, "motion")?;
     if let Some(v) = &args.events_dir {
         c.events_dir = v.clone();
+    }
+    if let Some(v) = &args.overrides_file {
+        c.overrides_file = v.clone();
+    }
+    if let Some(v) = &args.preview_socket {
+        c.preview_socket = v.clone();
     }
     macro_rules! over {
         ($($f:ident),*) => { $( if let Some(v) = args.$f.clone() { c.$f = v.into(); } )* };
@@ -121,6 +135,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         socket_path: args.common.socket_path(),
         settings,
         mqtt,
+        base: config,
     };
     rt.block_on(run(rc, shutdown_signal()))
 }

@@ -53,13 +53,19 @@ pub struct FrameSelector {
 impl FrameSelector {
     /// Analyse at most `fps` frames per second.
     pub fn new(fps: f64) -> FrameSelector {
-        let period_ns = (1e9 / fps.max(0.01)) as u64;
-        FrameSelector {
-            period_ns,
+        let mut s = FrameSelector {
+            period_ns: 0,
             last_seq: None,
             last_analysed_ns: None,
             stats: SelectStats::default(),
-        }
+        };
+        s.set_fps(fps);
+        s
+    }
+
+    /// Analyse at most `fps` frames per second from now on (the stream is not forgotten).
+    pub fn set_fps(&mut self, fps: f64) {
+        self.period_ns = (1e9 / fps.max(0.01)) as u64;
     }
 
     /// Forget the stream (new generation, camera restart): the next frame is analysed after a

@@ -94,6 +94,10 @@ impl Svc {
             .arg(dir.join("run"))
             .arg("--events-dir")
             .arg(dir.join(format!("{name}-events")))
+            .arg("--overrides-file")
+            .arg(dir.join(format!("{name}-overrides.toml")))
+            .arg("--preview-socket")
+            .arg(dir.join(format!("{name}-preview.sock")))
             .args(["--log-target", "stderr", "--analysis-fps", "5"])
             .args(["--min-duration-s", "0.4", "--quiet-gap-s", "1"])
             .args(["--pre-capture-s", "1", "--post-capture-s", "0.5"]);

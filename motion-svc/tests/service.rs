@@ -163,6 +163,10 @@ impl Svc {
             .arg(dir.join("run"))
             .arg("--events-dir")
             .arg(dir.join("events"))
+            .arg("--overrides-file")
+            .arg(dir.join("overrides.toml"))
+            .arg("--preview-socket")
+            .arg(dir.join("run").join("preview.sock"))
             .args([
                 "--log-target",
                 "stderr",
@@ -1333,4 +1337,107 @@ fn hooks_still_running_at_sigterm_are_drained_and_the_cut_event_gets_its_end_hoo
         "no end hook for the event the shutdown ended:\n{text}\n{}",
         log_text(&log)
     );
+}
+
+/// Writes the overrides file of the service in `dir` as web-svc does (atomically).
+fn write_overrides(dir: &Path, o: &tuning::Overrides) {
+    tuning::store::write(&dir.join("overrides.toml"), o).unwrap();
+}
+
+/// The whole frame, as a polygon.
+fn whole_frame() -> tuning::Polygon {
+    tuning::Polygon(vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+}
+
+/// The live preview, asked on its socket.
+fn preview(dir: &Path) -> serde_json::Value {
+    use std::io::Read as _;
+    let mut s = std::os::unix::net::UnixStream::connect(dir.join("run/preview.sock")).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+}
+
+#[test]
+fn a_mask_in_the_overrides_file_applies_without_a_restart_and_keeps_the_background() {
+    let (dir, cam) = setup();
+    let svc = Svc::start(dir.path(), &[]);
+    let pid = svc.svc.pid();
+    svc.background_learned();
+    let relearns = svc.counter("re-learns");
+    // The moving box crosses the whole frame: mask all of it.
+    write_overrides(
+        dir.path(),
+        &tuning::Overrides {
+            masks: Some(vec![whole_frame()]),
+            ..Default::default()
+        },
+    );
+    svc.wait_log("settings changed (masks)", Duration::from_secs(10));
+    cam.set_moving(true);
+    // Three seconds of motion under the mask: no event, and the preview shows nothing changed.
+    svc.wait_counter_grows("analysed", 15, Duration::from_secs(30));
+    assert!(events(dir.path()).is_empty(), "{}", svc.log());
+    let p = preview(dir.path());
+    assert_eq!(p["boxes"], serde_json::json!([]), "{p}");
+    assert!(
+        p["cells"].as_str().unwrap().chars().all(|c| c == '0'),
+        "{p}"
+    );
+    // The mask removed: the same motion starts an event, in the same process, and the
+    // background was never re-learned for it.
+    write_overrides(
+        dir.path(),
+        &tuning::Overrides {
+            masks: Some(Vec::new()),
+            ..Default::default()
+        },
+    );
+    wait_recording(&svc, dir.path());
+    let p = preview(dir.path());
+    assert_eq!(p["armed"], true, "{p}");
+    assert!(p["cols"].as_u64().unwrap() > 0, "{p}");
+    assert_eq!(svc.svc.pid(), pid);
+    assert_eq!(svc.counter("re-learns"), relearns, "{}", svc.log());
+    cam.set_moving(false);
+    assert!(svc.terminate().success());
+}
+
+#[test]
+fn a_broken_overrides_file_is_refused_with_a_journal_line_and_the_old_settings_stay() {
+    let (dir, cam) = setup();
+    let svc = Svc::start(dir.path(), &[]);
+    svc.background_learned();
+    write_overrides(
+        dir.path(),
+        &tuning::Overrides {
+            detection: Some(false),
+            ..Default::default()
+        },
+    );
+    svc.wait_log("disarmed", Duration::from_secs(10));
+    // Written by hand, badly: out of range, then not TOML at all.
+    let path = dir.path().join("overrides.toml");
+    fs::write(&path, "detection = true\nanalysis_fps = 1000.0\n").unwrap();
+    svc.wait_log(
+        "analysis_fps: 1000 is out of range",
+        Duration::from_secs(10),
+    );
+    fs::write(&path, "detection = tru").unwrap();
+    svc.wait_log("line 1", Duration::from_secs(10));
+    assert!(
+        svc.log().contains("the settings in effect stay"),
+        "{}",
+        svc.log()
+    );
+    // Still disarmed: motion makes no event.
+    cam.set_moving(true);
+    svc.wait_counter_grows("analysed", 15, Duration::from_secs(30));
+    assert!(events(dir.path()).is_empty(), "{}", svc.log());
+    // Fixed: armed again, the motion records.
+    fs::write(&path, "detection = true\n").unwrap();
+    svc.wait_log("detection armed", Duration::from_secs(10));
+    wait_recording(&svc, dir.path());
+    cam.set_moving(false);
+    assert!(svc.terminate().success());
 }

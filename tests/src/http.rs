@@ -137,7 +137,8 @@ fn post_for_session(addr: SocketAddr, path: &str, form: &str) -> anyhow::Result<
     Ok(cookie)
 }
 
-fn urlencode(s: &str) -> String {
+/// `s` encoded for a form body or a query (`application/x-www-form-urlencoded`).
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -109,7 +109,14 @@ impl LocalSystem {
             &bins::bin("motion-svc")?,
             &args(
                 dir.path(),
-                &["--events-dir", &path_str(&dir.path().join("events"))],
+                &[
+                    "--events-dir",
+                    &path_str(&dir.path().join("events")),
+                    "--overrides-file",
+                    &path_str(&dir.path().join("overrides.toml")),
+                    "--preview-socket",
+                    &path_str(&dir.path().join("run").join("preview.sock")),
+                ],
                 &opts.motion_args,
             ),
             &logs,

@@ -41,6 +41,16 @@ pub struct WebConfig {
     /// Where the password hash and the setup code live (`--state-dir`).
     #[serde(skip)]
     pub state_dir: PathBuf,
+    /// The overrides file the settings page writes: `[motion] overrides_file` (or
+    /// `--overrides-file`).
+    #[serde(skip)]
+    pub overrides_file: PathBuf,
+    /// motion-svc's live preview socket: `[motion] preview_socket` (or `--preview-socket`).
+    #[serde(skip)]
+    pub preview_socket: PathBuf,
+    /// The administrator's tunable `[motion]` values, what the settings page starts from.
+    #[serde(skip)]
+    pub motion_tunables: tuning::Tunables,
     /// Live streams served at once; more get `503` with `Retry-After`.
     pub max_streams: usize,
     /// TCP connections open at once (streams, pages, API). Past it a newcomer takes the place
@@ -100,6 +110,9 @@ impl Default for WebConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             events_dir: PathBuf::from(ipc::service::DEFAULT_EVENTS_DIR),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            overrides_file: PathBuf::from(tuning::DEFAULT_OVERRIDES_FILE),
+            preview_socket: PathBuf::from(tuning::DEFAULT_PREVIEW_SOCKET),
+            motion_tunables: tuning::Tunables::default(),
             max_streams: 16,
             max_connections: 128,
             viewer_timeout_s: 10.0,

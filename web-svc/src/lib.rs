@@ -13,6 +13,7 @@ pub mod offline;
 pub mod pages;
 pub mod routes;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod stream;
 

@@ -31,6 +31,14 @@ struct Cli {
     /// services read).
     #[arg(long, value_name = "DIR")]
     events_dir: Option<PathBuf>,
+    /// The overrides file the settings page writes (default: [motion] overrides_file,
+    /// /var/lib/mecam/overrides.toml).
+    #[arg(long, value_name = "PATH")]
+    overrides_file: Option<PathBuf>,
+    /// motion-svc's live preview socket (default: [motion] preview_socket,
+    /// /run/mecam-motion/preview.sock).
+    #[arg(long, value_name = "PATH")]
+    preview_socket: Option<PathBuf>,
     /// Where the password hash and the setup code are kept (the units' StateDirectory=).
     #[arg(long, value_name = "DIR", default_value = web_svc::config::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
@@ -170,8 +178,39 @@ fn config(cli: &Cli) -> anyhow::Result<WebConfig> {
         }
     };
     config.state_dir.clone_from(&cli.state_dir);
+    motion_keys(cli, &mut config)?;
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
+}
+
+/// What web-svc reads of `[motion]` for the settings page: the overrides file, the preview
+/// socket, and the tunable values the administrator set (motion-svc checks the rest of the
+/// section; a bad tunable value there is logged and the defaults shown, motion-svc refuses it).
+fn motion_keys(cli: &Cli, config: &mut WebConfig) -> anyhow::Result<()> {
+    let motion: toml::Table = service::load_section(&cli.common, "motion")?;
+    let path = |key: &str| -> anyhow::Result<Option<PathBuf>> {
+        motion
+            .get(key)
+            .map(|v| {
+                v.clone().try_into().map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("[motion] {key}: {}", e.message())
+                })
+            })
+            .transpose()
+    };
+    if let Some(p) = cli.overrides_file.clone().or(path("overrides_file")?) {
+        config.overrides_file = p;
+    }
+    if let Some(p) = cli.preview_socket.clone().or(path("preview_socket")?) {
+        config.preview_socket = p;
+    }
+    match tuning::Tunables::from_motion_section(&motion) {
+        Ok(t) => config.motion_tunables = t,
+        Err(e) => eprintln!(
+            "web-svc: [motion] {e}; the settings page shows the defaults for it (motion-svc refuses the section until it is fixed)"
+        ),
+    }
+    Ok(())
 }
 
 /// Pings the systemd watchdog every `period`, only while the fan-out task turns (it wakes at

@@ -35,7 +35,7 @@ table{border-collapse:collapse}td{padding:.2em .6em}";
 /// Wraps `body` in the page frame; `nav` adds the menu and logout button.
 pub fn page(title: &str, nav: bool, body: &str) -> String {
     let menu = if nav {
-        "<header><b>mecam</b><a href=\"/\">Live</a><a href=\"/events\">Events</a>\
+        "<header><b>mecam</b><a href=\"/\">Live</a><a href=\"/events\">Events</a><a href=\"/settings\">Settings</a>\
          <form class=\"inline\" method=\"post\" action=\"/logout\"><button>Log out</button></form></header>"
     } else {
         "<header><b>mecam</b></header>"

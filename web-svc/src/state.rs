@@ -13,6 +13,7 @@ use crate::auth::{BasicCache, Checker, PasswordStore, RateLimiter, Sessions, Set
 use crate::config::WebConfig;
 use crate::events::EventStore;
 use crate::fanout::Hub;
+use crate::settings::SettingsStore;
 
 /// Everything handlers share.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct Inner {
     pub(crate) cross_site_refused: AtomicU64,
     /// The event folders.
     pub(crate) events: EventStore,
+    /// The settings page's overrides file and motion-svc's preview.
+    pub(crate) settings: SettingsStore,
     /// Cancelled on shutdown: every stream and task ends.
     shutdown: CancellationToken,
     /// Whether the service is served over TLS (cookies are `Secure`, origins `https`).
@@ -69,6 +72,11 @@ impl AppState {
             checker: Checker::new(config.request_timeout() / 4),
             cross_site_refused: AtomicU64::new(0),
             events: EventStore::new(&config.events_dir, config.max_events_listed),
+            settings: SettingsStore::new(
+                config.overrides_file.clone(),
+                config.motion_tunables.clone(),
+                config.preview_socket.clone(),
+            ),
             shutdown: CancellationToken::new(),
             tls,
             password_error_logged: AtomicBool::new(false),

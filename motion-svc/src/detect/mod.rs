@@ -299,8 +299,7 @@ impl Detector {
         self.foreground.resize(n, 0);
         self.light.configure(width, height);
         self.labeller.configure(width, height);
-        let object_h = self.settings.min_object_pct as f32 / 100.0 * height as f32;
-        self.min_px = ((OBJECT_FILL * object_h * object_h) as u32).max(MIN_OBJECT_PX);
+        self.size_min_object();
         self.needs_seed = true;
     }
 
@@ -421,14 +420,60 @@ impl Detector {
             };
             let ((x0, x1), (y0, y1)) = (span(sx, w), span(sy, h));
             self.view = [x0, y0, x1, y1];
-            for y in 0..h {
-                for x in 0..w {
-                    let i = y * w + x;
-                    let inside = x >= x0 && x < x1 && y >= y0 && y < y1;
-                    self.valid[i] = u8::from(inside && self.counted[i] != 0);
-                }
-            }
+            self.mark_valid();
         }
+    }
+
+    /// `valid`: counted and in view.
+    fn mark_valid(&mut self) {
+        let [x0, y0, x1, y1] = self.view;
+        let w = self.width;
+        for (i, v) in self.valid.iter_mut().enumerate() {
+            let (x, y) = (i % w, i / w);
+            let inside = x >= x0 && x < x1 && y >= y0 && y < y1;
+            *v = u8::from(inside && self.counted[i] != 0);
+        }
+    }
+
+    /// The smallest object in changed pixels for the current geometry and settings.
+    fn size_min_object(&mut self) {
+        let object_h = self.settings.min_object_pct as f32 / 100.0 * self.height as f32;
+        self.min_px = ((OBJECT_FILL * object_h * object_h) as u32).max(MIN_OBJECT_PX);
+    }
+
+    /// New settings while running (the overrides file changed), keeping the background: it
+    /// is learned under masks and outside zones too, so a mask or zone that moves needs no
+    /// re-learn. Masks and zones are rasterised again; the thresholds apply from the next
+    /// frame. Allocates only when the area changes (the raster is rebuilt in place).
+    pub fn retune(&mut self, settings: DetectSettings) {
+        let area = settings.masks != self.settings.masks || settings.zones != self.settings.zones;
+        self.settings = settings;
+        if self.width == 0 {
+            return; // sized and rasterised on the first frame
+        }
+        if area {
+            rasterise(
+                self.width,
+                self.height,
+                &self.settings.zones,
+                &self.settings.masks,
+                &mut self.counted,
+            );
+            self.counted_px = self.counted.iter().filter(|&&c| c != 0).count();
+            self.mark_valid();
+        }
+        self.size_min_object();
+    }
+
+    /// The last analysed frame's changed pixels (1 = changed and counted), row-major at the
+    /// analysis scale, with its width and height: what the live preview shows.
+    pub fn changed(&self) -> (&[u8], usize, usize) {
+        (&self.changed, self.width, self.height)
+    }
+
+    /// The last analysis.
+    pub fn last(&self) -> &Analysis {
+        &self.result
     }
 
     /// Each pixel against the background predicted from it (`fit` and the local field), at

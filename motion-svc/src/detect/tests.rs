@@ -383,3 +383,32 @@ fn a_busy_path_keeps_catching_people() {
     }
     assert!(caught.iter().all(|&(_, n)| n >= 8), "{caught:?}");
 }
+
+#[test]
+fn retune_masks_a_walker_at_once_and_never_relearns() {
+    let (mut d, mut t) = warmed(DetectSettings::default());
+    let walk = |k: usize| with_box(scene(1.0), 40 + 4 * k, 20, 20, 40, 250);
+    let (verdicts, _) = feed(&mut d, &mut t, 8, walk);
+    assert!(verdicts[7].is_motion(), "{verdicts:?}");
+    // A mask over the left two thirds, while the walker is in it.
+    let mask = Polygon(vec![[0.0, 0.0], [0.7, 0.0], [0.7, 1.0], [0.0, 1.0]]);
+    d.retune(DetectSettings {
+        masks: vec![mask],
+        ..DetectSettings::default()
+    });
+    let (verdicts, a) = feed(&mut d, &mut t, 4, |k| walk(8 + k));
+    // No re-learn (no Learning verdict) and nothing moving any more.
+    assert!(
+        verdicts.iter().all(|&v| v == Verdict::Still),
+        "{verdicts:?}"
+    );
+    assert!(a.boxes.is_empty(), "{a:?}");
+    // The mask removed: the walker is motion again without a settle period.
+    d.retune(DetectSettings::default());
+    let (verdicts, _) = feed(&mut d, &mut t, 6, |k| walk(12 + k));
+    assert!(
+        verdicts.iter().all(|&v| v != Verdict::Learning),
+        "{verdicts:?}"
+    );
+    assert!(verdicts[5].is_motion(), "{verdicts:?}");
+}

@@ -26,12 +26,14 @@ use events::{EventMeta, Limits};
 mod clip;
 mod close;
 mod disk;
+mod retune;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 pub use clip::{AviFiles, ClipFiles, ClipSink};
 pub use disk::{DiskState, log_recovery, probe_disk};
+pub use retune::Retune;
 use writer::Writer;
 
 /// Channel slots reserved for control messages beyond the frame pool.
@@ -129,6 +131,8 @@ enum Msg {
     Start(Box<EventMeta>, u64, u64, f64),
     End(Box<EndInfo>),
     Reset,
+    /// New capture times and storage limits (`retune.rs`).
+    Retune(Box<Retune>),
 }
 
 /// Counters of the detection side.
@@ -274,6 +278,23 @@ impl Recorder {
     /// Ends the current event; the clip goes on for the post-capture time.
     pub fn end_event(&mut self, info: EndInfo) {
         self.control(Msg::End(Box::new(info)));
+    }
+
+    /// New capture times and storage limits, from the next event on (the overrides file
+    /// changed).
+    ///
+    /// # Errors
+    /// The control queue is full: `r` back, to try again later.
+    pub fn retune(&mut self, r: Retune) -> Result<(), Retune> {
+        match &self.tx {
+            Some(tx) => tx.try_send(Msg::Retune(Box::new(r))).map_err(|e| match e {
+                TrySendError::Full(Msg::Retune(r)) | TrySendError::Disconnected(Msg::Retune(r)) => {
+                    *r
+                }
+                _ => unreachable!("the message sent is a Retune"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The camera restarted: forget the pre-capture ring.

@@ -18,6 +18,17 @@ use crate::life::Report;
 use crate::ring::FrameRing;
 use events::{CLIP, CLIP_PART, EventMeta, EventState, META_TMP};
 
+/// Frames the ring indexes for a window of `window_s` seconds.
+pub(super) fn ring_frames(window_s: f64) -> usize {
+    (window_s * MAX_FPS).ceil() as usize + 2
+}
+
+/// The pre-capture ring `config` asks for.
+pub(super) fn new_ring(config: &RecorderConfig) -> FrameRing {
+    let window_s = config.ring_window_s();
+    FrameRing::new(config.pre_capture_bytes, ring_frames(window_s), window_s)
+}
+
 pub(super) struct Current {
     pub(super) meta: EventMeta,
     pub(super) dir: PathBuf,
@@ -70,9 +81,9 @@ impl Writer {
         reports: tokio::sync::mpsc::Sender<Report>,
         dropped: Arc<AtomicU64>,
     ) -> Writer {
+        let ring = new_ring(&config);
         let window_s = config.ring_window_s();
-        let max_frames = (window_s * MAX_FPS).ceil() as usize + 2;
-        let ring = FrameRing::new(config.pre_capture_bytes, max_frames, window_s);
+        let max_frames = ring_frames(window_s);
         tracing::info!(
             ring_bytes = ring.capacity_bytes(),
             ring_cap = ring.cap_bytes(),
@@ -202,6 +213,7 @@ impl Writer {
                 }
                 Ok(Msg::End(info)) => self.on_end(*info),
                 Ok(Msg::Reset) => self.ring.clear(),
+                Ok(Msg::Retune(r)) => self.retune(*r),
                 Err(RecvTimeoutError::Timeout) => self.on_idle(),
                 Err(RecvTimeoutError::Disconnected) => break,
             }

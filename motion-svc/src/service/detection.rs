@@ -8,9 +8,10 @@ use ipc::throttle::{LogThrottle, OUTSIDER_LOG_INTERVAL};
 use super::FrameGate;
 use super::status::report_status;
 use crate::analyzer::{Analyzer, FrameInput};
+use crate::config::Settings;
 use crate::event::Transition;
 use crate::mqtt::Mqtt;
-use crate::recorder::{EndInfo, FrameTag, Recorder};
+use crate::recorder::{EndInfo, FrameTag, Recorder, Retune};
 use events::EventMeta;
 
 /// Frames refused before decoding (hostile or broken headers) are logged at most once per
@@ -57,6 +58,10 @@ pub(super) struct Detection {
     events: u64,
     /// The last event id's counter.
     counter: u32,
+    /// Armed (the overrides' `detection`): disarmed, motion starts no event.
+    pub(super) armed: bool,
+    /// New recorder settings the control queue had no room for yet.
+    pending_retune: Option<Retune>,
 }
 
 impl Detection {
@@ -75,6 +80,56 @@ impl Detection {
             clock: (0, 0),
             events: 0,
             counter,
+            armed: true,
+            pending_retune: None,
+        }
+    }
+
+    /// New settings while running: the analyzer's at once (background kept), the
+    /// recorder's from the next event, and armed or not.
+    pub(super) fn retune(&mut self, s: &Settings, armed: bool) {
+        self.analyzer.retune(s);
+        self.pending_retune = Some(Retune {
+            pre_capture_s: s.events.pre_capture_s,
+            start_delay_s: crate::event::max_first_motion_age_s(
+                s.events.min_duration_s,
+                s.analysis_fps,
+            ),
+            post_capture_s: s.events.post_capture_s,
+            limits: s.limits,
+        });
+        self.retry_retune();
+        if armed && !self.armed && self.current.is_none() {
+            // Motion seen while disarmed started nothing: what goes on now is a new event.
+            self.analyzer.forget_event();
+        }
+        if armed != self.armed {
+            tracing::info!(
+                armed,
+                "detection {}",
+                if armed {
+                    "armed: motion starts events again"
+                } else {
+                    "disarmed: no events, clips or hooks until armed again (the preview goes on)"
+                }
+            );
+        }
+        self.armed = armed;
+    }
+
+    /// Hands the recorder its new settings if they are still waiting.
+    pub(super) fn retry_retune(&mut self) {
+        if let Some(r) = self.pending_retune.take() {
+            self.pending_retune = self.recorder.retune(r).err();
+        }
+    }
+
+    /// What the live preview says besides the detector's picture.
+    pub(super) fn preview_context(&self) -> crate::preview::Context {
+        crate::preview::Context {
+            wall_ms: self.clock.1 / 1_000_000,
+            armed: self.armed,
+            recording: self.current.is_some(),
         }
     }
 
@@ -229,6 +284,7 @@ impl Detection {
     pub(super) fn on_transition(&mut self, transition: Transition) {
         match transition {
             Transition::None => {}
+            Transition::Start { .. } if !self.armed => {}
             Transition::Start { first_motion } => self.start_event(first_motion),
             Transition::End {
                 last_motion,

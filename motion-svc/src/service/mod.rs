@@ -17,15 +17,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::analyzer::Analyzer;
-use crate::config::Settings;
+use crate::config::{MotionConfig, Settings};
 use crate::event::Transition;
 use crate::hooks::Hooks;
 use crate::life::Herald;
 use crate::mqtt::{Mqtt, MqttSettings};
+use crate::preview::PreviewSocket;
 use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 
 mod detection;
 mod gate;
+mod overrides;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -33,6 +35,7 @@ mod watchdog;
 
 use detection::Detection;
 pub use gate::FrameGate;
+use overrides::Tuner;
 pub use watchdog::Progress;
 use watchdog::spawn_watchdog;
 
@@ -51,6 +54,8 @@ pub struct RunConfig {
     pub settings: Settings,
     /// The `[mqtt]` section, validated; `None` (MQTT off): nothing of MQTT runs.
     pub mqtt: Option<MqttSettings>,
+    /// That section as written (with the flags): the overrides file's keys replace its own.
+    pub base: MotionConfig,
 }
 
 /// Runs until `shutdown` resolves: recovers interrupted events, then detects and records.
@@ -58,7 +63,21 @@ pub struct RunConfig {
 /// # Errors
 /// The writer thread cannot start, or the analyzer cannot be set up.
 pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let settings = &rc.settings;
+    // The overrides file as it is at start; refused, the section alone.
+    let mut tuner = Tuner::new(rc.base.clone());
+    let start = tuner.poll();
+    let armed = start.as_ref().is_none_or(|c| c.armed);
+    let settings = &start.map_or_else(|| rc.settings.clone(), |c| c.settings);
+    let preview = match PreviewSocket::bind(&settings.preview_socket) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(
+                "no live preview: cannot listen on {}: {e}; detection goes on (create the directory, or set [motion] preview_socket)",
+                settings.preview_socket.display()
+            );
+            None
+        }
+    };
     let recovery_pending = recover_at_start(&settings.events_dir);
     let counter = events::last_counter(&settings.events_dir);
     let recorder = start_recorder(settings, recovery_pending)?;
@@ -72,6 +91,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         .transpose()?;
     let herald = Herald::new(settings.events_dir.clone(), hooks, mqtt.clone());
     let mut det = Detection::new(recorder, Analyzer::new(settings)?, counter);
+    det.armed = armed;
     let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), MOTION_SVC));
     let progress = Progress::default();
     progress.beat_at(monotonic_ns());
@@ -90,7 +110,16 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     tracing::info!(events_dir = %settings.events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
     let mqtt = mqtt.as_ref();
-    detect(&mut det, &mut client, (&herald, mqtt), &progress, shutdown).await;
+    let mut ends = Ends { tuner, preview };
+    detect(
+        &mut det,
+        &mut client,
+        (&herald, mqtt),
+        &progress,
+        &mut ends,
+        shutdown,
+    )
+    .await;
 
     Notifier.stopping();
     if let Some(id) = det.take_current() {
@@ -143,13 +172,30 @@ fn start_recorder(settings: &Settings, recovery_pending: bool) -> anyhow::Result
     .context("cannot start the writer thread")
 }
 
+/// What the loop looks after besides the camera and the recorder: the settings, the preview
+/// socket.
+struct Ends {
+    tuner: Tuner,
+    preview: Option<PreviewSocket>,
+}
+
+/// The next preview connection, or never without a socket.
+async fn preview_conn(p: Option<&PreviewSocket>) -> Option<tokio::net::UnixStream> {
+    match p {
+        Some(p) => p.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The loop, until `shutdown`: camera events through `det`, the recorder's reports to the
-/// herald, and a tick at least every [`TICK`].
+/// herald, preview requests, and a tick at least every [`TICK`] (which also looks at the
+/// overrides file).
 async fn detect(
     det: &mut Detection,
     client: &mut FrameClient,
     (herald, mqtt): (&Herald, Option<&Mqtt>),
     progress: &Progress,
+    ends: &mut Ends,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut buf = Vec::new();
@@ -164,6 +210,12 @@ async fn detect(
                 herald.tell(&report);
                 continue;
             }
+            Some(conn) = preview_conn(ends.preview.as_ref()) => {
+                if let Some(p) = ends.preview.as_mut() {
+                    p.answer(conn, det.analyzer.detector(), det.preview_context());
+                }
+                continue;
+            }
             ev = client.next(&mut buf) => Some(ev),
             _ = tick.tick() => None,
         };
@@ -174,6 +226,10 @@ async fn detect(
                 last_status_log = tokio::time::Instant::now();
             }
             det.on_tick(client, mqtt, log);
+            if let Some(change) = ends.tuner.poll() {
+                det.retune(&change.settings, change.armed);
+            }
+            det.retry_retune();
             continue;
         };
         let transition = det.on_event(event, &buf);

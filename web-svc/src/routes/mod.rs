@@ -2,7 +2,7 @@
 //! handler answers with. Handlers live by area: [`auth`] (login, setup, logout, the login
 //! rule), [`origin`] (the same-origin rule for state changes), [`live`] (the dashboard, the
 //! live stream, the snapshot), [`events`] (event pages, files and replay), [`api`] (JSON for
-//! scripts) and [`metrics`] (Prometheus).
+//! scripts), [`metrics`] (Prometheus) and [`settings`] (the settings page, the live preview).
 
 pub mod api;
 pub mod auth;
@@ -10,6 +10,7 @@ pub mod events;
 pub mod live;
 pub mod metrics;
 pub mod origin;
+pub mod settings;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -116,6 +117,10 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/events/{id}"),
     ("GET", "/metrics"),
     ("POST", "/logout"),
+    ("GET", "/settings"),
+    ("POST", "/settings"),
+    ("POST", "/settings/reset"),
+    ("GET", "/api/preview"),
 ];
 
 /// The handler of one entry of [`PROTECTED_ROUTES`].
@@ -139,6 +144,10 @@ fn protected_handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("DELETE", "/api/events/{id}") => delete(api::api_event_delete),
         ("GET", "/metrics") => get(metrics::metrics),
         ("POST", "/logout") => post(auth::logout),
+        ("GET", "/settings") => get(settings::settings_page),
+        ("POST", "/settings") => post(settings::settings_save),
+        ("POST", "/settings/reset") => post(settings::settings_reset),
+        ("GET", "/api/preview") => get(settings::api_preview),
         _ => panic!("PROTECTED_ROUTES lists {method} {path} without a handler"),
     }
 }

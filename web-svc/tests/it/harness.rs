@@ -163,6 +163,10 @@ impl Dirs {
     pub fn state(&self) -> PathBuf {
         self.tmp.path().join("state")
     }
+    /// The overrides file the settings page writes.
+    pub fn overrides(&self) -> PathBuf {
+        self.tmp.path().join("overrides.toml")
+    }
     /// A log file for the next web-svc started over this tree.
     pub fn new_log(&self) -> PathBuf {
         testkit::service::fresh_log(self.tmp.path(), "web-svc")
@@ -255,6 +259,10 @@ impl Web {
             .arg(dirs.events())
             .arg("--state-dir")
             .arg(dirs.state())
+            .arg("--overrides-file")
+            .arg(dirs.overrides())
+            .arg("--preview-socket")
+            .arg(dirs.run().join("preview.sock"))
             .env("NO_COLOR", "1");
         let mut svc = Service::start("web-svc", cmd, &log).unwrap();
         let addr = testkit::poll::until("web-svc's ready line", Duration::from_secs(30), || {

@@ -9,5 +9,6 @@ mod events;
 mod harness;
 mod hub;
 mod metrics;
+mod settings;
 mod startup;
 mod stream;
