@@ -197,13 +197,13 @@ fn home_assistant_finds_the_camera_and_sees_motion_events_the_poster_and_the_las
     let keys = mqtt_keys(dir.path(), &broker.url(), "");
     let svc = Svc::start(dir.path(), "motion-svc", &keys);
 
-    // Discovery: six retained configs, one device, unique ids, state and availability topics.
-    poll::wait("six discovery configs", WAIT, || {
+    // Discovery: seven retained configs, one device, unique ids, state and availability topics.
+    poll::wait("seven discovery configs", WAIT, || {
         sub.all()
             .iter()
             .filter(|g| g.topic.starts_with("homeassistant/"))
             .count()
-            >= 6
+            >= 7
     });
     let configs: Vec<Got> = sub
         .all()
@@ -241,7 +241,7 @@ fn home_assistant_finds_the_camera_and_sees_motion_events_the_poster_and_the_las
         .collect();
     assert_eq!(
         components.into_iter().collect::<Vec<_>>(),
-        ["binary_sensor", "camera", "sensor"]
+        ["binary_sensor", "camera", "sensor", "switch"]
     );
     let motion = configs
         .iter()
@@ -304,7 +304,7 @@ fn home_assistant_finds_the_camera_and_sees_motion_events_the_poster_and_the_las
             .iter()
             .filter(|g| g.topic.starts_with("homeassistant/"))
             .count()
-            >= 6
+            >= 7
             && retained.iter().all(|t| !late.on(t).is_empty())
     });
     // The first message of each topic came from the broker's store (later ones may be new).
@@ -447,6 +447,50 @@ fn tls_with_a_throwaway_ca_works_and_a_wrong_password_is_refused_with_a_clear_li
         err.contains("mqtt.password_file") && err.contains("chmod 600"),
         "{err}"
     );
+}
+
+#[test]
+fn set_detection_disarms_and_arms_through_the_overrides_file() {
+    let (dir, cam) = setup();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let sub = Subscriber::start(&broker, false);
+    let svc = Svc::start(
+        dir.path(),
+        "motion-svc",
+        &mqtt_keys(dir.path(), &broker.url(), ""),
+    );
+    sub.wait_latest("cam1/detection", "ON");
+    svc.warmed_up();
+
+    // Garbage is refused with a line, and changes nothing.
+    sub.publish("cam1/set/detection", "maybe");
+    svc.wait_log("is not ON or OFF");
+    sub.publish("cam1/set/detection", "OFF");
+    sub.wait_latest("cam1/detection", "OFF");
+    let file = dir.path().join("motion-svc-overrides.toml");
+    assert_eq!(tuning::store::read(&file).unwrap().detection, Some(false));
+    // Disarmed: motion makes no event.
+    cam.set_moving(true);
+    let from = analysed(&svc.status.latest());
+    svc.wait_status("three seconds of motion analysed", |s| {
+        analysed(s) >= from + 15
+    });
+    assert!(
+        svc.status.latest().contains("; 0 events"),
+        "{}",
+        svc.status.latest()
+    );
+    assert!(sub.on("cam1/events").is_empty());
+    cam.set_moving(false);
+
+    sub.publish("cam1/set/detection", "ON");
+    sub.wait_latest("cam1/detection", "ON");
+    assert_eq!(tuning::store::read(&file).unwrap().detection, Some(true));
+    svc.warmed_up();
+    one_event(&cam, &svc, 0);
+    sub.wait("an event once armed", "cam1/events", |g| {
+        g.json()["kind"] == "start"
+    });
 }
 
 /// The inodes of the TCP sockets `pid` holds.

@@ -176,6 +176,7 @@ impl Got {
 /// Assistant would see. With `persistent`, its session (and the QoS 1 messages for it)
 /// outlives a broker restart. Stopped on drop.
 pub struct Subscriber {
+    client: Client,
     got: Arc<Mutex<Vec<Got>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -197,8 +198,9 @@ impl Subscriber {
         let (client, mut conn) = Client::new(o, 16);
         let got = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (g2, s2) = (Arc::clone(&got), Arc::clone(&stop));
+        let (g2, s2, c2) = (Arc::clone(&got), Arc::clone(&stop), client.clone());
         let thread = std::thread::spawn(move || {
+            let client = c2;
             while !s2.load(Ordering::Relaxed) {
                 match conn.recv_timeout(Duration::from_millis(100)) {
                     Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
@@ -216,10 +218,21 @@ impl Subscriber {
             let _ = client.try_disconnect();
         });
         Subscriber {
+            client,
             got,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Publishes `payload` on `topic` (QoS 1, not retained), as Home Assistant sends a command.
+    ///
+    /// # Panics
+    /// The client's queue is full.
+    pub fn publish(&self, topic: &str, payload: &str) {
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .expect("publish");
     }
 
     /// Everything received so far, in order.

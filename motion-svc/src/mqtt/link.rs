@@ -34,6 +34,9 @@ const REQUEST_CHANNEL: usize = 4;
 /// A broker that stays away: one line per interval, with a count.
 static UNREACHABLE_LOG: ipc::throttle::LogThrottle =
     ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+/// Commands (anyone who may publish on the broker can send them): one line per interval.
+static COMMAND_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
 /// The queue dropping its oldest.
 pub(super) static QUEUE_FULL_LOG: ipc::throttle::LogThrottle =
     ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
@@ -130,12 +133,16 @@ async fn drive(
                 pause = FIRST_BACKOFF;
                 tracing::info!(broker = %format!("{}:{}", s.host, s.port), prefix = %s.prefix, "MQTT connected");
                 let _ = client.try_subscribe(shared.topics.ha_status.clone(), QoS::AtMostOnce);
+                let _ = client.try_subscribe(shared.topics.set_detection.clone(), QoS::AtLeastOnce);
                 lock(&shared.outbox).connected();
                 shared.wake.notify_one();
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 lock(&shared.outbox).acked();
                 shared.wake.notify_one();
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == shared.topics.set_detection => {
+                set_detection(&shared, &p.payload).await;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic == shared.topics.ha_status && p.payload.as_ref() == b"online" {
@@ -174,6 +181,48 @@ async fn drive(
                 }
                 pause = (pause * 2).min(s.reconnect_max);
             }
+        }
+    }
+}
+
+/// `<prefix>/set/detection`: `ON` arms, `OFF` disarms, written to the overrides file as the
+/// settings page writes it (the detection loop applies it from there, within a second, and
+/// the `detection` topic then says so). One command at a time: the connection is not read
+/// while the file is written, so a flood of commands waits in the broker, not here.
+async fn set_detection(shared: &Shared, payload: &[u8]) {
+    let on = match payload {
+        b"ON" => true,
+        b"OFF" => false,
+        other => {
+            if let Some(held_back) = COMMAND_LOG.check() {
+                tracing::warn!(
+                    held_back,
+                    "MQTT command {} ignored: {:?} is not ON or OFF",
+                    shared.topics.set_detection,
+                    String::from_utf8_lossy(&other[..other.len().min(32)])
+                );
+            }
+            return;
+        }
+    };
+    let path = shared.overrides_file.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        tuning::store::update(&path, |o| o.detection = Some(on)).map(|_| ())
+    })
+    .await;
+    if let Some(held_back) = COMMAND_LOG.check() {
+        let what = if on { "armed" } else { "disarmed" };
+        match written {
+            Ok(Ok(())) => tracing::info!(
+                held_back,
+                "MQTT command: detection {what} (written to the overrides file {})",
+                shared.overrides_file.display()
+            ),
+            Ok(Err(e)) => tracing::warn!(
+                held_back,
+                "MQTT command to set detection {what} not applied: {e}"
+            ),
+            Err(e) => tracing::warn!(held_back, "MQTT command not applied: {e}"),
         }
     }
 }

@@ -39,7 +39,8 @@ const ATTRIBUTES: usize = 1;
 const MOTION: usize = 2;
 const STATE: usize = 3;
 const POSTER: usize = 4;
-const DISCOVERY: usize = 5;
+const DETECTION: usize = 5;
+const DISCOVERY: usize = 6;
 
 /// The service's handle: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ struct Shared {
     settings: MqttSettings,
     topics: Topics,
     events_dir: PathBuf,
+    /// Where `<prefix>/set/detection` writes (the web UI's overrides file).
+    overrides_file: PathBuf,
     outbox: Mutex<Outbox>,
     /// Wakes the sender: something to send, or the link state changed.
     wake: Notify,
@@ -64,6 +67,7 @@ struct Facts {
     last_sent: Option<Instant>,
     last_analysed: u64,
     camera: &'static str,
+    armed: Option<bool>,
     /// Event starts per hour over the last 24 hours: `(hour since the epoch, count)`.
     hours: [(u64, u64); 24],
     posters_too_big: u64,
@@ -71,13 +75,14 @@ struct Facts {
 
 impl Mqtt {
     /// Starts the link's tasks on `tasks`; they stop when `stop` is cancelled (after saying
-    /// `offline`). `events_dir` is where the disk free is measured.
+    /// `offline`). `events_dir` is where the disk free is measured; `overrides_file` is where
+    /// the `set/detection` command writes.
     ///
     /// # Errors
     /// The TLS setup failed (a CA file that cannot be read or holds no certificate).
     pub fn start(
         settings: MqttSettings,
-        events_dir: PathBuf,
+        (events_dir, overrides_file): (PathBuf, PathBuf),
         tasks: &TaskTracker,
         stop: &CancellationToken,
     ) -> anyhow::Result<Mqtt> {
@@ -106,12 +111,14 @@ impl Mqtt {
                 settings,
                 topics,
                 events_dir,
+                overrides_file,
                 outbox: Mutex::new(outbox),
                 wake: Notify::new(),
                 facts: Mutex::new(Facts {
                     last_sent: None,
                     last_analysed: 0,
                     camera: "starting",
+                    armed: None,
                     hours: [(0, 0); 24],
                     posters_too_big: 0,
                 }),
@@ -195,13 +202,26 @@ impl Mqtt {
         self.shared.wake.notify_one();
     }
 
-    /// Called every second by the detection loop with the camera's state and the frames
-    /// analysed so far: sends the state when the camera's state changed or every
-    /// `state_interval`.
-    pub fn tick(&self, camera: &'static str, analysed: u64) {
+    /// Called every second by the detection loop with the camera's state, the frames
+    /// analysed so far and whether detection is armed: sends the state when the camera's
+    /// state changed or every `state_interval`, and the detection switch when it changed.
+    pub fn tick(&self, camera: &'static str, analysed: u64, armed: bool) {
         let s = &self.shared;
         let now = Instant::now();
         let mut f = lock(&s.facts);
+        if f.armed != Some(armed) {
+            f.armed = Some(armed);
+            let on_off: &[u8] = if armed { b"ON" } else { b"OFF" };
+            lock(&s.outbox).set(
+                DETECTION,
+                Message {
+                    topic: s.topics.detection.clone(),
+                    payload: on_off.to_vec(),
+                    retain: true,
+                },
+            );
+            s.wake.notify_one();
+        }
         let due = f
             .last_sent
             .is_none_or(|t| now.duration_since(t) >= s.settings.state_interval);

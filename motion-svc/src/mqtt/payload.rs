@@ -28,6 +28,10 @@ pub struct Topics {
     pub attributes: String,
     /// Home Assistant's birth message (`online` when it starts).
     pub ha_status: String,
+    /// Armed or not: `ON` / `OFF`, retained.
+    pub detection: String,
+    /// The command that arms (`ON`) or disarms (`OFF`).
+    pub set_detection: String,
 }
 
 impl Topics {
@@ -42,6 +46,8 @@ impl Topics {
             state: format!("{p}/state"),
             attributes: format!("{p}/attributes"),
             ha_status: format!("{}/status", s.discovery_prefix),
+            detection: format!("{p}/detection"),
+            set_detection: format!("{p}/set/detection"),
         }
     }
 }
@@ -68,6 +74,18 @@ fn entities(t: &Topics) -> Vec<(&'static str, &'static str, Value)> {
                 "payload_on": "ON",
                 "payload_off": "OFF",
                 "json_attributes_topic": t.attributes,
+            }),
+        ),
+        (
+            "switch",
+            "detection",
+            json!({
+                "name": "Detection",
+                "command_topic": t.set_detection,
+                "state_topic": t.detection,
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "icon": "mdi:shield-home",
             }),
         ),
         (
@@ -248,7 +266,7 @@ mod tests {
         let s = settings();
         let t = Topics::new(&s);
         let all = discovery(&s, &t);
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 7);
         let mut ids = std::collections::HashSet::new();
         for (topic, payload) in &all {
             let v: Value = serde_json::from_slice(payload).unwrap();
@@ -267,6 +285,8 @@ mod tests {
         }
         let motion: Value = serde_json::from_slice(&all[0].1).unwrap();
         assert_eq!(motion["device_class"], "motion");
+        let switch: Value = serde_json::from_slice(&all[1].1).unwrap();
+        assert_eq!(switch["command_topic"], "garden/set/detection");
         let a: Value = serde_json::from_slice(&attributes(&s)).unwrap();
         assert_eq!(a["stream_url"], "http://cam.local:8080/stream.mjpg");
     }

@@ -137,7 +137,11 @@ impl Detection {
     /// counts of what the throttles held back.
     pub(super) fn on_tick(&self, client: &FrameClient, mqtt: Option<&Mqtt>, log: bool) {
         if let Some(m) = mqtt {
-            m.tick(self.camera_state, self.analyzer.selection().analysed);
+            m.tick(
+                self.camera_state,
+                self.analyzer.selection().analysed,
+                self.armed,
+            );
         }
         self.report(client, mqtt, log);
         for (throttle, what) in &THROTTLED {

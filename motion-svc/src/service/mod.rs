@@ -87,7 +87,10 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mqtt = rc
         .mqtt
         .clone()
-        .map(|m| Mqtt::start(m, settings.events_dir.clone(), &tasks, &stop))
+        .map(|m| {
+            let files = (settings.events_dir.clone(), rc.base.overrides_file.clone());
+            Mqtt::start(m, files, &tasks, &stop)
+        })
         .transpose()?;
     let herald = Herald::new(settings.events_dir.clone(), hooks, mqtt.clone());
     let mut det = Detection::new(recorder, Analyzer::new(settings)?, counter);
