@@ -191,6 +191,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     let paths = capture_svc::service::Paths {
         region: args.common.region_path(),
         socket: args.common.socket_path(),
+        runtime_dir: args.common.runtime_dir.clone(),
         probe,
     };
     let shim = std::env::current_exe().ok();

@@ -29,6 +29,8 @@ pub struct Paths {
     pub region: PathBuf,
     /// The announce socket.
     pub socket: PathBuf,
+    /// The runtime directory, whose `status/` holds the status record ([`ipc::status`]).
+    pub runtime_dir: PathBuf,
     /// Where to look for a camera ([`Probe::system`] but in tests).
     pub probe: Probe,
 }
@@ -77,6 +79,7 @@ pub async fn run(
     let garbage_expected = matches!(spec, SourceSpec::Http { .. });
     let status_task = status_loop(
         stats.clone(),
+        &paths.runtime_dir,
         cfg.stall_timeout(),
         attempt_bound(&cfg),
         garbage_expected,
@@ -213,6 +216,7 @@ fn open_outputs(
 /// `garbage_expected`: HTTP multipart framing, whose garbage is logged at debug level.
 async fn status_loop(
     stats: Arc<Mutex<CaptureStats>>,
+    runtime_dir: &std::path::Path,
     stall: Duration,
     attempt: Duration,
     garbage_expected: bool,
@@ -223,12 +227,17 @@ async fn status_loop(
     let tick = wd.unwrap_or(STATUS_PERIOD).min(Duration::from_secs(1));
     let mut last_status = Instant::now();
     let mut last_count = 0u64;
+    let mut record = StatusRecord::new(runtime_dir);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                record.write(&stats.lock().expect("stats lock"), true);
+                return;
+            }
         }
         let s = stats.lock().expect("stats lock").clone();
+        record.write(&s, false);
         let flowing = s.last_frame.is_some_and(|t| t.elapsed() < stall);
         if wd.is_some() && (flowing || s.restarting(Instant::now(), attempt)) {
             notifier.watchdog();
@@ -242,6 +251,60 @@ async fn status_loop(
             last_status = Instant::now();
             notifier.status(&status_line(&s, fps));
         }
+    }
+}
+
+/// capture-svc's status record ([`ipc::status`]), written every tick of the status loop.
+struct StatusRecord {
+    writer: Option<ipc::status::StatusWriter>,
+    detail: ipc::status::Detail,
+    fps: ipc::status::RateMeter,
+}
+
+impl StatusRecord {
+    fn new(runtime_dir: &std::path::Path) -> StatusRecord {
+        let writer =
+            ipc::status::StatusWriter::open_or_warn(runtime_dir, ipc::status::Service::Capture);
+        StatusRecord {
+            writer,
+            detail: ipc::status::Detail::Capture(Default::default()),
+            fps: ipc::status::RateMeter::default(),
+        }
+    }
+
+    /// Writes the record from `s` (`stopped`: the last one, as the service stops).
+    fn write(&mut self, s: &CaptureStats, stopped: bool) {
+        use ipc::status::CameraState as Cam;
+        let Some(writer) = &mut self.writer else {
+            return;
+        };
+        let ipc::status::Detail::Capture(d) = &mut self.detail else {
+            unreachable!("capture-svc's record holds capture's detail")
+        };
+        d.camera = match &s.state {
+            None | Some(CameraState::Starting) => Cam::Starting,
+            Some(CameraState::Streaming) => Cam::Streaming,
+            Some(CameraState::Stalled) => Cam::Stalled,
+            Some(CameraState::Restarting { reason }) => {
+                writer.set_last_error(reason);
+                Cam::Restarting
+            }
+            Some(CameraState::Failed { reason }) => {
+                writer.set_last_error(reason);
+                Cam::Failed
+            }
+        };
+        if d.source != ipc::status::cut_text(&s.source) {
+            d.source.clear();
+            d.source.push_str(ipc::status::cut_text(&s.source));
+        }
+        d.frames_in = s.published;
+        d.fps_in = self.fps.rate(s.published, ipc::service::monotonic_ns());
+        d.splitter_garbage_bytes = s.split.garbage_bytes;
+        d.splitter_dropped = s.split.dropped() + s.over_capacity;
+        d.frames_refused = s.refused.total();
+        d.camera_restarts = s.restarts;
+        writer.publish(&self.detail, stopped);
     }
 }
 

@@ -173,6 +173,35 @@ fn synthetic_streams_and_sigterm_cleans_up() {
     assert!(!svc.region().exists(), "region removed");
 }
 
+/// The status record (`ipc::status`): streaming with frames and a rate while the camera runs,
+/// and marked stopped after SIGTERM, so web-svc says "not running since" at once.
+#[test]
+fn the_status_record_follows_the_camera_and_says_stopped_at_exit() {
+    use ipc::status::{CameraState as Cam, Detail, Service as S};
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Svc::start(dir, &["--source", "synthetic", "--fps", "20"], &[]);
+    let run = svc.dir.path().join("run");
+    let mut last = None;
+    let streaming = poll(Duration::from_secs(20), || {
+        last = ipc::status::read(&run, S::Capture).ok();
+        last.as_ref().is_some_and(|r| {
+            matches!(&r.record.detail, Detail::Capture(c)
+                if c.camera == Cam::Streaming && c.frames_in > 0 && c.fps_in > 0.0)
+        })
+    });
+    assert!(streaming, "{last:?}; log:\n{}", svc.log_text());
+    let r = last.unwrap();
+    assert!(r.running(), "{r:?}");
+    assert_eq!(r.record.pid, svc.svc.pid());
+    let Detail::Capture(c) = &r.record.detail else {
+        unreachable!()
+    };
+    assert_eq!(c.source, "synthetic");
+    assert_eq!(svc.terminate(), Some(0));
+    let r = ipc::status::read(&run, S::Capture).unwrap();
+    assert!(r.record.stopped && !r.running(), "{r:?}");
+}
+
 #[test]
 fn a_second_instance_on_the_same_runtime_dir_refuses_and_the_first_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();

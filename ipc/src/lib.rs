@@ -7,6 +7,7 @@
 //! - [`jpeg`]: what a frame costs to decode, checked from its headers before anyone decodes it.
 //! - [`throttle`]: log lines an outsider can trigger, one per interval with a count.
 //! - [`heap`]: the counting global allocator every service installs.
+//! - [`status`]: the status record each service publishes and web-svc reads.
 //!
 //! All unsafe code of the project is in `region::raw` and in `heap`'s `GlobalAlloc` impl.
 
@@ -15,6 +16,7 @@ pub mod heap;
 pub mod jpeg;
 pub mod region;
 pub mod service;
+pub mod status;
 pub mod throttle;
 
 /// The region file's name inside the runtime directory.

@@ -133,6 +133,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let rc = RunConfig {
         socket_path: args.common.socket_path(),
+        runtime_dir: args.common.runtime_dir.clone(),
         settings,
         mqtt,
         base: config,

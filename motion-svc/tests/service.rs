@@ -382,6 +382,66 @@ fn motion_makes_one_complete_event_with_clip_poster_and_journal_records() {
     assert!(status.success(), "{status:?}");
 }
 
+/// motion-svc's status record (`ipc::status`), read as web-svc reads it.
+fn motion_record(dir: &Path) -> Option<(ipc::status::Reading, ipc::status::MotionStatus)> {
+    let r = ipc::status::read(&dir.join("run"), ipc::status::Service::Motion).ok()?;
+    match &r.record.detail {
+        ipc::status::Detail::Motion(m) => Some((r.clone(), m.clone())),
+        _ => None,
+    }
+}
+
+/// Waits until motion-svc's record passes `ok`; returns it.
+fn wait_record(
+    svc: &Svc,
+    dir: &Path,
+    what: &str,
+    ok: impl Fn(&ipc::status::Reading, &ipc::status::MotionStatus) -> bool,
+) -> ipc::status::MotionStatus {
+    let last = std::cell::RefCell::new(None);
+    wait_for(
+        what,
+        Duration::from_secs(30),
+        || {
+            let r = motion_record(dir);
+            let hit = r.as_ref().is_some_and(|(r, m)| ok(r, m));
+            *last.borrow_mut() = r;
+            hit
+        },
+        &|| format!("{:?}\n{}", last.borrow(), svc.log()),
+    );
+    last.into_inner().unwrap().1
+}
+
+/// The status record says what the loop does: frames analysed and their rate, recording during
+/// an event and its id, the clip's bytes after it, the disk; and "stopped" after SIGTERM.
+#[test]
+fn the_status_record_follows_detection_recording_and_shutdown() {
+    let (dir, cam) = setup();
+    let svc = Svc::start(dir.path(), &[]);
+    svc.background_learned();
+    let m = wait_record(&svc, dir.path(), "frames analysed", |r, m| {
+        r.running() && m.camera_ok && m.frames_analysed > 0 && m.analysed_fps > 0.0
+    });
+    assert!(m.disk_free_bytes > 0 && m.disk_used_bytes > 0, "{m:?}");
+    assert!(!m.recording && m.last_event_id.is_none(), "{m:?}");
+    cam.set_moving(true);
+    let m = wait_record(&svc, dir.path(), "recording", |_, m| m.recording);
+    let id = events(dir.path())[0].0.clone();
+    assert_eq!(m.last_event_id.as_deref(), Some(id.as_str()));
+    assert_eq!(m.events_total, 1);
+    cam.set_moving(false);
+    let m = wait_record(&svc, dir.path(), "the finished clip", |_, m| {
+        !m.recording && m.clip_bytes > 0
+    });
+    let clip = fs::metadata(dir.path().join("events").join(&id).join("clip.avi")).unwrap();
+    assert_eq!(m.clip_bytes, clip.len());
+    assert_eq!(m.clip_errors, 0);
+    assert!(svc.terminate().success());
+    let (r, _) = motion_record(dir.path()).unwrap();
+    assert!(r.record.stopped && !r.running(), "{r:?}");
+}
+
 #[test]
 fn sigkill_mid_event_leaves_an_event_that_the_next_start_marks_interrupted() {
     let (dir, cam) = setup();

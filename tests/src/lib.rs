@@ -7,6 +7,7 @@
 //! first, and [`bins::bin_dir`] finds them in the target directory beside the test executable.
 
 pub mod bins;
+pub mod browser;
 pub mod config_file;
 pub mod events;
 pub mod faults;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod events;
 pub mod fanout;
+pub mod health;
 pub mod offline;
 pub mod pages;
 pub mod routes;
@@ -135,6 +136,10 @@ pub async fn run(
     let feeder_stop = state.shutdown_token().cancelled_owned();
     tasks.spawn(fanout::Feeder::new(hub.clone()).run(client, feeder_stop));
     tasks.spawn(routes::flush_outsider_logs_until(state.shutdown_token()));
+    tasks.spawn(health::run_health(
+        state.clone(),
+        state.0.runtime_dir.clone(),
+    ));
     let st = state.clone();
     let stopped = state.shutdown_token();
     tasks.spawn(async move {

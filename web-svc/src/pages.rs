@@ -43,8 +43,14 @@ pub fn page(title: &str, nav: bool, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{} - mecam</title><style>{CSS}</style></head><body>{menu}<main>{body}</main></body></html>",
-        esc(title)
+         <title>{} - mecam</title><style>{CSS}{health_css}</style></head><body>{menu}{banner}<main>{body}</main></body></html>",
+        esc(title),
+        health_css = crate::health::CSS,
+        banner = if nav {
+            crate::health::banner_html()
+        } else {
+            String::new()
+        },
     )
 }
 
@@ -58,7 +64,7 @@ pub fn login(message: Option<&str>) -> String {
         false,
         &format!(
             "<h1>Log in</h1>{msg}<form method=\"post\" action=\"/login\">\
-             <input type=\"hidden\" name=\"username\" value=\"admin\">\
+             <p><label>User name<br><input id=\"username\" name=\"username\" value=\"admin\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required></label></p>\
              <p><label>Password<br><input id=\"password\" type=\"password\" name=\"password\" autocomplete=\"current-password\" autofocus required></label></p>\
              <p><button id=\"login\" type=\"submit\">Log in</button></p></form>"
         ),
@@ -94,11 +100,15 @@ fn when(ms: Option<u64>) -> String {
 
 /// One event as a card.
 pub fn event_card(e: &EventInfo) -> String {
+    let recording = e.state == Shown::Recording;
     let poster = if e.has_poster {
         format!(
             "<img loading=\"lazy\" src=\"/events/{0}/poster.jpg\" alt=\"poster of {0}\">",
             esc(&e.id)
         )
+    } else if recording {
+        // The poster is written at the end: meanwhile the picture of now.
+        "<img loading=\"lazy\" src=\"/snapshot.jpg\" alt=\"live picture of the event being recorded\">".into()
     } else {
         "<p>(no poster)</p>".into()
     };
@@ -113,14 +123,20 @@ pub fn event_card(e: &EventInfo) -> String {
          <div>{dur} s, largest object {score} % of the frame</div></div>",
         id = esc(&e.id),
         when = when(m.map(|m| m.start_unix_ms)),
-        dur = m.map_or("?".into(), |m| format!("{:.1}", m.duration_s)),
+        dur = m.map_or("?".into(), |m| if recording {
+            // duration_s is written at the end: the time so far.
+            let so_far = ::events::now_unix_ms().saturating_sub(m.start_unix_ms) / 1000;
+            format!("recording for {so_far}")
+        } else {
+            format!("{:.1}", m.duration_s)
+        }),
         score = m.map_or("?".into(), |m| format!("{:.1}", m.peak_score)),
     )
 }
 
-/// The dashboard; `disk` says whether events can be recorded (a banner when not, kept
-/// current by the status poll).
-pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
+/// The dashboard; `disk` says whether events can be recorded (a banner when not), `health`
+/// how each service is (`crate::health`); the status area is kept current by its script.
+pub fn dashboard(latest: &[EventInfo], disk: &DiskState, health: &crate::health::Health) -> String {
     let cards: String = latest.iter().map(event_card).collect();
     let (hidden, problem) = match &disk.problem {
         Some(p) => ("", esc(p)),
@@ -131,17 +147,13 @@ pub fn dashboard(latest: &[EventInfo], disk: &DiskState) -> String {
         true,
         &format!(
             "<p class=\"bad\" id=\"disk\"{hidden}><b>{problem}</b></p>\
-             <img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
              <p id=\"status\">camera: <span id=\"cam\">?</span> · <span id=\"fps\">?</span> fps · \
-             motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>\
+             motion: <span id=\"motion\">?</span> · viewers: <span id=\"viewers\">?</span></p>{health}\
+             <img class=\"live\" id=\"live\" src=\"/stream.mjpg\" alt=\"live view\">\
              <h2>Latest events</h2><div class=\"grid\">{cards}</div><p><a href=\"/events\">All events</a></p>\
-             <script>async function s(){{try{{const r=await fetch('/api/status');if(r.ok){{const j=await r.json();\
-             document.getElementById('cam').textContent=j.camera.state;\
-             document.getElementById('fps').textContent=j.fps.toFixed(1);\
-             document.getElementById('motion').textContent=j.motion.active?'MOTION NOW':'none';\
-             document.getElementById('viewers').textContent=j.viewers;\
-             const d=document.getElementById('disk');d.hidden=!j.disk.problem;\
-             d.firstChild.textContent=j.disk.problem||'';}}}}catch(e){{}}}}s();setInterval(s,2000);</script>"
+             <script>{js}</script>",
+            health = health.html(),
+            js = crate::health::JS,
         ),
     )
 }

@@ -24,6 +24,9 @@ pub struct Inner {
     pub hub: Arc<Hub>,
     /// The announce socket of capture-svc.
     pub socket_path: PathBuf,
+    /// The runtime directory (the socket's), whose `status/` holds the services' status
+    /// records (`crate::health`).
+    pub runtime_dir: PathBuf,
     /// The admin password file.
     pub(crate) passwords: PasswordStore,
     /// The one-time setup code, asked for while no password is set.
@@ -60,6 +63,9 @@ impl AppState {
         let tls = config.tls_cert.is_some();
         AppState(Arc::new(Inner {
             hub: Arc::new(Hub::default()),
+            runtime_dir: socket_path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), PathBuf::from),
             socket_path,
             passwords: PasswordStore::new(&config.state_dir),
             setup_code: SetupCode::new(&config.state_dir),

@@ -161,6 +161,8 @@ pub struct Recorder {
     dropped: Arc<AtomicU64>,
     /// The events disk as the writer last saw it.
     disk: Arc<Mutex<DiskState>>,
+    /// Events the storage limits deleted (the writer counts them).
+    retention_deleted: Arc<AtomicU64>,
 }
 
 impl Recorder {
@@ -192,6 +194,7 @@ impl Recorder {
         let pool_back = pool_tx.clone();
         let mut writer = Writer::new(config, clips, pool_tx, report_tx, dropped.clone());
         let disk = Arc::clone(&writer.disk_shared);
+        let retention_deleted = Arc::clone(&writer.retention_deleted);
         writer.check_disk();
         let thread = std::thread::Builder::new()
             .name("motion-writer".into())
@@ -205,12 +208,18 @@ impl Recorder {
             stats: RecorderStats::default(),
             dropped,
             disk,
+            retention_deleted,
         })
     }
 
     /// The events disk as the writer last saw it.
     pub fn disk(&self) -> DiskState {
         self.disk.lock().expect("disk state poisoned").clone()
+    }
+
+    /// Events the storage limits deleted since start.
+    pub fn retention_deletions(&self) -> u64 {
+        self.retention_deleted.load(Ordering::Relaxed)
     }
 
     /// Counters.

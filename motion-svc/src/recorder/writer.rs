@@ -67,6 +67,8 @@ pub(super) struct Writer {
     pub(super) dropped: Arc<AtomicU64>,
     pub(super) disk: DiskState,
     pub(super) disk_shared: Arc<Mutex<DiskState>>,
+    /// Events the storage limits deleted, shared with [`super::Recorder::retention_deletions`].
+    pub(super) retention_deleted: Arc<AtomicU64>,
     pub(super) last_disk_check: Instant,
     pub(super) recovery_pending: bool,
     /// Final metadata that could not be written: (folder, metadata), written again later.
@@ -108,6 +110,7 @@ impl Writer {
             dropped,
             disk: DiskState::Ok,
             disk_shared: Arc::default(),
+            retention_deleted: Arc::default(),
             last_disk_check: Instant::now(),
             recovery_pending,
             pending_meta: std::collections::VecDeque::with_capacity(MAX_PENDING_META),
@@ -422,11 +425,15 @@ impl Writer {
             events::now_unix_ms(),
             &|| events::free_bytes(&dir),
         ) {
-            Ok(deleted) if !deleted.is_empty() => tracing::info!(
-                "storage limits: deleted {} old event(s): {}",
-                deleted.len(),
-                deleted.join(", ")
-            ),
+            Ok(deleted) if !deleted.is_empty() => {
+                self.retention_deleted
+                    .fetch_add(deleted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    "storage limits: deleted {} old event(s): {}",
+                    deleted.len(),
+                    deleted.join(", ")
+                );
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!("storage limits: {e}"),
         }

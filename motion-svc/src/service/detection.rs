@@ -44,7 +44,7 @@ pub(super) struct Detection {
     pub(super) gate: FrameGate,
     /// The region generation of the last hello: a new one is a capture restart.
     generation: Option<u64>,
-    camera_ok: bool,
+    pub(super) camera_ok: bool,
     /// The camera's state as MQTT reports it: `streaming`, capture's state name, or `away`.
     camera_state: &'static str,
     /// The event in progress: its id.
@@ -55,7 +55,7 @@ pub(super) struct Detection {
     /// (monotonic ns, wall ns) of the last frame: converts event times to wall clock.
     clock: (u64, u64),
     /// Events started.
-    events: u64,
+    pub(super) events: u64,
     /// The last event id's counter.
     counter: u32,
     /// Armed (the overrides' `detection`): disarmed, motion starts no event.

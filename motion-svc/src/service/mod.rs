@@ -27,6 +27,7 @@ use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 
 mod detection;
 mod gate;
+mod health;
 mod overrides;
 mod status;
 #[cfg(test)]
@@ -35,6 +36,7 @@ mod watchdog;
 
 use detection::Detection;
 pub use gate::FrameGate;
+use health::Health;
 use overrides::Tuner;
 pub use watchdog::Progress;
 use watchdog::spawn_watchdog;
@@ -50,6 +52,8 @@ pub const STATUS_LOG_EVERY: Duration = Duration::from_secs(600);
 pub struct RunConfig {
     /// The announce socket of capture-svc.
     pub socket_path: PathBuf,
+    /// The runtime directory, whose `status/` gets this service's status record.
+    pub runtime_dir: PathBuf,
     /// The `[motion]` section with flags applied, validated.
     pub settings: Settings,
     /// The `[mqtt]` section, validated; `None` (MQTT off): nothing of MQTT runs.
@@ -114,8 +118,10 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
 
     let mqtt = mqtt.as_ref();
     let mut ends = Ends { tuner, preview };
+    let mut health = Health::new(&rc.runtime_dir, &settings.events_dir);
     detect(
         &mut det,
+        &mut health,
         &mut client,
         (&herald, mqtt),
         &progress,
@@ -130,6 +136,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     det.report(&client, mqtt, true);
     close_recorder(det.recorder, &herald).await;
+    health.write_stopped();
     drain(&tasks, &stop, settings.hooks.shutdown_grace).await;
     tracing::info!("motion-svc stopped");
     Ok(())
@@ -192,9 +199,10 @@ async fn preview_conn(p: Option<&PreviewSocket>) -> Option<tokio::net::UnixStrea
 
 /// The loop, until `shutdown`: camera events through `det`, the recorder's reports to the
 /// herald, preview requests, and a tick at least every [`TICK`] (which also looks at the
-/// overrides file).
+/// overrides file, and writes the status record: `health`).
 async fn detect(
     det: &mut Detection,
+    health: &mut Health,
     client: &mut FrameClient,
     (herald, mqtt): (&Herald, Option<&Mqtt>),
     progress: &Progress,
@@ -211,6 +219,7 @@ async fn detect(
             () = &mut shutdown => return,
             Some(report) = det.recorder.next_report() => {
                 herald.tell(&report);
+                health.on_report(&report);
                 continue;
             }
             Some(conn) = preview_conn(ends.preview.as_ref()) => {
@@ -229,6 +238,7 @@ async fn detect(
                 last_status_log = tokio::time::Instant::now();
             }
             det.on_tick(client, mqtt, log);
+            health.write(det, client);
             if let Some(change) = ends.tuner.poll() {
                 det.retune(&change.settings, change.armed);
             }

@@ -24,18 +24,20 @@ pub(super) async fn dashboard(State(state): State<AppState>) -> Result<Html<Stri
         state.0.config.events_dir.clone(),
         state.0.config.events_min_free_bytes(),
     );
-    let (latest, disk) = tokio::task::spawn_blocking(move || {
+    let runtime_dir = state.0.runtime_dir.clone();
+    let (latest, disk, health) = tokio::task::spawn_blocking(move || {
         let latest = store
             .ids()
             .iter()
             .take(DASHBOARD_EVENTS)
             .filter_map(|id| store.info(id).ok())
             .collect::<Vec<_>>();
-        (latest, crate::events::disk_state(&dir, min_free))
+        let health = crate::health::Health::read(&runtime_dir);
+        (latest, crate::events::disk_state(&dir, min_free), health)
     })
     .await
     .map_err(|e| WebError::Internal(e.to_string()))?;
-    Ok(Html(pages::dashboard(&latest, &disk)))
+    Ok(Html(pages::dashboard(&latest, &disk, &health)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
 //! `/metrics`: the service's counters and gauges in the Prometheus text format (version
-//! 0.0.4), encoded by `prometheus-client`.
+//! 0.0.4), encoded by `prometheus-client`, and capture-svc's and motion-svc's from their
+//! status records (`crate::health::metrics`).
 //!
 //! The values live where they change (the fan-out hub's atomics, the login limiter, the
 //! password checker, the session table): one table (`METRICS`) names each one, its help, its
@@ -191,8 +192,22 @@ impl Collector for Snapshot {
 /// # Errors
 /// The encoder failed (it writes to a `String`, so only on a bug in it).
 pub fn render(state: &AppState) -> Result<String, std::fmt::Error> {
-    let mut registry = Registry::with_prefix(PREFIX);
-    registry.register_collector(Box::new(Snapshot(state.clone())));
+    let mut registry = Registry::default();
+    registry
+        .sub_registry_with_prefix(PREFIX)
+        .register_collector(Box::new(Snapshot(state.clone())));
+    // capture-svc's and motion-svc's, from their status records.
+    for (prefix, service) in [
+        ("mecam_capture", ipc::status::Service::Capture),
+        ("mecam_motion", ipc::status::Service::Motion),
+    ] {
+        registry
+            .sub_registry_with_prefix(prefix)
+            .register_collector(Box::new(crate::health::metrics::ServiceMetrics {
+                runtime_dir: state.0.runtime_dir.clone(),
+                service,
+            }));
+    }
     let mut out = String::with_capacity(4096);
     prometheus_text::encode(&mut out, &registry)?;
     Ok(out)

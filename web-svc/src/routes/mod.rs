@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod events;
+pub mod favicon;
 pub mod live;
 pub mod metrics;
 pub mod origin;
@@ -86,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/favicon.ico", get(favicon::favicon))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .merge(protected)
@@ -94,6 +96,7 @@ pub fn app(state: AppState) -> Router {
             origin::check_origin,
         ))
         .layer(DefaultBodyLimit::max(state.0.config.max_body_bytes))
+        .layer(middleware::from_fn(api::json_errors))
         .with_state(state)
 }
 

@@ -9,7 +9,7 @@ use crate::harness::{Dirs, Web, make_frames, set_password};
 
 const PW: &str = "events test password";
 
-fn write_event(events: &Path, id: &str, state: &str, frames: &[Vec<u8>]) {
+pub(crate) fn write_event(events: &Path, id: &str, state: &str, frames: &[Vec<u8>]) {
     let dir = events.join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let mut avi = ::events::avi::AviWriter::create(&dir.join("clip.avi"), 160, 120, 10.0).unwrap();

@@ -2,13 +2,16 @@
 //! in-test camera publishing through the real region and announce socket.
 
 mod access;
+mod api;
 mod browser;
 mod connections;
 mod disk;
 mod events;
 mod harness;
+mod health;
 mod hub;
 mod metrics;
+mod page_weight;
 mod settings;
 mod startup;
 mod stream;

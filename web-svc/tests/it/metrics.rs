@@ -23,9 +23,68 @@ fn scrape() -> (String, Option<String>) {
     poll(Duration::from_secs(20), "a live snapshot", || {
         http::get(web.addr, "/snapshot.jpg", Some(&cookie)).is_ok_and(|r| r.status == 200)
     });
+    write_records(&dirs.run());
     let r = http::get(web.addr, "/metrics", Some(&cookie)).unwrap();
     assert_eq!(r.status, 200);
     (r.text(), r.header("content-type").map(str::to_owned))
+}
+
+/// Fresh status records of capture-svc and motion-svc (the test camera writes none), so that
+/// `/metrics` serves all three services' families.
+pub(crate) fn write_records(run: &std::path::Path) {
+    use ipc::status::{CameraState, CaptureStatus, Detail, MotionStatus, Service, StatusWriter};
+    let capture = Detail::Capture(CaptureStatus {
+        camera: CameraState::Streaming,
+        source: "test".into(),
+        frames_in: 1200,
+        fps_in: 14.97,
+        camera_restarts: 1,
+        ..CaptureStatus::default()
+    });
+    let motion = Detail::Motion(MotionStatus {
+        camera_ok: true,
+        frames_in: 1200,
+        frames_analysed: 400,
+        analysed_fps: 5.0,
+        events_total: 2,
+        last_event_unix_ms: Some(1_764_000_000_000),
+        clip_bytes: 123_456,
+        disk_used_bytes: 1 << 30,
+        disk_free_bytes: 3 << 30,
+        ..MotionStatus::default()
+    });
+    for (service, detail) in [(Service::Capture, capture), (Service::Motion, motion)] {
+        StatusWriter::new(run, service)
+            .unwrap()
+            .write(&detail)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_service_that_stopped_is_up_0_with_nothing_else() {
+    let (text, _) = scrape();
+    assert_eq!(metric(&text, "mecam_motion_up"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "mecam_capture_fps"), Some(14.97), "{text}");
+    assert_eq!(
+        metric(&text, "mecam_motion_events_total"),
+        Some(2.0),
+        "{text}"
+    );
+    let dirs = Dirs::new("");
+    set_password(&dirs, PW);
+    let web = Web::start(&dirs);
+    let cookie = http::login(web.addr, "admin", PW).unwrap();
+    write_records(&dirs.run());
+    let mut w = ipc::status::StatusWriter::new(&dirs.run(), ipc::status::Service::Motion).unwrap();
+    w.write_stopped(&ipc::status::Detail::Motion(Default::default()))
+        .unwrap();
+    let text = http::get(web.addr, "/metrics", Some(&cookie))
+        .unwrap()
+        .text();
+    assert_eq!(metric(&text, "mecam_motion_up"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "mecam_motion_events_total"), None, "{text}");
+    assert_eq!(metric(&text, "mecam_capture_up"), Some(1.0), "{text}");
 }
 
 /// The metric families of a Prometheus text exposition, from its `# TYPE` lines.
@@ -89,14 +148,14 @@ fn every_metric_served_is_in_the_readme_with_its_type_and_back() {
     let (text, _) = scrape();
     let served = families(&text);
     let readme = include_str!("../../README.md");
-    // The README's metrics table: "| `mecam_web_NAME` | TYPE | help |".
+    // The README's metrics tables: "| `mecam_SERVICE_NAME` | TYPE | help |".
     let documented: Vec<(String, String)> = readme
         .lines()
-        .filter_map(|l| l.strip_prefix("| `mecam_web_"))
+        .filter_map(|l| l.strip_prefix("| `mecam_"))
         .filter_map(|l| {
             let (name, rest) = l.split_once("` | ")?;
             let kind = rest.split(" |").next()?;
-            Some((format!("mecam_web_{name}"), kind.trim().to_owned()))
+            Some((format!("mecam_{name}"), kind.trim().to_owned()))
         })
         .collect();
     assert_eq!(
