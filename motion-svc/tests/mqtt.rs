@@ -493,6 +493,15 @@ fn set_detection_disarms_and_arms_through_the_overrides_file() {
     });
 }
 
+/// The MQTT part of motion-svc's status record in `dir`'s runtime directory.
+fn motion_mqtt_record(dir: &Path) -> Option<ipc::status::MqttStatus> {
+    let r = ipc::status::read(&dir.join("run"), ipc::status::Service::Motion).ok()?;
+    match r.record.detail {
+        ipc::status::Detail::Motion(m) => m.mqtt,
+        _ => None,
+    }
+}
+
 /// The inodes of the TCP sockets `pid` holds.
 fn tcp_sockets(pid: u32) -> Vec<String> {
     let mine: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
@@ -523,6 +532,14 @@ fn with_mqtt_off_no_mqtt_runs() {
     let svc = Svc::start(dir.path(), "motion-svc", "");
     let status = svc.wait_status("a status line", |s| analysed(s) > 0);
     assert!(!status.contains("mqtt"), "{status}");
+    poll::wait("a status record", WAIT, || {
+        ipc::status::read(&dir.path().join("run"), ipc::status::Service::Motion).is_ok()
+    });
+    assert_eq!(
+        motion_mqtt_record(dir.path()),
+        None,
+        "no MQTT in the record"
+    );
     assert!(tcp_sockets(svc.svc.pid()).is_empty());
     assert!(!svc.log().to_lowercase().contains("mqtt"), "{}", svc.log());
 }

@@ -238,7 +238,7 @@ async fn detect(
                 last_status_log = tokio::time::Instant::now();
             }
             det.on_tick(client, mqtt, log);
-            health.write(det, client);
+            health.write(det, client, mqtt);
             if let Some(change) = ends.tuner.poll() {
                 det.retune(&change.settings, change.armed);
             }
