@@ -197,13 +197,13 @@ fn home_assistant_finds_the_camera_and_sees_motion_events_the_poster_and_the_las
     let keys = mqtt_keys(dir.path(), &broker.url(), "");
     let svc = Svc::start(dir.path(), "motion-svc", &keys);
 
-    // Discovery: seven retained configs, one device, unique ids, state and availability topics.
-    poll::wait("seven discovery configs", WAIT, || {
+    // Discovery: nine retained configs, one device, unique ids, state and availability topics.
+    poll::wait("nine discovery configs", WAIT, || {
         sub.all()
             .iter()
             .filter(|g| g.topic.starts_with("homeassistant/"))
             .count()
-            >= 7
+            >= 9
     });
     let configs: Vec<Got> = sub
         .all()
@@ -262,6 +262,9 @@ fn home_assistant_finds_the_camera_and_sees_motion_events_the_poster_and_the_las
         .json();
     assert!(state["disk_free_mib"].as_u64().unwrap() > 0, "{state}");
     assert_eq!(state["events_24h"], 0);
+    // No capture-svc or web-svc here (the test's camera writes no status record).
+    assert_eq!(state["capture"], "not running");
+    assert_eq!(state["web"], "not running");
 
     // A scripted event: motion ON, the start with the poster, then the end and motion OFF.
     svc.warmed_up();
@@ -304,7 +307,7 @@ fn home_assistant_finds_the_camera_and_sees_motion_events_the_poster_and_the_las
             .iter()
             .filter(|g| g.topic.starts_with("homeassistant/"))
             .count()
-            >= 7
+            >= 9
             && retained.iter().all(|t| !late.on(t).is_empty())
     });
     // The first message of each topic came from the broker's store (later ones may be new).

@@ -18,7 +18,7 @@ fn sigkill_of_motion_says_offline_through_the_last_will_and_online_after_the_res
     let broker = Broker::start(&dir.path().join("broker"));
     let sub = Subscriber::start(&broker, false);
     let config = format!(
-        "[capture]\n[motion]\n[web]\n[mqtt]\nurl = {:?}\nuser = {USER:?}\npassword_file = \"/etc/mecam/mqtt.pass\"\ntopic_prefix = \"ct\"\n",
+        "[capture]\n[motion]\n[web]\n[mqtt]\nurl = {:?}\nuser = {USER:?}\npassword_file = \"/etc/mecam/mqtt.pass\"\ntopic_prefix = \"ct\"\nstate_interval_s = 1\n",
         broker.url()
     );
     let opts = MecamOptions {
@@ -36,6 +36,11 @@ fn sigkill_of_motion_says_offline_through_the_last_will_and_online_after_the_res
     let m = Mecam::start(opts).expect("mecam under systemd");
     sub.wait_latest("ct/availability", "online");
     poll_discovery(&sub);
+    // The health of all three, from their status records.
+    sub.wait("all three running", "ct/state", |g| {
+        let s = g.json();
+        s["capture"] == "running" && s["web"] == "running" && s["camera"] == "streaming"
+    });
 
     let before = sub.on("ct/availability").len();
     let old = m.ct.kill_main(MOTION, "KILL").unwrap();

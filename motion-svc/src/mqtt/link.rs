@@ -205,7 +205,7 @@ async fn set_detection(shared: &Shared, payload: &[u8]) {
             return;
         }
     };
-    let path = shared.overrides_file.clone();
+    let path = shared.paths.overrides_file.clone();
     let written = tokio::task::spawn_blocking(move || {
         tuning::store::update(&path, |o| o.detection = Some(on)).map(|_| ())
     })
@@ -216,7 +216,7 @@ async fn set_detection(shared: &Shared, payload: &[u8]) {
             Ok(Ok(())) => tracing::info!(
                 held_back,
                 "MQTT command: detection {what} (written to the overrides file {})",
-                shared.overrides_file.display()
+                shared.paths.overrides_file.display()
             ),
             Ok(Err(e)) => tracing::warn!(
                 held_back,

@@ -42,6 +42,17 @@ const POSTER: usize = 4;
 const DETECTION: usize = 5;
 const DISCOVERY: usize = 6;
 
+/// The files MQTT reads or writes besides the network.
+#[derive(Debug, Clone)]
+pub struct MqttPaths {
+    /// Where the disk free is measured (the events folder).
+    pub events_dir: PathBuf,
+    /// Where `<prefix>/set/detection` writes (the web UI's overrides file).
+    pub overrides_file: PathBuf,
+    /// Holds `status/`: the other services' status records, for their health.
+    pub runtime_dir: PathBuf,
+}
+
 /// The service's handle: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
 pub struct Mqtt {
@@ -52,9 +63,7 @@ pub struct Mqtt {
 struct Shared {
     settings: MqttSettings,
     topics: Topics,
-    events_dir: PathBuf,
-    /// Where `<prefix>/set/detection` writes (the web UI's overrides file).
-    overrides_file: PathBuf,
+    paths: MqttPaths,
     outbox: Mutex<Outbox>,
     /// Wakes the sender: something to send, or the link state changed.
     wake: Notify,
@@ -75,14 +84,13 @@ struct Facts {
 
 impl Mqtt {
     /// Starts the link's tasks on `tasks`; they stop when `stop` is cancelled (after saying
-    /// `offline`). `events_dir` is where the disk free is measured; `overrides_file` is where
-    /// the `set/detection` command writes.
+    /// `offline`).
     ///
     /// # Errors
     /// The TLS setup failed (a CA file that cannot be read or holds no certificate).
     pub fn start(
         settings: MqttSettings,
-        (events_dir, overrides_file): (PathBuf, PathBuf),
+        paths: MqttPaths,
         tasks: &TaskTracker,
         stop: &CancellationToken,
     ) -> anyhow::Result<Mqtt> {
@@ -110,8 +118,7 @@ impl Mqtt {
             shared: Arc::new(Shared {
                 settings,
                 topics,
-                events_dir,
-                overrides_file,
+                paths,
                 outbox: Mutex::new(outbox),
                 wake: Notify::new(),
                 facts: Mutex::new(Facts {
@@ -241,7 +248,16 @@ impl Mqtt {
             .sum();
         (f.last_sent, f.last_analysed, f.camera) = (Some(now), analysed, camera);
         drop(f);
-        let disk_free_mib = events::free_bytes(&s.events_dir).map(|b| b >> 20);
+        let disk_free_mib = events::free_bytes(&s.paths.events_dir).map(|b| b >> 20);
+        let health = |service| match ipc::status::read(&s.paths.runtime_dir, service) {
+            Ok(r) if r.running() => "running",
+            Ok(_) | Err(ipc::status::StatusError::Missing { .. }) => "not running",
+            Err(_) => "unknown",
+        };
+        let (capture, web) = (
+            health(ipc::status::Service::Capture),
+            health(ipc::status::Service::Web),
+        );
         let mut o = self.outbox();
         let st = payload::State {
             camera,
@@ -249,6 +265,8 @@ impl Mqtt {
             events_24h,
             disk_free_mib,
             mqtt_dropped: o.stats().dropped,
+            capture,
+            web,
         };
         o.set(
             STATE,

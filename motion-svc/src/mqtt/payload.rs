@@ -122,6 +122,16 @@ fn entities(t: &Topics) -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "sensor",
+            "capture_service",
+            sensor("Capture service", "capture", json!({"icon": "mdi:camera"})),
+        ),
+        (
+            "sensor",
+            "web_service",
+            sensor("Web service", "web", json!({"icon": "mdi:web"})),
+        ),
+        (
+            "sensor",
             "disk_free",
             sensor(
                 "Disk free",
@@ -232,6 +242,10 @@ pub struct State {
     pub disk_free_mib: Option<u64>,
     /// Event messages dropped since start because the queue was full.
     pub mqtt_dropped: u64,
+    /// capture-svc from its status record: `running`, `not running` or `unknown`.
+    pub capture: &'static str,
+    /// web-svc, likewise.
+    pub web: &'static str,
 }
 
 /// The state message.
@@ -242,6 +256,8 @@ pub fn state(st: &State) -> Vec<u8> {
         "events_24h": st.events_24h,
         "disk_free_mib": st.disk_free_mib,
         "mqtt_dropped": st.mqtt_dropped,
+        "capture": st.capture,
+        "web": st.web,
     }))
     .expect("JSON")
 }
@@ -266,7 +282,7 @@ mod tests {
         let s = settings();
         let t = Topics::new(&s);
         let all = discovery(&s, &t);
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 9);
         let mut ids = std::collections::HashSet::new();
         for (topic, payload) in &all {
             let v: Value = serde_json::from_slice(payload).unwrap();

@@ -21,7 +21,7 @@ use crate::config::{MotionConfig, Settings};
 use crate::event::Transition;
 use crate::hooks::Hooks;
 use crate::life::Herald;
-use crate::mqtt::{Mqtt, MqttSettings};
+use crate::mqtt::{Mqtt, MqttPaths, MqttSettings};
 use crate::preview::PreviewSocket;
 use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 
@@ -92,8 +92,12 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
         .mqtt
         .clone()
         .map(|m| {
-            let files = (settings.events_dir.clone(), rc.base.overrides_file.clone());
-            Mqtt::start(m, files, &tasks, &stop)
+            let paths = MqttPaths {
+                events_dir: settings.events_dir.clone(),
+                overrides_file: rc.base.overrides_file.clone(),
+                runtime_dir: rc.runtime_dir.clone(),
+            };
+            Mqtt::start(m, paths, &tasks, &stop)
         })
         .transpose()?;
     let herald = Herald::new(settings.events_dir.clone(), hooks, mqtt.clone());
