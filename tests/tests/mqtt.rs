@@ -1,8 +1,9 @@
 //! MQTT under a real systemd (booted in a throwaway container): motion-svc, installed as the
 //! units install it with an `[mqtt]` section and a password file readable by its user only,
 //! talks to a real mosquitto on the host's loopback (the container shares the host's network
-//! namespace). SIGKILL of motion-svc: the broker's last will says `offline`, and once systemd
-//! has restarted it the camera says `online` again.
+//! namespace). The health of all three services reaches the broker, `set/detection` works
+//! under the unit's sandbox, and on SIGKILL of motion-svc the broker's last will says
+//! `offline`; once systemd has restarted it the camera says `online` again.
 
 use mecam_system_tests::nspawn::{self, ACTIVE_TIMEOUT, Mecam, MecamOptions};
 use testkit::mosquitto::{Broker, PASSWORD, Subscriber, USER};
@@ -41,6 +42,13 @@ fn sigkill_of_motion_says_offline_through_the_last_will_and_online_after_the_res
         let s = g.json();
         s["capture"] == "running" && s["web"] == "running" && s["camera"] == "streaming"
     });
+
+    // Disarming from Home Assistant writes the overrides file under the unit's sandbox.
+    sub.wait_latest("ct/detection", "ON");
+    sub.publish("ct/set/detection", "OFF");
+    sub.wait_latest("ct/detection", "OFF");
+    sub.publish("ct/set/detection", "ON");
+    sub.wait_latest("ct/detection", "ON");
 
     let before = sub.on("ct/availability").len();
     let old = m.ct.kill_main(MOTION, "KILL").unwrap();
