@@ -168,10 +168,16 @@ fn password_file(dir: &Path, password: &str) -> PathBuf {
     p
 }
 
-/// The `[mqtt]` keys for `broker` with the right password, prefix `cam1`.
+/// The `[mqtt]` keys for `broker` with the right password, prefix `cam1`, a state message
+/// every second unless `extra` says otherwise.
 fn mqtt_keys(dir: &Path, url: &str, extra: &str) -> String {
+    let state = if extra.contains("state_interval_s") {
+        ""
+    } else {
+        "state_interval_s = 1\n"
+    };
     format!(
-        "url = {url:?}\nuser = {USER:?}\npassword_file = {:?}\ntopic_prefix = \"cam1\"\nweb_url = \"http://cam1.local:8080\"\nreconnect_max_s = 2\nstate_interval_s = 1\n{extra}",
+        "url = {url:?}\nuser = {USER:?}\npassword_file = {:?}\ntopic_prefix = \"cam1\"\nweb_url = \"http://cam1.local:8080\"\nreconnect_max_s = 2\n{state}{extra}",
         password_file(dir, PASSWORD)
     )
 }
@@ -556,10 +562,34 @@ fn cpu_s(pid: u32) -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
+/// One run for [`mqtt_figures`]: `svc` through `events` events one every `period`; prints
+/// its CPU time and memory.
+fn measure(svc: &Svc, cam: &Camera, name: &str, events: usize, period: Duration) {
+    svc.warmed_up();
+    let pid = svc.svc.pid();
+    let (rss0, cpu0, t0) = (
+        testkit::procfs::status_kib(pid, "VmRSS"),
+        cpu_s(pid),
+        std::time::Instant::now(),
+    );
+    for n in 0..events {
+        let start = std::time::Instant::now();
+        one_event(cam, svc, n);
+        std::thread::sleep(period.saturating_sub(start.elapsed()));
+    }
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_s(pid) - cpu0);
+    println!(
+        "{name}: {events} events in {secs:.0} s: CPU {cpu:.2} s ({:.2} % of a core), VmRSS {rss0} -> {} KiB, VmHWM {} KiB",
+        100.0 * cpu / secs,
+        testkit::procfs::status_kib(pid, "VmRSS"),
+        testkit::procfs::status_kib(pid, "VmHWM"),
+    );
+}
+
 /// The README's figures for MQTT (not a check: run it by hand, in release):
 /// `cargo test --release -p motion-svc --test mqtt -- --ignored --nocapture mqtt_figures`.
-/// Two motion-svc on the same camera, one with MQTT and one without, through `EVENTS` events
-/// one every `PERIOD` (one a minute, scaled down): the difference is what MQTT costs.
+/// motion-svc without MQTT, then with it, on the same camera, each through `EVENTS` events one
+/// every `PERIOD` (one a minute, scaled down): the difference is what MQTT costs.
 #[test]
 #[ignore = "figures for the README; run by hand in release"]
 fn mqtt_figures() {
@@ -569,33 +599,13 @@ fn mqtt_figures() {
     let broker = Broker::start(&dir.path().join("broker"));
     let sub = Subscriber::start(&broker, false);
     let off = Svc::start(dir.path(), "off", "");
+    measure(&off, &cam, "mqtt off", EVENTS, PERIOD);
+    drop(off);
     let keys = mqtt_keys(dir.path(), &broker.url(), "state_interval_s = 60");
     let on = Svc::start(dir.path(), "on", &keys);
     sub.wait_latest("cam1/availability", "online");
-    on.warmed_up();
-    off.warmed_up();
-    let pids = [off.svc.pid(), on.svc.pid()];
-    let rss0 = pids.map(|p| testkit::procfs::status_kib(p, "VmRSS"));
-    let cpu0 = pids.map(cpu_s);
-    let t0 = std::time::Instant::now();
-    for n in 0..EVENTS {
-        let start = std::time::Instant::now();
-        one_event(&cam, &on, n);
-        std::thread::sleep(PERIOD.saturating_sub(start.elapsed()));
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    sub.wait("the last end", "cam1/events", |g| {
-        g.json()["kind"] == "end" && sub.on("cam1/events").len() >= 2 * EVENTS
+    measure(&on, &cam, "mqtt on", EVENTS, PERIOD);
+    sub.wait("every event message", "cam1/events", |_| {
+        sub.on("cam1/events").len() >= 2 * EVENTS
     });
-    for (i, name) in ["mqtt off", "mqtt on"].iter().enumerate() {
-        let cpu = cpu_s(pids[i]) - cpu0[i];
-        println!(
-            "{name}: {EVENTS} events in {secs:.0} s: CPU {cpu:.2} s ({:.2} % of a core), VmRSS {} -> {} KiB, VmHWM {} KiB",
-            100.0 * cpu / secs,
-            rss0[i],
-            testkit::procfs::status_kib(pids[i], "VmRSS"),
-            testkit::procfs::status_kib(pids[i], "VmHWM"),
-        );
-    }
-    drop((on, off));
 }
