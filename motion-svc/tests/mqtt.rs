@@ -471,9 +471,18 @@ fn set_detection_disarms_and_arms_through_the_overrides_file() {
     sub.wait_latest("cam1/detection", "ON");
     svc.warmed_up();
 
-    // Garbage is refused with a line, and changes nothing.
+    // Hostile commands: garbage is refused with a line; a message over the 4 KiB taken from the
+    // broker closes that connection, and a new one is made; a retained command is ignored.
+    // None of them changes anything.
     sub.publish("cam1/set/detection", "maybe");
     svc.wait_log("is not ON or OFF");
+    sub.publish("cam1/set/detection", vec![b'X'; 8192]);
+    svc.wait_log("MQTT connection lost");
+    svc.wait_status("connected again", |s| s.contains("mqtt connected"));
+    sub.publish_retained("cam1/set/detection", "OFF");
+    svc.wait_log("it is a retained message");
+    sub.publish_retained("cam1/set/detection", "");
+    assert_eq!(sub.on("cam1/detection").pop().unwrap().text(), "ON");
     sub.publish("cam1/set/detection", "OFF");
     sub.wait_latest("cam1/detection", "OFF");
     let file = dir.path().join("motion-svc-overrides.toml");

@@ -229,9 +229,19 @@ impl Subscriber {
     ///
     /// # Panics
     /// The client's queue is full.
-    pub fn publish(&self, topic: &str, payload: &str) {
+    pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .expect("publish");
+    }
+
+    /// [`Subscriber::publish`], retained by the broker (an empty payload clears the topic).
+    ///
+    /// # Panics
+    /// The client's queue is full.
+    pub fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, true, payload)
             .expect("publish");
     }
 

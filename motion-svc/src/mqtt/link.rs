@@ -3,7 +3,7 @@
 //! time, and at shutdown says `offline` and disconnects.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rand::Rng as _;
@@ -31,11 +31,23 @@ pub const MAX_INCOMING_BYTES: usize = 4096;
 /// subscription and the disconnect.
 const REQUEST_CHANNEL: usize = 4;
 
+/// A connection that held this long was a working one: the next failure starts the pause
+/// again from [`FIRST_BACKOFF`].
+pub const STABLE: Duration = KEEP_ALIVE;
+
+/// Connections made and lost (a broker that drops every connection): one line of each per
+/// interval, with a count.
+static CONNECTED_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+static LOST_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
 /// A broker that stays away: one line per interval, with a count.
 static UNREACHABLE_LOG: ipc::throttle::LogThrottle =
     ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
 /// Commands (anyone who may publish on the broker can send them): one line per interval.
 static COMMAND_LOG: ipc::throttle::LogThrottle =
+    ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
+static RETAINED_COMMAND_LOG: ipc::throttle::LogThrottle =
     ipc::throttle::LogThrottle::new(ipc::throttle::OUTSIDER_LOG_INTERVAL);
 /// The queue dropping its oldest.
 pub(super) static QUEUE_FULL_LOG: ipc::throttle::LogThrottle =
@@ -118,6 +130,9 @@ async fn drive(
 ) {
     let s = &shared.settings;
     let mut pause = FIRST_BACKOFF;
+    // When the connection came up: one that fails sooner than STABLE keeps the pause growing,
+    // so a broker (or a peer on it) that closes every new connection is retried ever slower.
+    let mut up_since = None::<Instant>;
     let flush_deadline = async {
         stop.cancelled().await;
         tokio::time::sleep(SHUTDOWN_FLUSH).await;
@@ -130,8 +145,10 @@ async fn drive(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                pause = FIRST_BACKOFF;
-                tracing::info!(broker = %format!("{}:{}", s.host, s.port), prefix = %s.prefix, "MQTT connected");
+                up_since = Some(Instant::now());
+                if let Some(held_back) = CONNECTED_LOG.check() {
+                    tracing::info!(broker = %format!("{}:{}", s.host, s.port), prefix = %s.prefix, held_back, "MQTT connected");
+                }
                 let _ = client.try_subscribe(shared.topics.ha_status.clone(), QoS::AtMostOnce);
                 let _ = client.try_subscribe(shared.topics.set_detection.clone(), QoS::AtLeastOnce);
                 lock(&shared.outbox).connected();
@@ -142,7 +159,19 @@ async fn drive(
                 shared.wake.notify_one();
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == shared.topics.set_detection => {
-                set_detection(&shared, &p.payload).await;
+                if p.retain {
+                    // A command left on the broker would be obeyed again at every connection,
+                    // over what was set since: only live commands count.
+                    if let Some(held_back) = RETAINED_COMMAND_LOG.check() {
+                        tracing::warn!(
+                            held_back,
+                            "MQTT command {} ignored: it is a retained message (clear it with an empty retained message)",
+                            p.topic
+                        );
+                    }
+                } else {
+                    set_detection(&shared, &p.payload).await;
+                }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic == shared.topics.ha_status && p.payload.as_ref() == b"online" {
@@ -159,12 +188,18 @@ async fn drive(
                 if stop.is_cancelled() {
                     return;
                 }
+                if up_since.take().is_some_and(|t| t.elapsed() >= STABLE) {
+                    pause = FIRST_BACKOFF;
+                }
                 let wait = jittered(pause);
                 if was_up {
-                    tracing::warn!(
-                        "MQTT connection lost: {}; reconnecting in {wait:.1?}",
-                        describe(&e)
-                    );
+                    if let Some(held_back) = LOST_LOG.check() {
+                        tracing::warn!(
+                            held_back,
+                            "MQTT connection lost: {}; reconnecting in {wait:.1?}",
+                            describe(&e)
+                        );
+                    }
                 } else if let Some(held_back) = UNREACHABLE_LOG.check() {
                     tracing::warn!(
                         held_back,
