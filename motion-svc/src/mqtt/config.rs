@@ -280,8 +280,7 @@ impl MqttConfig {
         let web_url = match &self.web_url {
             None => None,
             Some(u) => {
-                let p = crate::hooks::parse_http_url(u)
-                    .map_err(|e| bad("web_url", e.replace("path", "")))?;
+                let p = crate::hooks::parse_http_url(u).map_err(|e| bad("web_url", e))?;
                 Some(format!(
                     "http://{}{}",
                     p.authority,

@@ -27,9 +27,9 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Largest message taken from the broker (the commands and Home Assistant's birth are a few
 /// bytes): a larger one closes the connection.
 pub const MAX_INCOMING_BYTES: usize = 4096;
-/// Requests between the sender and the event loop: one message in flight, plus the
-/// subscription and the disconnect.
-const REQUEST_CHANNEL: usize = 4;
+/// Requests between the tasks and the event loop: one message in flight, the two
+/// subscriptions, `offline` and the disconnect, with room to spare.
+const REQUEST_CHANNEL: usize = 8;
 
 /// A connection that held this long was a working one: the next failure starts the pause
 /// again from [`FIRST_BACKOFF`].
