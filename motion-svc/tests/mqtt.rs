@@ -267,7 +267,7 @@ fn home_assistant_finds_the_camera_and_sees_motion_events_the_poster_and_the_las
         })
         .json();
     assert!(state["disk_free_mib"].as_u64().unwrap() > 0, "{state}");
-    assert_eq!(state["events_24h"], 0);
+    assert_eq!(state["events_today"], 0);
     // No capture-svc or web-svc here (the test's camera writes no status record).
     assert_eq!(state["capture"], "not running");
     assert_eq!(state["web"], "not running");
@@ -330,7 +330,7 @@ fn home_assistant_finds_the_camera_and_sees_motion_events_the_poster_and_the_las
     assert_eq!(late.on("cam1/motion").pop().unwrap().text(), "OFF");
     drop(late);
     sub.wait("a state counting the event", "cam1/state", |g| {
-        g.json()["events_24h"] == 1
+        g.json()["events_today"] == 1
     });
     svc.wait_status("mqtt in the status line", |s| {
         s.contains("mqtt connected, 0 queued")

@@ -22,10 +22,12 @@ use events::EventMeta;
 
 pub mod config;
 mod link;
+pub mod localday;
 pub mod outbox;
 pub mod payload;
 
 pub use config::{MqttConfig, MqttSettings};
+use localday::Zone;
 pub use outbox::{Message, Outbox, OutboxStats};
 use payload::Topics;
 
@@ -77,8 +79,10 @@ struct Facts {
     last_analysed: u64,
     camera: &'static str,
     armed: Option<bool>,
-    /// Event starts per hour over the last 24 hours: `(hour since the epoch, count)`.
-    hours: [(u64, u64); 24],
+    /// The system's time zone, for the local day.
+    zone: Zone,
+    /// Event starts on a local day: `(day, count)`.
+    today: (i64, u64),
     posters_too_big: u64,
 }
 
@@ -126,7 +130,8 @@ impl Mqtt {
                     last_analysed: 0,
                     camera: "starting",
                     armed: None,
-                    hours: [(0, 0); 24],
+                    zone: Zone::system(),
+                    today: (i64::MIN, 0),
                     posters_too_big: 0,
                 }),
             }),
@@ -150,13 +155,14 @@ impl Mqtt {
             b"OFF"
         };
         if kind == HookKind::Start {
-            let hour = meta.start_unix_ms / 3_600_000;
             let mut f = lock(&s.facts);
-            let slot = &mut f.hours[(hour % 24) as usize];
-            if slot.0 != hour {
-                *slot = (hour, 0);
+            let day = f.zone.day(meta.start_unix_ms);
+            match day.cmp(&f.today.0) {
+                std::cmp::Ordering::Equal => f.today.1 += 1,
+                std::cmp::Ordering::Greater => f.today = (day, 1),
+                // The clock went back across midnight: not today's.
+                std::cmp::Ordering::Less => {}
             }
-            slot.1 += 1;
         }
         let dropped = {
             let mut o = self.outbox();
@@ -239,13 +245,8 @@ impl Mqtt {
             Some(t) => (analysed.saturating_sub(f.last_analysed)) as f64 / secs(now - t),
             None => 0.0,
         };
-        let hour = events::now_unix_ms() / 3_600_000;
-        let events_24h = f
-            .hours
-            .iter()
-            .filter(|(h, _)| *h + 24 > hour)
-            .map(|(_, n)| n)
-            .sum();
+        let today = f.zone.day(events::now_unix_ms());
+        let events_today = if f.today.0 == today { f.today.1 } else { 0 };
         (f.last_sent, f.last_analysed, f.camera) = (Some(now), analysed, camera);
         drop(f);
         let disk_free_mib = events::free_bytes(&s.paths.events_dir).map(|b| b >> 20);
@@ -262,7 +263,7 @@ impl Mqtt {
         let st = payload::State {
             camera,
             analysed_fps: fps,
-            events_24h,
+            events_today,
             disk_free_mib,
             mqtt_dropped: o.stats().dropped,
             capture,

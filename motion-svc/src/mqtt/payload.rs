@@ -113,11 +113,11 @@ fn entities(t: &Topics) -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "sensor",
-            "events_24h",
+            "events_today",
             sensor(
-                "Events (24 h)",
-                "events_24h",
-                json!({"state_class": "measurement", "icon": "mdi:motion-sensor"}),
+                "Events today",
+                "events_today",
+                json!({"state_class": "total_increasing", "icon": "mdi:motion-sensor"}),
             ),
         ),
         (
@@ -236,8 +236,8 @@ pub struct State {
     pub camera: &'static str,
     /// Frames analysed per second over the last interval.
     pub analysed_fps: f64,
-    /// Events started in the last 24 hours.
-    pub events_24h: u64,
+    /// Events started today (the system's time zone).
+    pub events_today: u64,
     /// Free space on the events disk, MiB (`None`: unknown).
     pub disk_free_mib: Option<u64>,
     /// Event messages dropped since start because the queue was full.
@@ -253,7 +253,7 @@ pub fn state(st: &State) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "camera": st.camera,
         "analysed_fps": (st.analysed_fps * 10.0).round() / 10.0,
-        "events_24h": st.events_24h,
+        "events_today": st.events_today,
         "disk_free_mib": st.disk_free_mib,
         "mqtt_dropped": st.mqtt_dropped,
         "capture": st.capture,
