@@ -95,6 +95,10 @@ fn header(b: &[u8]) -> Option<(u8, Counts)> {
     for (i, n) in c.iter_mut().enumerate() {
         let at = 20 + 4 * i;
         *n = u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize;
+        // No count can be larger than the file: the sizes below cannot overflow.
+        if *n as u64 > MAX_ZONE_BYTES {
+            return None;
+        }
     }
     Some((b[4], c))
 }
@@ -191,6 +195,9 @@ mod tests {
     #[test]
     fn garbage_and_truncated_files_are_refused() {
         assert_eq!(Zone::parse(b"not a zone"), None);
+        let mut huge = tzif(3600, &[(1000, 7200)]);
+        huge[32..36].copy_from_slice(&u32::MAX.to_be_bytes()); // timecnt of version 1
+        assert_eq!(Zone::parse(&huge), None);
         let good = tzif(3600, &[(1000, 7200)]);
         for cut in [10, 44, 60, good.len() - 6] {
             assert_eq!(Zone::parse(&good[..cut]), None, "cut at {cut}");
