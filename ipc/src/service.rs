@@ -121,9 +121,9 @@ pub fn load_key<T: DeserializeOwned>(
         .transpose()
 }
 
-/// The sections of `mecam.toml`, one per service. Any other top-level name is a misspelling
+/// The sections of `mecam.toml`, one per service, and `[mqtt]` (motion-svc's). Any other top-level name is a misspelling
 /// (`[captur]`, `[webb]`) or a key outside every section, and every service refuses it.
-pub const KNOWN_SECTIONS: &[&str] = &["capture", "motion", "web"];
+pub const KNOWN_SECTIONS: &[&str] = &["capture", "motion", "web", "mqtt"];
 
 /// Parses the `[section]` of a TOML document into `T` (defaults when absent).
 ///

@@ -171,6 +171,23 @@ pub struct MotionStatus {
     pub disk_used_bytes: u64,
     /// Bytes free on the events' file system (for an unprivileged user).
     pub disk_free_bytes: u64,
+    /// The MQTT link, when `[mqtt]` is on (absent in records written without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttStatus>,
+}
+
+/// motion-svc's MQTT link, in its record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttStatus {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Event messages waiting for the broker.
+    pub queued: u64,
+    /// Event messages dropped because the queue was full (oldest first), since start.
+    pub dropped: u64,
+    /// Messages the broker acknowledged, since start.
+    pub delivered: u64,
 }
 
 /// web-svc's part of the record.

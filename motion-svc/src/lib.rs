@@ -17,6 +17,7 @@ pub mod geometry;
 pub mod hooks;
 pub mod journal;
 pub mod life;
+pub mod mqtt;
 pub mod preview;
 pub mod recorder;
 pub mod ring;

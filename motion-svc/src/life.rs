@@ -1,5 +1,5 @@
-//! An event's life, told once: the journal's start and end records and the hooks (and, later,
-//! MQTT) all come from here, from what the recorder reports once it has acted.
+//! An event's life, told once: the journal's start and end records, the hooks and MQTT all
+//! come from here, from what the recorder reports once it has acted.
 //!
 //! The recorder thread owns the event folder and the clip, so only it knows whether a clip
 //! exists, why it failed and what the final `event.json` says. It reports
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::hooks::{HookKind, Hooks};
 use crate::journal;
+use crate::mqtt::Mqtt;
 use events::EventMeta;
 
 /// What the recorder reports about an event, in order: `Started`, then `Ended`.
@@ -24,17 +25,23 @@ pub enum Report {
     Ended(EventMeta),
 }
 
-/// Emits every event's start and end to the journal and the hooks.
+/// Emits every event's start and end to the journal, the hooks and MQTT.
 #[derive(Debug, Clone)]
 pub struct Herald {
     events_dir: PathBuf,
     hooks: Hooks,
+    mqtt: Option<Mqtt>,
 }
 
 impl Herald {
-    /// Events are folders of `events_dir`; `hooks` run at start and end.
-    pub fn new(events_dir: PathBuf, hooks: Hooks) -> Herald {
-        Herald { events_dir, hooks }
+    /// Events are folders of `events_dir`; `hooks` run at start and end; `mqtt`, when on,
+    /// sends both.
+    pub fn new(events_dir: PathBuf, hooks: Hooks, mqtt: Option<Mqtt>) -> Herald {
+        Herald {
+            events_dir,
+            hooks,
+            mqtt,
+        }
     }
 
     /// Tells the journal and the hooks what `report` says.
@@ -44,12 +51,18 @@ impl Herald {
                 let dir = self.events_dir.join(&meta.id);
                 journal::log_start(meta, clip_path(meta, &dir).as_deref());
                 self.hooks.fire(HookKind::Start, meta, &dir);
+                if let Some(m) = &self.mqtt {
+                    m.event(HookKind::Start, meta);
+                }
             }
             Report::Ended(meta) => {
                 let dir = self.events_dir.join(&meta.id);
                 journal::log_end(meta, clip_path(meta, &dir).as_deref());
                 tracing::info!(event = %meta.id, frames = meta.frames, dropped = meta.dropped_frames, "event recorded");
                 self.hooks.fire(HookKind::End, meta, &dir);
+                if let Some(m) = &self.mqtt {
+                    m.event(HookKind::End, meta);
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-//! `motion-svc`: thin binary over the library. Parses flags, loads the `[motion]` section,
+//! `motion-svc`: thin binary over the library. Parses flags, loads the `[motion]` section
+//! (and `[mqtt]`),
 //! applies flag overrides, validates, sets up logging, and runs the service until SIGTERM.
 #![forbid(unsafe_code)]
 
@@ -9,6 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use ipc::service::{CommonArgs, init_tracing, load_section, render_section, shutdown_signal};
 use motion_svc::config::{MotionConfig, Sensitivity};
+use motion_svc::mqtt::MqttConfig;
 use motion_svc::service::{RunConfig, run};
 
 /// Counts live heap bytes, allocations and peak for the status and the tests (`ipc::heap`).
@@ -115,8 +117,11 @@ fn main() -> ExitCode {
 fn real_main(args: Args) -> anyhow::Result<()> {
     let config = config(&args)?;
     let settings = config.validate().context("bad configuration")?;
+    let mqtt_config: MqttConfig = load_section(&args.common, "mqtt")?;
+    let mqtt = mqtt_config.validate().context("bad configuration")?;
     if args.common.print_config {
         print!("{}", render_section("motion", &config)?);
+        print!("\n{}", render_section("mqtt", &mqtt_config)?);
         return Ok(());
     }
     init_tracing("motion-svc", args.common.log_target);
@@ -130,6 +135,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         socket_path: args.common.socket_path(),
         runtime_dir: args.common.runtime_dir.clone(),
         settings,
+        mqtt,
         base: config,
     };
     rt.block_on(run(rc, shutdown_signal()))

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 pub const REGENERATE: &str = "cargo build --workspace --bins && cargo run -q -p mecam-system-tests --bin mecam-default-config > systemd/mecam.toml";
 
 /// Each section: its service, its config struct, and that struct's source.
-const SECTIONS: [(&str, &str, &str, &str); 3] = [
+const SECTIONS: [(&str, &str, &str, &str); 4] = [
     (
         "capture",
         "capture-svc",
@@ -24,6 +24,12 @@ const SECTIONS: [(&str, &str, &str, &str); 3] = [
         "motion-svc",
         "MotionConfig",
         include_str!("../../motion-svc/src/config.rs"),
+    ),
+    (
+        "mqtt",
+        "motion-svc",
+        "MqttConfig",
+        include_str!("../../motion-svc/src/mqtt/config.rs"),
     ),
     (
         "web",
@@ -140,7 +146,7 @@ pub fn defaults(bin_dir: &Path, service: &str) -> anyhow::Result<Vec<(String, St
     print_config(bin_dir, service, &empty)
 }
 
-/// What `service --config FILE --print-config` prints, as `key -> value` lines.
+/// What `service --config FILE --print-config` prints, as `section.key -> value` lines.
 ///
 /// # Errors
 /// The service cannot run or refuses the file.
@@ -160,11 +166,16 @@ pub fn print_config(
         "{service} --print-config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(" = "))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect())
+    let mut section = String::new();
+    let mut lines = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(name) = l.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some((k, v)) = l.split_once(" = ") {
+            lines.push((format!("{section}.{}", k.trim()), v.trim().to_owned()));
+        }
+    }
+    Ok(lines)
 }
 
 /// The whole file, from the services in `bin_dir` and their sources.
@@ -176,7 +187,11 @@ pub fn generate(bin_dir: &Path) -> anyhow::Result<String> {
     let mut out = String::from(HEADER);
     for (section, service, name, source) in SECTIONS {
         let keys = keys(source, name)?;
-        let defaults = defaults(bin_dir, service)?;
+        let prefix = format!("{section}.");
+        let defaults: Vec<(String, String)> = defaults(bin_dir, service)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), v)))
+            .collect();
         if let Some((k, _)) = defaults
             .iter()
             .find(|(k, _)| !keys.iter().any(|key| key.name == *k))

@@ -23,7 +23,7 @@ mod tests;
 mod webhook;
 
 pub use command::run_command;
-pub use webhook::{HttpUrl, MAX_RESPONSE_BYTES, parse_http_url, post_with_retries};
+pub use webhook::{HttpUrl, MAX_RESPONSE_BYTES, host_and_port, parse_http_url, post_with_retries};
 
 use events::EventMeta;
 

@@ -38,12 +38,28 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
             "{url:?}: only http:// URLs are supported (use a local proxy for https)"
         ));
     }
+    let (host, port) = host_and_port(url, &uri, "http://host[:port]/path")?;
+    let authority = uri.authority().expect("checked");
+    Ok(HttpUrl {
+        host,
+        port: port.unwrap_or(80),
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        authority: authority.as_str().to_string(),
+    })
+}
+
+/// The host (an IPv6 address without its brackets) and the port, if written, of a URL
+/// parsed as `uri`; the form expected is in the messages.
+///
+/// # Errors
+/// No host, a user name or password in the URL, or a bad port.
+pub fn host_and_port(url: &str, uri: &Uri, form: &str) -> Result<(String, Option<u16>), String> {
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("{url:?}: no host; expected http://host[:port]/path"))?;
+        .ok_or_else(|| format!("{url:?}: no host; expected {form}"))?;
     if authority.as_str().contains('@') {
         return Err(format!(
-            "{url:?}: user names in the URL are not supported; expected http://host[:port]/path"
+            "{url:?}: user names in the URL are not supported; expected {form}"
         ));
     }
     let host = authority.host();
@@ -52,20 +68,13 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     if host.is_empty() {
-        return Err(format!("{url:?}: no host"));
+        return Err(format!("{url:?}: no host; expected {form}"));
     }
     let has_port = authority.as_str().len() > authority.host().len();
     if has_port && authority.port_u16().is_none() {
-        return Err(format!(
-            "{url:?}: bad port; expected http://host[:port]/path"
-        ));
+        return Err(format!("{url:?}: bad port; expected {form}"));
     }
-    Ok(HttpUrl {
-        host: host.to_string(),
-        port: authority.port_u16().unwrap_or(80),
-        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
-        authority: authority.as_str().to_string(),
-    })
+    Ok((host.to_owned(), authority.port_u16()))
 }
 
 /// One POST with hyper's HTTP/1 client over a fresh connection; the status code.

@@ -10,6 +10,7 @@ use super::status::report_status;
 use crate::analyzer::{Analyzer, FrameInput};
 use crate::config::Settings;
 use crate::event::Transition;
+use crate::mqtt::Mqtt;
 use crate::recorder::{EndInfo, FrameTag, Recorder, Retune};
 use events::EventMeta;
 
@@ -44,6 +45,8 @@ pub(super) struct Detection {
     /// The region generation of the last hello: a new one is a capture restart.
     generation: Option<u64>,
     pub(super) camera_ok: bool,
+    /// The camera's state as MQTT reports it: `streaming`, capture's state name, or `away`.
+    camera_state: &'static str,
     /// The event in progress: its id.
     current: Option<String>,
     frame_size: (u32, u32),
@@ -70,6 +73,7 @@ impl Detection {
             gate: FrameGate::default(),
             generation: None,
             camera_ok: true,
+            camera_state: "starting",
             current: None,
             frame_size: (0, 0),
             camera_fps: 0.0,
@@ -131,8 +135,15 @@ impl Detection {
 
     /// A tick without a camera event: the status line (and the log with `log`), and the
     /// counts of what the throttles held back.
-    pub(super) fn on_tick(&self, client: &FrameClient, log: bool) {
-        self.report(client, log);
+    pub(super) fn on_tick(&self, client: &FrameClient, mqtt: Option<&Mqtt>, log: bool) {
+        if let Some(m) = mqtt {
+            m.tick(
+                self.camera_state,
+                self.analyzer.selection().analysed,
+                self.armed,
+            );
+        }
+        self.report(client, mqtt, log);
         for (throttle, what) in &THROTTLED {
             if let Some(n) = throttle.flush() {
                 tracing::warn!(held_back = n, "{n} more {what} (not logged one by one)");
@@ -141,10 +152,18 @@ impl Detection {
     }
 
     /// The counters, to systemd (and the log with `log`).
-    pub(super) fn report(&self, client: &FrameClient, log: bool) {
+    pub(super) fn report(&self, client: &FrameClient, mqtt: Option<&Mqtt>, log: bool) {
         let disk = self.recorder.disk();
         let counts = (client.stats(), self.recorder.stats(), &self.gate, &disk);
-        report_status(self.camera_ok, self.events, &self.analyzer, counts, log);
+        let mqtt = mqtt.map(Mqtt::describe);
+        report_status(
+            self.camera_ok,
+            self.events,
+            &self.analyzer,
+            counts,
+            mqtt,
+            log,
+        );
     }
 
     /// One camera event (`jpeg` holds a frame's bytes); what it changed.
@@ -164,6 +183,7 @@ impl Detection {
                     }
                 }
                 self.camera_ok = false;
+                self.camera_state = "away";
                 self.analyzer.camera_lost()
             }
         }
@@ -184,6 +204,7 @@ impl Detection {
         self.frame_size = (hello.width, hello.height);
         self.camera_fps = f64::from(hello.nominal_fps);
         self.gate.set_camera(hello.width, hello.height);
+        self.camera_state = "streaming";
         self.analyzer.set_frame_limits(self.gate.limits());
         if !self.camera_ok {
             if let Some(held_back) = CAMERA_BACK_LOG.check() {
@@ -239,6 +260,7 @@ impl Detection {
     }
 
     fn on_state(&mut self, state: CameraState) -> Transition {
+        self.camera_state = state.name();
         if state == CameraState::Streaming {
             if !self.camera_ok {
                 if let Some(held_back) = CAMERA_BACK_LOG.check() {

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use events::EventState;
 use ipc::announce::FrameClient;
-use ipc::status::{Detail, MotionStatus, RateMeter, Service, StatusWriter};
+use ipc::status::{Detail, MotionStatus, MqttStatus, RateMeter, Service, StatusWriter};
 
 use super::detection::Detection;
 use crate::life::Report;
+use crate::mqtt::Mqtt;
 use crate::recorder::DiskState;
 
 /// The record and what it is made from between writes.
@@ -67,8 +68,8 @@ impl Health {
         }
     }
 
-    /// Writes the record from the loop's state.
-    pub(super) fn write(&mut self, det: &Detection, client: &FrameClient) {
+    /// Writes the record from the loop's state (and MQTT's counters, when on).
+    pub(super) fn write(&mut self, det: &Detection, client: &FrameClient, mqtt: Option<&Mqtt>) {
         if self.writer.is_none() {
             return;
         }
@@ -86,6 +87,15 @@ impl Health {
         m.retention_deletions = det.recorder.retention_deletions();
         m.disk_used_bytes = used;
         m.disk_free_bytes = free;
+        m.mqtt = mqtt.map(|q| {
+            let s = q.stats();
+            MqttStatus {
+                connected: s.connected,
+                queued: s.queued as u64,
+                dropped: s.dropped,
+                delivered: s.delivered,
+            }
+        });
         if let (DiskState::Full | DiskState::ReadOnly | DiskState::Broken(_), Some(w)) =
             (&disk, &mut self.writer)
         {

@@ -1,6 +1,6 @@
 //! The service: reads frames from `capture-svc` through `ipc`, runs the analyzer, feeds the
 //! recorder, and talks to systemd; what the recorder reports about events goes to the
-//! [`Herald`] (journal, hooks).
+//! [`Herald`] (journal, hooks, MQTT).
 //!
 //! Here: `run`, as its steps (recovery, the recorder, the loop, shutdown). `detection.rs`
 //! holds the loop's state and what each camera event does; `gate.rs` checks frames before
@@ -18,8 +18,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::analyzer::Analyzer;
 use crate::config::{MotionConfig, Settings};
+use crate::event::Transition;
 use crate::hooks::Hooks;
 use crate::life::Herald;
+use crate::mqtt::{Mqtt, MqttPaths, MqttSettings};
 use crate::preview::PreviewSocket;
 use crate::recorder::{Recorder, RecorderConfig, log_recovery};
 
@@ -54,6 +56,8 @@ pub struct RunConfig {
     pub runtime_dir: PathBuf,
     /// The `[motion]` section with flags applied, validated.
     pub settings: Settings,
+    /// The `[mqtt]` section, validated; `None` (MQTT off): nothing of MQTT runs.
+    pub mqtt: Option<MqttSettings>,
     /// That section as written (with the flags): the overrides file's keys replace its own.
     pub base: MotionConfig,
 }
@@ -84,7 +88,19 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     // Every task of the service (hooks, the watchdog) is tracked, and drained at shutdown.
     let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
     let hooks = Hooks::new(settings.hooks.clone(), tasks.clone(), stop.clone());
-    let herald = Herald::new(settings.events_dir.clone(), hooks);
+    let mqtt = rc
+        .mqtt
+        .clone()
+        .map(|m| {
+            let paths = MqttPaths {
+                events_dir: settings.events_dir.clone(),
+                overrides_file: rc.base.overrides_file.clone(),
+                runtime_dir: rc.runtime_dir.clone(),
+            };
+            Mqtt::start(m, paths, &tasks, &stop)
+        })
+        .transpose()?;
+    let herald = Herald::new(settings.events_dir.clone(), hooks, mqtt.clone());
     let mut det = Detection::new(recorder, Analyzer::new(settings)?, counter);
     det.armed = armed;
     let mut client = FrameClient::new(ClientConfig::new(rc.socket_path.clone(), MOTION_SVC));
@@ -104,13 +120,14 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     Notifier.ready();
     tracing::info!(events_dir = %settings.events_dir.display(), socket = %rc.socket_path.display(), "motion-svc ready");
 
+    let mqtt = mqtt.as_ref();
     let mut ends = Ends { tuner, preview };
     let mut health = Health::new(&rc.runtime_dir, &settings.events_dir);
     detect(
         &mut det,
         &mut health,
         &mut client,
-        &herald,
+        (&herald, mqtt),
         &progress,
         &mut ends,
         shutdown,
@@ -121,7 +138,7 @@ pub async fn run(rc: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     if let Some(id) = det.take_current() {
         tracing::info!(event = %id, "shutting down during an event: the clip is closed");
     }
-    det.report(&client, true);
+    det.report(&client, mqtt, true);
     close_recorder(det.recorder, &herald).await;
     health.write_stopped();
     drain(&tasks, &stop, settings.hooks.shutdown_grace).await;
@@ -191,7 +208,7 @@ async fn detect(
     det: &mut Detection,
     health: &mut Health,
     client: &mut FrameClient,
-    herald: &Herald,
+    (herald, mqtt): (&Herald, Option<&Mqtt>),
     progress: &Progress,
     ends: &mut Ends,
     shutdown: impl Future<Output = ()>,
@@ -224,15 +241,18 @@ async fn detect(
             if log {
                 last_status_log = tokio::time::Instant::now();
             }
-            det.on_tick(client, log);
+            det.on_tick(client, mqtt, log);
+            health.write(det, client, mqtt);
             if let Some(change) = ends.tuner.poll() {
                 det.retune(&change.settings, change.armed);
             }
             det.retry_retune();
-            health.write(det, client);
             continue;
         };
         let transition = det.on_event(event, &buf);
+        if let (Some(m), Transition::Start { .. }) = (mqtt, &transition) {
+            m.poster_frame(&buf);
+        }
         det.on_transition(transition);
     }
 }

@@ -37,15 +37,21 @@ pub(super) fn status_text(
     )
 }
 
-/// Sets the systemd status line to the counters and, with `log`, logs them with a field each.
+/// Sets the systemd status line to the counters (MQTT's too, when on) and, with `log`, logs
+/// them with a field each.
 pub(super) fn report_status(
     camera_ok: bool,
     events: u64,
     a: &Analyzer,
     (c, r, gate, disk): (ClientStats, RecorderStats, &FrameGate, &DiskState),
+    mqtt: Option<String>,
     log: bool,
 ) {
-    let text = status_text(camera_ok, events, a, (c, r, gate, disk));
+    let mut text = status_text(camera_ok, events, a, (c, r, gate, disk));
+    if let Some(m) = mqtt {
+        text.push_str("; ");
+        text.push_str(&m);
+    }
     Notifier.status(&text);
     if !log {
         return;

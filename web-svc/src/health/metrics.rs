@@ -128,6 +128,26 @@ const MOTION: &[Spec<MotionStatus>] = &[
         "When the last event started (Unix time; 0 if none since start).",
         |m| Num::Int(m.last_event_unix_ms.unwrap_or(0) / 1000),
     ),
+    gauge(
+        "mqtt_connected",
+        "1 while connected to the MQTT broker (0 too with MQTT off).",
+        |m| Num::Int(u64::from(m.mqtt.is_some_and(|q| q.connected))),
+    ),
+    gauge(
+        "mqtt_queued_messages",
+        "MQTT event messages waiting for the broker.",
+        |m| Num::Int(m.mqtt.map_or(0, |q| q.queued)),
+    ),
+    counter(
+        "mqtt_dropped_messages",
+        "MQTT event messages dropped, oldest first, while the broker was away.",
+        |m| Num::Int(m.mqtt.map_or(0, |q| q.dropped)),
+    ),
+    counter(
+        "mqtt_delivered_messages",
+        "MQTT messages the broker acknowledged.",
+        |m| Num::Int(m.mqtt.map_or(0, |q| q.delivered)),
+    ),
 ];
 
 /// Reads the records of capture-svc and motion-svc at each scrape.

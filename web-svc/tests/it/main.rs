@@ -10,6 +10,7 @@ mod disk;
 mod events;
 mod harness;
 mod health;
+mod hub;
 mod metrics;
 mod page_weight;
 mod review;
