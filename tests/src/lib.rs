@@ -8,6 +8,7 @@
 
 pub mod bins;
 pub mod config_file;
+pub mod day;
 pub mod events;
 pub mod faults;
 pub mod http;
