@@ -229,7 +229,12 @@ impl LocalSystem {
             "web-svc" => &mut self.web,
             other => anyhow::bail!("no service {other:?}"),
         };
-        let readies = svc.log().matches("motion-svc ready").count();
+        // motion-svc's log is appended across restarts: its new ready line is one more.
+        let readies = if service == "motion-svc" {
+            svc.log().matches("motion-svc ready").count()
+        } else {
+            0
+        };
         if signal != nix::sys::signal::Signal::SIGTERM {
             svc.signal(signal)?;
         }
