@@ -349,6 +349,14 @@ mod tests {
     }
 
     #[test]
+    fn a_clip_index_is_never_reserved_past_the_clip_bound() {
+        let mut index = ClipIndex::with_frames(usize::MAX);
+        assert_eq!(index.capacity(), MAX_CLIP_FRAMES);
+        index.reserve_frames(MAX_CLIP_FRAMES * 4);
+        assert_eq!(index.capacity(), MAX_CLIP_FRAMES);
+    }
+
+    #[test]
     fn a_frame_the_readers_would_refuse_is_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("clip.avi");
