@@ -9,6 +9,7 @@
 pub mod bins;
 pub mod browser;
 pub mod config_file;
+pub mod day;
 pub mod events;
 pub mod faults;
 pub mod http;

@@ -1,7 +1,7 @@
 //! The soak: the whole system at a raised frame rate with viewers streaming, each service's
 //! resident memory sampled at a fixed interval, a least-squares slope per service, and a
-//! verdict. The test runs it for a few minutes; `mecam-soak --hours 24` runs the same code
-//! for a day.
+//! verdict, in wall-clock time: `mecam-soak --minutes N` or `--hours 24` (a day in real time,
+//! for a real Pi). CI runs the compressed day instead ([`crate::day`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

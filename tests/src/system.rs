@@ -28,7 +28,8 @@ pub struct Options {
     pub config: Option<String>,
     /// More files to write into the temporary directory first: `(name, contents)`.
     pub files: Vec<(String, String)>,
-    /// Extra flags for `capture-svc` (after `--source synthetic`).
+    /// Extra flags for `capture-svc` (after `--source synthetic`, which is left out when these
+    /// have a `--source` of their own).
     pub capture_args: Vec<String>,
     /// Extra flags for `motion-svc`.
     pub motion_args: Vec<String>,
@@ -36,6 +37,9 @@ pub struct Options {
     pub web_args: Vec<String>,
     /// Parent of the temporary directory (the system default when `None`).
     pub temp_parent: Option<PathBuf>,
+    /// Give each service its own notify socket (`NOTIFY_SOCKET`) and keep its latest
+    /// `STATUS=` line ([`LocalSystem::status`]): the counters and live heap it reports.
+    pub notify: bool,
 }
 
 /// A running mecam: capture on the synthetic camera, motion, web on loopback.
@@ -52,6 +56,8 @@ pub struct LocalSystem {
     /// The admin password.
     pub password: String,
     opts: Options,
+    /// With [`Options::notify`]: each service's latest STATUS line, in [`bins::SERVICES`] order.
+    statuses: Vec<testkit::notify::StatusWatch>,
     dir: tempfile::TempDir,
 }
 
@@ -102,54 +108,27 @@ impl LocalSystem {
         )?;
 
         let addr: SocketAddr = ([127, 0, 0, 1], opts.port).into();
-        let logs = dir.path().join("logs");
-        let capture = spawn_capture(dir.path(), &opts)?;
-        let motion = Service::spawn(
-            "motion-svc",
-            &bins::bin("motion-svc")?,
-            &args(
-                dir.path(),
-                &[
-                    "--events-dir",
-                    &path_str(&dir.path().join("events")),
-                    "--overrides-file",
-                    &path_str(&dir.path().join("overrides.toml")),
-                    "--preview-socket",
-                    &path_str(&dir.path().join("run").join("preview.sock")),
-                ],
-                &opts.motion_args,
-            ),
-            &logs,
-        )?;
-        let web = Service::spawn(
-            "web-svc",
-            &bins::bin("web-svc")?,
-            &args(
-                dir.path(),
-                &[
-                    "--listen",
-                    &addr.to_string(),
-                    "--events-dir",
-                    &path_str(&dir.path().join("events")),
-                    "--state-dir",
-                    &path_str(&dir.path().join("web")),
-                    "--overrides-file",
-                    &path_str(&dir.path().join("overrides.toml")),
-                    "--preview-socket",
-                    &path_str(&dir.path().join("run").join("preview.sock")),
-                ],
-                &opts.web_args,
-            ),
-            &logs,
-        )?;
+        let statuses = if opts.notify {
+            bins::SERVICES
+                .iter()
+                .map(|n| {
+                    testkit::notify::NotifySocket::bind(&notify_path(dir.path(), n)).watch_status()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let [capture, motion, web] =
+            bins::SERVICES.map(|name| spawn_service(name, dir.path(), &opts, addr));
         let password = opts.password.clone();
         let mut sys = LocalSystem {
-            capture,
-            motion,
-            web,
+            capture: capture?,
+            motion: motion?,
+            web: web?,
             addr,
             password,
             opts,
+            statuses,
             dir,
         };
         sys.wait_ready()?;
@@ -215,7 +194,7 @@ impl LocalSystem {
     pub fn restart_capture(&mut self) -> anyhow::Result<()> {
         let _ = self.capture.signal(nix::sys::signal::Signal::SIGKILL);
         let _ = self.capture.stop(STOP_TIMEOUT);
-        self.capture = spawn_capture(self.dir.path(), &self.opts)?;
+        self.capture = spawn_service("capture-svc", self.dir.path(), &self.opts, self.addr)?;
         let sock = self.runtime_dir().join("capture.sock");
         let capture = &mut self.capture;
         poll::until(
@@ -226,6 +205,66 @@ impl LocalSystem {
                 Ok(UnixStream::connect(&sock).is_ok().then_some(()))
             },
         )
+    }
+
+    /// The latest `STATUS=` line `service` sent (empty before its first), with
+    /// [`Options::notify`]; `None` without.
+    pub fn status(&self, service: &str) -> Option<String> {
+        let i = bins::SERVICES.iter().position(|n| *n == service)?;
+        self.statuses
+            .get(i)
+            .map(testkit::notify::StatusWatch::latest)
+    }
+
+    /// Stops `service` with `signal` (SIGKILL, or SIGTERM and a wait for its exit), starts it
+    /// again and waits until it is ready as [`LocalSystem::wait_ready`] does: the others are
+    /// left to notice on their own. Returns how it exited.
+    ///
+    /// # Errors
+    /// It did not exit, or failed to start or become ready again.
+    pub fn restart(
+        &mut self,
+        service: &str,
+        signal: nix::sys::signal::Signal,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let (dir, addr) = (self.dir.path().to_owned(), self.addr);
+        let svc = match service {
+            "capture-svc" => &mut self.capture,
+            "motion-svc" => &mut self.motion,
+            "web-svc" => &mut self.web,
+            other => anyhow::bail!("no service {other:?}"),
+        };
+        // motion-svc's log is appended across restarts: its new ready line is one more.
+        let readies = if service == "motion-svc" {
+            svc.log().matches("motion-svc ready").count()
+        } else {
+            0
+        };
+        if signal != nix::sys::signal::Signal::SIGTERM {
+            svc.signal(signal)?;
+        }
+        let status = svc.stop(STOP_TIMEOUT)?;
+        *svc = spawn_service(service, &dir, &self.opts, addr)?;
+        let sock = self.runtime_dir().join("capture.sock");
+        let svc = match service {
+            "capture-svc" => &mut self.capture,
+            "motion-svc" => &mut self.motion,
+            _ => &mut self.web,
+        };
+        poll::until(
+            &format!("{service} ready after a restart"),
+            READY_TIMEOUT,
+            || {
+                svc.check_alive().map_err(|e| e.to_string())?;
+                Ok(match service {
+                    "capture-svc" => UnixStream::connect(&sock).is_ok(),
+                    "motion-svc" => svc.log().matches("motion-svc ready").count() > readies,
+                    _ => http::get(addr, "/healthz", None).is_ok_and(|r| r.status == 200),
+                }
+                .then_some(()))
+            },
+        )?;
+        Ok(status)
     }
 
     /// SIGTERM all three (web, motion, capture), check each exits cleanly, remove the
@@ -284,13 +323,65 @@ pub fn set_password(web_svc: &Path, state_dir: &Path, password: &str) -> anyhow:
     Ok(())
 }
 
-fn spawn_capture(dir: &Path, opts: &Options) -> anyhow::Result<Service> {
-    Service::spawn(
-        "capture-svc",
-        &bins::bin("capture-svc")?,
-        &args(dir, &["--source", "synthetic"], &opts.capture_args),
-        &dir.join("logs"),
-    )
+/// Where `service`'s notify socket is, with [`Options::notify`].
+fn notify_path(dir: &Path, service: &str) -> PathBuf {
+    dir.join("run").join(format!("notify-{service}.sock"))
+}
+
+/// Starts one of the three with its flags (capture on the synthetic camera unless
+/// `opts.capture_args` has a `--source`), logging to `logs/<name>.log` (appended across
+/// restarts).
+fn spawn_service(
+    name: &str,
+    dir: &Path,
+    opts: &Options,
+    addr: SocketAddr,
+) -> anyhow::Result<Service> {
+    let events = path_str(&dir.join("events"));
+    // The settings page's overrides file and motion-svc's preview socket, shared by both.
+    let tuning = [
+        "--overrides-file".into(),
+        path_str(&dir.join("overrides.toml")),
+        "--preview-socket".into(),
+        path_str(&dir.join("run").join("preview.sock")),
+    ];
+    let (mut own, extra): (Vec<String>, &[String]) = match name {
+        // The synthetic camera, unless the caller's flags choose the source.
+        "capture-svc" if opts.capture_args.iter().any(|a| a == "--source") => {
+            (Vec::new(), &opts.capture_args)
+        }
+        "capture-svc" => (
+            vec!["--source".into(), "synthetic".into()],
+            &opts.capture_args,
+        ),
+        "motion-svc" => (vec!["--events-dir".into(), events], &opts.motion_args),
+        _ => (
+            vec![
+                "--listen".into(),
+                addr.to_string(),
+                "--events-dir".into(),
+                events,
+                "--state-dir".into(),
+                path_str(&dir.join("web")),
+            ],
+            &opts.web_args,
+        ),
+    };
+    if name != "capture-svc" {
+        own.extend(tuning);
+    }
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    let args = args(dir, &own, extra);
+    let logs = dir.join("logs");
+    if !opts.notify {
+        return Service::spawn(name, &bins::bin(name)?, &args, &logs);
+    }
+    let mut cmd = std::process::Command::new(bins::bin(name)?);
+    cmd.args(&args)
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("JOURNAL_STREAM")
+        .env("NOTIFY_SOCKET", notify_path(dir, name));
+    Service::start(name, cmd, &logs.join(format!("{name}.log")))
 }
 
 fn args(dir: &Path, own: &[&str], extra: &[String]) -> Vec<String> {

@@ -162,8 +162,9 @@ mod tests {
         assert!(judge(&leak, 0.0, 512.0, None).unwrap().rising);
     }
 
-    /// The CI soak's shape: a sample every 3 s for 210 s, 90 s of them warm-up, growing
-    /// `kib_per_min` plus a page or two of jitter (what a steady service's RSS shows).
+    /// A 3.5-minute soak's shape (the CI soak until the compressed day replaced it): a sample
+    /// every 3 s for 210 s, 90 s of them warm-up, growing `kib_per_min` plus a page or two of
+    /// jitter (what a steady service's RSS shows).
     fn short_soak(kib_per_min: f64) -> Vec<(f64, u64)> {
         (0..70)
             .map(|i| {
@@ -205,7 +206,7 @@ mod tests {
                 .unwrap()
                 .rising
         );
-        // Over the CI soak's one-minute last half, a leak must also outgrow the first-touch
+        // Over a 3.5-minute soak's one-minute last half, a leak must also outgrow the first-touch
         // noise (32 KiB, so about 34 KiB/min) to be told from it; slower ones are for the long
         // soak (`mecam-soak --hours`).
         assert!(
@@ -262,7 +263,7 @@ mod tests {
 
     #[test]
     fn two_page_steps_after_warm_up_are_not_projected_as_a_leak() {
-        // web-svc in a CI soak: 8 KiB at 165 s and 8 KiB at 190 s, one in each quarter of the
+        // web-svc in a 3.5-minute soak: 8 KiB at 165 s and 8 KiB at 190 s, one in each quarter of the
         // last half, with a flat heap underneath (massif).
         let limit = 64.0 * 1024.0;
         let steps: Vec<(f64, u64)> = (0..70)

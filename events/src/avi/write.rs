@@ -9,11 +9,45 @@ use super::{
     INDEX_ENTRY, MAX_CLIP_FRAMES, MAX_FRAME_BYTES, MOVI_FOURCC_AT, header_fps, le32,
 };
 
+/// Index entries a clip made with [`AviWriter::create`] reserves at first (it grows from there,
+/// up to [`MAX_CLIP_FRAMES`]); a writer that records clip after clip passes its own
+/// [`ClipIndex`] to [`AviWriter::create_with`] instead.
+pub const FIRST_INDEX_FRAMES: usize = 1024;
+/// Index entries written to the file per write when the clip is finished: the index goes out
+/// through a buffer of this many entries on the stack, never as one block the clip's size.
+const INDEX_BATCH: usize = 256;
+
+/// The frame index of a clip being written: `(offset from movi, size)` per frame. It is the
+/// only memory a clip needs per frame, so a recorder keeps one from clip to clip
+/// ([`AviWriter::create_with`], [`AviWriter::finish_keeping`]): reserved for the longest clip
+/// it expects, writing frames then allocates nothing. Its bound is [`MAX_CLIP_FRAMES`] entries
+/// (8 bytes each).
+#[derive(Debug, Default)]
+pub struct ClipIndex(Vec<(u32, u32)>);
+
+impl ClipIndex {
+    /// An empty index with room for `frames` entries (at most [`MAX_CLIP_FRAMES`]).
+    pub fn with_frames(frames: usize) -> ClipIndex {
+        ClipIndex(Vec::with_capacity(frames.min(MAX_CLIP_FRAMES)))
+    }
+
+    /// Entries it holds without allocating.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// Makes room for `frames` entries in all (at most [`MAX_CLIP_FRAMES`]).
+    pub fn reserve_frames(&mut self, frames: usize) {
+        let want = frames.min(MAX_CLIP_FRAMES);
+        self.0.reserve(want.saturating_sub(self.0.len()));
+    }
+}
+
 /// Writes one clip.
 #[derive(Debug)]
 pub struct AviWriter {
     out: BufWriter<File>,
-    index: Vec<(u32, u32)>,
+    index: ClipIndex,
     pos: u64,
     max_frame: u32,
     first_ns: Option<u64>,
@@ -102,6 +136,29 @@ impl AviWriter {
     /// # Errors
     /// The file cannot be created or written.
     pub fn create(path: &Path, width: u32, height: u32, nominal_fps: f64) -> io::Result<AviWriter> {
+        AviWriter::create_with(
+            path,
+            width,
+            height,
+            nominal_fps,
+            ClipIndex::with_frames(FIRST_INDEX_FRAMES),
+        )
+    }
+
+    /// [`AviWriter::create`], keeping the frame index in `index` (emptied first): with room
+    /// for every frame of the clip, pushing frames allocates nothing. Get it back for the next
+    /// clip with [`AviWriter::finish_keeping`].
+    ///
+    /// # Errors
+    /// The file cannot be created or written (`index` is dropped).
+    pub fn create_with(
+        path: &Path,
+        width: u32,
+        height: u32,
+        nominal_fps: f64,
+        mut index: ClipIndex,
+    ) -> io::Result<AviWriter> {
+        index.0.clear();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -112,7 +169,7 @@ impl AviWriter {
         out.write_all(&header(width, height, nominal_fps, 0, 0, 4, 0))?;
         Ok(AviWriter {
             out,
-            index: Vec::with_capacity(1024),
+            index,
             pos: HEADER_LEN,
             max_frame: 0,
             first_ns: None,
@@ -123,7 +180,7 @@ impl AviWriter {
 
     /// Frames written so far.
     pub fn frames(&self) -> usize {
-        self.index.len()
+        self.index.0.len()
     }
 
     /// Appends one JPEG frame captured at `mono_ns`. Returns `Ok(false)` (nothing written)
@@ -132,7 +189,7 @@ impl AviWriter {
     /// # Errors
     /// A write error.
     pub fn push(&mut self, jpeg: &[u8], mono_ns: u64) -> io::Result<bool> {
-        if self.index.len() >= MAX_CLIP_FRAMES || jpeg.len() > MAX_FRAME_BYTES as usize {
+        if self.index.0.len() >= MAX_CLIP_FRAMES || jpeg.len() > MAX_FRAME_BYTES as usize {
             return Ok(false);
         }
         let chunk = Chunk {
@@ -145,6 +202,7 @@ impl AviWriter {
             self.out.write_all(&[0])?;
         }
         self.index
+            .0
             .push(((self.pos - MOVI_FOURCC_AT) as u32, chunk.size));
         self.pos += Chunk::LEN + chunk.padded();
         self.max_frame = self.max_frame.max(chunk.size);
@@ -166,21 +224,26 @@ impl AviWriter {
     /// # Errors
     /// A write error.
     pub fn finish(self) -> io::Result<usize> {
-        let n = self.index.len();
+        self.finish_keeping().0
+    }
+
+    /// [`AviWriter::finish`], handing back the frame index's storage for the next clip
+    /// ([`AviWriter::create_with`]), whether finishing worked or not.
+    pub fn finish_keeping(self) -> (io::Result<usize>, ClipIndex) {
+        let n = self.index.0.len();
         let fps = match self.first_ns {
             Some(first) if n > 1 && self.last_ns > first => {
                 (n - 1) as f64 * 1e9 / (self.last_ns - first) as f64
             }
             _ => self.nominal_fps,
         };
-        finish_file(
-            self.out.into_inner().map_err(|e| e.into_error())?,
-            &self.index,
-            self.pos,
-            self.max_frame,
-            Some(fps),
-        )?;
-        Ok(n)
+        let result = self
+            .out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|file| finish_file(file, &self.index.0, self.pos, self.max_frame, Some(fps)))
+            .map(|()| n);
+        (result, self.index)
     }
 }
 
@@ -196,22 +259,25 @@ pub(super) fn finish_file(
 ) -> io::Result<()> {
     file.set_len(movi_end)?;
     file.seek(SeekFrom::Start(movi_end))?;
-    let mut idx = Vec::with_capacity(8 + index.len() * INDEX_ENTRY);
-    idx.extend_from_slice(
+    let idx_len = index.len() * INDEX_ENTRY;
+    file.write_all(
         &Chunk {
             id: INDEX,
-            size: (index.len() * INDEX_ENTRY) as u32,
+            size: idx_len as u32,
         }
         .bytes(),
-    );
-    for &(off, len) in index {
-        idx.extend_from_slice(&FRAME);
-        idx.extend_from_slice(&AVIIF_KEYFRAME.to_le_bytes());
-        idx.extend_from_slice(&off.to_le_bytes());
-        idx.extend_from_slice(&len.to_le_bytes());
+    )?;
+    let mut batch = [0u8; INDEX_BATCH * INDEX_ENTRY];
+    for entries in index.chunks(INDEX_BATCH) {
+        for (&(off, len), e) in entries.iter().zip(batch.chunks_exact_mut(INDEX_ENTRY)) {
+            e[..4].copy_from_slice(&FRAME);
+            e[4..8].copy_from_slice(&AVIIF_KEYFRAME.to_le_bytes());
+            e[8..12].copy_from_slice(&off.to_le_bytes());
+            e[12..].copy_from_slice(&len.to_le_bytes());
+        }
+        file.write_all(&batch[..entries.len() * INDEX_ENTRY])?;
     }
-    file.write_all(&idx)?;
-    let total = movi_end + idx.len() as u64;
+    let total = movi_end + Chunk::LEN + idx_len as u64;
     let mut old = [0u8; HEADER_LEN as usize];
     file.seek(SeekFrom::Start(0))?;
     file.read_exact(&mut old)?;
@@ -250,6 +316,44 @@ mod tests {
         assert!((fps - 10.0).abs() < 0.01, "{fps}");
         assert_eq!(back, frames);
         probe(&p, 10);
+    }
+
+    #[test]
+    fn one_index_serves_clip_after_clip_without_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames: Vec<_> = (0..40).map(jpeg).collect();
+        let mut index = ClipIndex::with_frames(400);
+        let room = index.capacity();
+        // More frames in the index than one write of it holds, so it goes out in batches.
+        for (clip, n) in [(0, 40), (1, 3), (2, 40)] {
+            let p = dir.path().join(format!("clip{clip}.avi"));
+            let mut w = AviWriter::create_with(&p, 64, 48, 15.0, index).unwrap();
+            for (i, f) in frames[..n].iter().enumerate() {
+                for _ in 0..10 {
+                    assert!(w.push(f, i as u64 * 100_000_000).unwrap());
+                }
+            }
+            let (written, back) = w.finish_keeping();
+            assert_eq!(written.unwrap(), n * 10);
+            index = back;
+            let (_, read) = read_frames(&p).unwrap();
+            assert_eq!(read.len(), n * 10);
+            assert_eq!(read[read.len() - 1], frames[n - 1]);
+            probe(&p, n * 10);
+        }
+        assert_eq!(
+            index.capacity(),
+            room,
+            "reserved for the longest clip: never grown"
+        );
+    }
+
+    #[test]
+    fn a_clip_index_is_never_reserved_past_the_clip_bound() {
+        let mut index = ClipIndex::with_frames(usize::MAX);
+        assert_eq!(index.capacity(), MAX_CLIP_FRAMES);
+        index.reserve_frames(MAX_CLIP_FRAMES * 4);
+        assert_eq!(index.capacity(), MAX_CLIP_FRAMES);
     }
 
     #[test]

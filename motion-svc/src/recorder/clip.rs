@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use events::avi::AviWriter;
+use events::avi::{AviWriter, ClipIndex};
 
 /// A clip being written, frame by frame.
 pub trait ClipSink: Send {
@@ -16,17 +16,16 @@ pub trait ClipSink: Send {
     /// # Errors
     /// The write failed.
     fn flush(&mut self) -> std::io::Result<()>;
-    /// Completes the file; the frames it holds.
-    ///
-    /// # Errors
-    /// The write failed.
-    fn finish(self: Box<Self>) -> std::io::Result<usize>;
+    /// Completes the file: the frames it holds (or the write error), and the index storage
+    /// back for the next clip.
+    fn finish(self: Box<Self>) -> (std::io::Result<usize>, ClipIndex);
 }
 
 /// Where the writer's clips go: [`AviFiles`] in the service; tests put a slower disk behind
 /// the same calls.
 pub trait ClipFiles: Send + 'static {
-    /// Creates the clip file at `path`.
+    /// Creates the clip file at `path`, its frame index kept in `index` (the writer's, reused
+    /// from clip to clip: see [`AviWriter::create_with`]).
     ///
     /// # Errors
     /// It cannot be created.
@@ -36,6 +35,7 @@ pub trait ClipFiles: Send + 'static {
         width: u32,
         height: u32,
         nominal_fps: f64,
+        index: ClipIndex,
     ) -> std::io::Result<Box<dyn ClipSink>>;
 }
 
@@ -50,12 +50,14 @@ impl ClipFiles for AviFiles {
         width: u32,
         height: u32,
         nominal_fps: f64,
+        index: ClipIndex,
     ) -> std::io::Result<Box<dyn ClipSink>> {
-        Ok(Box::new(AviWriter::create(
+        Ok(Box::new(AviWriter::create_with(
             path,
             width,
             height,
             nominal_fps,
+            index,
         )?))
     }
 }
@@ -69,7 +71,7 @@ impl ClipSink for AviWriter {
         AviWriter::flush(self)
     }
 
-    fn finish(self: Box<Self>) -> std::io::Result<usize> {
-        AviWriter::finish(*self)
+    fn finish(self: Box<Self>) -> (std::io::Result<usize>, ClipIndex) {
+        AviWriter::finish_keeping(*self)
     }
 }

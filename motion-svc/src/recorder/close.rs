@@ -23,7 +23,9 @@ impl Writer {
         }
         let mut frames = 0;
         if let Some(clip) = cur.clip.take() {
-            match clip.finish() {
+            let (finished, index) = clip.finish();
+            self.index = index;
+            match finished {
                 Ok(0) => {
                     // Nothing to play (stopped right after the start): no clip at all.
                     let _ = std::fs::remove_file(cur.dir.join(CLIP_PART));

@@ -70,6 +70,10 @@ pub struct RecorderConfig {
     pub start_delay_s: f64,
     /// Seconds after last motion kept in the clip.
     pub post_capture_s: f64,
+    /// Longest event ([`crate::event::EventSettings`]'s `max_event_s`): with the pre- and
+    /// post-capture it bounds a clip's length, which the clip index is reserved for
+    /// ([`RecorderConfig::clip_index_frames`]).
+    pub max_event_s: f64,
     /// Bytes the pre-capture ring may grow to (it is sized by the seconds it keeps and the
     /// frames seen; this cap bounds the window when frames are large).
     pub pre_capture_bytes: usize,
@@ -87,6 +91,18 @@ impl RecorderConfig {
     /// longest wait between first motion and the event's start.
     pub fn ring_window_s(&self) -> f64 {
         self.pre_capture_s + self.start_delay_s
+    }
+
+    /// Frames of the longest clip at [`MAX_FPS`] (the ring's window, the longest event, the
+    /// post-capture and [`CLOSE_AFTER_SILENCE`]), at most [`events::avi::MAX_CLIP_FRAMES`]: the
+    /// clip index is reserved for this many once, and kept from clip to clip, so that
+    /// recording a frame never allocates. A faster camera grows it (to the same bound).
+    pub fn clip_index_frames(&self) -> usize {
+        let s = self.ring_window_s()
+            + self.max_event_s
+            + self.post_capture_s
+            + CLOSE_AFTER_SILENCE.as_secs_f64();
+        ((s * MAX_FPS).ceil() as usize).min(events::avi::MAX_CLIP_FRAMES)
     }
 }
 
@@ -163,6 +179,8 @@ pub struct Recorder {
     disk: Arc<Mutex<DiskState>>,
     /// Events the storage limits deleted (the writer counts them).
     retention_deleted: Arc<AtomicU64>,
+    /// Frames the writer has taken off the channel (stored in the ring, written, or both).
+    handled: Arc<AtomicU64>,
 }
 
 impl Recorder {
@@ -192,7 +210,9 @@ impl Recorder {
         let (report_tx, reports) = tokio::sync::mpsc::channel(REPORT_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let pool_back = pool_tx.clone();
+        let handled = Arc::new(AtomicU64::new(0));
         let mut writer = Writer::new(config, clips, pool_tx, report_tx, dropped.clone());
+        writer.handled = Arc::clone(&handled);
         let disk = Arc::clone(&writer.disk_shared);
         let retention_deleted = Arc::clone(&writer.retention_deleted);
         writer.check_disk();
@@ -209,7 +229,15 @@ impl Recorder {
             dropped,
             disk,
             retention_deleted,
+            handled,
         })
+    }
+
+    /// Frames the writer has taken in so far: equal to `stats().sent` once it has caught up.
+    pub fn frames_handled(&self) -> u64 {
+        // Acquire: pairs with the writer's Release increment after a frame, so everything it
+        // did for that frame (the ring, the clip) happened before a caller that sees the count.
+        self.handled.load(Ordering::Acquire)
     }
 
     /// The events disk as the writer last saw it.

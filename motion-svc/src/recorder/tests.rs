@@ -20,6 +20,7 @@ fn config(dir: &Path) -> RecorderConfig {
         pre_capture_s: 1.0,
         start_delay_s: 1.5,
         post_capture_s: 0.5,
+        max_event_s: 60.0,
         pre_capture_bytes: 1 << 20,
         queue_frames: 8,
         limits: Limits {
@@ -43,8 +44,9 @@ impl ClipFiles for SlowDisk {
         width: u32,
         height: u32,
         fps: f64,
+        index: avi::ClipIndex,
     ) -> std::io::Result<Box<dyn ClipSink>> {
-        let avi = AviWriter::create(path, width, height, fps)?;
+        let avi = AviWriter::create_with(path, width, height, fps, index)?;
         Ok(Box::new(SlowClip(avi, self.0)))
     }
 }
@@ -59,8 +61,8 @@ impl ClipSink for SlowClip {
         self.0.flush()
     }
 
-    fn finish(self: Box<Self>) -> std::io::Result<usize> {
-        self.0.finish()
+    fn finish(self: Box<Self>) -> (std::io::Result<usize>, avi::ClipIndex) {
+        self.0.finish_keeping()
     }
 }
 

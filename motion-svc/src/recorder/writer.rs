@@ -16,6 +16,7 @@ use super::{
 use crate::event::EndReason;
 use crate::life::Report;
 use crate::ring::FrameRing;
+use events::avi::ClipIndex;
 use events::{CLIP, CLIP_PART, EventMeta, EventState, META_TMP};
 
 /// Frames the ring indexes for a window of `window_s` seconds.
@@ -73,6 +74,13 @@ pub(super) struct Writer {
     pub(super) recovery_pending: bool,
     /// Final metadata that could not be written: (folder, metadata), written again later.
     pub(super) pending_meta: std::collections::VecDeque<(PathBuf, EventMeta)>,
+    /// The clip index, reserved at start for the longest clip
+    /// ([`RecorderConfig::clip_index_frames`]) and handed from clip to clip: writing a frame
+    /// never allocates. Empty while a clip holds it (or after a clip failed; the next start
+    /// reserves it again).
+    pub(super) index: ClipIndex,
+    /// Frames taken in, for [`super::Recorder::frames_handled`].
+    pub(super) handled: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -98,6 +106,7 @@ impl Writer {
             config.start_delay_s,
         );
         let recovery_pending = config.recovery_pending;
+        let index = ClipIndex::with_frames(config.clip_index_frames());
         Writer {
             config,
             clips,
@@ -114,6 +123,8 @@ impl Writer {
             last_disk_check: Instant::now(),
             recovery_pending,
             pending_meta: std::collections::VecDeque::with_capacity(MAX_PENDING_META),
+            index,
+            handled: Arc::default(),
         }
     }
 
@@ -210,6 +221,9 @@ impl Writer {
                 Ok(Msg::Frame(buf, tag)) => {
                     self.on_frame(&buf, tag);
                     let _ = self.pool.try_send(buf);
+                    // Release: pairs with the Acquire load in `Recorder::frames_handled`.
+                    self.handled
+                        .fetch_add(1, std::sync::atomic::Ordering::Release);
                 }
                 Ok(Msg::Start(meta, first_ns, dropped, fps)) => {
                     self.on_start(*meta, first_ns, dropped, fps);
@@ -340,9 +354,11 @@ impl Writer {
             let _ = std::fs::remove_dir(&dir);
             return self.not_recorded(meta, dir, dropped_before, e.to_string());
         }
+        let mut index = std::mem::take(&mut self.index);
+        index.reserve_frames(self.config.clip_index_frames());
         let clip = self
             .clips
-            .create(&dir.join(CLIP_PART), meta.width, meta.height, fps);
+            .create(&dir.join(CLIP_PART), meta.width, meta.height, fps, index);
         self.poster.clear();
         let mut cur = Current {
             meta,

@@ -178,6 +178,7 @@ fn start_recorder(settings: &Settings, recovery_pending: bool) -> anyhow::Result
             settings.analysis_fps,
         ),
         post_capture_s: events.post_capture_s.max(0.0),
+        max_event_s: events.max_event_s,
         pre_capture_bytes: settings.pre_capture_bytes,
         queue_frames: settings.writer_queue_frames,
         limits: settings.limits,
