@@ -17,7 +17,7 @@ mod write;
 pub use index::{ClipIndex, IndexError};
 pub use read::{AviFrames, read_frames};
 pub use repair::{RepairError, repair};
-pub use write::{AviWriter, ClipIndex, FIRST_INDEX_FRAMES};
+pub use write::{AviWriter, FIRST_INDEX_FRAMES, IndexBuffer};
 
 /// Frames per clip at most; frames past it are dropped (and counted by the caller). At 30 fps
 /// this is over an hour.

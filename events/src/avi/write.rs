@@ -11,7 +11,7 @@ use super::{
 
 /// Index entries a clip made with [`AviWriter::create`] reserves at first (it grows from there,
 /// up to [`MAX_CLIP_FRAMES`]); a writer that records clip after clip passes its own
-/// [`ClipIndex`] to [`AviWriter::create_with`] instead.
+/// [`IndexBuffer`] to [`AviWriter::create_with`] instead.
 pub const FIRST_INDEX_FRAMES: usize = 1024;
 /// Index entries written to the file per write when the clip is finished: the index goes out
 /// through a buffer of this many entries on the stack, never as one block the clip's size.
@@ -23,12 +23,12 @@ const INDEX_BATCH: usize = 256;
 /// it expects, writing frames then allocates nothing. Its bound is [`MAX_CLIP_FRAMES`] entries
 /// (8 bytes each).
 #[derive(Debug, Default)]
-pub struct ClipIndex(Vec<(u32, u32)>);
+pub struct IndexBuffer(Vec<(u32, u32)>);
 
-impl ClipIndex {
+impl IndexBuffer {
     /// An empty index with room for `frames` entries (at most [`MAX_CLIP_FRAMES`]).
-    pub fn with_frames(frames: usize) -> ClipIndex {
-        ClipIndex(Vec::with_capacity(frames.min(MAX_CLIP_FRAMES)))
+    pub fn with_frames(frames: usize) -> IndexBuffer {
+        IndexBuffer(Vec::with_capacity(frames.min(MAX_CLIP_FRAMES)))
     }
 
     /// Entries it holds without allocating.
@@ -47,7 +47,7 @@ impl ClipIndex {
 #[derive(Debug)]
 pub struct AviWriter {
     out: BufWriter<File>,
-    index: ClipIndex,
+    index: IndexBuffer,
     pos: u64,
     max_frame: u32,
     first_ns: Option<u64>,
@@ -141,7 +141,7 @@ impl AviWriter {
             width,
             height,
             nominal_fps,
-            ClipIndex::with_frames(FIRST_INDEX_FRAMES),
+            IndexBuffer::with_frames(FIRST_INDEX_FRAMES),
         )
     }
 
@@ -156,7 +156,7 @@ impl AviWriter {
         width: u32,
         height: u32,
         nominal_fps: f64,
-        mut index: ClipIndex,
+        mut index: IndexBuffer,
     ) -> io::Result<AviWriter> {
         index.0.clear();
         let file = OpenOptions::new()
@@ -229,7 +229,7 @@ impl AviWriter {
 
     /// [`AviWriter::finish`], handing back the frame index's storage for the next clip
     /// ([`AviWriter::create_with`]), whether finishing worked or not.
-    pub fn finish_keeping(self) -> (io::Result<usize>, ClipIndex) {
+    pub fn finish_keeping(self) -> (io::Result<usize>, IndexBuffer) {
         let n = self.index.0.len();
         let fps = match self.first_ns {
             Some(first) if n > 1 && self.last_ns > first => {
@@ -322,7 +322,7 @@ mod tests {
     fn one_index_serves_clip_after_clip_without_growing() {
         let dir = tempfile::tempdir().unwrap();
         let frames: Vec<_> = (0..40).map(jpeg).collect();
-        let mut index = ClipIndex::with_frames(400);
+        let mut index = IndexBuffer::with_frames(400);
         let room = index.capacity();
         // More frames in the index than one write of it holds, so it goes out in batches.
         for (clip, n) in [(0, 40), (1, 3), (2, 40)] {
@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_clip_index_is_never_reserved_past_the_clip_bound() {
-        let mut index = ClipIndex::with_frames(usize::MAX);
+        let mut index = IndexBuffer::with_frames(usize::MAX);
         assert_eq!(index.capacity(), MAX_CLIP_FRAMES);
         index.reserve_frames(MAX_CLIP_FRAMES * 4);
         assert_eq!(index.capacity(), MAX_CLIP_FRAMES);

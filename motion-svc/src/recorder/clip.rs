@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use events::avi::{AviWriter, ClipIndex};
+use events::avi::{AviWriter, IndexBuffer};
 
 /// A clip being written, frame by frame.
 pub trait ClipSink: Send {
@@ -18,7 +18,7 @@ pub trait ClipSink: Send {
     fn flush(&mut self) -> std::io::Result<()>;
     /// Completes the file: the frames it holds (or the write error), and the index storage
     /// back for the next clip.
-    fn finish(self: Box<Self>) -> (std::io::Result<usize>, ClipIndex);
+    fn finish(self: Box<Self>) -> (std::io::Result<usize>, IndexBuffer);
 }
 
 /// Where the writer's clips go: [`AviFiles`] in the service; tests put a slower disk behind
@@ -35,7 +35,7 @@ pub trait ClipFiles: Send + 'static {
         width: u32,
         height: u32,
         nominal_fps: f64,
-        index: ClipIndex,
+        index: IndexBuffer,
     ) -> std::io::Result<Box<dyn ClipSink>>;
 }
 
@@ -50,7 +50,7 @@ impl ClipFiles for AviFiles {
         width: u32,
         height: u32,
         nominal_fps: f64,
-        index: ClipIndex,
+        index: IndexBuffer,
     ) -> std::io::Result<Box<dyn ClipSink>> {
         Ok(Box::new(AviWriter::create_with(
             path,
@@ -71,7 +71,7 @@ impl ClipSink for AviWriter {
         AviWriter::flush(self)
     }
 
-    fn finish(self: Box<Self>) -> (std::io::Result<usize>, ClipIndex) {
+    fn finish(self: Box<Self>) -> (std::io::Result<usize>, IndexBuffer) {
         AviWriter::finish_keeping(*self)
     }
 }

@@ -44,7 +44,7 @@ impl ClipFiles for SlowDisk {
         width: u32,
         height: u32,
         fps: f64,
-        index: avi::ClipIndex,
+        index: avi::IndexBuffer,
     ) -> std::io::Result<Box<dyn ClipSink>> {
         let avi = AviWriter::create_with(path, width, height, fps, index)?;
         Ok(Box::new(SlowClip(avi, self.0)))
@@ -61,7 +61,7 @@ impl ClipSink for SlowClip {
         self.0.flush()
     }
 
-    fn finish(self: Box<Self>) -> (std::io::Result<usize>, avi::ClipIndex) {
+    fn finish(self: Box<Self>) -> (std::io::Result<usize>, avi::IndexBuffer) {
         self.0.finish_keeping()
     }
 }

@@ -16,7 +16,7 @@ use super::{
 use crate::event::EndReason;
 use crate::life::Report;
 use crate::ring::FrameRing;
-use events::avi::ClipIndex;
+use events::avi::IndexBuffer;
 use events::{CLIP, CLIP_PART, EventMeta, EventState, META_TMP};
 
 /// Frames the ring indexes for a window of `window_s` seconds.
@@ -78,7 +78,7 @@ pub(super) struct Writer {
     /// ([`RecorderConfig::clip_index_frames`]) and handed from clip to clip: writing a frame
     /// never allocates. Empty while a clip holds it (or after a clip failed; the next start
     /// reserves it again).
-    pub(super) index: ClipIndex,
+    pub(super) index: IndexBuffer,
     /// Frames taken in, for [`super::Recorder::frames_handled`].
     pub(super) handled: Arc<AtomicU64>,
 }
@@ -106,7 +106,7 @@ impl Writer {
             config.start_delay_s,
         );
         let recovery_pending = config.recovery_pending;
-        let index = ClipIndex::with_frames(config.clip_index_frames());
+        let index = IndexBuffer::with_frames(config.clip_index_frames());
         Writer {
             config,
             clips,

@@ -14,6 +14,22 @@ const PW: &str = "hub-password-7";
 /// Frames the hub takes before it stops.
 const FRAMES: usize = 5;
 
+/// `ffmpeg -i URL` as a hub runs it, giving up on a silent server after 10 s; the output's
+/// arguments are the caller's.
+fn ffmpeg_reading(url: &str) -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-rw_timeout",
+        "10000000",
+        "-i",
+        url,
+    ]);
+    c
+}
+
 #[test]
 fn ffmpeg_ingests_the_mjpeg_stream_with_the_credentials_in_the_url_as_hubs_call_it() {
     let dirs = Dirs::new("");
@@ -23,16 +39,7 @@ fn ffmpeg_ingests_the_mjpeg_stream_with_the_credentials_in_the_url_as_hubs_call_
     let web = Web::start(&dirs);
     let url = format!("http://admin:{PW}@{}/stream.mjpg", web.addr);
     // Copied, not decoded and encoded again: the frames as the camera made them.
-    let mut child = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-rw_timeout",
-            "10000000",
-            "-i",
-        ])
-        .arg(&url)
+    let mut child = ffmpeg_reading(&url)
         .args([
             "-frames:v",
             &FRAMES.to_string(),
@@ -78,16 +85,7 @@ fn ffmpeg_ingests_the_mjpeg_stream_with_the_credentials_in_the_url_as_hubs_call_
     assert!(jpegs >= FRAMES, "{jpegs} JPEG frames from ffmpeg: {err}");
     // A wrong password gets nothing.
     let bad = format!("http://admin:wrong@{}/stream.mjpg", web.addr);
-    let out = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-rw_timeout",
-            "10000000",
-            "-i",
-        ])
-        .arg(&bad)
+    let out = ffmpeg_reading(&bad)
         .args(["-frames:v", "1", "-f", "null", "-"])
         .stdin(Stdio::null())
         .output()
