@@ -10,7 +10,8 @@ use crate::events::write_event;
 use crate::harness::{Camera, Dirs, Web, make_frames, set_password};
 
 /// The most bytes of HTML, CSS and JavaScript one page may weigh (images are not counted).
-pub const MAX_PAGE_BYTES: usize = 50 * 1024;
+/// 50 KB as the issue counts it, in thousands: every page test holds to this one number.
+pub const MAX_PAGE_BYTES: usize = 50_000;
 
 /// Every page: its name in the README's table, its path, and whether it needs a login.
 /// `{event}` is an event's id.

@@ -10,6 +10,7 @@ use mecam_system_tests::http::{self, Response};
 use serde_json::Value;
 
 use crate::harness::{Dirs, Web, make_frames, poll, set_password};
+use crate::page_weight::MAX_PAGE_BYTES;
 
 const PW: &str = "review test password";
 /// A start time: 2026-11-24 18:29:00 UTC.
@@ -441,7 +442,11 @@ fn review_pages_stay_under_50_kb() {
         let r = http::get(web.addr, &path, Some(&cookie)).unwrap();
         assert_eq!(r.status, 200, "{path}");
         eprintln!("page weight: {path}: {} bytes", r.body.len());
-        assert!(r.body.len() < 50_000, "{path}: {} bytes", r.body.len());
+        assert!(
+            r.body.len() < MAX_PAGE_BYTES,
+            "{path}: {} bytes",
+            r.body.len()
+        );
     }
     let list = http::get(web.addr, "/events", Some(&cookie))
         .unwrap()

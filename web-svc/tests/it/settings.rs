@@ -71,7 +71,11 @@ fn the_page_shows_the_values_in_effect_and_saves_only_what_differs() {
     let page = http::get(web.addr, "/settings", Some(&session)).unwrap();
     assert_eq!(page.status, 200);
     let html = page.text();
-    assert!(html.len() < 50_000, "the page is {} bytes", html.len());
+    assert!(
+        html.len() < crate::page_weight::MAX_PAGE_BYTES,
+        "the page is {} bytes",
+        html.len()
+    );
     assert!(html.contains("href=\"/settings\""), "menu entry");
     assert!(
         html.contains("name=\"analysis_fps\" type=\"number\""),
