@@ -31,7 +31,7 @@ pub use layout::{
     CLIP, CLIP_MP4, CLIP_MP4_PART, CLIP_PART, MAX_COUNTER, MAX_ID_LEN, META, META_TMP, POSTER,
     POSTER_TMP, format_id, id_counter, now_unix_ms, parse_id, utc_stamp, valid_id,
 };
-pub use limits::{Limits, dir_size, enforce_limits, free_bytes};
+pub use limits::{Limits, dir_size, disk_usage, enforce_limits, free_bytes};
 pub use meta::{
     EndReason, EventMeta, EventState, MAX_TRACK_BOXES, MAX_TRACK_FRAMES, MetaError, PreparedMeta,
     SCHEMA_VERSION, TrackFrame, prepare_meta, read_meta, read_meta_map, says_recording, write_meta,

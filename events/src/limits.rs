@@ -33,9 +33,19 @@ pub fn dir_size(dir: &Path) -> u64 {
 
 /// Free bytes for unprivileged users on the file system holding `path`.
 pub fn free_bytes(path: &Path) -> Option<u64> {
+    disk_usage(path).map(|(_, free)| free)
+}
+
+/// `(used, free for unprivileged users)` bytes of the file system holding `path`.
+pub fn disk_usage(path: &Path) -> Option<(u64, u64)> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
     // The counts are `c_ulong` on 32-bit targets and u64 here: widen without a lint.
-    Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+    let frag = s.fragment_size() as u64;
+    let used = (s.blocks() as u64).saturating_sub(s.blocks_free() as u64);
+    Some((
+        used.saturating_mul(frag),
+        (s.blocks_available() as u64).saturating_mul(frag),
+    ))
 }
 
 /// Deletes the oldest events until the limits hold. Never deletes `keep` (the event in
@@ -225,5 +235,15 @@ mod tests {
         let deleted = enforce_limits(d.path(), limits, None, 1_700_000_010_000, &free).unwrap();
         assert_eq!(deleted, vec![ids[0].clone(), ids[1].clone()]);
         assert!(free_bytes(d.path()).is_some());
+    }
+
+    #[test]
+    fn disk_usage_reads_the_file_system_and_none_for_a_missing_path() {
+        let d = tempfile::tempdir().unwrap();
+        let (used, free) = disk_usage(d.path()).unwrap();
+        // Two reads of a file system other tests write to differ: no equality between them.
+        assert!(used > 0, "a mounted file system holds something");
+        assert!(free > 0, "the test's own file system has room");
+        assert_eq!(disk_usage(&d.path().join("missing")), None);
     }
 }

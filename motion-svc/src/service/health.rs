@@ -75,7 +75,8 @@ impl Health {
         }
         let analysed = det.analyzer.selection().analysed;
         let fps = self.analysed.rate(analysed, ipc::service::monotonic_ns());
-        let (used, free) = disk_figures(&self.events_dir);
+        // Zeros when `statvfs` fails: the disk state says why.
+        let (used, free) = events::disk_usage(&self.events_dir).unwrap_or((0, 0));
         let disk = det.recorder.disk();
         let m = self.motion();
         m.camera_ok = det.camera_ok;
@@ -117,20 +118,5 @@ impl Health {
         if let Some(w) = &mut self.writer {
             w.publish(&self.detail, stopped);
         }
-    }
-}
-
-/// (used, free for an unprivileged user) bytes of the file system holding `dir`; zeros if
-/// `statvfs` fails (the disk state says why).
-// The counts are `c_ulong`, u32 on 32-bit ARM: the casts widen there.
-#[allow(clippy::unnecessary_cast)]
-fn disk_figures(dir: &Path) -> (u64, u64) {
-    match nix::sys::statvfs::statvfs(dir) {
-        Ok(s) => {
-            let frag = s.fragment_size() as u64;
-            let used = (s.blocks() as u64).saturating_sub(s.blocks_free() as u64);
-            (used * frag, s.blocks_available() as u64 * frag)
-        }
-        Err(_) => (0, 0),
     }
 }
