@@ -29,9 +29,34 @@ pub fn state(events_dir: &Path, id: &str) -> Option<String> {
 /// # Panics
 /// Under CI when ffprobe is missing.
 pub fn probe_frames(clip: &Path) -> anyhow::Result<Option<u64>> {
+    let Some(line) = probe_stream(clip, "nb_read_frames")? else {
+        return Ok(None);
+    };
+    let frames = line
+        .trim_end_matches(',')
+        .parse()
+        .with_context(|| format!("ffprobe {}: no frame count", clip.display()))?;
+    Ok(Some(frames))
+}
+
+/// What `ffprobe` says of `clip`'s first video stream, decoding every frame: the values of
+/// `entries` (e.g. `codec_name,pix_fmt,nb_read_frames`) as one comma-separated line, failing
+/// on any error it reports. `None` (with a skip notice) when ffprobe is not installed.
+///
+/// # Errors
+/// ffprobe reported an error.
+///
+/// # Panics
+/// Under CI when ffprobe is missing.
+pub fn probe_stream(clip: &Path, entries: &str) -> anyhow::Result<Option<String>> {
     let out = match Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-show_entries",
+            &format!("stream={entries}"),
+            "-of",
+            "csv=p=0",
+        ])
         .arg(clip)
         .output()
     {
@@ -51,12 +76,7 @@ pub fn probe_frames(clip: &Path) -> anyhow::Result<Option<u64>> {
         clip.display(),
         out.status
     );
-    let frames = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_end_matches(',')
-        .parse()
-        .with_context(|| format!("ffprobe {}: no frame count", clip.display()))?;
-    Ok(Some(frames))
+    Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 /// A finished event (`complete` or `interrupted`) is consistent: no `clip.avi.part` is left

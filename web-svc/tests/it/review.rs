@@ -341,22 +341,9 @@ pub(crate) fn have_ffmpeg(test: &str) -> bool {
 
 /// What ffprobe says of `path`'s video stream: `codec,pix_fmt,frames`.
 pub(crate) fn probe(path: &Path) -> String {
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=codec_name,pix_fmt,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    mecam_system_tests::events::probe_stream(path, "codec_name,pix_fmt,nb_read_frames")
+        .unwrap()
+        .expect("ffprobe (the callers checked have_ffmpeg)")
 }
 
 #[test]
